@@ -1,0 +1,69 @@
+"""The paper's three-stage method: forget -> remind -> restore."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass, field
+
+from ..forget import ForgetConfig, forget
+from ..layers import clone_state
+from ..models import ClipBundle
+from ..remind import RemindConfig, remind
+from ..restore import RestoreConfig, alpha_curve, select_alpha, soup
+from ..task import ProgressFn, UnlearningTask
+from . import MethodOutput, register
+
+
+@dataclass
+class ThreeStageConfig:
+    forget: ForgetConfig = field(default_factory=ForgetConfig)
+    remind: RemindConfig = field(default_factory=RemindConfig)
+    restore: RestoreConfig = field(default_factory=RestoreConfig)
+    skip_remind: bool = False
+
+
+@register("ours", ThreeStageConfig, "relative-Fisher LoRA forgetting, BN-aligned KD reminding with EMA, model soup")
+def three_stage(
+    bundle: ClipBundle, task: UnlearningTask, cfg: ThreeStageConfig, progress: ProgressFn
+) -> MethodOutput:
+    seconds: dict[str, float] = {}
+    theta_0 = clone_state(bundle.model.visual)
+
+    start = time.perf_counter()
+    forgotten, ranking, forget_log = forget(bundle, task, cfg.forget, progress)
+    seconds["forget"] = time.perf_counter() - start
+
+    start = time.perf_counter()
+    if cfg.skip_remind:
+        unlearned, remind_log = forgotten, {"skipped": True}
+    else:
+        unlearned, remind_log = remind(bundle, forgotten, task, forget_log["lora_layers"], cfg.remind, progress)
+    seconds["remind"] = time.perf_counter() - start
+
+    start = time.perf_counter()
+    theta_u = clone_state(unlearned)
+    calibration = {
+        "forget": (task.calibration_forget or task.forget, task.classnames),
+        "retain": (task.calibration_retain or task.retain, task.classnames),
+    }
+    curve = alpha_curve(bundle, theta_u, theta_0, calibration, cfg.restore.alphas, progress, task.cancel)
+    alpha = select_alpha(curve, "forget", "retain", cfg.restore.tolerance)
+    final = soup(theta_u, theta_0, alpha)
+    seconds["restore"] = time.perf_counter() - start
+
+    log = {
+        "config": asdict(cfg),
+        "forget": forget_log,
+        "remind": remind_log,
+        "calibration_sizes": {k: len(v[0]) for k, v in calibration.items()},
+        "calibration_is_training_data": task.calibration_forget is None or task.calibration_retain is None,
+    }
+    return MethodOutput(
+        visual_state=final,
+        log=log,
+        unlearned_state=theta_u,
+        alpha=alpha,
+        alpha_curve=curve,
+        ranking=[asdict(r) for r in ranking],
+        stage_seconds=seconds,
+    )

