@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import os
 import sys
 from pathlib import Path
 
 import torch
+
+# Modules that add sub-commands: each has add_subcommand(subparsers) and sets `func` on its parser.
+EXTRA_COMMANDS = ("clipforget.bench",)
 
 
 def _progress_printer():
@@ -60,6 +64,12 @@ def build_parser() -> argparse.ArgumentParser:
     _common(unlearn)
 
     sub.add_parser("methods", help="list the unlearning methods")
+    for module_name in EXTRA_COMMANDS:
+        try:
+            module = importlib.import_module(module_name)
+        except ImportError:
+            continue
+        module.add_subcommand(sub)  # sets a `func(args) -> int` default on its parser
     return parser
 
 
@@ -78,6 +88,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.cache_dir:
         os.environ["CLIPFORGET_CACHE"] = args.cache_dir
     try:
+        if hasattr(args, "func"):
+            return args.func(args)
         return _run(args)
     except (ModelLoadError, DataError, KeyError) as err:
         print(f"error: {err}", file=sys.stderr)

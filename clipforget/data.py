@@ -116,7 +116,7 @@ def open_image(path: str | os.PathLike, max_pixels: int = DEFAULT_MAX_PIXELS) ->
         raise
     except (Image.DecompressionBombError, Image.DecompressionBombWarning):
         raise DataError(f"too large (over {max_pixels} pixels)") from None
-    except Exception as err:  # noqa: BLE001 - PIL raises many types for bad files
+    except Exception as err:
         raise DataError(f"not a readable image ({type(err).__name__})") from None
 
 
@@ -237,7 +237,7 @@ def _download_cifar10(split: str) -> tuple[np.ndarray, np.ndarray]:
         from torchvision.datasets import CIFAR10
 
         ds = CIFAR10(str(cache_dir() / "torchvision"), train=split == "train", download=True)
-    except Exception as err:  # noqa: BLE001
+    except Exception as err:
         raise DataError(
             f"CIFAR-10 not found under the data root ({data_root()}) and could not be downloaded: {err}. "
             "Point --data-root / CLIPFORGET_DATA at a folder holding cifar10/{train,test}/<class>/*.jpg"

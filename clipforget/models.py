@@ -92,7 +92,8 @@ def _build_from_config(config: dict[str, Any], device: str | torch.device) -> tu
     text_cfg = model_cfg["text_cfg"]
     if text_cfg.get("hf_model_name"):
         text_cfg["hf_model_name"] = _resolve_package_path(text_cfg["hf_model_name"])
-        text_cfg["hf_tokenizer_name"] = _resolve_package_path(text_cfg.get("hf_tokenizer_name", text_cfg["hf_model_name"]))
+        tokenizer_name = text_cfg.get("hf_tokenizer_name", text_cfg["hf_model_name"])
+        text_cfg["hf_tokenizer_name"] = _resolve_package_path(tokenizer_name)
     custom = model_cfg.pop("custom_text", False) or bool(text_cfg.get("hf_model_name"))
     model_cls = CustomTextCLIP if custom else open_clip.CLIP
     import transformers
@@ -189,7 +190,7 @@ def _create_open_clip(name: str, tag: str, device: str | torch.device, cache: st
         model, _, _ = open_clip.create_model_and_transforms(
             name, pretrained=str(Path(tag).expanduser()) if is_file else tag, device=device, cache_dir=str(weights_dir)
         )
-    except Exception as err:  # noqa: BLE001 - every download/lookup failure means the same thing to a user
+    except Exception as err:
         raise WeightsNotFoundError(
             f"pretrained weights for {name}:{tag} are not available on this machine ({type(err).__name__}). "
             f"Either put open_clip's weight file in its cache folder {weights_dir} "
@@ -226,7 +227,7 @@ def load_checkpoint(folder: str | os.PathLike, device: str | torch.device = "cpu
         state = load_file(str(weights), device="cpu")
     except ModelLoadError:
         raise
-    except Exception as err:  # noqa: BLE001 - a truncated or foreign file must not pass as a model
+    except Exception as err:
         raise ModelLoadError(f"could not read checkpoint {folder}: {err}") from err
     frozen = tuple(config.get("frozen_prefixes", ()))
     reference = model.state_dict()
@@ -234,7 +235,9 @@ def load_checkpoint(folder: str | os.PathLike, device: str | torch.device = "cpu
     missing, unexpected = model.load_state_dict(state, strict=False)
     missing = [k for k in missing if not k.startswith(frozen)]
     if missing or unexpected:
-        raise ModelLoadError(f"checkpoint {folder} does not match its config: missing {missing[:5]}, unexpected {unexpected[:5]}")
+        raise ModelLoadError(
+            f"checkpoint {folder} does not match its config: missing {missing[:5]}, unexpected {unexpected[:5]}"
+        )
     model.to(device).eval()
     return ClipBundle(model, tokenizer, str(folder), config, frozen)
 

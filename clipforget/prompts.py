@@ -42,8 +42,9 @@ def coarse_label(cifar_class: str) -> str:
 def fill(template: str, subject: str) -> str:
     """Insert ``subject`` into ``template``, fixing the article ("a airplane" -> "an airplane")."""
     text = template.format(subject)
-    for article in ("a ", "A "):
-        text = text.replace(f"{article}{subject}", f"{article[0]}n {subject}") if subject[:1].lower() in "aeiou" else text
+    if subject[:1].lower() in "aeiou":
+        for article in ("a ", "A "):
+            text = text.replace(f"{article}{subject}", f"{article[0]}n {subject}")
     return text
 
 

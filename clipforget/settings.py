@@ -102,7 +102,7 @@ def folder_task(
 def _split(images: ImageSet, holdout: float, seed: int) -> tuple[ImageSet, ImageSet]:
     """Split off ``holdout`` of the images (at least one, when there are two or more)."""
     n = len(images)
-    n_hold = int(round(n * holdout)) if n > 1 else 0
+    n_hold = round(n * holdout) if n > 1 else 0
     n_hold = min(max(n_hold, 1 if n > 1 and holdout > 0 else 0), n - 1)
     order = np.random.default_rng(seed).permutation(n)
     train, hold = images.subset(order[n_hold:]), images.subset(order[:n_hold])

@@ -1,0 +1,50 @@
+"""clipforget web app: ``python app.py`` serves the Gradio UI on http://127.0.0.1:7860 (see docs/app.md)."""
+
+from __future__ import annotations
+
+import argparse
+import os
+
+from clipforget.service import PROFILES, AppService, ServiceConfig
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    defaults = ServiceConfig()
+    p = argparse.ArgumentParser(description=__doc__)
+    p.add_argument("--host", default=os.environ.get("CLIPFORGET_HOST", "127.0.0.1"))
+    p.add_argument("--port", type=int, default=int(os.environ.get("CLIPFORGET_PORT", "7860")))
+    p.add_argument("--share", action="store_true", help="create a public gradio.live link (off by default)")
+    p.add_argument("--model", default="embedded", help="default model: embedded, NAME:TAG or a checkpoint folder")
+    p.add_argument("--data-root", default=None, help="datasets folder (default $CLIPFORGET_DATA or ../shared/data)")
+    p.add_argument("--cache-dir", default=None, help="cache + runs folder (default $CLIPFORGET_CACHE)")
+    p.add_argument("--imagenet", default=None, help="ImageNet folder (<wnid>/*.JPEG) for the LIVING-17 preset")
+    p.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
+    p.add_argument("--gallery", action="append", default=[], metavar="NAME=DIR[:DIR...]",
+                   help="extra retrieval gallery (repeatable)")
+    p.add_argument("--default-gallery", default=None, help="gallery selected at start")
+    p.add_argument("--max-upload-mb", type=float, default=defaults.max_upload_mb, help="per image file")
+    p.add_argument("--max-total-upload-mb", type=float, default=defaults.max_total_upload_mb, help="per gallery")
+    p.add_argument("--max-pixels", type=int, default=defaults.max_pixels, help="per image (larger are skipped)")
+    p.add_argument("--profile", choices=list(PROFILES), default="fast", help="run profile selected at start")
+    return p.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
+    galleries = dict(g.split("=", 1) for g in args.gallery)
+    config = ServiceConfig(
+        model=args.model, data_root=args.data_root, cache_dir=args.cache_dir, imagenet_root=args.imagenet,
+        device=args.device, max_upload_mb=args.max_upload_mb, max_total_upload_mb=args.max_total_upload_mb,
+        max_pixels=args.max_pixels, galleries=galleries,
+    )
+    if args.default_gallery:
+        config.default_gallery = args.default_gallery
+    from clipforget.ui import build_ui, launch_kwargs
+
+    service = AppService(config)
+    demo = build_ui(service, default_profile=args.profile)
+    demo.launch(**launch_kwargs(service, args.host, args.port, args.share))
+
+
+if __name__ == "__main__":
+    main()

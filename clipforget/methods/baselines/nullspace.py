@@ -1,0 +1,67 @@
+"""Null-space projection: remove the target class text direction(s) from the image embedding, without training.
+
+With ``T`` the unit text embeddings of the forget labels and ``Q`` an orthonormal basis of their span, the image
+embedding ``e`` becomes ``(I - s Q Q^T) e`` (``s = strength``; 1 removes the directions entirely), so every image's
+cosine similarity to the forget labels' texts goes to 0. The projection is folded into the last linear map of the
+image tower, so the result is an ordinary weight edit:
+
+* ModifiedResNet (RN50, embedded): ``attnpool.c_proj`` -- ``W <- P W``, ``b <- P b`` (it is the attention pool's
+  output projection, whose output is the embedding);
+* VisionTransformer: ``proj`` -- ``proj <- proj P``.
+
+Limitation (by design): it acts on the whole label, not on a subgroup -- when forget and retain images share the
+label (subgroup settings) the retained images lose it too.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass
+
+import torch
+
+from ...models import ClipBundle
+from ...task import ProgressFn, UnlearningTask
+from ...zeroshot import text_classifier
+from .. import MethodOutput, register
+from .common import forget_ids, frozen_state, trainable_copy
+
+
+@dataclass
+class NullspaceConfig:
+    strength: float = 1.0
+
+
+def projector(directions: torch.Tensor, strength: float) -> torch.Tensor:
+    """``I - strength * Q Q^T`` for the span of the rows of ``directions`` (``k,D``)."""
+    q, _ = torch.linalg.qr(directions.float().T)
+    return torch.eye(directions.shape[1], device=directions.device) - strength * q @ q.T
+
+
+def project_output(visual: torch.nn.Module, proj: torch.Tensor) -> str:
+    """Fold ``proj`` (``D,D``) into the image tower's output map in place; returns the edited parameter's name."""
+    with torch.no_grad():
+        attnpool = getattr(visual, "attnpool", None)
+        if attnpool is not None and hasattr(attnpool, "c_proj"):
+            c_proj = attnpool.c_proj
+            c_proj.weight.copy_((proj @ c_proj.weight.float()).to(c_proj.weight.dtype))
+            if c_proj.bias is not None:
+                c_proj.bias.copy_((proj @ c_proj.bias.float()).to(c_proj.bias.dtype))
+            return "attnpool.c_proj"
+        if getattr(visual, "proj", None) is not None:
+            visual.proj.copy_((visual.proj.float() @ proj).to(visual.proj.dtype))
+            return "proj"
+    raise ValueError("image tower has neither attnpool.c_proj nor proj: cannot fold the projection")
+
+
+@register("nullspace", NullspaceConfig, "training-free: project the target text direction out of the image output")
+def nullspace(bundle: ClipBundle, task: UnlearningTask, cfg: NullspaceConfig, progress: ProgressFn) -> MethodOutput:
+    start = time.perf_counter()
+    classifier = text_classifier(bundle, task.classnames)
+    ids = forget_ids(task)
+    visual = trainable_copy(bundle)
+    edited = project_output(visual, projector(classifier[ids], cfg.strength).to(bundle.device))
+    progress("nullspace", 1.0, f"projected {len(ids)} direction(s) out of {edited}")
+    log = {"config": asdict(cfg), "directions": [task.classnames[i] for i in ids], "edited": edited,
+           "shared_with_retain": sorted(set(task.classnames[i] for i in ids) & set(task.retain.labels))}
+    return MethodOutput(frozen_state(visual), log, stage_seconds={"edit": time.perf_counter() - start})

@@ -1,0 +1,264 @@
+"""Text -> image retrieval over gallery indexes, and before/after comparisons of the top-k.
+
+An *index folder* (written by ``python -m index_builder build``) holds
+
+* ``index.faiss`` -- a FAISS inner-product index over the unit-norm image embeddings (row ``i`` = image ``i``),
+* ``embeddings.f16.npy`` -- the same embeddings, float16 ``N,D``, memory-mappable (the index holds exactly these),
+* ``metadata.jsonl`` -- one JSON record per row: ``path``, ``label`` (first folder under the gallery; see
+  ``docs/index_builder.md``) and ``gallery`` (the gallery root it came from),
+* ``skipped.json`` -- files that were not indexed, with the reason,
+* ``info.json`` -- model spec, dimension, count, FAISS index key; written last, so its presence marks a complete index.
+
+Typical use (what the app does)::
+
+    gallery = load_index("indexes/cifar10-test")
+    before = text_to_image(bundle, gallery, "a photo of an airplane", k=20)
+    after = text_to_image(bundle, gallery, "a photo of an airplane", k=20, embeddings=grid.embeddings(0.35))
+    diff = compare(before, after, subgroup="airplane/")
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+INDEX_FILE = "index.faiss"
+EMBEDDINGS_FILE = "embeddings.f16.npy"
+METADATA_FILE = "metadata.jsonl"
+SKIPPED_FILE = "skipped.json"
+INFO_FILE = "info.json"
+
+
+class IndexLoadError(RuntimeError):
+    """An index folder is missing or inconsistent; the message says which file."""
+
+
+@dataclass
+class GalleryIndex:
+    """A loaded index folder: FAISS index, memory-mapped float16 embeddings and per-row metadata."""
+
+    path: Path
+    info: dict[str, Any]
+    index: Any  # faiss.Index
+    embeddings: np.ndarray  # float16 N,D (memory-mapped)
+    records: list[dict[str, str]]
+    skipped: list[dict[str, str]] = field(default_factory=list)
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    @property
+    def name(self) -> str:
+        return self.path.name
+
+    @property
+    def paths(self) -> list[str]:
+        return [r["path"] for r in self.records]
+
+    @property
+    def labels(self) -> list[str]:
+        return [r["label"] for r in self.records]
+
+
+@dataclass(frozen=True)
+class Hit:
+    """One retrieved gallery image: its 1-based rank in the list, row id, cosine score and metadata."""
+
+    rank: int
+    id: int
+    score: float
+    path: str
+    label: str
+    gallery: str = ""
+
+
+Searchable = GalleryIndex | np.ndarray | torch.Tensor | Any  # Any: a faiss.Index
+Subgroup = str | Callable[[Hit], bool] | None
+
+
+def read_records(path: str | os.PathLike) -> list[dict[str, str]]:
+    """Read a ``metadata.jsonl`` file."""
+    with open(path, encoding="utf-8") as handle:
+        return [json.loads(line) for line in handle if line.strip()]
+
+
+def load_index(path: str | os.PathLike, mmap: bool = True) -> GalleryIndex:
+    """Load an index folder; ``mmap=False`` reads the embeddings into memory instead of mapping them."""
+    import faiss
+
+    path = Path(path)
+    info_path = path / INFO_FILE
+    if not info_path.is_file():
+        raise IndexLoadError(
+            f"{path} is not a finished index folder (no {INFO_FILE}); build it with python -m index_builder"
+        )
+    info = json.loads(info_path.read_text(encoding="utf-8"))
+    for name in (INDEX_FILE, EMBEDDINGS_FILE, METADATA_FILE):
+        if not (path / name).is_file():
+            raise IndexLoadError(f"index folder {path} lacks {name}")
+    index = faiss.read_index(str(path / INDEX_FILE))
+    embeddings = np.load(path / EMBEDDINGS_FILE, mmap_mode="r" if mmap else None)
+    records = read_records(path / METADATA_FILE)
+    skipped_path = path / SKIPPED_FILE
+    skipped = json.loads(skipped_path.read_text(encoding="utf-8")) if skipped_path.is_file() else []
+    if not (index.ntotal == len(embeddings) == len(records) == info.get("count", len(records))):
+        raise IndexLoadError(
+            f"index folder {path} is inconsistent: faiss {index.ntotal}, embeddings {len(embeddings)}, "
+            f"metadata {len(records)}, info {info.get('count')} rows"
+        )
+    _set_search_params(index, info.get("search_params", ""))
+    return GalleryIndex(path, info, index, embeddings, records, skipped)
+
+
+def _set_search_params(index: Any, params: str) -> None:
+    if params:
+        import faiss
+
+        faiss.ParameterSpace().set_index_parameters(index, params)
+
+
+def _as_queries(text_features: np.ndarray | torch.Tensor) -> np.ndarray:
+    if isinstance(text_features, torch.Tensor):
+        text_features = text_features.detach().float().cpu().numpy()
+    queries = np.asarray(text_features, dtype=np.float32)
+    return np.ascontiguousarray(queries[None] if queries.ndim == 1 else queries)
+
+
+Features = np.ndarray | torch.Tensor
+
+
+def search(index_or_embeddings: Searchable, text_features: Features, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Top-``k`` inner-product search: ``(scores float32 Q,k, ids int64 Q,k)``, best first.
+
+    ``index_or_embeddings`` is a :class:`GalleryIndex` (its FAISS index is used), a ``faiss.Index``, or an ``N,D``
+    array / tensor of unit-norm embeddings (any float dtype; searched exactly with a matrix product).
+    ``text_features`` is one ``D`` vector or ``Q,D`` vectors. ``k`` larger than the gallery is clipped.
+    """
+    queries = _as_queries(text_features)
+    target = index_or_embeddings.index if isinstance(index_or_embeddings, GalleryIndex) else index_or_embeddings
+    if isinstance(target, torch.Tensor):
+        target = target.detach().cpu().numpy()
+    if isinstance(target, np.ndarray):
+        return _search_array(target, queries, k)
+    k = min(k, target.ntotal)
+    scores, ids = target.search(queries, k)
+    return scores, ids.astype(np.int64)
+
+
+def _search_array(embeddings: np.ndarray, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    matrix = embeddings if embeddings.dtype == np.float32 else embeddings.astype(np.float32)
+    sims = queries @ matrix.T
+    k = min(k, sims.shape[1])
+    if k == 0:
+        return np.zeros((len(queries), 0), np.float32), np.zeros((len(queries), 0), np.int64)
+    part = np.argpartition(-sims, k - 1, axis=1)[:, :k] if k < sims.shape[1] else np.tile(np.arange(k), (len(sims), 1))
+    top = np.take_along_axis(sims, part, axis=1)
+    order = np.lexsort((part, -top), axis=1)  # score descending, ties by row id (as FAISS flat search does)
+    ids = np.take_along_axis(part, order, axis=1).astype(np.int64)
+    return np.take_along_axis(top, order, axis=1), ids
+
+
+def rank_of(embeddings: Features, text_features: Features, ids: Sequence[int]) -> list[int]:
+    """1-based rank of each row ``ids`` in the full ranking of the gallery for one query (exact, numpy)."""
+    if isinstance(embeddings, torch.Tensor):
+        embeddings = embeddings.detach().cpu().numpy()
+    query = _as_queries(text_features)[0]
+    sims = np.asarray(embeddings, dtype=np.float32) @ query
+    return [int((sims > sims[i]).sum()) + 1 for i in ids]
+
+
+def to_hits(gallery: GalleryIndex, scores: np.ndarray, ids: np.ndarray) -> list[Hit]:
+    """One query's search result (1-D ``scores``/``ids``) as :class:`Hit` records; FAISS's ``-1`` padding dropped."""
+    hits = []
+    for rank, (score, row) in enumerate(zip(scores.tolist(), ids.tolist(), strict=True), start=1):
+        if row < 0:
+            continue
+        rec = gallery.records[row]
+        hits.append(Hit(rank, int(row), float(score), rec["path"], rec.get("label", ""), rec.get("gallery", "")))
+    return hits
+
+
+@torch.no_grad()
+def text_to_image(
+    bundle: Any,
+    index: GalleryIndex,
+    prompt: str,
+    k: int = 20,
+    embeddings: np.ndarray | torch.Tensor | None = None,
+) -> list[Hit]:
+    """Top-``k`` gallery images for ``prompt``.
+
+    The prompt is encoded by ``bundle``'s text tower (unlearning changes only the image tower, so the original
+    bundle serves before and after). Without ``embeddings`` the gallery's FAISS index is searched (the model the
+    index was built with); pass ``embeddings`` (``N,D``, same rows, e.g. ``AlphaGrid.embeddings(alpha)``) to rank
+    the same gallery as another image tower sees it.
+    """
+    from .zeroshot import encode_text
+
+    query = encode_text(bundle, [prompt])
+    scores, ids = search(index if embeddings is None else embeddings, query, k)
+    return to_hits(index, scores[0], ids[0])
+
+
+def subgroup_predicate(subgroup: Subgroup) -> Callable[[Hit], bool] | None:
+    """A string selects hits whose path contains it (``/`` and ``\\`` treated alike); a callable is used as is."""
+    if subgroup is None or callable(subgroup):
+        return subgroup
+    needle = str(subgroup).replace("\\", "/")
+    return lambda hit: needle in hit.path.replace("\\", "/")
+
+
+@dataclass
+class Comparison:
+    """Before/after top-k lists; what left and entered; the subgroup's share (``None`` without subgroup)."""
+
+    before: list[Hit]
+    after: list[Hit]
+    left: list[Hit]  # in before, not in after (with their before rank)
+    entered: list[Hit]  # in after, not in before (with their after rank)
+    share_before: float | None = None
+    share_after: float | None = None
+    rank_change: dict[int, tuple[int | None, int | None]] = field(default_factory=dict)  # id -> (before, after)
+
+    @property
+    def share_drop(self) -> float | None:
+        """Relative fall of the subgroup's share, ``1 - after/before`` (``None`` if undefined)."""
+        if not self.share_before or self.share_after is None:
+            return None
+        return 1.0 - self.share_after / self.share_before
+
+    def summary(self) -> dict[str, Any]:
+        return {
+            "k": len(self.before),
+            "left": len(self.left),
+            "entered": len(self.entered),
+            "share_before": self.share_before,
+            "share_after": self.share_after,
+            "share_drop": self.share_drop,
+        }
+
+
+def compare(before_hits: Sequence[Hit], after_hits: Sequence[Hit], subgroup: Subgroup = None) -> Comparison:
+    """Compare two top-k lists of the same gallery (matched by row id).
+
+    ``subgroup``: a path substring (e.g. ``"airplane/"``) or a ``Hit -> bool`` predicate; its share of each list is
+    reported as a fraction of the list length.
+    """
+    before, after = list(before_hits), list(after_hits)
+    ids_before, ids_after = {h.id: h.rank for h in before}, {h.id: h.rank for h in after}
+    left = [h for h in before if h.id not in ids_after]
+    entered = [h for h in after if h.id not in ids_before]
+    rank_change = {i: (ids_before.get(i), ids_after.get(i)) for i in {**ids_before, **ids_after}}
+    pred = subgroup_predicate(subgroup)
+    share_before = share_after = None
+    if pred is not None:
+        share_before = sum(map(pred, before)) / len(before) if before else 0.0
+        share_after = sum(map(pred, after)) / len(after) if after else 0.0
+    return Comparison(before, after, left, entered, share_before, share_after, rank_change)

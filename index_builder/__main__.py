@@ -1,0 +1,113 @@
+"""``python -m index_builder``: build / merge / add gallery indexes, and alpha grids of finished runs.
+
+    python -m index_builder build --model embedded --gallery DIR [DIR ...] --out INDEX_DIR [--shard i/n]
+    python -m index_builder merge --out INDEX_DIR SHARD_DIR [SHARD_DIR ...]
+    python -m index_builder add --index INDEX_DIR --gallery DIR [DIR ...]
+    python -m index_builder alpha-grid --run RUN_DIR --index INDEX_DIR [--step 0.05]
+
+See docs/index_builder.md (sharded builds on a cluster, index type rule, label rule).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from .indexing import DEFAULT_INDEX_MEMORY, EXACT_THRESHOLD
+from .reader import parse_shard
+
+
+def _loader_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--batch-size", type=int, default=256)
+    parser.add_argument("--workers", type=int, default=None, help="decoding processes (default: min(8, CPUs))")
+    parser.add_argument("--device", default=None, help="cuda / cpu (default: cuda when available)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m index_builder", description=__doc__.split("\n")[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    build = sub.add_parser("build", help="encode gallery folders into a FAISS index folder")
+    build.add_argument("--model", default="embedded", help="embedded | NAME:TAG | checkpoint folder")
+    build.add_argument("--gallery", nargs="+", required=True, help="gallery folders (labels: first sub-folder)")
+    build.add_argument("--out", required=True, help="index folder to write")
+    build.add_argument("--shard", default=None, help="i/n: build only the i-th (0-based) of n slices; then merge")
+    build.add_argument("--index-key", default=None, help="force a FAISS factory key (default: size rule)")
+    build.add_argument("--exact-threshold", type=int, default=EXACT_THRESHOLD, help="exact search below this size")
+    build.add_argument("--max-index-memory", type=int, default=DEFAULT_INDEX_MEMORY, help="bytes, for HNSW's M")
+    _loader_args(build)
+
+    merge = sub.add_parser("merge", help="join the shard folders of a sharded build")
+    merge.add_argument("--out", required=True)
+    merge.add_argument("shards", nargs="+", help="shard folders (each of 0..n-1 once)")
+    merge.add_argument("--index-key", default=None)
+
+    add = sub.add_parser("add", help="add the new images of gallery folders to an index")
+    add.add_argument("--index", required=True)
+    add.add_argument("--gallery", nargs="+", required=True)
+    _loader_args(add)
+
+    grid = sub.add_parser("alpha-grid", help="gallery embeddings of a finished run at every alpha")
+    grid.add_argument("--run", required=True, help="finished run folder")
+    grid.add_argument("--index", required=True, help="index folder of the gallery")
+    grid.add_argument("--name", default=None, help="grid name (default: the index folder's name)")
+    grid.add_argument("--step", type=float, default=0.05, help="alpha grid step over [0, 1]")
+    grid.add_argument("--cache-mb", type=int, default=1024, help="activation cache per gallery chunk")
+    grid.add_argument("--overwrite", action="store_true")
+    _loader_args(grid)
+    return parser
+
+
+def _alphas(step: float) -> tuple[float, ...]:
+    n = round(1.0 / step)
+    if n < 1 or abs(n * step - 1.0) > 1e-9:
+        raise ValueError(f"--step must divide 1 (e.g. 0.05, 0.1), not {step}")
+    return tuple(round(i / n, 6) for i in range(n + 1))
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    from clipforget.data import DataError
+    from clipforget.models import ModelLoadError
+
+    try:
+        if args.command == "build":
+            from .build import BuildConfig, build
+
+            cfg = BuildConfig(
+                model=args.model, batch_size=args.batch_size, workers=args.workers, shard=parse_shard(args.shard),
+                device=args.device, index_key=args.index_key, exact_threshold=args.exact_threshold,
+                max_index_memory=args.max_index_memory,
+            )
+            out = build(args.gallery, args.out, cfg)
+        elif args.command == "merge":
+            from .build import merge
+
+            out = merge(args.shards, args.out, args.index_key)
+        elif args.command == "add":
+            from .build import add
+
+            out = add(args.index, args.gallery, args.batch_size, args.workers, args.device)
+        else:
+            from clipforget.alpha_grid import AlphaGridConfig, compute_alpha_grid
+
+            cfg = AlphaGridConfig(
+                alphas=_alphas(args.step), batch_size=args.batch_size, workers=args.workers,
+                cache_bytes=args.cache_mb * 2**20, device=args.device,
+            )
+            out = compute_alpha_grid(args.run, args.index, cfg, args.name, overwrite=args.overwrite)
+            info = json.loads((out / "grid.json").read_text(encoding="utf-8"))
+            print(f"{out}: {len(info['alphas'])} alphas x {info['count']} images, recomputed from "
+                  f"{info['first_recomputed_stage']}, {info['seconds']}")
+            return 0
+    except (ValueError, DataError, ModelLoadError, FileNotFoundError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    info = json.loads((out / "info.json").read_text(encoding="utf-8"))
+    print(f"{out}: {info['count']} images, {info['skipped']} skipped, index {info['index_key']}, model {info['model']}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,46 @@
+"""Encoder: uint8 image batches -> unit-norm embeddings, with exactly the forward pass the rest of clipforget uses."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from torch import nn
+
+from clipforget.models import ClipBundle, create_model
+from clipforget.zeroshot import image_features
+
+
+def default_device() -> str:
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+class ClipImageEncoder:
+    """Wraps a :class:`ClipBundle`'s image tower (or another ``model`` with ``.visual``) as ``images -> embeddings``.
+
+    Uses :func:`clipforget.zeroshot.image_features` (bf16 autocast on CPU, fp16 on CUDA, channels-last), so index
+    embeddings equal what zero-shot evaluation and the alpha grid compute for the same pixels.
+    """
+
+    def __init__(self, bundle: ClipBundle, model: nn.Module | None = None):
+        self.bundle = bundle
+        self.model = model or bundle.model
+        self.model.eval()
+
+    @classmethod
+    def from_spec(cls, spec: str, device: str | None = None) -> ClipImageEncoder:
+        return cls(create_model(spec, device=device or default_device()))
+
+    @property
+    def dim(self) -> int:
+        return int(self.bundle.config["model_cfg"]["embed_dim"])
+
+    @property
+    def image_size(self) -> int:
+        return self.bundle.image_size
+
+    @torch.no_grad()
+    def __call__(self, images: torch.Tensor) -> np.ndarray:
+        """uint8 ``B,3,S,S`` -> float32 ``B,D`` unit-norm embeddings (numpy, on the CPU)."""
+        if len(images) == 0:
+            return np.zeros((0, self.dim), np.float32)
+        return image_features(self.bundle, images, self.model).cpu().numpy()

@@ -1,0 +1,154 @@
+"""clipforget.alpha_grid: stage split of the image tower, grid == original at 0 and == full re-encode at alpha."""
+
+from __future__ import annotations
+
+import copy
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from clipforget.alpha_grid import (
+    AlphaGrid,
+    AlphaGridConfig,
+    SplitForward,
+    compute_alpha_grid,
+    flatten_stages,
+    sequential_stages,
+)
+from clipforget.data import read_images
+from clipforget.forget import _VisualOnly
+from clipforget.layers import clone_state
+from clipforget.models import create_model, find_embedded_checkpoint, new_model, save_checkpoint
+from clipforget.restore import souped_visual
+from clipforget.retrieval import load_index, search
+from index_builder.build import BuildConfig, build
+
+ALPHAS = (0.0, 0.35, 1.0)
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory):
+    """A fake finished run (a late layer perturbed, plus EMA-like rounding noise in the stem) and a tiny index."""
+    from test_index_builder import make_gallery
+
+    root = tmp_path_factory.mktemp("alpha_grid")
+    if find_embedded_checkpoint() is not None:
+        spec = "embedded"
+    else:
+        torch.manual_seed(0)
+        spec = str(save_checkpoint(new_model(), root / "base"))
+    original = create_model(spec)
+    theta_0 = clone_state(original.model.visual)
+    theta_u = clone_state(original.model.visual)
+    generator = torch.Generator().manual_seed(1)
+    key = "layer4.1.conv3.weight"
+    theta_u[key] += 0.5 * theta_u[key].std() * torch.randn(theta_u[key].shape, generator=generator)
+    theta_u["conv1.weight"] = theta_u["conv1.weight"] * (1 + 1e-8)  # below rel_tol: rounding noise
+    run = root / "run"
+    unlearned = copy.deepcopy(original)
+    unlearned.model.visual.load_state_dict(theta_u)
+    save_checkpoint(unlearned, run / "unlearned")
+    save_checkpoint(unlearned, run / "model")
+    (run / "status.json").write_text(json.dumps({"state": "done"}))
+    (run / "config.json").write_text(json.dumps({"model": spec}))
+    gallery = make_gallery(root / "gallery", per_class=3)
+    index = build([gallery], root / "index", BuildConfig(model=spec, workers=0, batch_size=4, progress=False))
+    cfg = AlphaGridConfig(alphas=ALPHAS, batch_size=4, workers=0, cache_bytes=1)  # 1 byte: one chunk per batch
+    folder = compute_alpha_grid(run, index, cfg)
+    return {"original": original, "theta_0": theta_0, "theta_u": theta_u, "run": run, "index": index,
+            "folder": folder}
+
+
+def _full_encode(bundle, visual: nn.Module, paths: list[str]) -> np.ndarray:
+    from clipforget.zeroshot import encode_images
+
+    images = read_images([Path(p) for p in paths], bundle.image_size, [""] * len(paths)).images
+    return encode_images(bundle, images, batch_size=4, model=_VisualOnly(visual)).numpy()
+
+
+def test_modified_resnet_splits_into_sequential_stages():
+    bundle = new_model()
+    visual = bundle.model.visual.eval()
+    x = torch.randn(2, 3, bundle.image_size, bundle.image_size)
+    stages = sequential_stages(visual, x)
+    assert stages is not None
+    names = [n for n, _ in stages]
+    assert names[:3] == ["conv1", "bn1", "act1"] and names[-1] == "attnpool" and "layer3.1" in names
+    with torch.no_grad():
+        h = x
+        for _, stage in stages:
+            h = stage(h)
+        assert torch.equal(h, visual(x))
+
+
+def test_non_sequential_towers_are_not_split():
+    class Residual(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.a, self.b = nn.Linear(4, 4), nn.Linear(4, 4)
+
+        def forward(self, x):
+            return self.b(self.a(x)) + x
+
+    class WithOwnWeight(nn.Sequential):
+        pass
+
+    assert [n for n, _ in flatten_stages(nn.Sequential(nn.Linear(4, 4), nn.Sequential(nn.ReLU(), nn.Linear(4, 4))))] \
+        == ["0", "1.0", "1.1"]
+    assert sequential_stages(Residual(), torch.randn(2, 4)) is None
+    tower = WithOwnWeight(nn.Linear(4, 4))
+    tower.scale = nn.Parameter(torch.ones(1))
+    assert sequential_stages(tower, torch.randn(2, 4)) is None
+
+
+def test_split_starts_at_the_first_changed_stage(setup):
+    split = SplitForward(setup["original"], setup["theta_u"], setup["theta_0"])
+    assert split.sequential and split.split_name == "layer4.1"
+    assert split.changed == ["layer4.1.conv3.weight"] and split.negligible == ["conv1.weight"]
+    info = json.loads((setup["folder"] / "grid.json").read_text())
+    assert info["first_recomputed_stage"] == "layer4.1" and info["alphas"] == list(ALPHAS)
+
+
+def test_grid_at_zero_is_the_original_model(setup):
+    grid = AlphaGrid.load(setup["run"], setup["index"].name)
+    gallery = load_index(setup["index"])
+    assert len(grid) == len(gallery)
+    np.testing.assert_allclose(grid.embeddings(0.0), gallery.embeddings.astype(np.float32), atol=2e-3)
+    direct = _full_encode(setup["original"], setup["original"].model.visual, gallery.paths)
+    np.testing.assert_allclose(grid.embeddings(0.0), direct, atol=2e-3)
+
+
+@pytest.mark.parametrize("alpha", [0.35, 1.0])
+def test_grid_equals_full_re_encode_with_the_soup(setup, alpha):
+    grid = AlphaGrid.load(setup["run"], setup["index"].name)
+    gallery = load_index(setup["index"])
+    visual = souped_visual(setup["original"].model.visual, setup["theta_u"], setup["theta_0"], alpha)
+    expected = _full_encode(setup["original"], visual, gallery.paths)
+    got = grid.embeddings(alpha)
+    np.testing.assert_allclose(got, expected, atol=2e-3)
+    assert np.abs(got - grid.embeddings(0.0)).max() > 2e-2  # the perturbation is visible, so the check can fail
+
+
+def test_lookup_uses_the_nearest_grid_point_and_search_matches(setup):
+    grid = AlphaGrid.load(setup["run"], setup["index"].name)
+    assert grid.nearest(0.3) == 1 and grid.nearest(0.9) == 2 and grid.nearest(-1) == 0
+    assert grid.embeddings(0.3) is grid.embeddings(0.35)  # cached
+    query = grid.embeddings(0.35)[:2]
+    np.testing.assert_array_equal(grid.search(query, 0.35, 4)[1], search(grid.faiss_index(0.35), query, 4)[1])
+    assert AlphaGrid.available(setup["run"]) == [setup["index"].name]
+
+
+def test_existing_grid_is_reused_and_unfinished_runs_refused(setup, tmp_path):
+    cfg = AlphaGridConfig(alphas=ALPHAS, workers=0)
+    stamp = (setup["folder"] / "grid.json").stat().st_mtime_ns
+    compute_alpha_grid(setup["run"], setup["index"], cfg)
+    assert (setup["folder"] / "grid.json").stat().st_mtime_ns == stamp
+    (tmp_path / "status.json").write_text(json.dumps({"state": "failed"}))
+    with pytest.raises(ValueError, match="not finished"):
+        compute_alpha_grid(tmp_path, setup["index"], cfg)
+    with pytest.raises(FileNotFoundError):
+        AlphaGrid.load(tmp_path, "nothing")

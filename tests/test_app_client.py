@@ -1,0 +1,105 @@
+"""The whole app flow through gradio_client on a tiny fixture: upload, run (quick), move alpha, retrieve, export."""
+
+from __future__ import annotations
+
+import socket
+import zipfile
+from pathlib import Path
+
+import pytest
+from gradio_client import Client, handle_file
+from test_service import make_fixture, make_service, model_spec  # same fixture as the service tests
+
+from clipforget.ui import build_ui, launch_kwargs
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def app(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("app")
+    fx = make_fixture(tmp)
+    service = make_service(tmp / "cache", fx["gallery"])
+    demo = build_ui(service, default_profile="quick")
+    kwargs = launch_kwargs(service, "127.0.0.1", free_port())
+    demo.launch(prevent_thread_lock=True, quiet=True, **kwargs)
+    yield demo, service, fx, tmp
+    demo.close()
+
+
+def _workspace_of(service, run_id: str) -> str:
+    import json
+
+    return json.loads((service.runs_dir / run_id / "app_run.json").read_text())["owner"]
+
+
+def _captions(gallery) -> list[str]:
+    return [item.get("caption") or "" for item in gallery]
+
+
+def test_full_flow_through_the_client(app):
+    demo, service, fx, tmp = app
+    client = Client(demo.local_url, verbose=False, download_files=str(tmp / "downloads"))
+    forget = [handle_file(str(p)) for p in fx["forget"]]
+    retain = [handle_file(str(p)) for p in fx["retain"]]
+
+    report, skipped = client.predict(forget, retain, [], "airplane", "", api_name="/check_uploads")
+    assert "forget: 8 images" in report
+    reasons = {Path(row[1]).name: row[2] for row in skipped["data"]}
+    assert "too large" in reasons["huge.png"] and "pixels" in reasons["wide.png"]
+    assert "not a readable image" in reasons["broken.jpg"]
+
+    job_id, status = client.predict(forget, retain, [], "airplane", "", model_spec(), "quick",
+                                    api_name="/start_upload")
+    assert job_id and "Uploads" in status
+    final = client.predict(api_name="/watch_start_upload")
+    assert "done" in final and "Error" not in final, final
+
+    run_id = client.predict(api_name="/list_runs")
+    assert run_id == job_id
+
+    opened = client.predict(run_id, "airplane", "tiny", api_name="/open_run")
+    rid, info, alpha, _, metrics, _, before, after = opened
+    assert rid == run_id and "α*" in info and alpha == pytest.approx(service.open_run(
+        _workspace_of(service, run_id), run_id).chosen_alpha)
+    assert metrics["data"][-1][0] == "Score"
+    assert len(before) == len(after) == 5
+
+    at0 = client.predict(0.0, "airplane", "tiny", api_name="/set_alpha")
+    at1 = client.predict(1.0, "airplane", "tiny", api_name="/set_alpha")
+    assert _captions(at0[3]) == _captions(at0[4])  # theta(0) is the original model
+    assert "0 left, 0 entered" in at0[2]
+    assert _captions(at1[4]) != _captions(at0[4])  # scores (and maybe items) move with alpha
+    assert at0[1]["data"][-1] != at1[1]["data"][-1] or at0[1]["data"][0] != at1[1]["data"][0]
+
+    retrieved = client.predict(1.0, "cat", "tiny", api_name="/retrieve")
+    assert "**cat**" in retrieved[2] and len(retrieved[4]) == 5
+
+    exported = client.predict(1.0, api_name="/export")
+    with zipfile.ZipFile(exported) as zf:
+        names = zf.namelist()
+    assert any(n.endswith("README.md") for n in names) and any(n.endswith(".safetensors") for n in names)
+
+    # another browser (another client session) sees none of it
+    other = Client(demo.local_url, verbose=False)
+    assert not other.predict(api_name="/list_runs")
+    with pytest.raises(Exception, match="no such run"):
+        other.predict(run_id, "airplane", "tiny", api_name="/open_run")
+
+
+def test_unavailable_model_shows_a_message_not_a_traceback(app):
+    demo, *_ = app
+    client = Client(demo.local_url, verbose=False)
+    text = client.predict("RN50:openai", api_name="/check_model")
+    assert "cannot be used here" in text and "weights" in text and "Traceback" not in text
+
+
+def test_preset_errors_are_messages(app):
+    demo, *_ = app
+    client = Client(demo.local_url, verbose=False)
+    with pytest.raises(Exception, match="--imagenet"):
+        client.predict("living17-monkey", "marmoset", model_spec(), "quick", api_name="/start_preset")

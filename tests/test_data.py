@@ -1,0 +1,79 @@
+import zipfile
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from clipforget.data import DataError, read_folder
+from clipforget.settings import folder_task
+from clipforget.task import UnlearningTask
+
+
+def _image(path, size=(40, 30), color=(200, 30, 30)):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.new("RGB", size, color).save(path)
+
+
+def test_bad_files_are_skipped_and_reported(tmp_path):
+    _image(tmp_path / "g" / "cat" / "a.png")
+    _image(tmp_path / "g" / "dog" / "b.jpg")
+    (tmp_path / "g" / "dog" / "notes.txt").write_text("not an image")
+    (tmp_path / "g" / "dog" / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 truncated jpeg")
+    _image(tmp_path / "g" / "cat" / "huge.png", size=(300, 300))
+    images = read_folder(tmp_path / "g", size=32, max_pixels=200 * 200)
+    assert len(images) == 2 and images.images.shape == (2, 3, 32, 32)
+    assert sorted(images.labels) == ["cat", "dog"]
+    reasons = {p.split("/")[-1]: r for p, r in images.skipped}
+    assert set(reasons) == {"notes.txt", "broken.jpg", "huge.png"}
+    assert "not an image" in reasons["notes.txt"]
+    assert "not a readable image" in reasons["broken.jpg"]
+    assert "too large" in reasons["huge.png"]
+
+
+def test_zip_gallery_and_unsafe_zip(tmp_path):
+    _image(tmp_path / "src" / "x.png")
+    archive = tmp_path / "gallery.zip"
+    with zipfile.ZipFile(archive, "w") as zf:
+        zf.write(tmp_path / "src" / "x.png", "plane/x.png")
+    images = read_folder(archive, size=16)
+    assert len(images) == 1 and images.labels == ["plane"]
+    evil = tmp_path / "evil.zip"
+    with zipfile.ZipFile(evil, "w") as zf:
+        zf.writestr("../../escape.txt", "x")
+    with pytest.raises(DataError, match="unsafe path"):
+        read_folder(evil, size=16)
+    not_zip = tmp_path / "fake.zip"
+    not_zip.write_bytes(b"nope")
+    with pytest.raises(DataError, match="not a valid zip"):
+        read_folder(not_zip, size=16)
+
+
+def test_empty_sets_and_missing_label_are_clear_errors(tmp_path):
+    for i in range(3):
+        _image(tmp_path / "forget" / f"{i}.png")
+        _image(tmp_path / "retain" / "other" / f"{i}.png", color=(0, 0, 200))
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "empty" / "junk.txt").write_text("x")
+    with pytest.raises(DataError, match="no readable images in the forget gallery"):
+        folder_task(tmp_path / "empty", tmp_path / "retain", "plane", 16)
+    with pytest.raises(DataError, match="no readable images in the retain gallery"):
+        folder_task(tmp_path / "forget", tmp_path / "empty", "plane", 16)
+    with pytest.raises(DataError, match="label text is required"):
+        folder_task(tmp_path / "forget", tmp_path / "retain", "  ", 16)
+    with pytest.raises(DataError, match="folder not found"):
+        folder_task(tmp_path / "nowhere", tmp_path / "retain", "plane", 16)
+    task, eval_sets = folder_task(tmp_path / "forget", tmp_path / "retain", "plane", 16)
+    assert task.classnames == ["plane", "other"]
+    assert len(task.forget) + len(task.calibration_forget) == 3 and len(task.calibration_forget) >= 1
+    assert not set(task.forget.paths) & set(task.calibration_forget.paths)
+    assert [s.role for s in eval_sets] == ["target", "retain"]
+
+
+def test_task_validates_its_inputs(tmp_path):
+    _image(tmp_path / "a" / "x.png")
+    some = read_folder(tmp_path / "a", size=8, label="plane")
+    none = some.subset(np.array([], dtype=int))
+    with pytest.raises(DataError, match="forget set is empty"):
+        UnlearningTask(none, some, ["plane", "x"])
+    with pytest.raises(DataError, match="missing from the zero-shot classes"):
+        UnlearningTask(some, some.relabel("ship"), ["plane", "car"])

@@ -1,0 +1,185 @@
+"""Setting builders (style, subgroup, LIVING-17), merging, the alpha sweep and the bench table / command."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from clipforget import data
+from clipforget.bench import aggregate, markdown_table, mean_rows
+from clipforget.data import DataError
+from clipforget.experiments import (
+    StyleSizes,
+    SubgroupSizes,
+    alpha_sweep,
+    living17_task,
+    merge_states,
+    style_task,
+    subgroup_task,
+)
+from clipforget.layers import clone_state
+from clipforget.pipeline import EvalSet, evaluate_sets
+from clipforget.styles import stylize
+from clipforget.task import UnlearningTask
+
+
+def _base(path: str) -> str:
+    return path.split("#", 1)[0]
+
+
+def test_style_task_forgets_one_style_of_one_class(has_data):
+    sizes = StyleSizes(train_per_style=6, calibration_per_style=2, eval_per_style=4, eval_other_per_class=1)
+    task, evals = style_task("automobile", "sketch", 32, seed=0, sizes=sizes)
+    assert set(task.forget.labels) == set(task.retain.labels) == {"automobile"}
+    assert len(task.forget) == 6 and len(task.retain) == 18
+    assert all(p.endswith("#sketch") for p in task.forget.paths)
+    assert not any(p.endswith("#sketch") for p in task.retain.paths)
+    # each source image is rendered in one style only, and training / calibration / test never share one
+    train_sources = [_base(p) for p in task.forget.paths + task.retain.paths]
+    cal_sources = [_base(p) for p in task.calibration_forget.paths + task.calibration_retain.paths]
+    assert len(set(train_sources)) == len(train_sources) and not set(train_sources) & set(cal_sources)
+    # the forget images really are sketches of CIFAR photos
+    photo = data.cifar10("train", 32, ("automobile",), 8, 8, None, 0)  # "sketch" is STYLES[1]: the 2nd slice of 8
+    assert torch.equal(task.forget.images[0], stylize(photo.images[:1], "sketch")[0])
+    by_name = {e.name: e for e in evals}
+    assert by_name["target_style"].role == "target"
+    assert all(p.endswith("#sketch") for p in by_name["target_style"].images.paths)
+    assert "automobile" not in by_name["cifar10_other"].images.labels
+    assert set(by_name["retain_styles"].images.labels) == {"automobile"}
+
+
+def test_subgroup_task_labels_airplanes_as_vehicle(has_data):
+    sizes = SubgroupSizes(forget=8, retain_per_class=4, calibration_forget=2, calibration_retain_per_class=2,
+                          eval_per_class=3)
+    task, evals = subgroup_task("airplane", 32, seed=0, sizes=sizes)
+    assert task.classnames == ["vehicle", "animal"]
+    assert set(task.forget.labels) == {"vehicle"} and all("/airplane/" in p for p in task.forget.paths)
+    assert set(task.retain.labels) == {"vehicle"}
+    assert {p.split("/")[2] for p in task.retain.paths} == {"automobile", "ship", "truck"}
+    by_name = {e.name: e for e in evals}
+    assert set(by_name["cifar10_target"].images.labels) == {"vehicle"}
+    assert by_name["cifar10_target"].role == "target"
+    assert set(by_name["cifar10_animal"].images.labels) == {"animal"} and len(by_name["cifar10_animal"].images) == 18
+    assert set(by_name["imagenet_target"].images.labels) == {"vehicle"}
+    assert set(by_name["imagenet_all"].images.labels) == {"vehicle", "animal"}
+
+
+def _fake_imagenet(root: Path, wnids: list[str], per_class: int = 5) -> None:
+    rng = np.random.default_rng(0)
+    for wnid in wnids:
+        (root / wnid).mkdir(parents=True)
+        for i in range(per_class):
+            Image.fromarray(rng.integers(0, 255, (24, 20, 3), dtype=np.uint8)).save(root / wnid / f"{wnid}_{i}.JPEG")
+
+
+def test_living17_task_on_a_synthetic_imagenet_folder(tmp_path):
+    hierarchy = data.living17()
+    wnid = {e["name"].split(",")[0]: e["wnid"] for entries in hierarchy.values() for e in entries}
+    needed = [e["wnid"] for e in hierarchy["monkey"] + hierarchy["turtle"] + hierarchy["ape"]]
+    _fake_imagenet(tmp_path, needed)
+    from clipforget.experiments import Living17Sizes
+
+    sizes = Living17Sizes(train_per_subclass=2, calibration_per_subclass=1, eval_per_subclass=2,
+                          cifar_eval_per_class=0)
+    task, evals = living17_task(tmp_path, image_size=32, seed=0, sizes=sizes)
+    assert len(task.classnames) == 17 and {"monkey", "turtle", "ape"} <= set(task.classnames)
+    assert sorted(set(task.forget.labels)) == ["monkey", "turtle"]
+    forget_dirs = {Path(p).parent.name for p in task.forget.paths}
+    assert forget_dirs == {wnid["marmoset"], wnid["box turtle"]}
+    retain_dirs = {Path(p).parent.name for p in task.retain.paths}
+    assert len(retain_dirs) == 6 and not retain_dirs & forget_dirs
+    assert len(task.forget) == 4 and len(task.retain) == 12
+    by_name = {e.name: e for e in evals}
+    assert {Path(p).parent.name for p in by_name["imagenet_target"].images.paths} == forget_dirs
+    assert set(by_name["living17_other"].images.labels) == {"ape"}
+    # train, calibration and evaluation files are disjoint
+    used = task.forget.paths + task.retain.paths
+    held = by_name["imagenet_target"].images.paths + by_name["imagenet_retain"].images.paths
+    assert not set(used) & set(held) and not set(used) & set(task.calibration_forget.paths)
+
+
+def test_living17_task_needs_the_forgotten_superclasses(tmp_path):
+    hierarchy = data.living17()
+    _fake_imagenet(tmp_path, [e["wnid"] for e in hierarchy["monkey"]], per_class=3)
+    with pytest.raises(DataError, match="box turtle"):
+        living17_task(tmp_path, image_size=32)
+    with pytest.raises(DataError, match="not a subclass"):
+        living17_task(tmp_path, {"monkey": "box turtle"}, image_size=32)
+
+
+def test_merge_states_mean_and_task_arithmetic():
+    base = {"w": torch.zeros(3), "n": torch.tensor(5)}
+    a = {"w": torch.tensor([2.0, 0.0, 0.0]), "n": torch.tensor(7)}
+    b = {"w": torch.tensor([0.0, 4.0, 0.0]), "n": torch.tensor(9)}
+    mean = merge_states([a, b], base, "mean")
+    assert torch.equal(mean["w"], torch.tensor([1.0, 2.0, 0.0])) and int(mean["n"]) == 5
+    assert torch.equal(merge_states([a, b], base, "sum")["w"], torch.tensor([2.0, 4.0, 0.0]))
+    assert torch.equal(merge_states([a, b])["w"], torch.tensor([1.0, 2.0, 0.0]))
+    with pytest.raises(ValueError):
+        merge_states([a, b], None, "sum")
+
+
+def _metrics(score: float, target: float, retain: float) -> dict:
+    return {
+        "score": score, "total_seconds": 10.0, "alpha": None,
+        "zero_shot": {
+            "t": {"acc": target, "acc_original": 0.8, "ratio": min(target / 0.8, 1), "role": "target"},
+            "r": {"acc": retain, "acc_original": 0.5, "ratio": min(retain / 0.5, 1), "role": "retain"},
+        },
+    }
+
+
+def test_aggregate_and_table_in_the_paper_layout():
+    agg = aggregate({"ga": [_metrics(40.0, 0.0, 0.1), _metrics(50.0, 0.2, 0.3)], "ours": [_metrics(90.0, 0.0, 0.5)]})
+    assert agg["methods"]["ga"]["score"] == pytest.approx((45.0, 5.0))
+    assert agg["methods"]["ga"]["sets"]["r"]["acc"] == pytest.approx((0.2, 0.1))
+    table = markdown_table(agg, "demo")
+    assert "| Original | 80.0 | 50.0 |" in table
+    assert "| ga | 10.0 ± 10.0 (12.5) | 20.0 ± 10.0 (40.0) | 45.0 ± 5.0 |" in table
+    assert "**90.0**" in table and "t (target ↓)" in table
+
+
+def test_mean_rows_averages_over_seeds():
+    rows = mean_rows([[{"alpha": 0.1, "acc": 0.2}], [{"alpha": 0.1, "acc": 0.4}]], "alpha")
+    assert rows == [{"alpha": 0.1, "acc": pytest.approx(0.3)}]
+
+
+def test_alpha_sweep_ends_at_original_and_unlearned(bundle, cifar_small):
+    sets = [EvalSet("all", cifar_small.subset(range(0, 200, 4)), list(data.CIFAR10_CLASSES))]
+    theta_0 = clone_state(bundle.model.visual)
+    broken = {k: (v * 0.0 if k.startswith("attnpool.c_proj") else v) for k, v in theta_0.items()}
+    rows = alpha_sweep(bundle, broken, sets, [0.0, 1.0])
+    assert rows[0]["all"] == pytest.approx(evaluate_sets(bundle, None, sets)["all"])
+    assert rows[1]["all"] == pytest.approx(0.1, abs=0.11)  # a zeroed output projection is at chance or below
+
+
+def test_bench_command_writes_table_chart_and_resumes(bundle, cifar_small, tmp_path, monkeypatch):
+    import clipforget.experiments as experiments
+    from clipforget.cli import main
+
+    def tiny(name, image_size, seed, options=None):
+        forget = cifar_small.where([x == "airplane" for x in cifar_small.labels]).subset(range(seed, seed + 8))
+        retain = cifar_small.where([x == "bird" for x in cifar_small.labels]).subset(range(8))
+        classes = list(data.CIFAR10_CLASSES)
+        task = UnlearningTask(forget, retain, classes, name="tiny")
+        return task, [EvalSet("target", forget, classes, "target"), EvalSet("keep", retain, classes)]
+
+    monkeypatch.setattr(experiments, "build_setting", tiny)
+    argv = ["bench", "--setting", "cifar10", "--methods", "nullspace,fisher", "--seeds", "2", "--out", str(tmp_path),
+            "--quiet"]
+    assert main(argv) == 0
+    for method in ("nullspace", "fisher"):
+        for seed in (0, 1):
+            metrics = json.loads((tmp_path / method / f"seed{seed}" / "metrics.json").read_text())
+            assert metrics["method"] == method and "score" in metrics
+    table = (tmp_path / "results.md").read_text()
+    assert "| nullspace |" in table and "| fisher |" in table and "Score" in table
+    assert (tmp_path / "chart.html").stat().st_size > 1000
+    stamp = (tmp_path / "fisher" / "seed0" / "metrics.json").stat().st_mtime_ns
+    assert main(argv) == 0  # finished runs are reused
+    assert (tmp_path / "fisher" / "seed0" / "metrics.json").stat().st_mtime_ns == stamp

@@ -1,0 +1,53 @@
+import torch
+from torch import nn
+
+from clipforget.forget import complementary_ce, layer_fisher, rank_layers
+
+
+class TwoBranch(nn.Module):
+    """Forget inputs live in the second half of the features, retain inputs in the first."""
+
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(0)
+        self.shared = nn.Linear(8, 8)
+        self.branch_a = nn.Linear(4, 3)
+        self.planted = nn.Linear(4, 3)
+
+    def forward(self, x):
+        h = self.shared(x)
+        return self.branch_a(h[:, :4] * (x[:, :4].abs().sum(1, keepdim=True) > 0)) + self.planted(
+            h[:, 4:] * (x[:, 4:].abs().sum(1, keepdim=True) > 0)
+        )
+
+
+def test_planted_layer_wins_relative_fisher_ranking():
+    model = TwoBranch()
+    gen = torch.Generator().manual_seed(1)
+    forget = torch.zeros(32, 8)
+    forget[:, 4:] = torch.randn(32, 4, generator=gen)
+    retain = torch.zeros(32, 8)
+    retain[:, :4] = torch.randn(32, 4, generator=gen)
+    targets = torch.randint(0, 3, (32,), generator=gen)
+
+    def loss_fn(m, x, y):
+        return nn.functional.cross_entropy(m(x), y)
+
+    names = ["shared", "branch_a", "planted"]
+    f_forget = layer_fisher(model, names, loss_fn, forget, targets, micro_batch=4)
+    f_retain = layer_fisher(model, names, loss_fn, retain, targets, micro_batch=4)
+    ranking = rank_layers(f_forget, f_retain, model)
+    assert ranking[0].name == "planted"
+    assert ranking[-1].name == "branch_a"
+    # plain (forget-only) Fisher would not single the planted layer out against the shared one this clearly
+    assert ranking[0].relative > 100 * ranking[1].relative
+
+
+def test_complementary_ce_is_bounded_and_minimal_when_forgotten():
+    confident = torch.tensor([[50.0, 0.0]])
+    forgotten = torch.tensor([[-50.0, 0.0]])
+    target = torch.tensor([0])
+    high = complementary_ce(confident, target, eps=1e-4)
+    low = complementary_ce(forgotten, target, eps=1e-4)
+    assert torch.isfinite(high) and float(high) <= -torch.log(torch.tensor(1e-4)) + 1e-6
+    assert float(low) >= 0.0 and float(low) < 1e-6

@@ -1,0 +1,63 @@
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from clipforget.models import (
+    ModelLoadError,
+    WeightsNotFoundError,
+    create_model,
+    load_checkpoint,
+    save_checkpoint,
+)
+from clipforget.zeroshot import encode_images, text_classifier
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def test_embedded_checkpoint_round_trip(bundle, cifar_small, tmp_path):
+    save_checkpoint(bundle, tmp_path / "ckpt", metadata={"note": "test"})
+    loaded = load_checkpoint(tmp_path / "ckpt")
+    images = cifar_small.images[:8]
+    assert torch.allclose(encode_images(bundle, images), encode_images(loaded, images), atol=1e-5)
+    assert torch.allclose(text_classifier(bundle, ["cat", "dog"]), text_classifier(loaded, ["cat", "dog"]), atol=1e-5)
+    # the frozen text transformer is not duplicated into checkpoints
+    size_mb = (tmp_path / "ckpt" / "open_clip_model.safetensors").stat().st_size / 2**20
+    assert size_mb < 40
+
+
+def test_truncated_checkpoint_is_refused(bundle, tmp_path):
+    folder = save_checkpoint(bundle, tmp_path / "ckpt")
+    weights = folder / "open_clip_model.safetensors"
+    weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 2])
+    with pytest.raises(ModelLoadError):
+        load_checkpoint(folder)
+
+
+def test_unknown_specs_give_clear_errors(tmp_path):
+    with pytest.raises(ModelLoadError, match="unknown model spec"):
+        create_model("not-a-model")
+    with pytest.raises(ModelLoadError, match="no architecture"):
+        create_model("NoSuchNet:openai")
+    with pytest.raises(ModelLoadError, match="neither a weights file nor a pretrained tag"):
+        create_model("RN50:nonsense-tag")
+
+
+def test_missing_pretrained_weights_say_how_to_provide_them(tmp_path):
+    with pytest.raises(WeightsNotFoundError) as info:
+        create_model("RN50:openai", cache=tmp_path)
+    message = str(info.value)
+    assert "RN50:openai" in message and "--model RN50:/path/to/weights.pt" in message and str(tmp_path) in message
+
+
+def test_cli_reports_missing_weights_without_traceback(tmp_path):
+    proc = subprocess.run(
+        [sys.executable, "-m", "clipforget", "run", "cifar10", "--forget-class", "airplane", "--model",
+         "RN50:openai", "--out", str(tmp_path / "run"), "--cache-dir", str(tmp_path / "cache")],
+        capture_output=True, text=True, cwd=REPO, timeout=300,
+    )
+    assert proc.returncode == 2
+    assert "error: pretrained weights for RN50:openai are not available" in proc.stderr
+    assert "Traceback" not in proc.stderr

@@ -1,0 +1,64 @@
+"""A quick end-to-end run of the three-stage method on small real data: it must forget, and keep the rest."""
+
+import json
+import os
+
+import pytest
+
+from clipforget.forget import ForgetConfig
+from clipforget.methods.ours import ThreeStageConfig
+from clipforget.models import ModelLoadError, load_checkpoint
+from clipforget.pipeline import load_run_model, run_method, run_status
+from clipforget.remind import RemindConfig
+from clipforget.restore import RestoreConfig
+from clipforget.settings import Cifar10Sizes, cifar10_class_task
+
+
+@pytest.fixture(scope="module")
+def quick_run(bundle, has_data, tmp_path_factory):
+    sizes = Cifar10Sizes(forget=120, retain_per_class=24, calibration_forget=40, calibration_retain_per_class=10,
+                         eval_per_class=60)
+    task, eval_sets = cifar10_class_task("airplane", bundle.image_size, seed=0, sizes=sizes)
+    cfg = ThreeStageConfig(
+        forget=ForgetConfig(steps=15, fisher_samples=48),
+        remind=RemindConfig(align_images=96, align_batch=48, align_steps=8, steps=8),
+        restore=RestoreConfig(alphas=[0.0, 0.25, 0.5, 0.75, 1.0]),
+    )
+    out = tmp_path_factory.mktemp("run")
+    return run_method(bundle, task, out, "ours", cfg, eval_sets)
+
+
+def test_quick_run_forgets_target_and_keeps_the_rest(quick_run):
+    zs = quick_run.metrics["zero_shot"]
+    assert zs["cifar10_target"]["acc_original"] > 0.5
+    assert zs["cifar10_target"]["ratio"] < 0.3, zs
+    assert zs["cifar10_retain"]["ratio"] > 0.8, zs
+    assert 0.0 < quick_run.metrics["alpha"] <= 1.0
+
+
+def test_run_folder_is_complete_and_loadable(quick_run, bundle):
+    out = quick_run.out_dir
+    for name in ("config.json", "metrics.json", "alpha_curve.json", "layer_ranking.json", "status.json"):
+        assert (out / name).is_file(), name
+    assert run_status(out)["state"] == "done"
+    curve = json.loads((out / "alpha_curve.json").read_text())
+    assert [row["alpha"] for row in curve["curve"]] == [0.0, 0.25, 0.5, 0.75, 1.0]
+    ranking = json.loads((out / "layer_ranking.json").read_text())
+    assert ranking == sorted(ranking, key=lambda r: -r["relative"])
+    model = load_run_model(out)
+    assert model.image_size == bundle.image_size
+    load_checkpoint(out / "unlearned")
+    # the original model was left untouched by the run
+    assert quick_run.metrics["zero_shot"]["cifar10_target"]["acc_original"] > 0.5
+
+
+def test_interrupted_run_is_not_loadable(quick_run, tmp_path):
+    fake = tmp_path / "killed"
+    fake.mkdir()
+    (fake / "status.json").write_text(json.dumps({"state": "running", "pid": 2**22 + 12345}))
+    assert run_status(fake)["state"] == "interrupted"
+    with pytest.raises(ModelLoadError, match="not finished"):
+        load_run_model(fake)
+    # an in-progress run by a live process reads as running
+    (fake / "status.json").write_text(json.dumps({"state": "running", "pid": os.getpid()}))
+    assert run_status(fake)["state"] == "running"

@@ -1,0 +1,36 @@
+import torch
+from torch import nn
+
+from clipforget.remind import RemindConfig, align_to_bn_statistics, bn_mismatch, ema_update
+
+
+def test_alignment_lowers_bn_mismatch_within_epsilon(bundle, cifar_small):
+    images = cifar_small.images[torch.randperm(len(cifar_small), generator=torch.Generator().manual_seed(0))[:64]]
+    visual = bundle.model.visual
+    cfg = RemindConfig(align_batch=64, align_steps=15, epsilon=16 / 255)
+    before = bn_mismatch(bundle, visual, images)
+    aligned, log = align_to_bn_statistics(bundle, visual, images, cfg)
+    after = bn_mismatch(bundle, visual, aligned)
+    assert log["aligned"] is True
+    assert after < 0.8 * before
+    assert (aligned.int() - images.int()).abs().max() <= round(16 / 255 * 255) + 1
+    # the original model is not modified by alignment
+    assert all(not p.requires_grad or p.grad is None for p in visual.parameters())
+
+
+def test_alignment_skipped_without_batchnorm(bundle):
+    no_bn = nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten())
+    images = torch.randint(0, 255, (4, 3, 16, 16), dtype=torch.uint8)
+    out, log = align_to_bn_statistics(bundle, no_bn, images, RemindConfig())
+    assert torch.equal(out, images)
+    assert log["aligned"] is False and "no BatchNorm" in log["reason"]
+
+
+def test_ema_moves_from_original_towards_trained():
+    ema = {"w": torch.zeros(3), "n": torch.tensor(5)}
+    current = {"w": torch.ones(3), "n": torch.tensor(9)}
+    ema_update(ema, current, decay=0.9)
+    assert torch.allclose(ema["w"], torch.full((3,), 0.1))
+    ema_update(ema, current, decay=0.9)
+    assert torch.allclose(ema["w"], torch.full((3,), 0.19))
+    assert int(ema["n"]) == 5  # integer buffers are not averaged
