@@ -36,12 +36,14 @@ class ForgetConfig:
     top_k: int = 3  # layers that get LoRA
     lora_rank: int = 8
     lora_alpha: float = 16.0
-    lr: float = 2e-3
-    steps: int = 30
+    lr: float = 1e-3
+    steps: int = 10  # at most; stops earlier once forgotten (stop_prob)
     batch_size: int = 64
     fisher_samples: int = 128  # images per set for the Fisher estimate
     fisher_micro_batch: int = 8
     eps: float = 1e-4  # clamp of the complementary cross-entropy
+    layers: list[str] | None = None  # explicit LoRA targets (ablations); None = top_k of the relative Fisher ranking
+    stop_prob: float = 0.02  # stop early once the mean p(y_c | x) of a forget batch falls below this
     seed: int = 0
 
 
@@ -64,7 +66,10 @@ def layer_fisher(
 ) -> dict[str, float]:
     """Empirical Fisher per layer: mean over micro-batches of squared gradients, averaged over parameters."""
     modules = dict(model.named_modules())
-    params = {name: [p for p in modules[name].parameters(recurse=False)] for name in layer_names}
+    params = {name: list(modules[name].parameters(recurse=False)) for name in layer_names}
+    flags = {p: p.requires_grad for name in layer_names for p in params[name]}
+    for p in flags:
+        p.requires_grad_(True)
     totals = dict.fromkeys(layer_names, 0.0)
     chunks = 0
     for start in range(0, len(inputs), micro_batch):
@@ -81,6 +86,8 @@ def layer_fisher(
                 count += p.numel()
             totals[name] += sq / max(count, 1)
         chunks += 1
+    for p, flag in flags.items():
+        p.requires_grad_(flag)
     return {name: value / max(chunks, 1) for name, value in totals.items()}
 
 
@@ -172,7 +179,7 @@ def forget(
     rng = np.random.default_rng(cfg.seed)
     progress("forget", 0.0, "ranking layers by relative Fisher information")
     ranking = relative_fisher(bundle, task, cfg)
-    chosen = [r.name for r in ranking[: cfg.top_k]]
+    chosen = list(cfg.layers) if cfg.layers else [r.name for r in ranking[: cfg.top_k]]
     progress("forget", 0.2, f"LoRA on {', '.join(chosen)}")
     classifier = text_classifier(bundle, task.classnames)
     peft_visual = apply_lora(bundle.model.visual, chosen, cfg)
@@ -189,8 +196,12 @@ def forget(
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
-        losses.append(float(loss))
-        progress("forget", 0.2 + 0.8 * (step + 1) / cfg.steps, f"step {step + 1}/{cfg.steps} loss {float(loss):.4f}")
+        losses.append(float(loss.detach()))
+        progress("forget", 0.2 + 0.8 * (step + 1) / cfg.steps, f"step {step + 1}/{cfg.steps} loss {losses[-1]:.4f}")
+        with torch.no_grad():
+            p_label = F.softmax(logits(bundle, feats.detach(), classifier), -1).gather(1, targets.view(-1, 1))
+        if float(p_label.mean()) < cfg.stop_prob:
+            break
     merged = peft_visual.merge_and_unload()
     for p in merged.parameters():
         p.requires_grad_(False)

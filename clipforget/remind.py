@@ -9,6 +9,10 @@
 * Fine-tuning: the layers the forget stage adapted are trained on the aligned retain images with the zero-shot
   cross-entropy of their labels plus knowledge distillation, ``T^2 KL(p_orig^T || p^T)`` over the task's class names.
   BatchNorm stays in eval mode.
+* Deviation, measured: on the embedded model, reminding on retain images alone re-taught the forgotten class (CIFAR
+  airplane accuracy at alpha = 1 went from 0.00 back to 0.53). So the forget stage's bounded loss
+  ``-log(1 - p(y_c|x))`` on forget images stays in the objective with weight ``forget_weight`` (0 restores the
+  paper's retain-only reminding). Being bounded, it only acts on images that drift back to their coarse label.
 * EMA (Eq. 5): ``theta_ema`` starts at the *original* weights and after each step moves toward the trained weights,
   ``theta_ema <- beta * theta_ema + (1 - beta) * theta``; ``theta_ema`` is the stage's output.
 """
@@ -24,7 +28,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .data import ImageSet
-from .forget import _VisualOnly
+from .forget import _VisualOnly, complementary_ce
 from .models import ClipBundle
 from .task import ProgressFn, UnlearningTask, batches, no_progress
 from .zeroshot import autocast, image_features, logits, text_classifier
@@ -38,12 +42,13 @@ class RemindConfig:
     align_steps: int = 20
     align_lr: float = 0.01
     epsilon: float = 16 / 255  # L-inf bound of the perturbation, in [0, 1] pixel units
-    steps: int = 20  # fine-tuning steps (paper Tab. 4: ~20 is best)
+    steps: int = 40  # fine-tuning steps (paper Tab. 4 peaks at 20 on RN50; 40 measured best here)
     batch_size: int = 64
-    lr: float = 1e-4
+    lr: float = 1e-3
     kd_weight: float = 1.0
     kd_temperature: float = 2.0
     ema_decay: float = 0.9
+    forget_weight: float = 1.0  # keep the bounded forget loss on forget images while reminding (see docstring)
     seed: int = 0
 
 
@@ -103,8 +108,9 @@ def align_to_bn_statistics(
     if not batchnorm_layers(visual):
         return images, {"aligned": False, "reason": "model has no BatchNorm layers; alignment skipped"}
     visual.eval()
+    flags = [p.requires_grad for p in visual.parameters()]
     for p in visual.parameters():
-        p.requires_grad_(False)
+        p.requires_grad_(False)  # gradients flow to the perturbation only
     stats = BNStatistics(visual)
     out, before, after = [], [], []
     try:
@@ -120,7 +126,10 @@ def align_to_bn_statistics(
                 with autocast(bundle):
                     visual(_pixels_to_input(bundle, (pixels + delta).clamp(0, 1)))
                 loss = stats.mismatch()
-                (before if step == 0 else after).append(float(loss)) if step in (0, cfg.align_steps) else None
+                if step == 0:
+                    before.append(float(loss.detach()))
+                elif step == cfg.align_steps:
+                    after.append(float(loss.detach()))
                 if step == cfg.align_steps:
                     break
                 opt.zero_grad(set_to_none=True)
@@ -131,6 +140,8 @@ def align_to_bn_statistics(
             out.append(((pixels + delta.detach()).clamp(0, 1) * 255).round().to(torch.uint8).cpu())
     finally:
         stats.close()
+        for p, flag in zip(visual.parameters(), flags, strict=True):
+            p.requires_grad_(flag)
     return torch.cat(out), {
         "aligned": True,
         "mismatch_before": float(np.mean(before)),
@@ -186,9 +197,12 @@ def remind(
     opt = torch.optim.Adam(trainable, lr=cfg.lr)
     labels = task.label_ids(pool)
     wrapper, teacher_wrap = _VisualOnly(student), _VisualOnly(teacher)
+    forget_labels = task.label_ids(task.forget)
+    forget_batches = batches(task.forget, forget_labels, cfg.batch_size, rng, cfg.steps)
     losses = []
     for step, (images, targets, _) in enumerate(batches(pool, labels, cfg.batch_size, rng, cfg.steps)):
         task.check_cancelled()
+        forget_images, forget_targets, _ = next(forget_batches)
         with torch.no_grad():
             teacher_logits = logits(bundle, image_features(bundle, images, teacher_wrap), classifier)
         student_logits = logits(bundle, image_features(bundle, images, wrapper), classifier)
@@ -199,12 +213,17 @@ def remind(
             reduction="batchmean",
         ) * t * t
         loss = ce + cfg.kd_weight * kd
+        keep_forgotten = torch.zeros(())
+        if cfg.forget_weight > 0:
+            forget_logits = logits(bundle, image_features(bundle, forget_images, wrapper), classifier)
+            keep_forgotten = complementary_ce(forget_logits, forget_targets.to(forget_logits.device), 1e-4)
+            loss = loss + cfg.forget_weight * keep_forgotten
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
         ema_update(ema, student.state_dict(), cfg.ema_decay)
-        losses.append({"ce": float(ce), "kd": float(kd)})
-        progress("remind", 0.5 + 0.5 * (step + 1) / cfg.steps, f"step {step + 1}/{cfg.steps} ce {float(ce):.3f}")
+        losses.append({"ce": float(ce.detach()), "kd": float(kd.detach()), "forget": float(keep_forgotten.detach())})
+        progress("remind", 0.5 + 0.5 * (step + 1) / cfg.steps, f"step {step + 1}/{cfg.steps} ce {losses[-1]['ce']:.3f}")
     student.load_state_dict(ema)
     for p in student.parameters():
         p.requires_grad_(False)

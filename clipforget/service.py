@@ -39,7 +39,7 @@ from . import data
 from .atomic import write_atomic, write_json, write_text
 from .data import CIFAR10_CLASSES, DataError
 from .evaluate import ratio, score
-from .forget import ForgetConfig, _VisualOnly
+from .forget import ForgetConfig
 from .methods.ours import ThreeStageConfig
 from .models import ClipBundle, ModelLoadError, create_model, load_checkpoint, save_checkpoint
 from .paths import cache_dir, data_root
@@ -80,7 +80,7 @@ class ServiceConfig:
     max_files: int = 20_000  # per upload set, zip members included
     galleries: dict[str, str] = field(default_factory=dict)  # extra retrieval galleries: name -> image folder
     default_gallery: str = DEFAULT_GALLERY
-    grid_alphas: tuple[float, ...] = tuple(round(a, 2) for a in np.linspace(0, 1, 11))  # gallery embeddings grid
+    grid_alphas: tuple[float, ...] = tuple(round(a, 2) for a in np.linspace(0, 1, 21))  # = the slider's steps
     top_k: int = 12
 
     def resolved_device(self) -> str:
@@ -386,40 +386,15 @@ class Gallery:
     def folder(self) -> Path:
         return Path(self.index.path)
 
-    @property
-    def labels(self) -> list[str]:
-        return self.index.labels
+    labels: list[str] = field(default_factory=list)
+    paths: list[str] = field(default_factory=list)
 
-    @property
-    def paths(self) -> list[str]:
-        return self.index.paths
+    def __post_init__(self) -> None:
+        self.labels = self.labels or self.index.labels
+        self.paths = self.paths or self.index.paths
 
     def __len__(self) -> int:
         return len(self.index)
-
-    def images(self, size: int) -> np.ndarray:
-        """All gallery images at model size (uint8 ``N,3,S,S``), decoded once and kept next to the index."""
-        path = self.folder / f"app_images_{size}.u8.npy"
-        if not path.is_file():
-            decoded = data.read_images([Path(p) for p in self.paths], size, self.labels)
-            if len(decoded) != len(self):
-                raise DataError(f"gallery {self.name}: {len(self) - len(decoded)} indexed files no longer decode")
-            write_atomic(path, lambda tmp: np.save(open(tmp, "wb"), decoded.images.numpy()))
-        return np.load(path, mmap_mode="r")
-
-
-@torch.no_grad()
-def encode_uint8(bundle: ClipBundle, images: np.ndarray, visual: torch.nn.Module | None = None,
-                 batch_size: int = 256) -> np.ndarray:
-    """Unit-norm embeddings (float32) of uint8 ``N,3,S,S`` images under ``visual`` (default: the original)."""
-    from .zeroshot import image_features
-
-    model = _VisualOnly(visual) if visual is not None else None
-    out = []
-    for i in range(0, len(images), batch_size):
-        batch = torch.from_numpy(np.ascontiguousarray(images[i : i + batch_size]))
-        out.append(image_features(bundle, batch, model).cpu().numpy().astype(np.float32))
-    return np.concatenate(out) if out else np.zeros((0, 1), np.float32)
 
 
 # --- explore: one run --------------------------------------------------------------------------------------------
@@ -453,12 +428,6 @@ class RunView:
             theta_u = {k: v.detach().clone() for k, v in unlearned.model.visual.state_dict().items()}
             self._states = (theta_u, theta_0)
         return self._states
-
-    def visual_at(self, alpha: float) -> torch.nn.Module:
-        theta_u, theta_0 = self.states()
-        visual = copy.deepcopy(self.service.bundle(self.model_spec).model.visual)
-        visual.load_state_dict(soup(theta_u, theta_0, alpha))
-        return visual.eval()
 
     # curves and metrics
     def eval_sets(self) -> list[dict[str, Any]]:
@@ -519,57 +488,39 @@ class RunView:
         return fig
 
     # retrieval
-    def grid_path(self, gallery: str) -> Path:
-        return self.dir / "retrieval" / f"{_safe_name(gallery)}.npz"
-
     def has_grid(self, gallery: str) -> bool:
-        return gallery in self._grids or self.grid_path(gallery).is_file()
+        from .alpha_grid import AlphaGrid
 
-    def grid(self, gallery: str, progress: ProgressFn | None = None, cancel: threading.Event | None = None
-             ) -> dict[float, np.ndarray]:
-        """Gallery embeddings under theta(alpha) on the service's alpha grid (computed once, kept in the run)."""
+        return gallery in self._grids or _safe_name(gallery) in AlphaGrid.available(self.dir)
+
+    def grid(self, gallery: str, progress: ProgressFn | None = None, cancel: threading.Event | None = None):
+        """The run's :class:`~clipforget.alpha_grid.AlphaGrid` for ``gallery`` (computed once, kept in the run)."""
+        from .alpha_grid import AlphaGrid, AlphaGridConfig, compute_alpha_grid
+
         if gallery in self._grids:
             return self._grids[gallery]
         with self._lock:
             if gallery in self._grids:
                 return self._grids[gallery]
-            path = self.grid_path(gallery)
-            gal = self.service.gallery(self.model_spec, gallery)
-            if path.is_file():
-                with np.load(path) as npz:
-                    alphas = [float(a) for a in npz["alphas"]]
-                    grid = {a: npz["embeddings"][i].astype(np.float32) for i, a in enumerate(alphas)}
-            else:
-                bundle = self.service.bundle(self.model_spec)
-                images = gal.images(bundle.image_size)
-                grid = {}
-                alphas = self.service.config.grid_alphas
-                for i, alpha in enumerate(alphas):
+            name = _safe_name(gallery)
+            if name not in AlphaGrid.available(self.dir):
+                gal = self.service.gallery(self.model_spec, gallery)
+                cfg = self.service.config
+
+                def report(stage: str, fraction: float, message: str) -> None:
                     if cancel is not None and cancel.is_set():
                         raise RunCancelled("run cancelled")
-                    grid[float(alpha)] = gal.embeddings if alpha == 0 else encode_uint8(
-                        bundle, images, self.visual_at(alpha))
                     if progress:
-                        progress("curves", (i + 1) / len(alphas), f"gallery {gallery}: α={alpha:.2f}")
-                stacked = np.stack([grid[float(a)] for a in alphas]).astype(np.float16)
-                write_atomic(path, lambda tmp: np.savez(open(tmp, "wb"), alphas=np.array(alphas),
-                                                        embeddings=stacked))
-            self._grids[gallery] = grid
-            return grid
+                        progress("curves", fraction, f"gallery {gallery} under θ(α): {message}")
+
+                grid_cfg = AlphaGridConfig(alphas=tuple(cfg.grid_alphas), workers=0, device=cfg.resolved_device())
+                compute_alpha_grid(self.dir, gal.folder, grid_cfg, name, report)
+            self._grids[gallery] = AlphaGrid.load(self.dir, name)
+            return self._grids[gallery]
 
     def gallery_embeddings(self, gallery: str, alpha: float) -> np.ndarray:
-        """Embeddings at ``alpha``: exact on the grid, else the normalised blend of the two nearest grid points."""
-        grid = self.grid(gallery)
-        alphas = sorted(grid)
-        alpha = float(min(max(alpha, alphas[0]), alphas[-1]))
-        for a in alphas:
-            if abs(a - alpha) < 1e-6:
-                return grid[a]
-        hi = next(a for a in alphas if a > alpha)
-        lo = max(a for a in alphas if a < alpha)
-        w = (alpha - lo) / (hi - lo)
-        mix = (1 - w) * grid[lo] + w * grid[hi]
-        return mix / np.linalg.norm(mix, axis=1, keepdims=True).clip(1e-8)
+        """Gallery embeddings under theta(alpha) at the grid point nearest ``alpha`` (the slider's step)."""
+        return self.grid(gallery).embeddings(alpha)
 
     def retrieve(self, prompt: str, alpha: float, gallery: str, k: int | None = None) -> dict[str, Any]:
         """Top-k of ``prompt`` before (original index) and after (theta(alpha)), with what left / entered."""
@@ -866,7 +817,6 @@ class AppService:
                    {"curve": curve, "images": {k: len(v[0]) for k, v in sets.items()}})
         if job.gallery and profile.grid:
             view = RunView(self, job.run_dir)
-            view._states = (theta_u, theta_0)
             view.grid(job.gallery, lambda st, f, m: job.progress("curves", 0.5 + 0.5 * f, m), job.cancel)
         job.progress("curves", 1.0, "done")
 

@@ -46,8 +46,8 @@ def setup(tmp_path_factory):
     theta_u = clone_state(original.model.visual)
     generator = torch.Generator().manual_seed(1)
     key = "layer4.1.conv3.weight"
-    theta_u[key] += 0.5 * theta_u[key].std() * torch.randn(theta_u[key].shape, generator=generator)
-    theta_u["conv1.weight"] = theta_u["conv1.weight"] * (1 + 1e-8)  # below rel_tol: rounding noise
+    theta_u[key] += 2.0 * theta_u[key].std() * torch.randn(theta_u[key].shape, generator=generator)
+    theta_u["conv1.weight"] = theta_u["conv1.weight"] * (1 + 3e-7)  # below rel_tol: rounding noise
     run = root / "run"
     unlearned = copy.deepcopy(original)
     unlearned.model.visual.load_state_dict(theta_u)
@@ -130,7 +130,7 @@ def test_grid_equals_full_re_encode_with_the_soup(setup, alpha):
     expected = _full_encode(setup["original"], visual, gallery.paths)
     got = grid.embeddings(alpha)
     np.testing.assert_allclose(got, expected, atol=2e-3)
-    assert np.abs(got - grid.embeddings(0.0)).max() > 2e-2  # the perturbation is visible, so the check can fail
+    assert np.abs(got - grid.embeddings(0.0)).max() > 1e-2  # the perturbation is visible, so the check can fail
 
 
 def test_lookup_uses_the_nearest_grid_point_and_search_matches(setup):

@@ -66,9 +66,9 @@ def test_all_baselines_are_registered():
 
 
 def test_ft_lowers_retain_loss(bundle, task):
-    out = _run(bundle, task, "ft", FTConfig(max_steps=6, lr=1e-4))
+    out = _run(bundle, task, "ft", FTConfig(max_steps=6, epochs=10, batch_size=16, lr=1e-4))
     assert _ce(bundle, task, task.retain, _visual(bundle, out.visual_state)) < _ce(bundle, task, task.retain) - 0.05
-    assert len(out.log["losses"]) == 6
+    assert len(out.log["losses"]) == 6  # 10 epochs of 2 batches, capped at max_steps
 
 
 def test_ga_raises_forget_loss(bundle, task):

@@ -150,7 +150,7 @@ def test_quick_run_writes_curves_grid_and_app_record(finished, service):
     run = job.run_dir
     for name in ("app_run.json", "eval_curve.json", "metrics.json", "alpha_curve.json", "unlearned", "model"):
         assert (run / name).exists(), name
-    assert (run / "retrieval" / "tiny.npz").is_file()
+    assert (run / "alpha_grid" / "tiny" / "grid.json").is_file()
     assert all(v == 1.0 for v in job.snapshot()["stages"].values())
     skipped = {Path(p).name for p, _ in job.data["skipped"]}
     assert {"huge.png", "broken.jpg", "notes.txt", "wide.png"} <= skipped
@@ -193,9 +193,10 @@ def test_retrieval_before_after_marks_left_and_entered(finished, service):
     assert set(moved["left"]) == ids_before - ids_after and set(moved["entered"]) == ids_after - ids_before
     marked = [h["id"] for h in moved["after"] if h["mark"] == "entered"]
     assert sorted(marked) == moved["entered"]
-    # between grid points the blend is unit-norm
-    emb = view.gallery_embeddings("tiny", 0.25)
-    assert np.allclose(np.linalg.norm(emb, axis=1), 1.0, atol=1e-3)
+    # alpha 0 of the grid is the original index; the slider snaps to the nearest grid point
+    gal = service.gallery(view.model_spec, "tiny")
+    assert np.allclose(view.gallery_embeddings("tiny", 0.0), gal.embeddings, atol=2e-3)
+    assert np.array_equal(view.gallery_embeddings("tiny", 0.9), view.gallery_embeddings("tiny", 1.0))
 
 
 def test_export_is_a_loadable_checkpoint_with_a_model_card(finished, service, tmp_path):

@@ -114,7 +114,7 @@ def clip_lip(bundle: ClipBundle, task: UnlearningTask, cfg: CLIPLipConfig, progr
             acc = float(((pixel_features(bundle, visual, synth_f) @ classifier.T).argmax(1) == f_targets)
                         .float().mean())
         state["done"] = acc <= cfg.stop_accuracy
-        return {"lipschitz": float(lip), "retain": float(keep), "synthetic_forget_acc": acc, **parts}
+        return {"lipschitz": lip.item(), "retain": keep.item(), "synthetic_forget_acc": acc, **parts}
 
     losses, seconds = run_steps(task, "clip_lip", cfg.max_steps, step, progress)
     log = {"config": asdict(cfg), "layers": chosen, "importance": importance[:20],

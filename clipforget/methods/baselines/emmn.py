@@ -42,7 +42,7 @@ def emmn(bundle: ClipBundle, task: UnlearningTask, cfg: EMMNConfig, progress: Pr
         opt.zero_grad(set_to_none=True)
         (ce_r - cfg.forget_weight * ce_f).backward()
         opt.step()
-        return {"forget_ce": float(ce_f), "retain_ce": float(ce_r)}
+        return {"forget_ce": ce_f.item(), "retain_ce": ce_r.item()}
 
     losses, seconds = run_steps(task, "emmn", steps, step, progress)
     return MethodOutput(frozen_state(visual), {"config": asdict(cfg), "steps": steps, "losses": losses},

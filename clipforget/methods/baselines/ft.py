@@ -36,7 +36,7 @@ def finetune(bundle: ClipBundle, task: UnlearningTask, cfg: FTConfig, progress: 
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
-        return {"retain_ce": float(loss)}
+        return {"retain_ce": loss.item()}
 
     losses, seconds = run_steps(task, "ft", steps, step, progress)
     return MethodOutput(frozen_state(visual), {"config": asdict(cfg), "steps": steps, "losses": losses},

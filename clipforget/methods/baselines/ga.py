@@ -36,7 +36,7 @@ def gradient_ascent(bundle: ClipBundle, task: UnlearningTask, cfg: GAConfig, pro
         opt.zero_grad(set_to_none=True)
         (-ce).backward()
         opt.step()
-        return {"forget_ce": float(ce)}
+        return {"forget_ce": ce.item()}
 
     losses, seconds = run_steps(task, "ga", steps, step, progress)
     return MethodOutput(frozen_state(visual), {"config": asdict(cfg), "steps": steps, "losses": losses},

@@ -42,7 +42,7 @@ def lipschitz_loss(bundle: ClipBundle, visual: torch.nn.Module, pixels: torch.Te
     emb = ((noisy_feats - clean.unsqueeze(1)).norm(dim=-1) / delta_in).mean()
     sims_clean, sims_noisy = clean @ classifier.T, noisy_feats @ classifier.T
     sim = ((sims_noisy - sims_clean.unsqueeze(1)).norm(dim=-1) / delta_in).mean()
-    return emb + similarity_weight * sim, {"embedding": float(emb), "similarity": float(sim)}
+    return emb + similarity_weight * sim, {"embedding": emb.item(), "similarity": sim.item()}
 
 
 @register("lip", LIPConfig, "Lipschitz regularisation over 10 noisy copies of the forget images (Eqs. 7-8)")
@@ -63,7 +63,7 @@ def lip(bundle: ClipBundle, task: UnlearningTask, cfg: LIPConfig, progress: Prog
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
-        return {"loss": float(loss), **parts}
+        return {"loss": loss.item(), **parts}
 
     losses, seconds = run_steps(task, "lip", steps, step, progress)
     return MethodOutput(frozen_state(visual), {"config": asdict(cfg), "steps": steps, "losses": losses},
