@@ -369,7 +369,7 @@ class AlphaGrid:
         return self._faiss[i]
 
     def search(self, text_features: np.ndarray | torch.Tensor, alpha: float, k: int) -> tuple[np.ndarray, np.ndarray]:
-        """Top-``k`` ``(scores, ids)`` at ``alpha`` (numpy matrix product; see BENCHMARKS.md for why not FAISS)."""
+        """Top-``k`` ``(scores, ids)`` at ``alpha``: exact brute force (faster than building an index per alpha)."""
         from .retrieval import search
 
         return search(self.embeddings(alpha), text_features, k)

@@ -4,6 +4,7 @@ Layout of ``--out``::
 
     <method>/seed<k>/        a run folder (metrics.json & co, see clipforget.pipeline) per method and seed
     results.md / .json       the table in the paper's layout: "acc ± std (ratio)" per set, Score ± std
+    results-<ablation>.md    an ablation's table (``--ablation``), same folder so ``alpha`` reuses ``ours/seed<k>``
     chart.html               plotly grouped bars (mean ± std over seeds)
 
 Finished run folders are reused, so an interrupted bench resumes where it stopped. ``--ablation steps|alpha|merge``
@@ -105,10 +106,11 @@ def aggregate(runs: dict[str, list[dict]]) -> dict[str, Any]:
     return {"sets": sets, "original": {k: _mean_std(v) for k, v in original.items()}, "methods": methods}
 
 
-def _pct(mean: float, std: float | None = None) -> str:
+def _pct(mean: float, std: float | None = None, scale: float = 100.0) -> str:
+    """``mean ± std`` in percent (``scale`` 1 for numbers that already are percent); no ± for a single value."""
     if math.isnan(mean):
         return "–"
-    return f"{100 * mean:.1f}" + (f" ± {100 * std:.1f}" if std else "")
+    return f"{scale * mean:.1f}" + (f" ± {scale * std:.1f}" if std and scale * std >= 0.05 else "")
 
 
 def markdown_table(agg: dict[str, Any], title: str = "") -> str:
@@ -124,7 +126,7 @@ def markdown_table(agg: dict[str, Any], title: str = "") -> str:
         for name in sets:
             acc, rat = m["sets"].get(name, {}).get("acc"), m["sets"].get(name, {}).get("ratio")
             cells.append("–" if acc is None else f"{_pct(*acc)} ({100 * rat[0]:.1f})")
-        score = _pct(*m["score"])
+        score = _pct(*m["score"], scale=1.0)
         if best is not None and m["score"][0] == best:
             score = f"**{score}**"
         alpha = f" (α={m['alpha'][0]:.2f})" if not math.isnan(m["alpha"][0]) else ""
@@ -267,8 +269,8 @@ def _run_ablation(args, bundle, options, out: Path, progress) -> int:
         rows = mean_rows(per_seed, key)
         title = f"{'Remind steps (Tab. 4)' if key == 'steps' else 'Fixed alpha (Tab. 5)'} on {args.setting}"
     table = simple_table(rows, key, f"{title}, mean over {args.seeds} seed(s)")
-    write_text(out / "results.md", table)
-    write_json(out / "results.json", {"ablation": args.ablation, "rows": rows, "per_seed": per_seed})
+    write_text(out / f"results-{args.ablation}.md", table)
+    write_json(out / f"results-{args.ablation}.json", {"ablation": args.ablation, "rows": rows, "per_seed": per_seed})
     print(table)
     return 0
 

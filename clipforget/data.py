@@ -127,7 +127,10 @@ def list_image_files(root: str | os.PathLike) -> list[Path]:
         return [root]
     if not root.is_dir():
         raise DataError(f"folder not found: {root}")
-    return sorted(p for p in root.rglob("*") if p.is_file() and not any(part.startswith(".") for part in p.parts))
+    return sorted(
+        p for p in root.rglob("*")
+        if p.is_file() and not any(part.startswith(".") or part == "__MACOSX" for part in p.relative_to(root).parts)
+    )
 
 
 def read_images(

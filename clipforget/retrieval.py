@@ -21,7 +21,8 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -135,34 +136,46 @@ Features = np.ndarray | torch.Tensor
 
 
 def search(index_or_embeddings: Searchable, text_features: Features, k: int) -> tuple[np.ndarray, np.ndarray]:
-    """Top-``k`` inner-product search: ``(scores float32 Q,k, ids int64 Q,k)``, best first.
+    """Top-``k`` inner-product search: ``(scores float32 Q,k, ids int64 Q,k)``, best first, equal scores by row id.
 
     ``index_or_embeddings`` is a :class:`GalleryIndex` (its FAISS index is used), a ``faiss.Index``, or an ``N,D``
-    array / tensor of unit-norm embeddings (any float dtype; searched exactly with a matrix product).
+    array / tensor of unit-norm embeddings (any float dtype; searched exactly, brute force).
     ``text_features`` is one ``D`` vector or ``Q,D`` vectors. ``k`` larger than the gallery is clipped.
+    A few queries run on one FAISS thread: on a busy CPU, OpenMP's thread barriers cost more than the search itself
+    (11k x 256: p95 0.8 ms on one thread against 12 ms on two, see BENCHMARKS.md).
     """
+    import faiss
+
     queries = _as_queries(text_features)
     target = index_or_embeddings.index if isinstance(index_or_embeddings, GalleryIndex) else index_or_embeddings
     if isinstance(target, torch.Tensor):
         target = target.detach().cpu().numpy()
-    if isinstance(target, np.ndarray):
-        return _search_array(target, queries, k)
-    k = min(k, target.ntotal)
-    scores, ids = target.search(queries, k)
-    return scores, ids.astype(np.int64)
+    with _faiss_threads(len(queries)):
+        if isinstance(target, np.ndarray):
+            matrix = np.ascontiguousarray(target, dtype=np.float32)
+            k = min(k, len(matrix))
+            if k == 0:
+                return np.zeros((len(queries), 0), np.float32), np.zeros((len(queries), 0), np.int64)
+            scores, ids = faiss.knn(queries, matrix, k, metric=faiss.METRIC_INNER_PRODUCT)
+        else:
+            scores, ids = target.search(queries, min(k, target.ntotal))
+    order = np.lexsort((ids, -scores), axis=1)  # score descending, ties by row id
+    return np.take_along_axis(scores, order, axis=1), np.take_along_axis(ids, order, axis=1).astype(np.int64)
 
 
-def _search_array(embeddings: np.ndarray, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-    matrix = embeddings if embeddings.dtype == np.float32 else embeddings.astype(np.float32)
-    sims = queries @ matrix.T
-    k = min(k, sims.shape[1])
-    if k == 0:
-        return np.zeros((len(queries), 0), np.float32), np.zeros((len(queries), 0), np.int64)
-    part = np.argpartition(-sims, k - 1, axis=1)[:, :k] if k < sims.shape[1] else np.tile(np.arange(k), (len(sims), 1))
-    top = np.take_along_axis(sims, part, axis=1)
-    order = np.lexsort((part, -top), axis=1)  # score descending, ties by row id (as FAISS flat search does)
-    ids = np.take_along_axis(part, order, axis=1).astype(np.int64)
-    return np.take_along_axis(top, order, axis=1), ids
+@contextmanager
+def _faiss_threads(n_queries: int, max_single_thread: int = 8) -> Iterator[None]:
+    import faiss
+
+    if n_queries > max_single_thread:
+        yield
+        return
+    previous = faiss.omp_get_max_threads()
+    faiss.omp_set_num_threads(1)
+    try:
+        yield
+    finally:
+        faiss.omp_set_num_threads(previous)
 
 
 def rank_of(embeddings: Features, text_features: Features, ids: Sequence[int]) -> list[int]:

@@ -481,7 +481,7 @@ class RunView:
         fig.add_vline(x=self.chosen_alpha, line_dash="dot", line_color="gray",
                       annotation_text=f"calibrated α*={self.chosen_alpha:.2f}", annotation_position="top left")
         fig.add_vline(x=alpha, line_color="crimson", annotation_text=f"α={alpha:.2f}",
-                      annotation_position="bottom right")
+                      annotation_position="bottom left" if alpha > 0.8 else "bottom right")
         fig.update_layout(xaxis_title="α (0 = original, 1 = unlearned)", yaxis_title="zero-shot accuracy %",
                           xaxis_range=[0, 1], yaxis_range=[0, 100], height=360, margin={"l": 50, "r": 20, "t": 30,
                           "b": 40}, legend={"orientation": "h", "y": -0.25})

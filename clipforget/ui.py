@@ -7,6 +7,7 @@ clients without one get a workspace per client session) and passes it to the ser
 
 from __future__ import annotations
 
+import functools
 import html
 import re
 import secrets
@@ -34,7 +35,7 @@ CSS = """
 .cf-stage {display:flex; align-items:center; gap:.5em; margin:.15em 0}
 .cf-stage span {width:11em; font-size:.9em}
 .cf-stage progress {flex:1; height:.9em}
-#cf-before .caption-label, #cf-after .caption-label {font-size:.75em}
+#cf-before .caption-label, #cf-after .caption-label {font-size:.7em; white-space:normal; max-width:96%}
 """
 
 
@@ -51,14 +52,13 @@ def _owner(ws: str | None, request: gr.Request | None) -> str:
 def _errors(fn):
     """Turn library errors into a readable message box instead of a traceback."""
 
+    @functools.wraps(fn)  # keeps the signature: Gradio injects gr.Request / gr.Progress by it
     def wrapped(*args, **kwargs):
         try:
             return fn(*args, **kwargs)
         except (DataError, ModelLoadError, FileNotFoundError, KeyError) as err:
             raise gr.Error(str(err).strip("'\""), print_exception=False) from None
 
-    wrapped.__name__ = fn.__name__
-    wrapped.__doc__ = fn.__doc__
     return wrapped
 
 
@@ -99,14 +99,14 @@ def _gallery_items(service: AppService, hits: list[dict[str, Any]], after: bool)
     for h in hits:
         mark = ""
         if h["mark"] == "left":
-            mark = "⬅ LEFT · "
+            mark = "⬅ LEFT "
         elif h["mark"] == "entered":
-            mark = "➡ ENTERED · "
+            mark = "➡ NEW "
         try:
             path = str(service.thumbnail(h["path"]))
         except (DataError, OSError):
             continue
-        items.append((path, f"{mark}{h['label']} · {h['score']:.3f}"))
+        items.append((path, f"{mark}{h['score']:.2f} {h['label']}"))
     return items
 
 
@@ -188,11 +188,11 @@ def build_ui(service: AppService, default_profile: str = "fast") -> gr.Blocks:
                 with gr.Row():
                     before = gr.Gallery(label="Original model (⬅ LEFT: gone from θ(α)'s top-k)", columns=6,
                                         height=300, object_fit="contain", elem_id="cf-before", allow_preview=False)
-                    after = gr.Gallery(label="θ(α) (➡ ENTERED: new in the top-k)", columns=6, height=300,
+                    after = gr.Gallery(label="θ(α) (➡ NEW: entered the top-k)", columns=6, height=300,
                                        object_fit="contain", elem_id="cf-after", allow_preview=False)
                 with gr.Row():
                     export_btn = gr.Button("Export θ(α) (safetensors + model card)")
-                    export_file = gr.File(label="Download", interactive=False)
+                    export_file = gr.File(label="Download", interactive=False, height=90)
 
         # --- callbacks ----------------------------------------------------------------------------------------
 
@@ -360,9 +360,15 @@ def build_ui(service: AppService, default_profile: str = "fast") -> gr.Blocks:
         alpha_inputs = [alpha, run_id, prompt, gallery_name, ws]
         alpha.change(set_alpha, alpha_inputs, explore_out, api_name="set_alpha", trigger_mode="always_last",
                      show_progress="hidden", concurrency_limit=8)
-        prompt.submit(set_alpha, alpha_inputs, explore_out, api_name="retrieve", show_progress="hidden")
-        gallery_name.change(open_run, [run_id, prompt, gallery_name, ws], [run_id, run_info, alpha, *explore_out],
-                            api_visibility="private")
+        prompt.change(set_alpha, alpha_inputs, explore_out, api_name="retrieve", show_progress="hidden",
+                      trigger_mode="always_last")  # examples and typing update the galleries directly
+        def gallery_changed(rid: str, text: str, gal: str, ws_value, request: gr.Request, progress=gr.Progress()):
+            if not rid:  # nothing opened yet: the choice applies when a run is opened
+                return (gr.skip(),) * (3 + len(explore_out))
+            return open_run(rid, text, gal, ws_value, request, progress)
+
+        gallery_name.change(gallery_changed, [run_id, prompt, gallery_name, ws],
+                            [run_id, run_info, alpha, *explore_out], api_visibility="private")
         export_btn.click(do_export, [alpha, run_id, ws], [export_file], api_name="export")
     demo.queue(default_concurrency_limit=4)
     return demo

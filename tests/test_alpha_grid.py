@@ -45,8 +45,8 @@ def setup(tmp_path_factory):
     theta_0 = clone_state(original.model.visual)
     theta_u = clone_state(original.model.visual)
     generator = torch.Generator().manual_seed(1)
-    key = "layer4.1.conv3.weight"
-    theta_u[key] += 2.0 * theta_u[key].std() * torch.randn(theta_u[key].shape, generator=generator)
+    key = "layer4.1.bn3.weight"  # the residual branch's output scale (open_clip zero-initialises it)
+    theta_u[key] += 0.5 + 0.1 * torch.randn(theta_u[key].shape, generator=generator)
     theta_u["conv1.weight"] = theta_u["conv1.weight"] * (1 + 3e-7)  # below rel_tol: rounding noise
     run = root / "run"
     unlearned = copy.deepcopy(original)
@@ -108,7 +108,7 @@ def test_non_sequential_towers_are_not_split():
 def test_split_starts_at_the_first_changed_stage(setup):
     split = SplitForward(setup["original"], setup["theta_u"], setup["theta_0"])
     assert split.sequential and split.split_name == "layer4.1"
-    assert split.changed == ["layer4.1.conv3.weight"] and split.negligible == ["conv1.weight"]
+    assert split.changed == ["layer4.1.bn3.weight"] and split.negligible == ["conv1.weight"]
     info = json.loads((setup["folder"] / "grid.json").read_text())
     assert info["first_recomputed_stage"] == "layer4.1" and info["alphas"] == list(ALPHAS)
 
@@ -129,7 +129,9 @@ def test_grid_equals_full_re_encode_with_the_soup(setup, alpha):
     visual = souped_visual(setup["original"].model.visual, setup["theta_u"], setup["theta_0"], alpha)
     expected = _full_encode(setup["original"], visual, gallery.paths)
     got = grid.embeddings(alpha)
-    np.testing.assert_allclose(got, expected, atol=2e-3)
+    # bf16 autocast: the stem's 3e-7 "noise" may flip a bf16 rounding in the full forward, the cached prefix skips it
+    np.testing.assert_allclose(got, expected, atol=5e-3)
+    assert np.abs(got - expected).mean() < 5e-4
     assert np.abs(got - grid.embeddings(0.0)).max() > 1e-2  # the perturbation is visible, so the check can fail
 
 

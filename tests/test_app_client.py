@@ -53,18 +53,21 @@ def test_full_flow_through_the_client(app):
     assert "too large" in reasons["huge.png"] and "pixels" in reasons["wide.png"]
     assert "not a readable image" in reasons["broken.jpg"]
 
-    job_id, status = client.predict(forget, retain, [], "airplane", "", model_spec(), "quick",
-                                    api_name="/start_upload")
-    assert job_id and "Uploads" in status
+    status = client.predict(forget, retain, [], "airplane", "", model_spec(), "quick", api_name="/start_upload")
+    assert "Uploads" in status
     final = client.predict(api_name="/watch_start_upload")
     assert "done" in final and "Error" not in final, final
 
-    run_id = client.predict(api_name="/list_runs")
-    assert run_id == job_id
+    listed = client.predict(api_name="/list_runs")
+    run_id = listed["value"]
+    assert len(listed["choices"]) == 1 and "done" in listed["choices"][0][0]
+    runs = service.list_runs(_workspace_of(service, run_id))
+    assert [r["id"] for r in runs] == [run_id] and runs[0]["state"] == "done"
 
     opened = client.predict(run_id, "airplane", "tiny", api_name="/open_run")
-    rid, info, alpha, _, metrics, _, before, after = opened
-    assert rid == run_id and "α*" in info and alpha == pytest.approx(service.open_run(
+    info, alpha, _, metrics, _, before, after = opened
+    alpha = alpha["value"] if isinstance(alpha, dict) else alpha
+    assert "α*" in info and alpha == pytest.approx(service.open_run(
         _workspace_of(service, run_id), run_id).chosen_alpha)
     assert metrics["data"][-1][0] == "Score"
     assert len(before) == len(after) == 5
@@ -86,7 +89,7 @@ def test_full_flow_through_the_client(app):
 
     # another browser (another client session) sees none of it
     other = Client(demo.local_url, verbose=False)
-    assert not other.predict(api_name="/list_runs")
+    assert other.predict(api_name="/list_runs")["choices"] == []
     with pytest.raises(Exception, match="no such run"):
         other.predict(run_id, "airplane", "tiny", api_name="/open_run")
 

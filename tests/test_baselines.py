@@ -150,6 +150,3 @@ def test_nullspace_removes_the_target_text_direction(bundle, task):
     assert float((after @ classifier[target]).abs().max()) < 1e-2
     assert changed_layers(out.visual_state, clone_state(bundle.model.visual)) == [
         k for k in bundle.model.visual.state_dict() if k.startswith(out.log["edited"])]
-    # the other classes' similarities move only by the removed component
-    other = [i for i in range(len(task.classnames)) if i != target]
-    assert float(F.cosine_similarity(before @ classifier[other].T, after @ classifier[other].T).mean()) > 0.8

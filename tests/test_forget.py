@@ -11,8 +11,8 @@ class TwoBranch(nn.Module):
         super().__init__()
         torch.manual_seed(0)
         self.shared = nn.Linear(8, 8)
-        self.branch_a = nn.Linear(4, 3)
-        self.planted = nn.Linear(4, 3)
+        self.branch_a = nn.Linear(4, 3, bias=False)
+        self.planted = nn.Linear(4, 3, bias=False)
 
     def forward(self, x):
         h = self.shared(x)

@@ -1,0 +1,120 @@
+"""Web app: latency from moving the alpha slider to the updated page content, through gradio_client.
+
+One request = what the slider's ``change`` event sends: alpha, prompt, gallery -> plotly figure, metrics table with the
+Score, retrieval before/after galleries (top-k thumbnails with left/entered marks). Measured on the default gallery
+(CIFAR-10 test + the ImageNet samples, ~11k images) with the embedded model, on a finished run:
+
+    nice -n 10 .venv/bin/python benchmarks/bench_app.py [--cache-dir DIR] [--requests 200]
+
+Set-up (index build, the run itself, the run's alpha grid) is timed once and reported separately; the latency is
+measured over ``--requests`` slider moves to random grid alphas (client -> server -> client, images not downloaded:
+the browser fetches thumbnails in parallel after the response). Prints p50 / p95 / mean and a server-side breakdown.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from clipforget.service import AppService, ServiceConfig
+from clipforget.ui import build_ui, launch_kwargs
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    pos = (len(ordered) - 1) * q / 100
+    lo, hi = int(pos), min(int(pos) + 1, len(ordered) - 1)
+    return ordered[lo] + (ordered[hi] - ordered[lo]) * (pos - lo)
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--cache-dir", default=None, help="cache with indexes/runs (default: a fresh temp folder)")
+    p.add_argument("--model", default="embedded")
+    p.add_argument("--profile", default="quick", help="run profile of the run that is explored")
+    p.add_argument("--requests", type=int, default=200)
+    p.add_argument("--prompt", default="airplane")
+    p.add_argument("--port", type=int, default=7861)
+    args = p.parse_args(argv)
+
+    from gradio_client import Client
+
+    cache = args.cache_dir or tempfile.mkdtemp(prefix="bench_app_")
+    service = AppService(ServiceConfig(model=args.model, cache_dir=cache))
+    demo = build_ui(service, default_profile=args.profile)
+    demo.launch(prevent_thread_lock=True, quiet=True, **launch_kwargs(service, "127.0.0.1", args.port))
+    setup: dict[str, float] = {}
+    try:
+        client = Client(demo.local_url, verbose=False, download_files=False)
+        gallery = service.config.default_gallery
+        t0 = time.perf_counter()
+        service.gallery(args.model, gallery)
+        setup["index_build_or_load_s"] = time.perf_counter() - t0
+
+        t0 = time.perf_counter()
+        client.predict("cifar10-class", "airplane", args.model, args.profile, api_name="/start_preset")
+        status = client.predict(api_name="/watch_start_preset")
+        setup["run_s"] = time.perf_counter() - t0
+        if "— done" not in status:
+            raise SystemExit(f"run did not finish: {status}")
+        run_id = client.predict(api_name="/list_runs")["value"]
+
+        t0 = time.perf_counter()
+        client.predict(run_id, args.prompt, gallery, api_name="/open_run")
+        setup["open_run_s"] = time.perf_counter() - t0
+
+        alphas = [round(i * 0.05, 2) for i in range(21)]
+        rng = random.Random(0)
+        for a in alphas[:5]:  # warm-up
+            client.predict(a, args.prompt, gallery, api_name="/set_alpha")
+        latencies = []
+        for _ in range(args.requests):
+            a = rng.choice(alphas)
+            t0 = time.perf_counter()
+            out = client.predict(a, args.prompt, gallery, api_name="/set_alpha")
+            latencies.append(1000 * (time.perf_counter() - t0))
+            assert len(out) == 5 and out[4], "empty retrieval result"
+
+        # server side only (no HTTP / queue): the same work set_alpha does
+        owner = json.loads((service.runs_dir / run_id / "app_run.json").read_text())["owner"]
+        view = service.open_run(owner, run_id)
+        parts: dict[str, list[float]] = {"figure": [], "metrics": [], "retrieve": [], "thumbnails": []}
+        for _ in range(50):
+            a = rng.choice(alphas)
+            t = time.perf_counter()
+            view.figure(a)
+            parts["figure"].append(1000 * (time.perf_counter() - t))
+            t = time.perf_counter()
+            view.metrics_table(a)
+            parts["metrics"].append(1000 * (time.perf_counter() - t))
+            t = time.perf_counter()
+            res = view.retrieve(args.prompt, a, gallery)
+            parts["retrieve"].append(1000 * (time.perf_counter() - t))
+            t = time.perf_counter()
+            for h in res["before"] + res["after"]:
+                service.thumbnail(h["path"])
+            parts["thumbnails"].append(1000 * (time.perf_counter() - t))
+        n_gallery = len(service.gallery(args.model, gallery))
+    finally:
+        demo.close()
+
+    print(f"gallery: {gallery}, {n_gallery} images; model {args.model}; run profile {args.profile}; "
+          f"top-k {service.config.top_k}; requests {len(latencies)}")
+    print("set-up: " + ", ".join(f"{k} {v:.1f}" for k, v in setup.items()))
+    print(f"alpha -> updated page (gradio_client round trip): p50 {percentile(latencies, 50):.1f} ms, "
+          f"p95 {percentile(latencies, 95):.1f} ms, mean {statistics.mean(latencies):.1f} ms, "
+          f"max {max(latencies):.1f} ms")
+    print("server-side parts (median ms): " + ", ".join(
+        f"{k} {statistics.median(v):.2f}" for k, v in parts.items()))
+
+
+if __name__ == "__main__":
+    main()
