@@ -28,7 +28,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .data import ImageSet
-from .forget import _VisualOnly, complementary_ce
+from .forget import ForgetConfig, _VisualOnly, forget_objective, label_thresholds
 from .models import ClipBundle
 from .task import ProgressFn, UnlearningTask, batches, no_progress
 from .zeroshot import autocast, image_features, logits, text_classifier
@@ -149,10 +149,17 @@ def align_to_bn_statistics(
     }
 
 
-def ema_update(ema: dict[str, torch.Tensor], current: dict[str, torch.Tensor], decay: float) -> None:
-    """``ema <- decay * ema + (1 - decay) * current`` for float entries, in place."""
+def ema_update(
+    ema: dict[str, torch.Tensor], current: dict[str, torch.Tensor], decay: float, keys: list[str] | None = None
+) -> None:
+    """``ema <- decay * ema + (1 - decay) * current`` for float entries (only ``keys`` if given), in place.
+
+    Entries that are never trained stay bit-identical to the original, so weight-space diffs (alpha grids) see
+    exactly the layers the method changed.
+    """
     with torch.no_grad():
-        for key, value in current.items():
+        for key in keys if keys is not None else list(current):
+            value = current[key]
             if value.is_floating_point():
                 ema[key].mul_(decay).add_(value.detach().to(ema[key].dtype), alpha=1.0 - decay)
 
@@ -164,6 +171,7 @@ def remind(
     trainable_layers: list[str],
     cfg: RemindConfig | None = None,
     progress: ProgressFn = no_progress,
+    forget_cfg: ForgetConfig | None = None,
 ) -> tuple[nn.Module, dict]:
     """Return (the EMA image tower, stage log). ``bundle.model`` is the original (teacher) model."""
     cfg = cfg or RemindConfig()
@@ -183,6 +191,7 @@ def remind(
     task.check_cancelled()
 
     classifier = text_classifier(bundle, task.classnames)
+    tau = label_thresholds(bundle, task, classifier)
     student = copy.deepcopy(unlearned_visual)
     student.eval()
     modules = dict(student.named_modules())
@@ -194,6 +203,7 @@ def remind(
             p.requires_grad_(True)
             trainable.append(p)
     ema = {k: v.detach().clone() for k, v in teacher.state_dict().items()}
+    trained_keys = [k for k in ema if k.rsplit(".", 1)[0] in set(trainable_layers)]
     opt = torch.optim.Adam(trainable, lr=cfg.lr)
     labels = task.label_ids(pool)
     wrapper, teacher_wrap = _VisualOnly(student), _VisualOnly(teacher)
@@ -215,13 +225,16 @@ def remind(
         loss = ce + cfg.kd_weight * kd
         keep_forgotten = torch.zeros(())
         if cfg.forget_weight > 0:
-            forget_logits = logits(bundle, image_features(bundle, forget_images, wrapper), classifier)
-            keep_forgotten = complementary_ce(forget_logits, forget_targets.to(forget_logits.device), 1e-4)
+            forget_feats = image_features(bundle, forget_images, wrapper)
+            forget_logits = logits(bundle, forget_feats, classifier)
+            keep_forgotten = forget_objective(
+                forget_feats, forget_logits, forget_targets, classifier, tau, forget_cfg or ForgetConfig()
+            )
             loss = loss + cfg.forget_weight * keep_forgotten
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
-        ema_update(ema, student.state_dict(), cfg.ema_decay)
+        ema_update(ema, student.state_dict(), cfg.ema_decay, trained_keys)
         losses.append({"ce": float(ce.detach()), "kd": float(kd.detach()), "forget": float(keep_forgotten.detach())})
         progress("remind", 0.5 + 0.5 * (step + 1) / cfg.steps, f"step {step + 1}/{cfg.steps} ce {losses[-1]['ce']:.3f}")
     student.load_state_dict(ema)

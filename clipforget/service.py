@@ -82,6 +82,7 @@ class ServiceConfig:
     default_gallery: str = DEFAULT_GALLERY
     grid_alphas: tuple[float, ...] = tuple(round(a, 2) for a in np.linspace(0, 1, 21))  # = the slider's steps
     top_k: int = 12
+    max_grid_bytes: int = 600_000_000  # an opened run's alpha grid is held as float32 up to this size
 
     def resolved_device(self) -> str:
         return self.device or ("cuda" if torch.cuda.is_available() else "cpu")
@@ -415,7 +416,11 @@ class RunView:
         self.eval_curve = _read_json(run_dir / "eval_curve.json").get("curve", [])
         self.model_spec = self.config.get("model", service.config.model)
         self._states: tuple[dict, dict] | None = None
-        self._grids: dict[str, dict[float, np.ndarray]] = {}
+        self._grids: dict[str, Any] = {}  # gallery -> clipforget.alpha_grid.AlphaGrid
+        self._grid_f32: dict[str, np.ndarray] = {}
+        self._sims: OrderedDict[tuple[str, str], np.ndarray] = OrderedDict()
+        self._before: dict[tuple[str, str, int], tuple[list[int], list[float]]] = {}
+        self._figures: dict[float, str] = {}
         self._lock = threading.Lock()
 
     # weights
@@ -522,20 +527,52 @@ class RunView:
         """Gallery embeddings under theta(alpha) at the grid point nearest ``alpha`` (the slider's step)."""
         return self.grid(gallery).embeddings(alpha)
 
+    def _similarities(self, gallery: str, prompt: str) -> np.ndarray:
+        """Cosine similarity of ``prompt`` to every gallery image at every grid alpha (``A,N``), cached per prompt.
+
+        One matrix product per new prompt; afterwards a slider move is a row lookup and a top-k partition.
+        """
+        key = (gallery, prompt)
+        with self._lock:
+            if key in self._sims:
+                self._sims.move_to_end(key)
+                return self._sims[key]
+        grid = self.grid(gallery)
+        query = self.service.text_embedding(self.model_spec, prompt)
+        full = self._grid_f32.get(gallery)
+        if full is None and grid.array.nbytes * 2 <= self.service.config.max_grid_bytes:
+            full = self._grid_f32[gallery] = np.asarray(grid.array, dtype=np.float32)
+        if full is not None:
+            sims = (full.reshape(-1, full.shape[-1]) @ query).reshape(full.shape[:2])
+        else:  # too large to hold as float32: one grid point at a time
+            sims = np.stack([grid.embeddings(float(a)) @ query for a in grid.alphas])
+        with self._lock:
+            self._sims[key] = sims
+            while len(self._sims) > 32:
+                self._sims.popitem(last=False)
+        return sims
+
+    def _original_top(self, gallery: str, prompt: str, k: int) -> tuple[list[int], list[float]]:
+        key = (gallery, prompt, k)
+        if key not in self._before:
+            gal = self.service.gallery(self.model_spec, gallery)
+            scores, ids = search(gal.index, self.service.text_embedding(self.model_spec, prompt), k)
+            self._before[key] = ([int(i) for i in ids[0] if i >= 0], [float(x) for x in scores[0]])
+            while len(self._before) > 64:
+                self._before.pop(next(iter(self._before)))
+        return self._before[key]
+
     def retrieve(self, prompt: str, alpha: float, gallery: str, k: int | None = None) -> dict[str, Any]:
         """Top-k of ``prompt`` before (original index) and after (theta(alpha)), with what left / entered."""
         if not prompt or not prompt.strip():
             raise DataError("type a prompt, e.g. 'monkey'")
-        k = k or self.service.config.top_k
+        prompt = prompt.strip()
         gal = self.service.gallery(self.model_spec, gallery)
-        query = self.service.text_embedding(self.model_spec, prompt.strip())
-        k = min(k, len(gal))
-        scores0, ids0 = search(gal.index, query, k)
-        emb = self.gallery_embeddings(gallery, alpha)
-        sims = emb @ query
-        top = np.argpartition(-sims, k - 1)[:k]
-        top = top[np.argsort(-sims[top])]
-        before = [int(i) for i in ids0[0]]
+        k = min(k or self.service.config.top_k, len(gal))
+        before, before_scores = self._original_top(gallery, prompt, k)
+        sims = self._similarities(gallery, prompt)[self.grid(gallery).nearest(alpha)]
+        top = np.argpartition(-sims, k - 1)[:k] if k < len(sims) else np.arange(len(sims))
+        top = top[np.lexsort((top, -sims[top]))]
         after = [int(i) for i in top]
         left, entered = set(before) - set(after), set(after) - set(before)
 
@@ -543,8 +580,16 @@ class RunView:
             return [{"id": i, "label": gal.labels[i], "path": gal.paths[i], "score": float(s),
                      "mark": mark if i in marks else ""} for i, s in zip(ids, sc, strict=True)]
 
-        return {"before": items(before, scores0[0], left, "left"), "after": items(after, sims[top], entered, "entered"),
+        return {"before": items(before, before_scores, left, "left"),
+                "after": items(after, sims[top], entered, "entered"),
                 "left": sorted(left), "entered": sorted(entered), "gallery": gallery, "alpha": alpha}
+
+    def figure_json(self, alpha: float) -> str:
+        """:meth:`figure` as plotly JSON, cached per alpha (the slider revisits the same 21 values)."""
+        key = round(float(alpha), 4)
+        if key not in self._figures:
+            self._figures[key] = self.figure(alpha).to_json()
+        return self._figures[key]
 
 
 def _read_json(path: Path) -> dict[str, Any]:
@@ -869,7 +914,7 @@ class AppService:
         with self._lock:
             if run_id not in self._views:
                 self._views[run_id] = RunView(self, folder)
-                while len(self._views) > 4:
+                while len(self._views) > 2:
                     self._views.popitem(last=False)
             self._views.move_to_end(run_id)
             return self._views[run_id]

@@ -16,6 +16,7 @@ from typing import Any
 
 import gradio as gr
 import pandas as pd
+from gradio.components.plot import PlotData
 
 from .data import CIFAR10_CLASSES, DataError
 from .models import ModelLoadError
@@ -286,7 +287,7 @@ def build_ui(service: AppService, default_profile: str = "fast") -> gr.Blocks:
             return gr.update(choices=choices, value=choices[0][1] if choices else None)
 
         def explore(view, a: float, text: str, gal: str):
-            fig = view.figure(a)
+            fig = PlotData(type="plotly", plot=view.figure_json(a))
             headers, rows = view.metrics_table(a)
             table = pd.DataFrame(rows, columns=headers)
             if not text or not text.strip():
@@ -339,7 +340,7 @@ def build_ui(service: AppService, default_profile: str = "fast") -> gr.Blocks:
 
         # --- wiring --------------------------------------------------------------------------------------------
         demo.load(init, [ws_browser], [ws, ws_browser, job_id, status, runs], api_visibility="private").then(
-            watch, [job_id, ws], [status], concurrency_limit=None, show_progress="minimal")
+            watch, [job_id, ws], [status], concurrency_limit=None, show_progress="minimal", api_visibility="private")
         model.change(check_model, [model], [model_msg], api_name="check_model")
         preset.change(preset_changed, [preset], [option], api_visibility="private")
         check.click(check_uploads, [forget_files, retain_files, cal_files, label, retain_label, ws],

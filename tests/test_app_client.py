@@ -77,7 +77,11 @@ def test_full_flow_through_the_client(app):
     assert _captions(at0[3]) == _captions(at0[4])  # theta(0) is the original model
     assert "0 left, 0 entered" in at0[2]
     assert _captions(at1[4]) != _captions(at0[4])  # scores (and maybe items) move with alpha
-    assert at0[1]["data"][-1] != at1[1]["data"][-1] or at0[1]["data"][0] != at1[1]["data"][0]
+    view = service.open_run(_workspace_of(service, run_id), run_id)
+    for a, out in ((0.0, at0), (1.0, at1)):  # the table is the library's table at that alpha
+        headers, rows = view.metrics_table(a)
+        assert out[1]["headers"] == headers
+        assert [[str(x) for x in r] for r in out[1]["data"]] == [[str(x) for x in r] for r in rows]
 
     retrieved = client.predict(1.0, "cat", "tiny", api_name="/retrieve")
     assert "**cat**" in retrieved[2] and len(retrieved[4]) == 5
