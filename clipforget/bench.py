@@ -17,7 +17,6 @@ import argparse
 import json
 import math
 import sys
-from dataclasses import fields, is_dataclass
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +24,7 @@ import numpy as np
 import torch
 
 from .atomic import write_json, write_text
+from .methods import seed_config
 
 ABLATIONS = ("steps", "alpha", "merge")
 
@@ -52,16 +52,6 @@ def add_subcommand(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--cache-dir", default=None, help="cache folder (else $CLIPFORGET_CACHE)")
     p.add_argument("--quiet", action="store_true", help="no progress lines")
     p.set_defaults(func=run_bench)
-
-
-def seed_config(config: Any, seed: int) -> None:
-    """Set ``seed`` on a config dataclass and every nested config that has one."""
-    if hasattr(config, "seed"):
-        config.seed = seed
-    for f in fields(config) if is_dataclass(config) else []:
-        value = getattr(config, f.name)
-        if is_dataclass(value):
-            seed_config(value, seed)
 
 
 def _progress(quiet: bool):

@@ -112,11 +112,11 @@ def _run(args: argparse.Namespace) -> int:
             args.forget, args.retain, args.label, bundle.image_size, extra, args.retain_label, args.calibration,
             seed=args.seed,
         )
-    from .methods import get_method
+    from .methods import get_method, seed_config
 
     spec = get_method(args.method)
     config = spec.config_cls()
-    _seed_config(config, args.seed)
+    seed_config(config, args.seed)
     result = run_method(bundle, task, Path(args.out), args.method, config, eval_sets, progress,
                         extra={"seed": args.seed, "command": " ".join(sys.argv)})
     m = result.metrics
@@ -126,15 +126,3 @@ def _run(args: argparse.Namespace) -> int:
     print(json.dumps(summary, indent=2))
     print(f"run folder: {result.out_dir}")
     return 0
-
-
-def _seed_config(config, seed: int) -> None:
-    """Set ``seed`` on a config dataclass and on every nested config that has one."""
-    from dataclasses import fields, is_dataclass
-
-    if hasattr(config, "seed"):
-        config.seed = seed
-    for f in fields(config) if is_dataclass(config) else []:
-        value = getattr(config, f.name)
-        if is_dataclass(value):
-            _seed_config(value, seed)

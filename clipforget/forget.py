@@ -170,6 +170,7 @@ class _VisualOnly(nn.Module):
     def __init__(self, visual: nn.Module):
         super().__init__()
         self.visual = visual
+        self.training = visual.training  # so callers that save and restore the mode restore the tower's own
 
 
 def _as_clip(bundle: ClipBundle, visual_or_model: nn.Module) -> nn.Module:

@@ -8,7 +8,7 @@ dataclass whose defaults are its recommended settings.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields, is_dataclass
 from typing import Any
 
 import torch
@@ -62,6 +62,16 @@ def get_method(name: str) -> MethodSpec:
 def available_methods() -> list[str]:
     _load_builtin()
     return list(_REGISTRY)
+
+
+def seed_config(config: Any, seed: int) -> None:
+    """Set ``seed`` on a config dataclass and on every nested config dataclass that has one."""
+    if hasattr(config, "seed"):
+        config.seed = seed
+    for f in fields(config) if is_dataclass(config) else []:
+        value = getattr(config, f.name)
+        if is_dataclass(value):
+            seed_config(value, seed)
 
 
 def _load_builtin() -> None:
