@@ -123,7 +123,8 @@ PROFILES: dict[str, RunProfile] = {
         "fast",
         ThreeStageConfig(
             ForgetConfig(steps=20, fisher_samples=64),
-            RemindConfig(align_images=128, align_steps=10, steps=15),
+            # fewer remind steps than the CLI: a faster EMA so theta_ema is not mostly theta_original (0.75**20 < 1 %)
+            RemindConfig(align_images=128, align_steps=10, steps=20, ema_decay=0.75),
             RestoreConfig(),
         ),
         Cifar10Sizes(forget=200, retain_per_class=40, calibration_forget=60, calibration_retain_per_class=15,
