@@ -100,6 +100,10 @@ class RunProfile:
     grid: bool = True  # precompute the default gallery's alpha grid at the end of the run
 
 
+def _same_alphas(a: np.ndarray, b: np.ndarray) -> bool:
+    return a.shape == b.shape and bool(np.allclose(a, b))
+
+
 def _alphas(n: int) -> tuple[float, ...]:
     return tuple(round(a, 2) for a in np.linspace(0, 1, n))
 
@@ -509,9 +513,12 @@ class RunView:
             if gallery in self._grids:
                 return self._grids[gallery]
             name = _safe_name(gallery)
-            if name not in AlphaGrid.available(self.dir):
+            cfg = self.service.config
+            wanted = np.asarray(cfg.grid_alphas, dtype=np.float64)
+            exists = name in AlphaGrid.available(self.dir)
+            stale = exists and not _same_alphas(AlphaGrid.load(self.dir, name).alphas, wanted)
+            if stale or not exists:  # a grid made with other alphas (e.g. another profile) is recomputed
                 gal = self.service.gallery(self.model_spec, gallery)
-                cfg = self.service.config
 
                 def report(stage: str, fraction: float, message: str) -> None:
                     if cancel is not None and cancel.is_set():
@@ -520,7 +527,7 @@ class RunView:
                         progress("curves", fraction, f"gallery {gallery} under θ(α): {message}")
 
                 grid_cfg = AlphaGridConfig(alphas=tuple(cfg.grid_alphas), workers=0, device=cfg.resolved_device())
-                compute_alpha_grid(self.dir, gal.folder, grid_cfg, name, report)
+                compute_alpha_grid(self.dir, gal.folder, grid_cfg, name, report, overwrite=stale)
             self._grids[gallery] = AlphaGrid.load(self.dir, name)
             return self._grids[gallery]
 
