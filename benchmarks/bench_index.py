@@ -23,8 +23,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from clipforget.alpha_grid import AlphaGrid, AlphaGridConfig, compute_alpha_grid, run_models
-from clipforget.forget import _VisualOnly
-from clipforget.layers import clone_state
+from clipforget.layers import VisualOnly, clone_state
 from clipforget.models import create_model, save_checkpoint
 from clipforget.paths import data_root
 from clipforget.restore import souped_visual
@@ -82,7 +81,7 @@ def naive_seconds_per_alpha(original, theta_u, theta_0, images, batch_size, alph
     for alpha in alphas:
         t0 = time.perf_counter()
         visual = souped_visual(original.model.visual, theta_u, theta_0, alpha)
-        encode_images(original, images, batch_size=batch_size, model=_VisualOnly(visual))
+        encode_images(original, images, batch_size=batch_size, model=VisualOnly(visual))
         times.append(time.perf_counter() - t0)
     return float(np.mean(times))
 

@@ -364,9 +364,9 @@ def per_class_accuracy(bundle: ClipBundle, visual: torch.nn.Module | None, image
                        classnames: Sequence[str]) -> dict[str, float]:
     """Zero-shot accuracy of each class of ``images`` (over the vocabulary ``classnames``)."""
     from .evaluate import zero_shot_accuracy
-    from .forget import _VisualOnly
+    from .layers import VisualOnly
 
-    model = _VisualOnly(visual) if visual is not None else None
+    model = VisualOnly(visual) if visual is not None else None
     out = {}
     for name in classnames:
         subset = images.where([x == name for x in images.labels])

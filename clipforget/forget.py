@@ -30,7 +30,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .layers import adaptable_layers
+from .layers import VisualOnly, adaptable_layers
 from .models import ClipBundle
 from .task import ProgressFn, UnlearningTask, batches, no_progress
 from .zeroshot import image_features, logits, text_classifier
@@ -164,17 +164,8 @@ def complementary_ce(logit: torch.Tensor, targets: torch.Tensor, eps: float) -> 
     return -torch.log((1.0 - p).clamp_min(eps)).mean()
 
 
-class _VisualOnly(nn.Module):
-    """Wraps an image tower so helpers that expect ``model.visual`` accept it."""
-
-    def __init__(self, visual: nn.Module):
-        super().__init__()
-        self.visual = visual
-        self.training = visual.training  # so callers that save and restore the mode restore the tower's own
-
-
 def _as_clip(bundle: ClipBundle, visual_or_model: nn.Module) -> nn.Module:
-    return visual_or_model if hasattr(visual_or_model, "visual") else _VisualOnly(visual_or_model)
+    return visual_or_model if hasattr(visual_or_model, "visual") else VisualOnly(visual_or_model)
 
 
 def relative_fisher(bundle: ClipBundle, task: UnlearningTask, cfg: ForgetConfig) -> list[LayerImportance]:
@@ -228,7 +219,7 @@ def forget(
     opt = torch.optim.Adam(trainable, lr=cfg.lr)
     labels = task.label_ids(task.forget)
     tau = label_thresholds(bundle, task, classifier)
-    wrapper = _VisualOnly(peft_visual)
+    wrapper = VisualOnly(peft_visual)
     losses = []
     for step, (images, targets, _) in enumerate(batches(task.forget, labels, cfg.batch_size, rng, cfg.steps)):
         task.check_cancelled()

@@ -52,3 +52,12 @@ def interpolate_states(
 def changed_layers(theta_a: dict[str, torch.Tensor], theta_b: dict[str, torch.Tensor]) -> list[str]:
     """State keys whose tensors differ between two states."""
     return [k for k, v in theta_a.items() if not torch.equal(v, theta_b[k])]
+
+
+class VisualOnly(nn.Module):
+    """Wraps an image tower so helpers that expect ``model.visual`` accept it."""
+
+    def __init__(self, visual: nn.Module):
+        super().__init__()
+        self.visual = visual
+        self.training = visual.training  # so callers that save and restore the mode restore the tower's own

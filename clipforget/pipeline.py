@@ -22,7 +22,7 @@ import torch
 from .atomic import write_json
 from .data import ImageSet
 from .evaluate import ratio, score, zero_shot_accuracy
-from .forget import _VisualOnly
+from .layers import VisualOnly
 from .methods import MethodOutput, get_method
 from .models import ClipBundle, load_checkpoint, save_checkpoint
 from .task import ProgressFn, RunCancelled, UnlearningTask, no_progress
@@ -52,7 +52,7 @@ def peak_rss_mb() -> float:
 
 
 def evaluate_sets(bundle: ClipBundle, visual: torch.nn.Module | None, sets: list[EvalSet]) -> dict[str, float]:
-    model = _VisualOnly(visual) if visual is not None else None
+    model = VisualOnly(visual) if visual is not None else None
     return {s.name: zero_shot_accuracy(bundle, s.images, s.classnames, model) for s in sets}
 
 

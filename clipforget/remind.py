@@ -28,7 +28,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from .data import ImageSet
-from .forget import ForgetConfig, _VisualOnly, forget_objective, label_thresholds
+from .forget import ForgetConfig, forget_objective, label_thresholds
+from .layers import VisualOnly
 from .models import ClipBundle
 from .task import ProgressFn, UnlearningTask, batches, no_progress
 from .zeroshot import autocast, image_features, logits, text_classifier
@@ -206,7 +207,7 @@ def remind(
     trained_keys = [k for k in ema if k.rsplit(".", 1)[0] in set(trainable_layers)]
     opt = torch.optim.Adam(trainable, lr=cfg.lr)
     labels = task.label_ids(pool)
-    wrapper, teacher_wrap = _VisualOnly(student), _VisualOnly(teacher)
+    wrapper, teacher_wrap = VisualOnly(student), VisualOnly(teacher)
     forget_labels = task.label_ids(task.forget)
     forget_batches = batches(task.forget, forget_labels, cfg.batch_size, rng, cfg.steps)
     losses = []

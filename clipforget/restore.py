@@ -16,8 +16,7 @@ from torch import nn
 
 from .data import ImageSet
 from .evaluate import zero_shot_accuracy
-from .forget import _VisualOnly
-from .layers import interpolate_states
+from .layers import VisualOnly, interpolate_states
 from .models import ClipBundle
 from .task import ProgressFn, no_progress
 from .zeroshot import text_classifier
@@ -51,7 +50,7 @@ def alpha_curve(
 ) -> list[dict]:
     """Zero-shot accuracy of every set at every alpha: ``[{"alpha": a, "<set>": acc, ...}]``."""
     scratch = copy.deepcopy(bundle.model.visual).eval()
-    wrapper = _VisualOnly(scratch)
+    wrapper = VisualOnly(scratch)
     classifiers = {name: text_classifier(bundle, classes) for name, (_, classes) in sets.items()}
     curve = []
     for i, alpha in enumerate(alphas):

@@ -20,8 +20,7 @@ from clipforget.alpha_grid import (
     sequential_stages,
 )
 from clipforget.data import read_images
-from clipforget.forget import _VisualOnly
-from clipforget.layers import clone_state
+from clipforget.layers import VisualOnly, clone_state
 from clipforget.models import create_model, find_embedded_checkpoint, new_model, save_checkpoint
 from clipforget.restore import souped_visual
 from clipforget.retrieval import load_index, search
@@ -67,7 +66,7 @@ def _full_encode(bundle, visual: nn.Module, paths: list[str]) -> np.ndarray:
     from clipforget.zeroshot import encode_images
 
     images = read_images([Path(p) for p in paths], bundle.image_size, [""] * len(paths)).images
-    return encode_images(bundle, images, batch_size=4, model=_VisualOnly(visual)).numpy()
+    return encode_images(bundle, images, batch_size=4, model=VisualOnly(visual)).numpy()
 
 
 def test_modified_resnet_splits_into_sequential_stages():

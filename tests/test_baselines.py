@@ -9,8 +9,7 @@ import torch
 import torch.nn.functional as F
 
 from clipforget import data
-from clipforget.forget import _VisualOnly
-from clipforget.layers import changed_layers, clone_state
+from clipforget.layers import VisualOnly, changed_layers, clone_state
 from clipforget.methods import available_methods, get_method
 from clipforget.methods.baselines.clip_lip import CLIPLipConfig
 from clipforget.methods.baselines.emmn import EMMNConfig
@@ -46,7 +45,7 @@ def _visual(bundle, state):
 @torch.no_grad()
 def _ce(bundle, task, images, visual=None) -> float:
     classifier = text_classifier(bundle, task.classnames)
-    model = _VisualOnly(visual) if visual is not None else None
+    model = VisualOnly(visual) if visual is not None else None
     feats = image_features(bundle, images.images, model)
     return float(F.cross_entropy(logits(bundle, feats, classifier), task.label_ids(images)))
 
@@ -145,7 +144,7 @@ def test_nullspace_removes_the_target_text_direction(bundle, task):
     target = task.classnames.index("airplane")
     before = encode_images(bundle, task.forget.images)
     out = _run(bundle, task, "nullspace", NullspaceConfig())
-    after = encode_images(bundle, task.forget.images, model=_VisualOnly(_visual(bundle, out.visual_state)))
+    after = encode_images(bundle, task.forget.images, model=VisualOnly(_visual(bundle, out.visual_state)))
     assert float((before @ classifier[target]).abs().mean()) > 0.01
     assert float((after @ classifier[target]).abs().max()) < 1e-2
     assert changed_layers(out.visual_state, clone_state(bundle.model.visual)) == [

@@ -8,15 +8,15 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ...forget import _VisualOnly
-from ...layers import clone_state
+from ...layers import VisualOnly, clone_state
 from ...models import ClipBundle
 from ...task import ProgressFn, UnlearningTask
-from ...zeroshot import autocast, image_features, logits
+from ...zeroshot import autocast, image_features, logits, text_classifier
 
 
 @dataclass
@@ -45,6 +45,32 @@ def trainable_copy(bundle: ClipBundle) -> nn.Module:
     return visual
 
 
+@dataclass
+class Training:
+    """What every gradient-based baseline starts from: seeded RNG, text classifier, trainable tower, Adam."""
+
+    rng: np.random.Generator
+    classifier: torch.Tensor
+    visual: nn.Module
+    opt: torch.optim.Optimizer
+
+    def descend(self, loss: torch.Tensor) -> None:
+        """One optimiser step on ``loss``."""
+        self.opt.zero_grad(set_to_none=True)
+        loss.backward()
+        self.opt.step()
+
+
+def start_training(bundle: ClipBundle, task: UnlearningTask, cfg: TrainConfig) -> Training:
+    """Seed, build the zero-shot classifier over ``task.classnames`` and an Adam over a trainable tower copy."""
+    torch.manual_seed(cfg.seed)
+    rng = np.random.default_rng(cfg.seed)
+    classifier = text_classifier(bundle, task.classnames)
+    visual = trainable_copy(bundle)
+    opt = torch.optim.Adam([p for p in visual.parameters() if p.requires_grad], lr=cfg.lr)
+    return Training(rng, classifier, visual, opt)
+
+
 def frozen_state(visual: nn.Module) -> dict[str, torch.Tensor]:
     for p in visual.parameters():
         p.requires_grad_(False)
@@ -53,7 +79,7 @@ def frozen_state(visual: nn.Module) -> dict[str, torch.Tensor]:
 
 def zs_logits(bundle: ClipBundle, visual: nn.Module, images: torch.Tensor, classifier: torch.Tensor) -> torch.Tensor:
     """Zero-shot logits (logit scale times cosine similarity) of uint8 ``images``; differentiable."""
-    return logits(bundle, image_features(bundle, images, _VisualOnly(visual)), classifier)
+    return logits(bundle, image_features(bundle, images, VisualOnly(visual)), classifier)
 
 
 def pixel_features(bundle: ClipBundle, visual: nn.Module, pixels: torch.Tensor) -> torch.Tensor:

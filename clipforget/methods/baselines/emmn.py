@@ -7,15 +7,12 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 
-import numpy as np
-import torch
 import torch.nn.functional as F
 
 from ...models import ClipBundle
 from ...task import ProgressFn, UnlearningTask, batches
-from ...zeroshot import text_classifier
 from .. import MethodOutput, register
-from .common import TrainConfig, frozen_state, num_steps, run_steps, trainable_copy, zs_logits
+from .common import TrainConfig, frozen_state, num_steps, run_steps, start_training, zs_logits
 
 
 @dataclass
@@ -25,11 +22,8 @@ class EMMNConfig(TrainConfig):
 
 @register("emmn", EMMNConfig, "maximise the forget loss and minimise the retain loss jointly (Adam)")
 def emmn(bundle: ClipBundle, task: UnlearningTask, cfg: EMMNConfig, progress: ProgressFn) -> MethodOutput:
-    torch.manual_seed(cfg.seed)
-    rng = np.random.default_rng(cfg.seed)
-    classifier = text_classifier(bundle, task.classnames)
-    visual = trainable_copy(bundle)
-    opt = torch.optim.Adam([p for p in visual.parameters() if p.requires_grad], lr=cfg.lr)
+    training = start_training(bundle, task, cfg)
+    rng, classifier, visual = training.rng, training.classifier, training.visual
     steps = num_steps(cfg, max(len(task.forget), len(task.retain)))
     forget_stream = batches(task.forget, task.label_ids(task.forget), cfg.batch_size, rng, steps)
     retain_stream = batches(task.retain, task.label_ids(task.retain), cfg.batch_size, rng, steps)
@@ -39,9 +33,7 @@ def emmn(bundle: ClipBundle, task: UnlearningTask, cfg: EMMNConfig, progress: Pr
         r_images, r_targets, _ = next(retain_stream)
         ce_f = F.cross_entropy(zs_logits(bundle, visual, f_images, classifier), f_targets.to(bundle.device))
         ce_r = F.cross_entropy(zs_logits(bundle, visual, r_images, classifier), r_targets.to(bundle.device))
-        opt.zero_grad(set_to_none=True)
-        (ce_r - cfg.forget_weight * ce_f).backward()
-        opt.step()
+        training.descend(ce_r - cfg.forget_weight * ce_f)
         return {"forget_ce": ce_f.item(), "retain_ce": ce_r.item()}
 
     losses, seconds = run_steps(task, "emmn", steps, step, progress)

@@ -13,14 +13,12 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 
-import numpy as np
 import torch
 
 from ...models import ClipBundle
 from ...task import ProgressFn, UnlearningTask, batches
-from ...zeroshot import text_classifier
 from .. import MethodOutput, register
-from .common import TrainConfig, frozen_state, num_steps, pixel_features, run_steps, trainable_copy
+from .common import TrainConfig, frozen_state, num_steps, pixel_features, run_steps, start_training
 
 
 @dataclass
@@ -47,11 +45,8 @@ def lipschitz_loss(bundle: ClipBundle, visual: torch.nn.Module, pixels: torch.Te
 
 @register("lip", LIPConfig, "Lipschitz regularisation over 10 noisy copies of the forget images (Eqs. 7-8)")
 def lip(bundle: ClipBundle, task: UnlearningTask, cfg: LIPConfig, progress: ProgressFn) -> MethodOutput:
-    torch.manual_seed(cfg.seed)
-    rng = np.random.default_rng(cfg.seed)
-    classifier = text_classifier(bundle, task.classnames)
-    visual = trainable_copy(bundle)
-    opt = torch.optim.Adam([p for p in visual.parameters() if p.requires_grad], lr=cfg.lr)
+    training = start_training(bundle, task, cfg)
+    rng, classifier, visual = training.rng, training.classifier, training.visual
     steps = num_steps(cfg, len(task.forget))
     stream = batches(task.forget, task.label_ids(task.forget), cfg.batch_size, rng, steps)
 
@@ -60,9 +55,7 @@ def lip(bundle: ClipBundle, task: UnlearningTask, cfg: LIPConfig, progress: Prog
         pixels = images.to(bundle.device).float() / 255.0
         loss, parts = lipschitz_loss(bundle, visual, pixels, classifier, cfg.copies, cfg.noise_std,
                                      cfg.similarity_weight)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
+        training.descend(loss)
         return {"loss": loss.item(), **parts}
 
     losses, seconds = run_steps(task, "lip", steps, step, progress)

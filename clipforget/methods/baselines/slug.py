@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 
 from ...evaluate import ratio, zero_shot_accuracy
-from ...forget import _VisualOnly
+from ...layers import VisualOnly
 from ...models import ClipBundle
 from ...task import ProgressFn, UnlearningTask
 from ...zeroshot import text_classifier
@@ -93,7 +93,7 @@ def slug(bundle: ClipBundle, task: UnlearningTask, cfg: SLUGConfig, progress: Pr
 
     cal_f = sample(task.calibration_forget or task.forget, cfg.calibration_images)
     cal_r = sample(task.calibration_retain or task.retain, cfg.calibration_images)
-    wrapper = _VisualOnly(visual)
+    wrapper = VisualOnly(visual)
 
     def accuracies() -> tuple[float, float]:
         return (zero_shot_accuracy(bundle, cal_f, task.classnames, wrapper, classifier),
