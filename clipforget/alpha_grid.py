@@ -25,6 +25,7 @@ from __future__ import annotations
 import copy
 import json
 import os
+import threading
 import time
 from collections import OrderedDict
 from collections.abc import Sequence
@@ -126,6 +127,49 @@ def _stage_of(key: str, stages: Sequence[tuple[str, nn.Module]]) -> int:
     return 0  # a weight outside every stage: nothing can be cached
 
 
+class PooledQueryAttention(nn.Module):
+    """open_clip's ``AttentionPool2d`` computed for the one token it returns.
+
+    ``AttentionPool2d`` runs full self-attention over the ``HW + 1`` tokens and keeps token 0 (the mean token), so the
+    queries, attention rows and output projections of the ``HW`` other tokens are thrown away. Here only token 0's
+    query, its attention row and its output projection are computed: the same function (to rounding), and the
+    largest single saving on the alpha grid's per-alpha suffix, where the pool is most of the work at 2x2 tokens.
+    Reads the wrapped pool's parameters, so loading ``theta(alpha)`` into the tower updates it.
+    """
+
+    def __init__(self, pool: nn.Module):
+        super().__init__()
+        self.pool = pool
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        p = self.pool
+        n, c = x.shape[0], x.shape[1]
+        tokens = x.reshape(n, c, -1).permute(0, 2, 1)  # N, HW, C
+        tokens = torch.cat([tokens.mean(dim=1, keepdim=True), tokens], dim=1)
+        tokens = tokens + p.positional_embedding[None].to(tokens.dtype)  # N, L, C
+        heads = p.num_heads
+        d = c // heads
+        q = F.linear(tokens[:, 0], p.q_proj.weight, p.q_proj.bias).view(n, heads, 1, d) * d**-0.5
+        k = F.linear(tokens, p.k_proj.weight, p.k_proj.bias).view(n, -1, heads, d).transpose(1, 2)
+        v = F.linear(tokens, p.v_proj.weight, p.v_proj.bias).view(n, -1, heads, d).transpose(1, 2)
+        attn = torch.softmax(q @ k.transpose(-2, -1), dim=-1)  # N, heads, 1, L
+        out = (attn.to(v.dtype) @ v).reshape(n, c)
+        return F.linear(out, p.c_proj.weight, p.c_proj.bias)
+
+
+def _fast_stage(stage: nn.Module, example: torch.Tensor, bundle: ClipBundle, tol: float = 2e-2) -> nn.Module:
+    """``stage`` or an exact shortcut for it (:class:`PooledQueryAttention`), kept only if it matches on ``example``."""
+    from open_clip.modified_resnet import AttentionPool2d
+
+    if not isinstance(stage, AttentionPool2d):
+        return stage
+    fast = PooledQueryAttention(stage)
+    with torch.no_grad(), autocast(bundle):
+        ref, got = stage(example).float(), fast(example).float()
+    scale = ref.abs().max().clamp_min(1e-6)
+    return fast if float((ref - got).abs().max() / scale) < tol else stage
+
+
 class SplitForward:
     """The image tower as ``prefix`` (stages before ``split``, theta_original) and ``suffix`` (theta(alpha))."""
 
@@ -148,6 +192,15 @@ class SplitForward:
         self.split = min((_stage_of(k, self.stages) for k in self.changed), default=len(self.stages))
         if not self.sequential and self.changed:
             self.split = 0
+        self.suffix_stages = [stage for _, stage in self.stages[self.split :]]
+        if self.sequential and self.suffix_stages:
+            probe = torch.randint(0, 256, (4, 3, size, size), dtype=torch.uint8,
+                                  generator=torch.Generator().manual_seed(0))
+            h = bundle.normalize(probe).contiguous(memory_format=torch.channels_last)
+            with torch.no_grad(), autocast(bundle):
+                for _, stage in self.stages[:-1]:
+                    h = stage(h)
+            self.suffix_stages[-1] = _fast_stage(self.suffix_stages[-1], h, bundle)
         suffix_names = tuple(name + "." for name, _ in self.stages[self.split :]) if self.sequential else ("",)
         keys = [k for k in theta_0 if k.startswith(suffix_names)]
         self._theta_u = {k: theta_u[k] for k in keys}
@@ -179,7 +232,7 @@ class SplitForward:
     def suffix(self, h: torch.Tensor) -> torch.Tensor:
         """Cached activations -> unit-norm embeddings under the current alpha."""
         with autocast(self.bundle):
-            for _, stage in self.stages[self.split :]:
+            for stage in self.suffix_stages:
                 h = stage(h)
         return F.normalize(h.float(), dim=-1)
 
@@ -217,13 +270,14 @@ def compute_alpha_grid(
     index_name: str | None = None,
     progress: ProgressFn = no_progress,
     overwrite: bool = False,
+    cancel: threading.Event | None = None,
 ) -> Path:
     """Write the alpha grid of ``run_dir`` for the gallery of ``index_dir``; returns the grid folder.
 
-    An existing grid with the same alphas and row count is kept unless ``overwrite``.
+    An existing grid with the same alphas and row count is kept unless ``overwrite``. Setting ``cancel`` stops the
+    computation between batches and between alphas with :class:`~clipforget.task.RunCancelled`; the partial file is
+    removed and an existing grid is left as it was.
     """
-    from index_builder.reader import FolderReader, GalleryFile
-
     from .retrieval import METADATA_FILE, read_records
 
     cfg = config or AlphaGridConfig()
@@ -234,6 +288,25 @@ def compute_alpha_grid(
         old = json.loads((out / GRID_INFO).read_text(encoding="utf-8"))
         if old.get("alphas") == list(cfg.alphas) and old.get("count") == len(records):
             return out
+    tmp = out / f".{GRID_EMBEDDINGS}.partial"
+    try:
+        return _compute_grid(run_dir, index_dir, records, out, tmp, cfg, progress, cancel)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def _check(cancel: threading.Event | None) -> None:
+    if cancel is not None and cancel.is_set():
+        from .task import RunCancelled
+
+        raise RunCancelled("alpha grid cancelled")
+
+
+def _compute_grid(run_dir, index_dir: Path, records: list[dict], out: Path, tmp: Path, cfg: AlphaGridConfig,
+                  progress: ProgressFn, cancel: threading.Event | None) -> Path:
+    from index_builder.reader import FolderReader, GalleryFile
+
     device = cfg.device or ("cuda" if torch.cuda.is_available() else "cpu")
     t_start = time.perf_counter()
     original, theta_u = run_models(run_dir, device)
@@ -243,7 +316,6 @@ def compute_alpha_grid(
     dim = int(original.config["model_cfg"]["embed_dim"])
     alphas = [float(a) for a in cfg.alphas]
     out.mkdir(parents=True, exist_ok=True)
-    tmp = out / f".{GRID_EMBEDDINGS}.partial"
     grid = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float16, shape=(len(alphas), len(files), dim))
     timing = {"load_models": time.perf_counter() - t_start, "decode_and_prefix": 0.0, "suffix": 0.0}
     chunk: list[tuple[list[int], torch.Tensor]] = []
@@ -260,6 +332,7 @@ def compute_alpha_grid(
             if not varying and a_i > 0:
                 grid[a_i, all_rows] = grid[0, all_rows]
                 continue
+            _check(cancel)
             split.set_alpha(alpha)
             for rows, h in chunk:
                 grid[a_i, rows] = split.suffix(h).cpu().numpy().astype(np.float16)
@@ -268,6 +341,7 @@ def compute_alpha_grid(
 
     t0 = time.perf_counter()
     for batch in reader:
+        _check(cancel)
         if batch.failed:
             bad = ", ".join(f"{files[i].path} ({reason})" for i, reason in batch.failed[:3])
             raise ValueError(f"gallery files changed since the index was built; rebuild it: {bad}")

@@ -98,16 +98,19 @@ def layer_fisher(
 
 
 def rank_layers(fisher_forget: dict[str, float], fisher_retain: dict[str, float], model: nn.Module,
-                eps: float = 1e-12) -> list[LayerImportance]:
-    """Sort layers by relative Fisher information, highest first."""
+                eps: float = 1e-30, ratio_floor: float = 1e-3) -> list[LayerImportance]:
+    """Sort layers by relative Fisher information ``F_f / F_r``, highest first (the ratio is capped at
+    ``1 / ratio_floor`` where the retain Fisher vanishes)."""
     modules = dict(model.named_modules())
-    floor = eps + 1e-3 * (np.mean(list(fisher_retain.values())) if fisher_retain else 0.0)
     ranking = [
         LayerImportance(
             name,
             fisher_forget[name],
             fisher_retain[name],
-            fisher_forget[name] / (fisher_retain[name] + floor),
+            # per-layer floor: Fisher values span ~7 orders of magnitude from the stem to the last block, so a
+            # floor shared by all layers would swamp the late layers' retain Fisher (a measured bug: it ranked
+            # layer4 last whatever the data). Capping the ratio at 1/ratio_cap only guards against F_r ~ 0.
+            fisher_forget[name] / max(fisher_retain[name], ratio_floor * fisher_forget[name], eps),
             sum(p.numel() for p in modules[name].parameters(recurse=False)),
         )
         for name in fisher_forget

@@ -7,6 +7,7 @@ Cache dir: ``--cache-dir`` flag, else ``$CLIPFORGET_CACHE``, else ``~/.cache/cli
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -34,3 +35,8 @@ def cache_dir(override: str | os.PathLike | None = None) -> Path:
         path = Path(base) / "clipforget"
     path.mkdir(parents=True, exist_ok=True)
     return path.resolve()
+
+
+def safe_name(name: str) -> str:
+    """``name`` reduced to ``[A-Za-z0-9._-]`` (other runs become ``_``), usable as one path component."""
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", name).strip("._") or "file"

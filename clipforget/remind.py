@@ -9,6 +9,12 @@
 * Fine-tuning: the layers the forget stage adapted are trained on the aligned retain images with the zero-shot
   cross-entropy of their labels plus knowledge distillation, ``T^2 KL(p_orig^T || p^T)`` over the task's class names.
   BatchNorm stays in eval mode.
+* Distillation also acts on the embeddings: ``feature_kd_weight * (1 - cos(f_student(x), f_orig(x)))`` on the aligned
+  retain images. Logit KD over the task's few class names carries little of what the original knows (two numbers in
+  the subgroup setting's vehicle/animal vocabulary); zero-shot transfer to unseen labels and datasets lives in the
+  embedding, which is what the paper's distillation is there to keep. Measured on the bench settings (seed 0, Score
+  at the calibrated alpha): style 74.9 -> 86.5, subgroup 87.2 -> 87.5 (ImageNet mapped 79 -> 89 %), cifar10 airplane
+  74.6 -> 74.3, truck 63.0 -> 77.6 (``benchmarks/tune_ours.py``, numbers in BENCHMARKS.md).
 * Deviation, measured: on the embedded model, reminding on retain images alone re-taught the forgotten class (CIFAR
   airplane accuracy at alpha = 1 went from 0.00 back to 0.53). So the forget stage's bounded loss
   ``-log(1 - p(y_c|x))`` on forget images stays in the objective with weight ``forget_weight`` (0 restores the
@@ -48,6 +54,7 @@ class RemindConfig:
     lr: float = 1e-3
     kd_weight: float = 1.0
     kd_temperature: float = 2.0
+    feature_kd_weight: float = 20.0  # embedding distillation ``1 - cos(f_student(x), f_orig(x))`` (see docstring)
     ema_decay: float = 0.9
     forget_weight: float = 1.0  # keep the bounded forget loss on forget images while reminding (see docstring)
     seed: int = 0
@@ -215,8 +222,10 @@ def remind(
         task.check_cancelled()
         forget_images, forget_targets, _ = next(forget_batches)
         with torch.no_grad():
-            teacher_logits = logits(bundle, image_features(bundle, images, teacher_wrap), classifier)
-        student_logits = logits(bundle, image_features(bundle, images, wrapper), classifier)
+            teacher_feats = image_features(bundle, images, teacher_wrap)
+            teacher_logits = logits(bundle, teacher_feats, classifier)
+        student_feats = image_features(bundle, images, wrapper)
+        student_logits = logits(bundle, student_feats, classifier)
         ce = F.cross_entropy(student_logits, targets.to(student_logits.device))
         t = cfg.kd_temperature
         kd = F.kl_div(
@@ -224,6 +233,9 @@ def remind(
             reduction="batchmean",
         ) * t * t
         loss = ce + cfg.kd_weight * kd
+        if cfg.feature_kd_weight > 0:
+            feature_kd = (1.0 - (student_feats * teacher_feats).sum(-1)).mean()
+            loss = loss + cfg.feature_kd_weight * feature_kd
         keep_forgotten = torch.zeros(())
         if cfg.forget_weight > 0:
             forget_feats = image_features(bundle, forget_images, wrapper)

@@ -19,8 +19,9 @@ import pandas as pd
 from gradio.components.plot import PlotData
 
 from .data import CIFAR10_CLASSES, DataError
+from .jobs import STAGES, STATES_ACTIVE
 from .models import ModelLoadError
-from .service import EXAMPLE_PROMPTS, PRESETS, PROFILES, STAGES, STATES_ACTIVE, AppService, preset_builder
+from .service import EXAMPLE_PROMPTS, PRESETS, PROFILES, AppService, preset_builder
 from .styles import STYLES
 
 STAGE_WEIGHTS = {"prepare": 0.05, "forget": 0.3, "remind": 0.3, "restore": 0.1, "evaluate": 0.1, "curves": 0.15}

@@ -153,3 +153,35 @@ def test_existing_grid_is_reused_and_unfinished_runs_refused(setup, tmp_path):
         compute_alpha_grid(tmp_path, setup["index"], cfg)
     with pytest.raises(FileNotFoundError):
         AlphaGrid.load(tmp_path, "nothing")
+
+
+def test_cancelled_grid_leaves_the_existing_grid_and_no_partial_file(setup):
+    import threading
+
+    from clipforget.task import RunCancelled
+
+    cfg = AlphaGridConfig(alphas=ALPHAS, workers=0)
+    before = (setup["folder"] / "embeddings.f16.npy").read_bytes()
+    cancel = threading.Event()
+    cancel.set()
+    with pytest.raises(RunCancelled):
+        compute_alpha_grid(setup["run"], setup["index"], cfg, overwrite=True, cancel=cancel)
+    assert (setup["folder"] / "embeddings.f16.npy").read_bytes() == before
+    assert not list(setup["folder"].glob(".*partial"))
+    assert AlphaGrid.load(setup["run"], setup["index"].name).alphas.tolist() == list(ALPHAS)
+
+
+def test_pooled_query_attention_equals_open_clip_attention_pool():
+    from open_clip.modified_resnet import AttentionPool2d
+
+    from clipforget.alpha_grid import PooledQueryAttention
+
+    torch.manual_seed(0)
+    pool = AttentionPool2d(spacial_dim=2, embed_dim=64, num_heads=4, output_dim=16).eval()
+    x = torch.randn(5, 64, 2, 2)
+    with torch.no_grad():
+        expected, got = pool(x), PooledQueryAttention(pool)(x)
+    torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-5)
+    with torch.no_grad():
+        pool.q_proj.weight.mul_(2.0)  # reads the pool's live parameters (theta(alpha) is loaded into the tower)
+        torch.testing.assert_close(PooledQueryAttention(pool)(x), pool(x), rtol=1e-5, atol=1e-5)

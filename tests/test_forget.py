@@ -51,3 +51,15 @@ def test_complementary_ce_is_bounded_and_minimal_when_forgotten():
     low = complementary_ce(forgotten, target, eps=1e-4)
     assert torch.isfinite(high) and float(high) <= -torch.log(torch.tensor(1e-4)) + 1e-6
     assert float(low) >= 0.0 and float(low) < 1e-6
+
+
+def test_relative_fisher_is_per_layer_scale_free():
+    """Stem layers' Fisher is ~1e6 times a last block's; the ratio, not the magnitude, must decide the rank."""
+    model = nn.Sequential(nn.Linear(2, 2), nn.Linear(2, 2), nn.Linear(2, 2))
+    f_forget = {"0": 1.2e-1, "1": 2.0e-8, "2": 0.5e-4}
+    f_retain = {"0": 1.0e-1, "1": 1.0e-8, "2": 1.0e-4}
+    ranking = rank_layers(f_forget, f_retain, model)
+    assert [r.name for r in ranking] == ["1", "0", "2"]
+    assert abs(ranking[0].relative - 2.0) < 1e-9
+    scaled = rank_layers({k: v * 1e6 for k, v in f_forget.items()}, {k: v * 1e6 for k, v in f_retain.items()}, model)
+    assert [r.name for r in scaled] == [r.name for r in ranking]

@@ -1,0 +1,91 @@
+"""Compare configurations of the three-stage method on one bench setting, with the Score at every alpha.
+
+Prints, per variant: the calibrated alpha, the Score there, and the best Score on the alpha grid (which a real run
+cannot pick: it uses evaluation sets). Used to choose the method's defaults; see BENCHMARKS.md.
+
+    python benchmarks/tune_ours.py --setting subgroup --variant base='{}' \
+        --variant fkd='{"remind": {"feature_kd_weight": 5}}'
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import time
+from dataclasses import fields, is_dataclass
+
+import torch
+
+from clipforget.evaluate import ratio, score
+from clipforget.experiments import SettingOptions, build_setting
+from clipforget.methods import get_method, seed_config
+from clipforget.models import create_model
+from clipforget.pipeline import evaluate_sets
+from clipforget.restore import soup
+
+
+def apply_overrides(config, overrides: dict) -> None:
+    for key, value in overrides.items():
+        current = getattr(config, key)
+        if is_dataclass(current) and isinstance(value, dict):
+            apply_overrides(current, value)
+        else:
+            if not any(f.name == key for f in fields(config)):
+                raise KeyError(key)
+            setattr(config, key, value)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--setting", default="cifar10")
+    parser.add_argument("--forget-class", default=None)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--full-size", action="store_true", help="the setting's full sizes (as `run cifar10`)")
+    parser.add_argument("--variant", action="append", required=True, help="name=JSON overrides of ThreeStageConfig")
+    parser.add_argument("--alphas", default="0.3,0.4,0.5,0.6,0.7,0.8,0.9,1.0")
+    parser.add_argument("--json", default=None)
+    args = parser.parse_args()
+
+    torch.set_num_threads(2)
+    bundle = create_model("embedded")
+    options = SettingOptions(args.forget_class, small=not args.full_size)
+    task, eval_sets = build_setting(args.setting, bundle.image_size, args.seed, options)
+    original = evaluate_sets(bundle, bundle.model.visual, eval_sets)
+    target = next(s.name for s in eval_sets if s.role == "target")
+    print("original", {k: round(v, 3) for k, v in original.items()}, flush=True)
+    spec = get_method("ours")
+    alphas = [float(a) for a in args.alphas.split(",")]
+    results = []
+    for variant in args.variant:
+        name, _, text = variant.partition("=")
+        config = spec.config_cls()
+        seed_config(config, args.seed)
+        apply_overrides(config, json.loads(text or "{}"))
+        start = time.perf_counter()
+        out = spec.fn(bundle, task, config, lambda *a: None)
+        seconds = time.perf_counter() - start
+        scratch = copy.deepcopy(bundle.model.visual).eval()
+        theta_0 = {k: v.clone() for k, v in bundle.model.visual.state_dict().items()}
+        rows = []
+        for alpha in sorted(set(alphas) | {out.alpha}):
+            scratch.load_state_dict(soup(out.unlearned_state, theta_0, alpha))
+            accs = evaluate_sets(bundle, scratch, eval_sets)
+            terms = {k: ratio(accs[k], original[k]) for k in accs}
+            s = score(terms[target], [v for k, v in terms.items() if k != target])
+            rows.append({"alpha": alpha, "score": s, **{k: round(v, 3) for k, v in accs.items()}})
+        chosen = next(r for r in rows if r["alpha"] == out.alpha)
+        best = max(rows, key=lambda r: r["score"])
+        print(f"== {name}: {seconds:.0f}s alpha*={out.alpha} score {chosen['score']:.1f} | best {best['score']:.1f}"
+              f" at {best['alpha']}  layers {out.log['forget']['lora_layers']}", flush=True)
+        for r in rows:
+            print("   ", r, flush=True)
+        results.append({"variant": name, "seconds": seconds, "alpha": out.alpha, "rows": rows,
+                        "curve": out.alpha_curve})
+    if args.json:
+        with open(args.json, "w", encoding="utf-8") as fh:
+            json.dump(results, fh, indent=1)
+
+
+if __name__ == "__main__":
+    main()
