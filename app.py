@@ -31,6 +31,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
+    if args.cache_dir:  # decoded datasets and extracted zips follow the flag too (clipforget.paths.cache_dir)
+        os.environ["CLIPFORGET_CACHE"] = args.cache_dir
+    if args.data_root:
+        os.environ["CLIPFORGET_DATA"] = args.data_root
     galleries = dict(g.split("=", 1) for g in args.gallery)
     config = ServiceConfig(
         model=args.model, data_root=args.data_root, cache_dir=args.cache_dir, imagenet_root=args.imagenet,

@@ -12,7 +12,7 @@ from pathlib import Path
 import torch
 
 # Modules that add sub-commands: each has add_subcommand(subparsers) and sets `func` on its parser.
-EXTRA_COMMANDS = ("clipforget.bench",)
+EXTRA_COMMANDS = ("clipforget.bench", "clipforget.audit")
 
 
 def _progress_printer():
@@ -78,6 +78,7 @@ def main(argv: list[str] | None = None) -> int:
     from .data import DataError
     from .methods import available_methods, get_method
     from .models import ModelLoadError
+    from .retrieval import IndexLoadError
 
     if args.command == "methods":
         for name in available_methods():
@@ -91,7 +92,7 @@ def main(argv: list[str] | None = None) -> int:
         if hasattr(args, "func"):
             return args.func(args)
         return _run(args)
-    except (ModelLoadError, DataError, KeyError) as err:
+    except (ModelLoadError, DataError, IndexLoadError, KeyError) as err:
         print(f"error: {err}", file=sys.stderr)
         sys.exit(2)
 

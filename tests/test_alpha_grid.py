@@ -185,3 +185,26 @@ def test_pooled_query_attention_equals_open_clip_attention_pool():
     with torch.no_grad():
         pool.q_proj.weight.mul_(2.0)  # reads the pool's live parameters (theta(alpha) is loaded into the tower)
         torch.testing.assert_close(PooledQueryAttention(pool)(x), pool(x), rtol=1e-5, atol=1e-5)
+
+
+def test_audit_uses_the_grid_or_encodes_the_same_embeddings(setup, tmp_path):
+    from clipforget.audit import audit_prompt, embeddings_at
+    from clipforget.cli import main
+
+    gallery = load_index(setup["index"])
+    from_grid = embeddings_at(setup["run"], gallery, 0.35)
+    encoded = embeddings_at(setup["run"], gallery, 0.35, batch_size=4, use_grid=False)
+    np.testing.assert_allclose(encoded, from_grid, atol=5e-3)
+    subgroup = "/" + gallery.labels[0] + "/"
+    audit = audit_prompt(setup["original"], gallery, from_grid, "a photo of an airplane", 5, subgroup, ("airliner",))
+    before, after = audit.subgroup_in_top_k
+    assert before == sum(subgroup in h.path for h in audit.comparison.before)
+    assert after == sum(subgroup in h.path for h in audit.comparison.after)
+    assert [t["label"] for t in audit.tracked] == ["airliner"] and 1 <= audit.tracked[0]["rank_after"] <= len(gallery)
+    out = tmp_path / "audit.json"
+    assert main(["audit", "--run", str(setup["run"]), "--index", str(setup["index"]), "--prompt", "a cat",
+                 "--alpha", "1.0", "-k", "4", "--json", str(out)]) == 0
+    report = json.loads(out.read_text())
+    assert report["alpha"] == 1.0 and len(report["prompts"][0]["top_after"]) == 4
+    with pytest.raises(SystemExit):
+        main(["audit", "--run", str(tmp_path), "--index", str(setup["index"]), "--prompt", "a cat"])
