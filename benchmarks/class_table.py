@@ -18,7 +18,7 @@ def row(run: Path) -> str:
     target = next(k for k, v in z.items() if v.get("role") == "target")
     retained = [k for k, v in z.items() if v.get("role") != "target"]
     t_ratio = z[target]["ratio"]
-    r_ratio = m["retain_acc"] / m["retain_acc_original"]
+    r_ratio = min(m["retain_acc"] / m["retain_acc_original"], 1.0)  # the paper caps ratios at 1
     seconds = sum(m["stage_seconds"].values())
     rss = m["peak_rss_mb"] / 1024
 

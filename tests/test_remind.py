@@ -34,3 +34,27 @@ def test_ema_moves_from_original_towards_trained():
     ema_update(ema, current, decay=0.9)
     assert torch.allclose(ema["w"], torch.full((3,), 0.19))
     assert int(ema["n"]) == 5  # integer buffers are not averaged
+
+
+def test_embedding_distillation_keeps_retain_embeddings_closer_to_the_original(bundle, has_data):
+    from clipforget.forget import ForgetConfig, forget
+    from clipforget.layers import VisualOnly
+    from clipforget.remind import remind
+    from clipforget.settings import Cifar10Sizes, cifar10_class_task
+    from clipforget.zeroshot import encode_images
+
+    sizes = Cifar10Sizes(forget=64, retain_per_class=12, calibration_forget=8, calibration_retain_per_class=6,
+                         eval_per_class=2)
+    task, _ = cifar10_class_task("cat", bundle.image_size, seed=0, sizes=sizes)
+    forgotten, _, log = forget(bundle, task, ForgetConfig(steps=6, fisher_samples=32, stop_prob=0.0))
+    held_out = task.calibration_retain.images
+    original = encode_images(bundle, held_out)
+
+    def similarity(weight: float) -> float:
+        cfg = RemindConfig(align=False, align_images=96, steps=8, batch_size=32, ema_decay=0.5,
+                           feature_kd_weight=weight)
+        student, _ = remind(bundle, forgotten, task, log["lora_layers"], cfg)
+        return float((encode_images(bundle, held_out, model=VisualOnly(student)) * original).sum(-1).mean())
+
+    with_kd, without = similarity(20.0), similarity(0.0)
+    assert with_kd > without + 0.05, (with_kd, without)  # measured 0.96 vs 0.54
