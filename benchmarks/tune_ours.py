@@ -19,10 +19,12 @@ import torch
 
 from clipforget.evaluate import ratio, score
 from clipforget.experiments import SettingOptions, build_setting
+from clipforget.layers import VisualOnly
 from clipforget.methods import get_method, seed_config
 from clipforget.models import create_model
 from clipforget.pipeline import evaluate_sets
 from clipforget.restore import soup
+from clipforget.zeroshot import encode_images, encode_text
 
 
 def apply_overrides(config, overrides: dict) -> None:
@@ -34,6 +36,12 @@ def apply_overrides(config, overrides: dict) -> None:
             if not any(f.name == key for f in fields(config)):
                 raise KeyError(key)
             setattr(config, key, value)
+
+
+def top_target(bundle, visual, images, is_target, query, k: int = 20) -> int:
+    """How many of the top-``k`` images for ``query`` are target images (retrieval-side forgetting)."""
+    feats = encode_images(bundle, images, model=VisualOnly(visual))
+    return int(is_target[torch.topk(feats @ query, k).indices].sum())
 
 
 def main() -> None:
@@ -55,6 +63,14 @@ def main() -> None:
     target = next(s.name for s in eval_sets if s.role == "target")
     print("original", {k: round(v, 3) for k, v in original.items()}, flush=True)
     spec = get_method("ours")
+    sets = {s.name: s for s in eval_sets}
+    retrieval = None
+    if "cifar10_target" in sets and "cifar10_retain" in sets:  # gallery = both sets, prompt = the target class
+        images = torch.cat([sets["cifar10_target"].images.images, sets["cifar10_retain"].images.images])
+        is_target = torch.arange(len(images)) < len(sets["cifar10_target"].images)
+        name = sets["cifar10_target"].images.labels[0]
+        retrieval = (images, is_target, encode_text(bundle, [f"a photo of a {name}"])[0])
+        print("top-20 target images, original:", top_target(bundle, bundle.model.visual, *retrieval), flush=True)
     alphas = [float(a) for a in args.alphas.split(",")]
     results = []
     for variant in args.variant:
@@ -73,7 +89,10 @@ def main() -> None:
             accs = evaluate_sets(bundle, scratch, eval_sets)
             terms = {k: ratio(accs[k], original[k]) for k in accs}
             s = score(terms[target], [v for k, v in terms.items() if k != target])
-            rows.append({"alpha": alpha, "score": s, **{k: round(v, 3) for k, v in accs.items()}})
+            row = {"alpha": alpha, "score": s, **{k: round(v, 3) for k, v in accs.items()}}
+            if retrieval is not None:
+                row["top20_target"] = top_target(bundle, scratch, *retrieval)
+            rows.append(row)
         chosen = next(r for r in rows if r["alpha"] == out.alpha)
         best = max(rows, key=lambda r: r["score"])
         print(f"== {name}: {seconds:.0f}s alpha*={out.alpha} score {chosen['score']:.1f} | best {best['score']:.1f}"

@@ -34,7 +34,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .data import ImageSet
-from .forget import ForgetConfig, forget_objective, label_thresholds
+from .forget import ForgetConfig, batch_thresholds, forget_objective, label_thresholds
 from .layers import VisualOnly
 from .models import ClipBundle
 from .task import ProgressFn, UnlearningTask, batches, no_progress
@@ -238,11 +238,12 @@ def remind(
             loss = loss + cfg.feature_kd_weight * feature_kd
         keep_forgotten = torch.zeros(())
         if cfg.forget_weight > 0:
+            fcfg = forget_cfg or ForgetConfig()
             forget_feats = image_features(bundle, forget_images, wrapper)
             forget_logits = logits(bundle, forget_feats, classifier)
-            keep_forgotten = forget_objective(
-                forget_feats, forget_logits, forget_targets, classifier, tau, forget_cfg or ForgetConfig()
-            )
+            current = fcfg.hinge_reference == "current"
+            step_tau = batch_thresholds(student_feats, classifier, fcfg.hinge_quantile) if current else tau
+            keep_forgotten = forget_objective(forget_feats, forget_logits, forget_targets, classifier, step_tau, fcfg)
             loss = loss + cfg.forget_weight * keep_forgotten
         opt.zero_grad(set_to_none=True)
         loss.backward()
