@@ -46,7 +46,7 @@ def pct(values: list[float], q: float) -> float:
 
 def decoded_images(index_dir: Path, image_size: int, batch_size: int, workers: int | None) -> torch.Tensor:
     gallery = load_index(index_dir)
-    files = [GalleryFile(r["path"], r["label"], r["gallery"]) for r in gallery.records]
+    files = [GalleryFile.from_record(r) for r in gallery.records]
     return torch.cat([b.images for b in FolderReader(files, image_size, batch_size, workers)])
 
 
@@ -64,7 +64,8 @@ def bench_build(args, bundle) -> tuple[Path, torch.Tensor]:
         RESULTS["build_info"] = info["build"]
     t0 = time.perf_counter()
     images = decoded_images(out, bundle.image_size, args.batch_size, args.workers)
-    report("decode_seconds", time.perf_counter() - t0, f"{time.perf_counter() - t0:8.1f} s   (decoding the gallery "
+    decode = time.perf_counter() - t0
+    report("decode_seconds", decode, f"{decode:8.1f} s   (decoding the gallery "
            f"once, {args.workers} workers: what a naive re-encode loop pays once, before its first alpha)")
     encode_images(bundle, images[: args.batch_size], batch_size=args.batch_size)  # warm-up
     t0 = time.perf_counter()

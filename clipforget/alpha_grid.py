@@ -157,19 +157,6 @@ class PooledQueryAttention(nn.Module):
         return F.linear(out, p.c_proj.weight, p.c_proj.bias)
 
 
-def _fast_stage(stage: nn.Module, example: torch.Tensor, bundle: ClipBundle, tol: float = 2e-2) -> nn.Module:
-    """``stage`` or an exact shortcut for it (:class:`PooledQueryAttention`), kept only if it matches on ``example``."""
-    from open_clip.modified_resnet import AttentionPool2d
-
-    if not isinstance(stage, AttentionPool2d):
-        return stage
-    fast = PooledQueryAttention(stage)
-    with torch.no_grad(), autocast(bundle):
-        ref, got = stage(example).float(), fast(example).float()
-    scale = ref.abs().max().clamp_min(1e-6)
-    return fast if float((ref - got).abs().max() / scale) < tol else stage
-
-
 class SplitForward:
     """The image tower as ``prefix`` (stages before ``split``, theta_original) and ``suffix`` (theta(alpha))."""
 
@@ -194,18 +181,30 @@ class SplitForward:
             self.split = 0
         self.suffix_stages = [stage for _, stage in self.stages[self.split :]]
         if self.sequential and self.suffix_stages:
-            probe = torch.randint(0, 256, (4, 3, size, size), dtype=torch.uint8,
-                                  generator=torch.Generator().manual_seed(0))
-            h = bundle.normalize(probe).contiguous(memory_format=torch.channels_last)
-            with torch.no_grad(), autocast(bundle):
-                for _, stage in self.stages[:-1]:
-                    h = stage(h)
-            self.suffix_stages[-1] = _fast_stage(self.suffix_stages[-1], h, bundle)
+            self._use_pooled_query(size)
         suffix_names = tuple(name + "." for name, _ in self.stages[self.split :]) if self.sequential else ("",)
         keys = [k for k in theta_0 if k.startswith(suffix_names)]
         self._theta_u = {k: theta_u[k] for k in keys}
         self._theta_0 = {k: theta_0[k] for k in keys}
         self.alpha: float | None = 0.0
+
+    def _use_pooled_query(self, size: int, tol: float = 2e-2) -> None:
+        """Run the last stage as :class:`PooledQueryAttention` when it is open_clip's ``AttentionPool2d`` and the two
+        agree on a probe batch (relative max error below ``tol``, i.e. bf16 rounding)."""
+        from open_clip.modified_resnet import AttentionPool2d
+
+        pool = self.suffix_stages[-1]
+        if not isinstance(pool, AttentionPool2d):
+            return
+        fast = PooledQueryAttention(pool)
+        probe = torch.randint(0, 256, (4, 3, size, size), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
+        h = self.bundle.normalize(probe).contiguous(memory_format=torch.channels_last)
+        with torch.no_grad(), autocast(self.bundle):
+            for _, stage in self.stages[:-1]:
+                h = stage(h)
+            ref, got = pool(h).float(), fast(h).float()
+        if float((ref - got).abs().max() / ref.abs().max().clamp_min(1e-6)) < tol:
+            self.suffix_stages[-1] = fast
 
     @property
     def split_name(self) -> str:
@@ -311,7 +310,7 @@ def _compute_grid(run_dir, index_dir: Path, records: list[dict], out: Path, tmp:
     t_start = time.perf_counter()
     original, theta_u = run_models(run_dir, device)
     split = SplitForward(original, theta_u, original.visual_state(), cfg.rel_tol)
-    files = [GalleryFile(r["path"], r.get("label", ""), r.get("gallery", "")) for r in records]
+    files = [GalleryFile.from_record(r) for r in records]
     reader = FolderReader(files, original.image_size, cfg.batch_size, cfg.workers)
     dim = int(original.config["model_cfg"]["embed_dim"])
     alphas = [float(a) for a in cfg.alphas]

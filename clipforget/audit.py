@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from .retrieval import GalleryIndex, compare, load_index, rank_of, search, to_hits
+from .retrieval import GalleryIndex, compare, load_index, rank_of, search, subgroup_predicate, to_hits
 
 
 @dataclass
@@ -53,21 +53,20 @@ def embeddings_at(run_dir: str | Path, gallery: GalleryIndex, alpha: float, batc
         i = grid.nearest(alpha)
         if abs(float(grid.alphas[i]) - alpha) < 1e-6 and len(grid) == len(gallery):
             return grid.embeddings(alpha)
+    from index_builder.encoder import ClipImageEncoder
     from index_builder.reader import FolderReader, GalleryFile
 
     from .layers import VisualOnly
-    from .zeroshot import image_features
 
     original, theta_u = run_models(run_dir, "cuda" if torch.cuda.is_available() else "cpu")
-    theta_0 = original.visual_state()
-    model = VisualOnly(souped_visual(original.model.visual, theta_u, theta_0, alpha))
-    files = [GalleryFile(r["path"], r.get("label", ""), r.get("gallery", "")) for r in gallery.records]
-    out = np.zeros((len(files), gallery.embeddings.shape[1]), np.float32)
-    with torch.no_grad():
-        for batch in FolderReader(files, original.image_size, batch_size):
-            if batch.failed:
-                raise ValueError(f"gallery files changed since the index was built: {files[batch.failed[0][0]].path}")
-            out[batch.positions] = image_features(original, batch.images, model).cpu().numpy()
+    souped = souped_visual(original.model.visual, theta_u, original.visual_state(), alpha)
+    encoder = ClipImageEncoder(original, VisualOnly(souped))
+    files = [GalleryFile.from_record(r) for r in gallery.records]
+    out = np.zeros((len(files), encoder.dim), np.float32)
+    for batch in FolderReader(files, encoder.image_size, batch_size):
+        if batch.failed:
+            raise ValueError(f"gallery files changed since the index was built: {files[batch.failed[0][0]].path}")
+        out[batch.positions] = encoder(batch.images)
     return out
 
 
@@ -88,9 +87,8 @@ def audit_prompt(
     hits_b = to_hits(gallery, *(x[0] for x in search(before, query, k)))
     hits_a = to_hits(gallery, *(x[0] for x in search(after, query, k)))
     comparison = compare(hits_b, hits_a, subgroup)
-    counts = None
-    if subgroup is not None:
-        counts = (round(comparison.share_before * len(hits_b)), round(comparison.share_after * len(hits_a)))
+    pred = subgroup_predicate(subgroup)
+    counts = None if pred is None else (sum(map(pred, hits_b)), sum(map(pred, hits_a)))
     rows = [i for i, r in enumerate(gallery.records) if r.get("label") in set(track)]
     ranks_b, ranks_a = rank_of(before, query, rows), rank_of(after, query, rows)
     tracked = [{"label": gallery.records[i]["label"], "path": gallery.records[i]["path"], "rank_before": b,

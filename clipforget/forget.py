@@ -241,7 +241,7 @@ def forget(
     trainable = [p for p in peft_visual.parameters() if p.requires_grad]
     opt = torch.optim.Adam(trainable, lr=cfg.lr)
     labels = task.label_ids(task.forget)
-    tau = label_thresholds(bundle, task, classifier)
+    tau = label_thresholds(bundle, task, classifier) if cfg.hinge_reference == "original" else None
     wrapper = VisualOnly(peft_visual)
     retain_batches = batches(task.retain, task.label_ids(task.retain), cfg.batch_size, rng, cfg.steps)
     losses = []
@@ -265,5 +265,6 @@ def forget(
     merged = peft_visual.merge_and_unload()
     for p in merged.parameters():
         p.requires_grad_(False)
-    log = {"config": asdict(cfg), "lora_layers": chosen, "losses": losses, "thresholds": tau.tolist()}
+    log = {"config": asdict(cfg), "lora_layers": chosen, "losses": losses,
+           "thresholds": None if tau is None else tau.tolist()}
     return merged, ranking, log

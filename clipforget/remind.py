@@ -199,7 +199,9 @@ def remind(
     task.check_cancelled()
 
     classifier = text_classifier(bundle, task.classnames)
-    tau = label_thresholds(bundle, task, classifier)
+    fcfg = forget_cfg or ForgetConfig()
+    current_tau = fcfg.hinge_reference == "current"
+    tau = None if current_tau else label_thresholds(bundle, task, classifier)
     student = copy.deepcopy(unlearned_visual)
     student.eval()
     modules = dict(student.named_modules())
@@ -238,11 +240,9 @@ def remind(
             loss = loss + cfg.feature_kd_weight * feature_kd
         keep_forgotten = torch.zeros(())
         if cfg.forget_weight > 0:
-            fcfg = forget_cfg or ForgetConfig()
             forget_feats = image_features(bundle, forget_images, wrapper)
             forget_logits = logits(bundle, forget_feats, classifier)
-            current = fcfg.hinge_reference == "current"
-            step_tau = batch_thresholds(student_feats, classifier, fcfg.hinge_quantile) if current else tau
+            step_tau = batch_thresholds(student_feats, classifier, fcfg.hinge_quantile) if current_tau else tau
             keep_forgotten = forget_objective(forget_feats, forget_logits, forget_targets, classifier, step_tau, fcfg)
             loss = loss + cfg.forget_weight * keep_forgotten
         opt.zero_grad(set_to_none=True)

@@ -39,6 +39,11 @@ class GalleryFile:
     def record(self) -> dict[str, str]:
         return {"path": self.path, "label": self.label, "gallery": self.gallery}
 
+    @classmethod
+    def from_record(cls, record: dict[str, str]) -> GalleryFile:
+        """The inverse of :meth:`record` (a row of an index's ``metadata.jsonl``)."""
+        return cls(record["path"], record.get("label", ""), record.get("gallery", ""))
+
 
 def file_label(path: Path, root: Path) -> str:
     """The label rule of the module docstring."""
