@@ -5,16 +5,18 @@ from __future__ import annotations
 import argparse
 import os
 
-from clipforget.service import PROFILES, AppService, ServiceConfig
+from clipforget.app.config import AppConfig
+from clipforget.jobs.profiles import PROFILES
+from clipforget.models.factory import DEFAULT_MODEL
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    defaults = ServiceConfig()
+    defaults = AppConfig()
     p = argparse.ArgumentParser(description=__doc__)
     p.add_argument("--host", default=os.environ.get("CLIPFORGET_HOST", "127.0.0.1"))
     p.add_argument("--port", type=int, default=int(os.environ.get("CLIPFORGET_PORT", "7860")))
     p.add_argument("--share", action="store_true", help="create a public gradio.live link (off by default)")
-    p.add_argument("--model", default="embedded", help="default model: embedded, NAME:TAG or a checkpoint folder")
+    p.add_argument("--model", default=DEFAULT_MODEL, help="default model: a bundled name, NAME:TAG or a folder")
     p.add_argument("--data-root", default=None, help="datasets folder (default $CLIPFORGET_DATA or ../shared/data)")
     p.add_argument("--cache-dir", default=None, help="cache + runs folder (default $CLIPFORGET_CACHE)")
     p.add_argument("--imagenet", default=None, help="ImageNet folder (<wnid>/*.JPEG) for the LIVING-17 preset")
@@ -31,23 +33,23 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
-    if args.cache_dir:  # decoded datasets and extracted zips follow the flag too (clipforget.paths.cache_dir)
+    if args.cache_dir:  # decoded datasets and unpacked zips follow the flag too (clipforget.core.paths.cache_dir)
         os.environ["CLIPFORGET_CACHE"] = args.cache_dir
     if args.data_root:
         os.environ["CLIPFORGET_DATA"] = args.data_root
-    galleries = dict(g.split("=", 1) for g in args.gallery)
-    config = ServiceConfig(
+    config = AppConfig(
         model=args.model, data_root=args.data_root, cache_dir=args.cache_dir, imagenet_root=args.imagenet,
         device=args.device, max_upload_mb=args.max_upload_mb, max_total_upload_mb=args.max_total_upload_mb,
-        max_pixels=args.max_pixels, galleries=galleries,
+        max_pixels=args.max_pixels, galleries=dict(g.split("=", 1) for g in args.gallery),
     )
     if args.default_gallery:
         config.default_gallery = args.default_gallery
-    from clipforget.ui import build_ui, launch_kwargs
+    from clipforget.app.service import AppServices
+    from clipforget.app.ui import build_ui, launch_kwargs
 
-    service = AppService(config)
-    demo = build_ui(service, default_profile=args.profile)
-    demo.launch(**launch_kwargs(service, args.host, args.port, args.share))
+    services = AppServices.create(config)
+    demo = build_ui(services, default_profile=args.profile)
+    demo.launch(**launch_kwargs(services, args.host, args.port, args.share))
 
 
 if __name__ == "__main__":

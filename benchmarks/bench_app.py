@@ -24,8 +24,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from clipforget.service import AppService, ServiceConfig
-from clipforget.ui import build_ui, launch_kwargs
+from clipforget.app.config import AppConfig
+from clipforget.app.service import AppServices
+from clipforget.app.ui import build_ui, launch_kwargs
+from clipforget.models.factory import DEFAULT_MODEL
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -38,7 +40,7 @@ def percentile(values: list[float], q: float) -> float:
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--cache-dir", default=None, help="cache with indexes/runs (default: a fresh temp folder)")
-    p.add_argument("--model", default="embedded")
+    p.add_argument("--model", default=DEFAULT_MODEL)
     p.add_argument("--profile", default="quick", help="run profile of the run that is explored")
     p.add_argument("--requests", type=int, default=200)
     p.add_argument("--prompt", default="airplane")
@@ -50,7 +52,7 @@ def main(argv: list[str] | None = None) -> None:
     from gradio_client import Client
 
     cache = args.cache_dir or tempfile.mkdtemp(prefix="bench_app_")
-    service = AppService(ServiceConfig(model=args.model, cache_dir=cache))
+    service = AppServices.create(AppConfig(model=args.model, cache_dir=cache))
     demo = build_ui(service, default_profile=args.profile)
     demo.launch(prevent_thread_lock=True, quiet=True, **launch_kwargs(service, "127.0.0.1", args.port))
     setup: dict[str, float] = {}
@@ -58,10 +60,10 @@ def main(argv: list[str] | None = None) -> None:
         client = Client(demo.local_url, verbose=False, download_files=False)
         gallery = service.config.default_gallery
         t0 = time.perf_counter()
-        service.gallery(args.model, gallery)
+        service.galleries.get(args.model, gallery)
         setup["index_build_or_load_s"] = time.perf_counter() - t0
 
-        done = [r for r in sorted(service.runs_dir.iterdir()) if (r / "eval_curve.json").is_file()]
+        done = [r for r in sorted(service.runs.runs_dir.iterdir()) if (r / "eval_curve.json").is_file()]
         if args.reuse and done:  # hand the run to this client's workspace (what ui._owner derives for API clients)
             info = json.loads((done[-1] / "app_run.json").read_text())
             info["owner"] = "s" + "".join(ch for ch in client.session_hash if ch.isalnum())[:48]
@@ -98,8 +100,8 @@ def main(argv: list[str] | None = None) -> None:
             floor.append(1000 * (time.perf_counter() - t0))
 
         # server side only (no HTTP / queue): the same work set_alpha does
-        owner = json.loads((service.runs_dir / run_id / "app_run.json").read_text())["owner"]
-        view = service.open_run(owner, run_id)
+        owner = json.loads((service.runs.runs_dir / run_id / "job.json").read_text())["owner"]
+        view = service.runs.open(owner, run_id)
         parts: dict[str, list[float]] = {"figure": [], "metrics": [], "retrieve": [], "thumbnails": []}
         for _ in range(50):
             a = rng.choice(alphas)
@@ -114,9 +116,9 @@ def main(argv: list[str] | None = None) -> None:
             parts["retrieve"].append(1000 * (time.perf_counter() - t))
             t = time.perf_counter()
             for h in res["before"] + res["after"]:
-                service.thumbnail(h["path"])
+                service.galleries.thumbnail(h["path"])
             parts["thumbnails"].append(1000 * (time.perf_counter() - t))
-        n_gallery = len(service.gallery(args.model, gallery))
+        n_gallery = len(service.galleries.get(args.model, gallery))
     finally:
         demo.close()
 

@@ -22,13 +22,18 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from clipforget.alpha_grid import AlphaGrid, AlphaGridConfig, compute_alpha_grid, run_models
-from clipforget.layers import VisualOnly, clone_state
-from clipforget.models import create_model, save_checkpoint
-from clipforget.paths import data_root
-from clipforget.restore import souped_visual
-from clipforget.retrieval import load_index, rank_of, search, to_hits
-from clipforget.zeroshot import encode_images, encode_text
+
+from clipforget.core.paths import data_root
+from clipforget.models.encode import encode_images, encode_text
+from clipforget.models.factory import DEFAULT_MODEL, create_model, save_checkpoint
+from clipforget.models.layers import VisualOnly
+from clipforget.models.weights import clone_state
+from clipforget.pipeline.folder import RunFolder
+from clipforget.retrieval.alpha_grid import AlphaGrid
+from clipforget.retrieval.index import load_index
+from clipforget.retrieval.search import rank_of, search, to_hits
+from clipforget.stages.restore import souped_tower
+from index_builder.alpha_grid import AlphaGridConfig, compute_alpha_grid
 from index_builder.build import BuildConfig, build
 from index_builder.reader import FolderReader, GalleryFile
 
@@ -84,7 +89,7 @@ def naive_seconds_per_alpha(original, theta_u, theta_0, images, batch_size, alph
     times = []
     for alpha in alphas:
         t0 = time.perf_counter()
-        visual = souped_visual(original.model.visual, theta_u, theta_0, alpha)
+        visual = souped_tower(original.model.visual, theta_u, theta_0, alpha)
         encode_images(original, images, batch_size=batch_size, model=VisualOnly(visual))
         times.append(time.perf_counter() - t0)
     return float(np.mean(times))
@@ -94,7 +99,9 @@ def bench_grid(label: str, run: Path, index: Path, images, args, naive_per_alpha
     alphas = tuple(round(i * step, 4) for i in range(round(1 / step) + 1))
     cfg = AlphaGridConfig(alphas=alphas, batch_size=args.batch_size, workers=args.workers)
     t0 = time.perf_counter()
-    folder = compute_alpha_grid(run, index, cfg, overwrite=True)
+    folder_run = RunFolder(run)
+    folder = compute_alpha_grid(folder_run.original_model(cfg.device or "cpu"), folder_run.unlearned_state(),
+                                index, folder_run.grid_dir(Path(index).name), cfg, overwrite=True)
     seconds = time.perf_counter() - t0
     info = json.loads((folder / "grid.json").read_text())
     n_alpha = len(info["alphas"])
@@ -118,14 +125,15 @@ def late_layer_run(original, theta_0, root: Path, spec: str) -> Path:
     bundle = copy.deepcopy(original)
     bundle.model.visual.load_state_dict(theta_u)
     save_checkpoint(bundle, root / "unlearned")
+    (root / "metrics.json").write_text("{}")
     (root / "status.json").write_text(json.dumps({"state": "done"}))
     (root / "config.json").write_text(json.dumps({"model": spec}))
     return root
 
 
 def bench_search(bundle, gallery, grid: AlphaGrid | None, args) -> None:
-    from clipforget.data import CIFAR10_CLASSES
-    from clipforget.prompts import fill
+    from clipforget.data.cifar10 import CIFAR10_CLASSES
+    from clipforget.data.prompts import fill
 
     prompts = [fill(t, c) for c in CIFAR10_CLASSES for t in ("a photo of a {}.", "a sketch of a {}.", "a {}")]
     prompts = (prompts * 10)[: args.queries]
@@ -195,7 +203,7 @@ def audit(bundle, gallery, after: np.ndarray, alpha: float) -> None:
 def main() -> int:
     root = data_root()
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--model", default="embedded")
+    parser.add_argument("--model", default=DEFAULT_MODEL)
     galleries = [str(root / "cifar10" / "test"), str(root / "imagenet-samples")]
     parser.add_argument("--gallery", nargs="+", default=galleries)
     parser.add_argument("--index", default=str(Path(tempfile.gettempdir()) / "bench_index" / "cifar10-test-imagenet"))
@@ -229,7 +237,7 @@ def main() -> int:
     gallery = load_index(index_dir)
     grid = None
     if (run / "status.json").is_file() and json.loads((run / "status.json").read_text()).get("state") == "done":
-        original, theta_u = run_models(run, device)
+        original, theta_u = RunFolder(run).original_model(device), RunFolder(run).unlearned_state(device)
         theta_0 = clone_state(original.model.visual)
         alpha = json.loads((run / "alpha_curve.json").read_text())["alpha"]
         final = create_model(str(run / "model"), device=device)

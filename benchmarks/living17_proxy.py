@@ -18,7 +18,7 @@ import numpy as np
 from PIL import Image, ImageEnhance
 
 from clipforget import data
-from clipforget.paths import data_root
+from clipforget.core.paths import data_root
 
 
 def main() -> None:

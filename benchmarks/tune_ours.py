@@ -17,14 +17,13 @@ from dataclasses import is_dataclass
 
 import torch
 
-from clipforget.evaluate import ratio, score
-from clipforget.experiments import SettingOptions, build_setting
-from clipforget.layers import VisualOnly
-from clipforget.methods import get_method, seed_config
-from clipforget.models import create_model
-from clipforget.pipeline import evaluate_sets
-from clipforget.restore import soup
-from clipforget.zeroshot import encode_images, encode_text
+from clipforget.evaluation import evaluate_sets, ratio, score
+from clipforget.methods.registry import get_method, seed_config
+from clipforget.models.encode import encode_images, encode_text
+from clipforget.models.factory import DEFAULT_MODEL, create_model
+from clipforget.models.layers import VisualOnly
+from clipforget.models.weights import soup
+from clipforget.settings import get_setting
 
 
 def apply_overrides(config, overrides: dict) -> None:
@@ -47,6 +46,7 @@ def main() -> None:
     parser.add_argument("--setting", default="cifar10")
     parser.add_argument("--forget-class", default=None)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--model", default=DEFAULT_MODEL)
     parser.add_argument("--full-size", action="store_true", help="the setting's full sizes (as `run cifar10`)")
     parser.add_argument("--variant", action="append", required=True, help="name=JSON overrides of ThreeStageConfig")
     parser.add_argument("--alphas", default="0.3,0.4,0.5,0.6,0.7,0.8,0.9,1.0")
@@ -54,9 +54,10 @@ def main() -> None:
     args = parser.parse_args()
 
     torch.set_num_threads(2)
-    bundle = create_model("embedded")
-    options = SettingOptions(args.forget_class, small=not args.full_size)
-    task, eval_sets = build_setting(args.setting, bundle.image_size, args.seed, options)
+    bundle = create_model(args.model)
+    options = {"forget_class": args.forget_class} if args.forget_class else {}
+    task, eval_sets = get_setting(args.setting).build(bundle.image_size, args.seed,
+                                                      "paper" if args.full_size else "small", **options)
     original = evaluate_sets(bundle, bundle.model.visual, eval_sets)
     target = next(s.name for s in eval_sets if s.role == "target")
     print("original", {k: round(v, 3) for k, v in original.items()}, flush=True)

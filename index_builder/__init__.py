@@ -1,1 +1,1 @@
-"""Builders of artefacts that clipforget serves: the embedded model's weights and FAISS gallery indexes."""
+"""Builds the artefacts clipforget serves: FAISS gallery indexes (reader -> encoder -> writer) and alpha grids."""

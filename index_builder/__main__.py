@@ -1,10 +1,10 @@
-"""``python -m index_builder``: build / merge / add gallery indexes, and alpha grids of finished runs.
+"""``python -m index_builder``: build / merge / add gallery indexes.
 
     python -m index_builder build --model embedded --gallery DIR [DIR ...] --out INDEX_DIR [--shard i/n]
     python -m index_builder merge --out INDEX_DIR SHARD_DIR [SHARD_DIR ...]
     python -m index_builder add --index INDEX_DIR --gallery DIR [DIR ...]
-    python -m index_builder alpha-grid --run RUN_DIR --index INDEX_DIR [--step 0.05]
 
+Alpha grids of finished runs: ``python -m clipforget alpha-grid`` (it reads run folders, which this package does not).
 See docs/index_builder.md (sharded builds on a cluster, index type rule, label rule).
 """
 
@@ -48,28 +48,12 @@ def build_parser() -> argparse.ArgumentParser:
     add.add_argument("--gallery", nargs="+", required=True)
     _loader_args(add)
 
-    grid = sub.add_parser("alpha-grid", help="gallery embeddings of a finished run at every alpha")
-    grid.add_argument("--run", required=True, help="finished run folder")
-    grid.add_argument("--index", required=True, help="index folder of the gallery")
-    grid.add_argument("--name", default=None, help="grid name (default: the index folder's name)")
-    grid.add_argument("--step", type=float, default=0.05, help="alpha grid step over [0, 1]")
-    grid.add_argument("--cache-mb", type=int, default=1024, help="activation cache per gallery chunk")
-    grid.add_argument("--overwrite", action="store_true")
-    _loader_args(grid)
     return parser
-
-
-def _alphas(step: float) -> tuple[float, ...]:
-    n = round(1.0 / step)
-    if n < 1 or abs(n * step - 1.0) > 1e-9:
-        raise ValueError(f"--step must divide 1 (e.g. 0.05, 0.1), not {step}")
-    return tuple(round(i / n, 6) for i in range(n + 1))
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    from clipforget.data import DataError
-    from clipforget.models import ModelLoadError
+    from clipforget.core.errors import ClipforgetError
 
     try:
         if args.command == "build":
@@ -85,23 +69,11 @@ def main(argv: list[str] | None = None) -> int:
             from .build import merge
 
             out = merge(args.shards, args.out, args.index_key)
-        elif args.command == "add":
+        else:
             from .build import add
 
             out = add(args.index, args.gallery, args.batch_size, args.workers, args.device)
-        else:
-            from clipforget.alpha_grid import AlphaGridConfig, compute_alpha_grid
-
-            cfg = AlphaGridConfig(
-                alphas=_alphas(args.step), batch_size=args.batch_size, workers=args.workers,
-                cache_bytes=args.cache_mb * 2**20, device=args.device,
-            )
-            out = compute_alpha_grid(args.run, args.index, cfg, args.name, overwrite=args.overwrite)
-            info = json.loads((out / "grid.json").read_text(encoding="utf-8"))
-            print(f"{out}: {len(info['alphas'])} alphas x {info['count']} images, recomputed from "
-                  f"{info['first_recomputed_stage']}, {info['seconds']}")
-            return 0
-    except (ValueError, DataError, ModelLoadError, FileNotFoundError) as err:
+    except (ValueError, ClipforgetError, FileNotFoundError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     info = json.loads((out / "info.json").read_text(encoding="utf-8"))

@@ -21,7 +21,7 @@ import faiss
 import numpy as np
 from tqdm import tqdm
 
-from clipforget.retrieval import (
+from clipforget.retrieval.index import (
     EMBEDDINGS_FILE,
     INDEX_FILE,
     INFO_FILE,
@@ -31,7 +31,7 @@ from clipforget.retrieval import (
     read_records,
 )
 
-from .encoder import ClipImageEncoder, default_device
+from .encoder import ClipImageEncoder
 from .indexing import DEFAULT_INDEX_MEMORY, EXACT_THRESHOLD, choose_index_key
 from .reader import FolderReader, GalleryFile, list_gallery, shard_files
 from .writer import IndexWriter, write_index_folder
@@ -93,7 +93,7 @@ def build(
 ) -> Path:
     """Index the images of ``galleries`` (this config's shard of them) into ``out_dir``; returns ``out_dir``."""
     cfg = config or BuildConfig()
-    encoder = encoder or ClipImageEncoder.from_spec(cfg.model, cfg.device or default_device())
+    encoder = encoder or ClipImageEncoder.from_spec(cfg.model, cfg.device)
     files, listing_skips = list_gallery(galleries)
     mine = shard_files(files, cfg.shard)
     writer = IndexWriter(out_dir, encoder.dim)
@@ -187,7 +187,7 @@ def add(
     index_dir = Path(index_dir)
     gallery = load_index(index_dir, mmap=False)
     info = gallery.info
-    encoder = encoder or ClipImageEncoder.from_spec(info["model"], device or default_device())
+    encoder = encoder or ClipImageEncoder.from_spec(info["model"], device)
     if encoder.dim != int(info["dim"]):
         raise ValueError(f"model {encoder.bundle.spec} gives {encoder.dim}-d embeddings, the index holds {info['dim']}")
     files, listing_skips = list_gallery(galleries)

@@ -6,18 +6,15 @@ import numpy as np
 import torch
 from torch import nn
 
-from clipforget.models import ClipBundle, create_model
-from clipforget.zeroshot import image_features
-
-
-def default_device() -> str:
-    return "cuda" if torch.cuda.is_available() else "cpu"
+from clipforget.core.devices import resolve_device
+from clipforget.models.encode import image_features
+from clipforget.models.factory import ClipBundle, create_model
 
 
 class ClipImageEncoder:
     """Wraps a :class:`ClipBundle`'s image tower (or another ``model`` with ``.visual``) as ``images -> embeddings``.
 
-    Uses :func:`clipforget.zeroshot.image_features` (bf16 autocast on CPU, fp16 on CUDA, channels-last), so index
+    Uses :func:`clipforget.models.encode.image_features` (bf16 autocast on CPU, fp16 on CUDA, channels-last), so index
     embeddings equal what zero-shot evaluation and the alpha grid compute for the same pixels.
     """
 
@@ -28,11 +25,11 @@ class ClipImageEncoder:
 
     @classmethod
     def from_spec(cls, spec: str, device: str | None = None) -> ClipImageEncoder:
-        return cls(create_model(spec, device=device or default_device()))
+        return cls(create_model(spec, device=resolve_device(device)))
 
     @property
     def dim(self) -> int:
-        return int(self.bundle.config["model_cfg"]["embed_dim"])
+        return self.bundle.embed_dim
 
     @property
     def image_size(self) -> int:

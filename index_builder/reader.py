@@ -23,7 +23,8 @@ from pathlib import Path
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from clipforget.data import IMAGE_SUFFIXES, DataError, list_image_files, open_image, to_model_size
+from clipforget.core.errors import DataError
+from clipforget.data.images import IMAGE_SUFFIXES, list_image_files, open_image, to_model_size
 
 IMAGENET_FILE = re.compile(r"^n\d{8}_(.+)$")
 

@@ -11,8 +11,8 @@ from typing import Any
 import faiss
 import numpy as np
 
-from clipforget.atomic import write_atomic, write_json
-from clipforget.retrieval import EMBEDDINGS_FILE, INDEX_FILE, INFO_FILE, METADATA_FILE, SKIPPED_FILE
+from clipforget.core.atomic import write_atomic, write_json
+from clipforget.retrieval.index import EMBEDDINGS_FILE, INDEX_FILE, INFO_FILE, METADATA_FILE, SKIPPED_FILE
 
 from .indexing import DEFAULT_INDEX_MEMORY, EXACT_THRESHOLD, build_faiss_index, choose_index_key, search_params
 

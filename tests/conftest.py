@@ -1,19 +1,21 @@
-"""Shared fixtures: the embedded model (shipped in assets/) and small real datasets from the data root."""
+"""Shared fixtures: the small bundled model (shipped in assets/) and small real datasets from the data root."""
 
 from __future__ import annotations
 
 import pytest
 
-from clipforget import data
-from clipforget.models import create_model, find_embedded_checkpoint
-from clipforget.paths import data_root
+from clipforget.core.paths import data_root
+from clipforget.data.cifar10 import cifar10
+from clipforget.models.factory import create_model, find_bundled_checkpoint
+
+TEST_MODEL = "embedded-cifar"  # small and fast; tests of the default model ask for it by name
 
 
 @pytest.fixture(scope="session")
 def bundle():
-    if find_embedded_checkpoint() is None:
-        pytest.fail("assets/embedded is missing: run `python -m index_builder.pretrain_embedded`")
-    return create_model("embedded")
+    if find_bundled_checkpoint(TEST_MODEL) is None:
+        pytest.fail(f"assets/{TEST_MODEL} is missing: run `python -m clipforget pretrain {TEST_MODEL}`")
+    return create_model(TEST_MODEL)
 
 
 @pytest.fixture(scope="session")
@@ -26,4 +28,4 @@ def has_data() -> bool:
 @pytest.fixture(scope="session")
 def cifar_small(bundle, has_data):
     """20 CIFAR-10 test images per class at the embedded model's size."""
-    return data.cifar10("test", bundle.image_size, per_class=20)
+    return cifar10("test", bundle.image_size, per_class=20)

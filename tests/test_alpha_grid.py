@@ -1,4 +1,4 @@
-"""clipforget.alpha_grid: stage split of the image tower, grid == original at 0 and == full re-encode at alpha."""
+"""index_builder.alpha_grid: stage split of the image tower, grid == original at 0 and == full re-encode at alpha."""
 
 from __future__ import annotations
 
@@ -9,21 +9,25 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import TEST_MODEL
 from torch import nn
 
-from clipforget.alpha_grid import (
-    AlphaGrid,
+from clipforget.data.images import read_images
+from clipforget.models.factory import create_model, find_bundled_checkpoint, new_model, save_checkpoint
+from clipforget.models.layers import VisualOnly
+from clipforget.models.weights import clone_state
+from clipforget.pipeline.folder import RunFolder
+from clipforget.retrieval.alpha_grid import AlphaGrid
+from clipforget.retrieval.index import load_index
+from clipforget.retrieval.search import search
+from clipforget.stages.restore import souped_tower
+from index_builder.alpha_grid import (
     AlphaGridConfig,
     SplitForward,
     compute_alpha_grid,
     flatten_stages,
     sequential_stages,
 )
-from clipforget.data import read_images
-from clipforget.layers import VisualOnly, clone_state
-from clipforget.models import create_model, find_embedded_checkpoint, new_model, save_checkpoint
-from clipforget.restore import souped_visual
-from clipforget.retrieval import load_index, search
 from index_builder.build import BuildConfig, build
 
 ALPHAS = (0.0, 0.35, 1.0)
@@ -35,11 +39,11 @@ def setup(tmp_path_factory):
     from test_index_builder import make_gallery
 
     root = tmp_path_factory.mktemp("alpha_grid")
-    if find_embedded_checkpoint() is not None:
-        spec = "embedded"
+    if find_bundled_checkpoint(TEST_MODEL) is not None:
+        spec = TEST_MODEL
     else:
         torch.manual_seed(0)
-        spec = str(save_checkpoint(new_model(), root / "base"))
+        spec = str(save_checkpoint(new_model(TEST_MODEL), root / "base"))
     original = create_model(spec)
     theta_0 = clone_state(original.model.visual)
     theta_u = clone_state(original.model.visual)
@@ -54,23 +58,24 @@ def setup(tmp_path_factory):
     save_checkpoint(unlearned, run / "model")
     (run / "status.json").write_text(json.dumps({"state": "done"}))
     (run / "config.json").write_text(json.dumps({"model": spec}))
+    (run / "metrics.json").write_text("{}")
     gallery = make_gallery(root / "gallery", per_class=3)
     index = build([gallery], root / "index", BuildConfig(model=spec, workers=0, batch_size=4, progress=False))
     cfg = AlphaGridConfig(alphas=ALPHAS, batch_size=4, workers=0, cache_bytes=1)  # 1 byte: one chunk per batch
-    folder = compute_alpha_grid(run, index, cfg)
+    folder = compute_alpha_grid(original, theta_u, index, RunFolder(run).grid_dir(index.name), cfg)
     return {"original": original, "theta_0": theta_0, "theta_u": theta_u, "run": run, "index": index,
             "folder": folder}
 
 
 def _full_encode(bundle, visual: nn.Module, paths: list[str]) -> np.ndarray:
-    from clipforget.zeroshot import encode_images
+    from clipforget.models.encode import encode_images
 
     images = read_images([Path(p) for p in paths], bundle.image_size, [""] * len(paths)).images
     return encode_images(bundle, images, batch_size=4, model=VisualOnly(visual)).numpy()
 
 
 def test_modified_resnet_splits_into_sequential_stages():
-    bundle = new_model()
+    bundle = new_model(TEST_MODEL)
     visual = bundle.model.visual.eval()
     x = torch.randn(2, 3, bundle.image_size, bundle.image_size)
     stages = sequential_stages(visual, x)
@@ -125,7 +130,7 @@ def test_grid_at_zero_is_the_original_model(setup):
 def test_grid_equals_full_re_encode_with_the_soup(setup, alpha):
     grid = AlphaGrid.load(setup["run"], setup["index"].name)
     gallery = load_index(setup["index"])
-    visual = souped_visual(setup["original"].model.visual, setup["theta_u"], setup["theta_0"], alpha)
+    visual = souped_tower(setup["original"].model.visual, setup["theta_u"], setup["theta_0"], alpha)
     expected = _full_encode(setup["original"], visual, gallery.paths)
     got = grid.embeddings(alpha)
     # bf16 autocast: the stem's 3e-7 "noise" may flip a bf16 rounding in the full forward, the cached prefix skips it
@@ -144,13 +149,15 @@ def test_lookup_uses_the_nearest_grid_point_and_search_matches(setup):
 
 
 def test_existing_grid_is_reused_and_unfinished_runs_refused(setup, tmp_path):
+    from clipforget.core.errors import ModelLoadError
+
     cfg = AlphaGridConfig(alphas=ALPHAS, workers=0)
     stamp = (setup["folder"] / "grid.json").stat().st_mtime_ns
-    compute_alpha_grid(setup["run"], setup["index"], cfg)
+    compute_alpha_grid(setup["original"], setup["theta_u"], setup["index"], setup["folder"], cfg)
     assert (setup["folder"] / "grid.json").stat().st_mtime_ns == stamp
     (tmp_path / "status.json").write_text(json.dumps({"state": "failed"}))
-    with pytest.raises(ValueError, match="not finished"):
-        compute_alpha_grid(tmp_path, setup["index"], cfg)
+    with pytest.raises(ModelLoadError, match="not finished"):
+        RunFolder(tmp_path).unlearned_state()
     with pytest.raises(FileNotFoundError):
         AlphaGrid.load(tmp_path, "nothing")
 
@@ -158,14 +165,15 @@ def test_existing_grid_is_reused_and_unfinished_runs_refused(setup, tmp_path):
 def test_cancelled_grid_leaves_the_existing_grid_and_no_partial_file(setup):
     import threading
 
-    from clipforget.task import RunCancelled
+    from clipforget.core.errors import RunCancelled
 
     cfg = AlphaGridConfig(alphas=ALPHAS, workers=0)
     before = (setup["folder"] / "embeddings.f16.npy").read_bytes()
     cancel = threading.Event()
     cancel.set()
     with pytest.raises(RunCancelled):
-        compute_alpha_grid(setup["run"], setup["index"], cfg, overwrite=True, cancel=cancel)
+        compute_alpha_grid(setup["original"], setup["theta_u"], setup["index"], setup["folder"], cfg, overwrite=True,
+                           cancel=cancel)
     assert (setup["folder"] / "embeddings.f16.npy").read_bytes() == before
     assert not list(setup["folder"].glob(".*partial"))
     assert AlphaGrid.load(setup["run"], setup["index"].name).alphas.tolist() == list(ALPHAS)
@@ -174,7 +182,7 @@ def test_cancelled_grid_leaves_the_existing_grid_and_no_partial_file(setup):
 def test_pooled_query_attention_equals_open_clip_attention_pool():
     from open_clip.modified_resnet import AttentionPool2d
 
-    from clipforget.alpha_grid import PooledQueryAttention
+    from index_builder.alpha_grid import PooledQueryAttention
 
     torch.manual_seed(0)
     pool = AttentionPool2d(spacial_dim=2, embed_dim=64, num_heads=4, output_dim=16).eval()
@@ -188,12 +196,13 @@ def test_pooled_query_attention_equals_open_clip_attention_pool():
 
 
 def test_audit_uses_the_grid_or_encodes_the_same_embeddings(setup, tmp_path):
-    from clipforget.audit import audit_prompt, embeddings_at
     from clipforget.cli import main
+    from clipforget.retrieval.audit import audit_prompt
+    from index_builder.alpha_grid import embeddings_at
 
     gallery = load_index(setup["index"])
-    from_grid = embeddings_at(setup["run"], gallery, 0.35)
-    encoded = embeddings_at(setup["run"], gallery, 0.35, batch_size=4, use_grid=False)
+    from_grid = embeddings_at(setup["original"], setup["theta_u"], gallery, 0.35, setup["folder"])
+    encoded = embeddings_at(setup["original"], setup["theta_u"], gallery, 0.35, None, batch_size=4)
     np.testing.assert_allclose(encoded, from_grid, atol=5e-3)
     subgroup = "/" + gallery.labels[0] + "/"
     audit = audit_prompt(setup["original"], gallery, from_grid, "a photo of an airplane", 5, subgroup, ("airliner",))
@@ -206,5 +215,4 @@ def test_audit_uses_the_grid_or_encodes_the_same_embeddings(setup, tmp_path):
                  "--alpha", "1.0", "-k", "4", "--json", str(out)]) == 0
     report = json.loads(out.read_text())
     assert report["alpha"] == 1.0 and len(report["prompts"][0]["top_after"]) == 4
-    with pytest.raises(SystemExit):
-        main(["audit", "--run", str(tmp_path), "--index", str(setup["index"]), "--prompt", "a cat"])
+    assert main(["audit", "--run", str(tmp_path), "--index", str(setup["index"]), "--prompt", "a cat"]) == 2

@@ -36,7 +36,7 @@ def app_url(tmp_path_factory):
     from test_app_client import free_port
     from test_service import make_fixture, make_service
 
-    from clipforget.ui import build_ui, launch_kwargs
+    from clipforget.app.ui import build_ui, launch_kwargs
 
     tmp = tmp_path_factory.mktemp("browser")
     fx = make_fixture(tmp)

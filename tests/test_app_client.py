@@ -10,7 +10,7 @@ import pytest
 from gradio_client import Client, handle_file
 from test_service import make_fixture, make_service, model_spec  # same fixture as the service tests
 
-from clipforget.ui import build_ui, launch_kwargs
+from clipforget.app.ui import build_ui, launch_kwargs
 
 
 def free_port() -> int:
@@ -34,7 +34,7 @@ def app(tmp_path_factory):
 def _workspace_of(service, run_id: str) -> str:
     import json
 
-    return json.loads((service.runs_dir / run_id / "app_run.json").read_text())["owner"]
+    return json.loads((service.runs.runs_dir / run_id / "job.json").read_text())["owner"]
 
 
 def _captions(gallery) -> list[str]:
@@ -61,13 +61,13 @@ def test_full_flow_through_the_client(app):
     listed = client.predict(api_name="/list_runs")
     run_id = listed["value"]
     assert len(listed["choices"]) == 1 and "done" in listed["choices"][0][0]
-    runs = service.list_runs(_workspace_of(service, run_id))
+    runs = service.runs.list_runs(_workspace_of(service, run_id))
     assert [r["id"] for r in runs] == [run_id] and runs[0]["state"] == "done"
 
     opened = client.predict(run_id, "airplane", "tiny", api_name="/open_run")
     info, alpha, _, metrics, _, before, after = opened
     alpha = alpha["value"] if isinstance(alpha, dict) else alpha
-    assert "α*" in info and alpha == pytest.approx(service.open_run(
+    assert "α*" in info and alpha == pytest.approx(service.runs.open(
         _workspace_of(service, run_id), run_id).chosen_alpha)
     assert metrics["data"][-1][0] == "Score"
     assert len(before) == len(after) == 5
@@ -77,7 +77,7 @@ def test_full_flow_through_the_client(app):
     assert _captions(at0[3]) == _captions(at0[4])  # theta(0) is the original model
     assert "0 left, 0 entered" in at0[2]
     assert _captions(at1[4]) != _captions(at0[4])  # scores (and maybe items) move with alpha
-    view = service.open_run(_workspace_of(service, run_id), run_id)
+    view = service.runs.open(_workspace_of(service, run_id), run_id)
     for a, out in ((0.0, at0), (1.0, at1)):  # the table is the library's table at that alpha
         headers, rows = view.metrics_table(a)
         assert out[1]["headers"] == headers

@@ -1,6 +1,6 @@
 import pytest
 
-from clipforget.atomic import write_atomic, write_json
+from clipforget.core.atomic import write_atomic, write_json
 
 
 def test_failed_write_leaves_no_file_and_keeps_the_old_one(tmp_path):

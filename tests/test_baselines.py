@@ -8,9 +8,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from clipforget import data
-from clipforget.layers import VisualOnly, changed_layers, clone_state
-from clipforget.methods import available_methods, get_method
+from clipforget.core.progress import no_progress
+from clipforget.data.cifar10 import CIFAR10_CLASSES, cifar10
+from clipforget.data.task import UnlearningTask
 from clipforget.methods.baselines.clip_lip import CLIPLipConfig
 from clipforget.methods.baselines.emmn import EMMNConfig
 from clipforget.methods.baselines.fisher import FisherConfig
@@ -19,8 +19,11 @@ from clipforget.methods.baselines.ga import GAConfig
 from clipforget.methods.baselines.lip import LIPConfig, lipschitz_loss
 from clipforget.methods.baselines.nullspace import NullspaceConfig
 from clipforget.methods.baselines.slug import SLUGConfig, pareto_front
-from clipforget.task import UnlearningTask, no_progress
-from clipforget.zeroshot import encode_images, image_features, logits, text_classifier
+from clipforget.methods.registry import available_methods, get_method
+from clipforget.models.encode import encode_images, image_features, logits, text_classifier
+from clipforget.models.layers import VisualOnly
+from clipforget.models.weights import changed_keys as changed_keys
+from clipforget.models.weights import clone_state
 
 BASELINES = ("ft", "ga", "fisher", "lip", "emmn", "clip_lip", "slug", "nullspace")
 
@@ -29,11 +32,11 @@ BASELINES = ("ft", "ga", "fisher", "lip", "emmn", "clip_lip", "slug", "nullspace
 def task(bundle, has_data) -> UnlearningTask:
     """32 airplanes to forget, 32 images of four other classes to keep (CIFAR-10 train), 10-class vocabulary."""
     size = bundle.image_size
-    forget = data.cifar10("train", size, ("airplane",), 32, 0, None, 0)
-    retain = data.cifar10("train", size, ("automobile", "bird", "cat", "ship"), 8, 0, None, 0)
-    cal_f = data.cifar10("train", size, ("airplane",), 16, 32, None, 0)
-    cal_r = data.cifar10("train", size, ("automobile", "bird", "cat", "ship"), 4, 8, None, 0)
-    return UnlearningTask(forget, retain, list(data.CIFAR10_CLASSES), cal_f, cal_r, name="airplane-small")
+    forget = cifar10("train", size, ("airplane",), 32, 0, None, 0)
+    retain = cifar10("train", size, ("automobile", "bird", "cat", "ship"), 8, 0, None, 0)
+    cal_f = cifar10("train", size, ("airplane",), 16, 32, None, 0)
+    cal_r = cifar10("train", size, ("automobile", "bird", "cat", "ship"), 4, 8, None, 0)
+    return UnlearningTask(forget, retain, list(CIFAR10_CLASSES), cal_f, cal_r, name="airplane-small")
 
 
 def _visual(bundle, state):
@@ -117,7 +120,7 @@ def test_clip_lip_updates_only_top_layers_and_forgets_synthetic_samples(bundle, 
     cfg = CLIPLipConfig(synthetic=8, synthetic_retain_per_class=1, synth_steps=10, max_steps=4, top_layers=3,
                         lr=1e-3, batch_size=8, copies=2)
     out = _run(bundle, task, "clip_lip", cfg)
-    changed = changed_layers(out.visual_state, clone_state(bundle.model.visual))
+    changed = changed_keys(out.visual_state, clone_state(bundle.model.visual))
     assert 0 < len(changed) <= 3
     assert set(changed) <= set(out.log["layers"])
     accs = [row["synthetic_forget_acc"] for row in out.log["losses"]]
@@ -132,7 +135,7 @@ def test_pareto_front_keeps_only_undominated_layers():
 def test_slug_changes_one_layer_from_the_pareto_front(bundle, task):
     cfg = SLUGConfig(gradient_samples=16, step_sizes=[0.1, 0.5], max_layers=2, calibration_images=16)
     out = _run(bundle, task, "slug", cfg)
-    changed = changed_layers(out.visual_state, clone_state(bundle.model.visual))
+    changed = changed_keys(out.visual_state, clone_state(bundle.model.visual))
     assert len(changed) == 1
     assert changed[0] in [row["layer"] for row in out.log["pareto_front"]]
     chosen = out.log["chosen"]
@@ -147,5 +150,5 @@ def test_nullspace_removes_the_target_text_direction(bundle, task):
     after = encode_images(bundle, task.forget.images, model=VisualOnly(_visual(bundle, out.visual_state)))
     assert float((before @ classifier[target]).abs().mean()) > 0.01
     assert float((after @ classifier[target]).abs().max()) < 1e-2
-    assert changed_layers(out.visual_state, clone_state(bundle.model.visual)) == [
+    assert changed_keys(out.visual_state, clone_state(bundle.model.visual)) == [
         k for k in bundle.model.visual.state_dict() if k.startswith(out.log["edited"])]

@@ -4,9 +4,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from clipforget.data import DataError, read_folder
-from clipforget.settings import folder_task
-from clipforget.task import UnlearningTask
+from clipforget.core.errors import DataError
+from clipforget.data.images import read_folder
+from clipforget.data.task import UnlearningTask
+from clipforget.settings.folders import folder_task
 
 
 def _image(path, size=(40, 30), color=(200, 30, 30)):
@@ -40,8 +41,11 @@ def test_zip_gallery_and_unsafe_zip(tmp_path):
     evil = tmp_path / "evil.zip"
     with zipfile.ZipFile(evil, "w") as zf:
         zf.writestr("../../escape.txt", "x")
-    with pytest.raises(DataError, match="unsafe path"):
-        read_folder(evil, size=16)
+        zf.write(tmp_path / "src" / "x.png", "plane/kept.png")
+    images = read_folder(evil, size=16)  # the unsafe member is skipped with its reason, the rest is read
+    assert images.labels == ["plane"]
+    assert ("evil.zip/../../escape.txt", "unsafe path in archive") in images.skipped
+    assert not list(tmp_path.parent.glob("escape.txt")) and not list(tmp_path.glob("escape.txt"))
     not_zip = tmp_path / "fake.zip"
     not_zip.write_bytes(b"nope")
     with pytest.raises(DataError, match="not a valid zip"):
@@ -55,14 +59,14 @@ def test_empty_sets_and_missing_label_are_clear_errors(tmp_path):
     (tmp_path / "empty").mkdir()
     (tmp_path / "empty" / "junk.txt").write_text("x")
     with pytest.raises(DataError, match="no readable images in the forget gallery"):
-        folder_task(tmp_path / "empty", tmp_path / "retain", "plane", 16)
+        folder_task(16, forget_dir=tmp_path / "empty", retain_dir=tmp_path / "retain", label="plane")
     with pytest.raises(DataError, match="no readable images in the retain gallery"):
-        folder_task(tmp_path / "forget", tmp_path / "empty", "plane", 16)
+        folder_task(16, forget_dir=tmp_path / "forget", retain_dir=tmp_path / "empty", label="plane")
     with pytest.raises(DataError, match="label text is required"):
-        folder_task(tmp_path / "forget", tmp_path / "retain", "  ", 16)
+        folder_task(16, forget_dir=tmp_path / "forget", retain_dir=tmp_path / "retain", label="  ")
     with pytest.raises(DataError, match="folder not found"):
-        folder_task(tmp_path / "nowhere", tmp_path / "retain", "plane", 16)
-    task, eval_sets = folder_task(tmp_path / "forget", tmp_path / "retain", "plane", 16)
+        folder_task(16, forget_dir=tmp_path / "nowhere", retain_dir=tmp_path / "retain", label="plane")
+    task, eval_sets = folder_task(16, forget_dir=tmp_path / "forget", retain_dir=tmp_path / "retain", label="plane")
     assert task.classnames == ["plane", "other"]
     assert len(task.forget) + len(task.calibration_forget) == 3 and len(task.calibration_forget) >= 1
     assert not set(task.forget.paths) & set(task.calibration_forget.paths)

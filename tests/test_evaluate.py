@@ -2,7 +2,7 @@ import math
 
 import pytest
 
-from clipforget.evaluate import ratio, score, score_from_sets, zero_shot_accuracy
+from clipforget.evaluation import ratio, score, summarize, zero_shot_accuracy
 
 
 def test_score_matches_paper_table1_rn50_ft_row():
@@ -17,12 +17,14 @@ def test_ratio_is_capped_and_handles_zero_original():
     assert ratio(0.0, 0.0) == 1.0
 
 
-def test_score_from_sets_counts_target_inverted():
-    sets = {
-        "target": {"acc": 0.0, "acc_original": 0.8},
-        "keep": {"acc": 0.4, "acc_original": 0.8},
-    }
-    assert score_from_sets(sets, "target") == pytest.approx(75.0)
+def test_summary_counts_the_target_inverted_and_averages_several_targets():
+    original, final = {"target": 0.8, "keep": 0.8}, {"target": 0.0, "keep": 0.4}
+    summary = summarize(original, final, {"target": "target", "keep": "retain"})
+    assert summary["score"] == pytest.approx(75.0)
+    assert summary["zero_shot"]["keep"]["ratio"] == pytest.approx(0.5)
+    two = summarize({"a": 0.8, "b": 0.8, "k": 0.5}, {"a": 0.0, "b": 0.4, "k": 0.5},
+                     {"a": "target", "b": "target", "k": "retain"})
+    assert two["score"] == pytest.approx(100 * (1 - 0.25 + 1.0) / 2)
 
 
 def test_zero_shot_accuracy_of_embedded_model_beats_chance(bundle, cifar_small):

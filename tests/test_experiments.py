@@ -10,22 +10,18 @@ import pytest
 import torch
 from PIL import Image
 
-from clipforget import data
-from clipforget.bench import aggregate, markdown_table, mean_rows
-from clipforget.data import DataError
-from clipforget.experiments import (
-    StyleSizes,
-    SubgroupSizes,
-    alpha_sweep,
-    living17_task,
-    merge_states,
-    style_task,
-    subgroup_task,
-)
-from clipforget.layers import clone_state
-from clipforget.pipeline import EvalSet, evaluate_sets
-from clipforget.styles import stylize
-from clipforget.task import UnlearningTask
+from clipforget.core.errors import DataError
+from clipforget.data.cifar10 import CIFAR10_CLASSES, cifar10
+from clipforget.data.imagenet import living17
+from clipforget.data.styles import stylize
+from clipforget.data.task import EvalSet, UnlearningTask
+from clipforget.evaluation import evaluate_sets
+from clipforget.experiments.ablations import alpha_sweep
+from clipforget.experiments.bench import aggregate, markdown_table, mean_rows
+from clipforget.models.weights import clone_state, merge_states
+from clipforget.settings.living17 import living17_task
+from clipforget.settings.style import StyleSizes, style_task
+from clipforget.settings.subgroup import SubgroupSizes, subgroup_task
 
 
 def _base(path: str) -> str:
@@ -34,7 +30,7 @@ def _base(path: str) -> str:
 
 def test_style_task_forgets_one_style_of_one_class(has_data):
     sizes = StyleSizes(train_per_style=6, calibration_per_style=2, eval_per_style=4, eval_other_per_class=1)
-    task, evals = style_task("automobile", "sketch", 32, seed=0, sizes=sizes)
+    task, evals = style_task(32, seed=0, sizes=sizes, forget_class="automobile", forget_style="sketch")
     assert set(task.forget.labels) == set(task.retain.labels) == {"automobile"}
     assert len(task.forget) == 6 and len(task.retain) == 18
     assert all(p.endswith("#sketch") for p in task.forget.paths)
@@ -44,7 +40,7 @@ def test_style_task_forgets_one_style_of_one_class(has_data):
     cal_sources = [_base(p) for p in task.calibration_forget.paths + task.calibration_retain.paths]
     assert len(set(train_sources)) == len(train_sources) and not set(train_sources) & set(cal_sources)
     # the forget images really are sketches of CIFAR photos
-    photo = data.cifar10("train", 32, ("automobile",), 8, 8, None, 0)  # "sketch" is STYLES[1]: the 2nd slice of 8
+    photo = cifar10("train", 32, ("automobile",), 8, 8, None, 0)  # "sketch" is STYLES[1]: the 2nd slice of 8
     assert torch.equal(task.forget.images[0], stylize(photo.images[:1], "sketch")[0])
     by_name = {e.name: e for e in evals}
     assert by_name["target_style"].role == "target"
@@ -56,7 +52,7 @@ def test_style_task_forgets_one_style_of_one_class(has_data):
 def test_subgroup_task_labels_airplanes_as_vehicle(has_data):
     sizes = SubgroupSizes(forget=8, retain_per_class=4, calibration_forget=2, calibration_retain_per_class=2,
                           eval_per_class=3)
-    task, evals = subgroup_task("airplane", 32, seed=0, sizes=sizes)
+    task, evals = subgroup_task(32, seed=0, sizes=sizes, forget_class="airplane")
     assert task.classnames == ["vehicle", "animal"]
     assert set(task.forget.labels) == {"vehicle"} and all("/airplane/" in p for p in task.forget.paths)
     assert set(task.retain.labels) == {"vehicle"}
@@ -78,15 +74,15 @@ def _fake_imagenet(root: Path, wnids: list[str], per_class: int = 5) -> None:
 
 
 def test_living17_task_on_a_synthetic_imagenet_folder(tmp_path):
-    hierarchy = data.living17()
+    hierarchy = living17()
     wnid = {e["name"].split(",")[0]: e["wnid"] for entries in hierarchy.values() for e in entries}
     needed = [e["wnid"] for e in hierarchy["monkey"] + hierarchy["turtle"] + hierarchy["ape"]]
     _fake_imagenet(tmp_path, needed)
-    from clipforget.experiments import Living17Sizes
+    from clipforget.settings.living17 import Living17Sizes
 
     sizes = Living17Sizes(train_per_subclass=2, calibration_per_subclass=1, eval_per_subclass=2,
                           cifar_eval_per_class=0)
-    task, evals = living17_task(tmp_path, image_size=32, seed=0, sizes=sizes)
+    task, evals = living17_task(32, seed=0, sizes=sizes, imagenet_root=tmp_path)
     assert len(task.classnames) == 17 and {"monkey", "turtle", "ape"} <= set(task.classnames)
     assert sorted(set(task.forget.labels)) == ["monkey", "turtle"]
     forget_dirs = {Path(p).parent.name for p in task.forget.paths}
@@ -104,12 +100,12 @@ def test_living17_task_on_a_synthetic_imagenet_folder(tmp_path):
 
 
 def test_living17_task_needs_the_forgotten_superclasses(tmp_path):
-    hierarchy = data.living17()
+    hierarchy = living17()
     _fake_imagenet(tmp_path, [e["wnid"] for e in hierarchy["monkey"]], per_class=3)
     with pytest.raises(DataError, match="box turtle"):
-        living17_task(tmp_path, image_size=32)
+        living17_task(32, imagenet_root=tmp_path)
     with pytest.raises(DataError, match="not a subclass"):
-        living17_task(tmp_path, {"monkey": "box turtle"}, image_size=32)
+        living17_task(32, imagenet_root=tmp_path, forget={"monkey": "box turtle"})
 
 
 def test_merge_states_mean_and_task_arithmetic():
@@ -150,7 +146,7 @@ def test_mean_rows_averages_over_seeds():
 
 
 def test_alpha_sweep_ends_at_original_and_unlearned(bundle, cifar_small):
-    sets = [EvalSet("all", cifar_small.subset(range(0, 200, 4)), list(data.CIFAR10_CLASSES))]
+    sets = [EvalSet("all", cifar_small.subset(range(0, 200, 4)), list(CIFAR10_CLASSES))]
     theta_0 = clone_state(bundle.model.visual)
     broken = {k: (v * 0.0 if k.startswith("attnpool.c_proj") else v) for k, v in theta_0.items()}
     rows = alpha_sweep(bundle, broken, sets, [0.0, 1.0])
@@ -159,18 +155,19 @@ def test_alpha_sweep_ends_at_original_and_unlearned(bundle, cifar_small):
 
 
 def test_bench_command_writes_table_chart_and_resumes(bundle, cifar_small, tmp_path, monkeypatch):
-    import clipforget.experiments as experiments
     from clipforget.cli import main
+    from clipforget.settings import registry
 
-    def tiny(name, image_size, seed, options=None):
+    def tiny(image_size, seed, sizes):
         forget = cifar_small.where([x == "airplane" for x in cifar_small.labels]).subset(range(seed, seed + 8))
         retain = cifar_small.where([x == "bird" for x in cifar_small.labels]).subset(range(8))
-        classes = list(data.CIFAR10_CLASSES)
+        classes = list(CIFAR10_CLASSES)
         task = UnlearningTask(forget, retain, classes, name="tiny")
         return task, [EvalSet("target", forget, classes, "target"), EvalSet("keep", retain, classes)]
 
-    monkeypatch.setattr(experiments, "build_setting", tiny)
-    argv = ["bench", "--setting", "cifar10", "--methods", "nullspace,fisher", "--seeds", "2", "--out", str(tmp_path),
+    monkeypatch.setitem(registry._REGISTRY, "tiny", registry.Setting("tiny", "test", tiny, dict.fromkeys(
+        registry.SIZE_PRESETS)))
+    argv = ["bench", "--setting", "tiny", "--methods", "nullspace,fisher", "--seeds", "2", "--out", str(tmp_path),
             "--quiet"]
     assert main(argv) == 0
     for method in ("nullspace", "fisher"):

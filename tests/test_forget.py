@@ -1,7 +1,7 @@
 import torch
 from torch import nn
 
-from clipforget.forget import complementary_ce, layer_fisher, rank_layers
+from clipforget.stages.forget import complementary_ce, layer_fisher, rank_layers
 
 
 class TwoBranch(nn.Module):

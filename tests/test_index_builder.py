@@ -8,12 +8,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import TEST_MODEL
 from PIL import Image
 
-from clipforget.data import read_images
-from clipforget.models import create_model, find_embedded_checkpoint, new_model, save_checkpoint
-from clipforget.retrieval import IndexLoadError, load_index, search
-from clipforget.zeroshot import encode_images
+from clipforget.core.errors import IndexLoadError
+from clipforget.data.images import read_images
+from clipforget.models.encode import encode_images
+from clipforget.models.factory import create_model, find_bundled_checkpoint, new_model, save_checkpoint
+from clipforget.retrieval.index import load_index
+from clipforget.retrieval.search import search
 from index_builder.__main__ import main as cli
 from index_builder.build import BuildConfig, add, build, merge
 from index_builder.indexing import build_faiss_index, choose_index_key, ivf_clusters
@@ -42,11 +45,11 @@ def make_gallery(root: Path, per_class: int = 4, seed: int = 0, flat: bool = Tru
 @pytest.fixture(scope="session")
 def model_spec(tmp_path_factory) -> str:
     """The embedded model when built, else a freshly initialised one saved as a checkpoint folder."""
-    if find_embedded_checkpoint() is not None:
-        return "embedded"
+    if find_bundled_checkpoint(TEST_MODEL) is not None:
+        return TEST_MODEL
     folder = tmp_path_factory.mktemp("fresh_model")
     torch.manual_seed(0)
-    save_checkpoint(new_model(), folder)
+    save_checkpoint(new_model(TEST_MODEL), folder)
     return str(folder)
 
 

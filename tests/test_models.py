@@ -5,14 +5,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from clipforget.models import (
-    ModelLoadError,
-    WeightsNotFoundError,
-    create_model,
-    load_checkpoint,
-    save_checkpoint,
-)
-from clipforget.zeroshot import encode_images, text_classifier
+from clipforget.core.errors import ModelLoadError, WeightsNotFoundError
+from clipforget.models.encode import encode_images, text_classifier
+from clipforget.models.factory import create_model, load_checkpoint, save_checkpoint
 
 REPO = Path(__file__).resolve().parent.parent
 

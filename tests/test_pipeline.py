@@ -5,20 +5,22 @@ import os
 
 import pytest
 
-from clipforget.forget import ForgetConfig
+from clipforget.core.errors import ModelLoadError
 from clipforget.methods.ours import ThreeStageConfig
-from clipforget.models import ModelLoadError, load_checkpoint
-from clipforget.pipeline import load_run_model, run_method, run_status
-from clipforget.remind import RemindConfig
-from clipforget.restore import RestoreConfig
-from clipforget.settings import Cifar10Sizes, cifar10_class_task
+from clipforget.models.factory import load_checkpoint
+from clipforget.pipeline.folder import RunFolder
+from clipforget.pipeline.run import run_method
+from clipforget.settings.cifar10 import Cifar10Sizes, cifar10_class_task
+from clipforget.stages.forget import ForgetConfig
+from clipforget.stages.remind import RemindConfig
+from clipforget.stages.restore import RestoreConfig
 
 
 @pytest.fixture(scope="module")
 def quick_run(bundle, has_data, tmp_path_factory):
     sizes = Cifar10Sizes(forget=120, retain_per_class=24, calibration_forget=40, calibration_retain_per_class=10,
                          eval_per_class=60)
-    task, eval_sets = cifar10_class_task("airplane", bundle.image_size, seed=0, sizes=sizes)
+    task, eval_sets = cifar10_class_task(bundle.image_size, seed=0, sizes=sizes, forget_class="airplane")
     cfg = ThreeStageConfig(
         forget=ForgetConfig(steps=15, fisher_samples=48),
         remind=RemindConfig(align_images=96, align_batch=48, align_steps=8, steps=10, ema_decay=0.6),  # 0.6**10 ~ 0.6 %
@@ -40,12 +42,12 @@ def test_run_folder_is_complete_and_loadable(quick_run, bundle):
     out = quick_run.out_dir
     for name in ("config.json", "metrics.json", "alpha_curve.json", "layer_ranking.json", "status.json"):
         assert (out / name).is_file(), name
-    assert run_status(out)["state"] == "done"
+    assert RunFolder(out).is_done()
     curve = json.loads((out / "alpha_curve.json").read_text())
     assert [row["alpha"] for row in curve["curve"]] == [0.0, 0.25, 0.5, 0.75, 1.0]
     ranking = json.loads((out / "layer_ranking.json").read_text())
     assert ranking == sorted(ranking, key=lambda r: -r["relative"])
-    model = load_run_model(out)
+    model = RunFolder(out).load_model()
     assert model.image_size == bundle.image_size
     load_checkpoint(out / "unlearned")
     # the original model was left untouched by the run
@@ -56,9 +58,10 @@ def test_interrupted_run_is_not_loadable(quick_run, tmp_path):
     fake = tmp_path / "killed"
     fake.mkdir()
     (fake / "status.json").write_text(json.dumps({"state": "running", "pid": 2**22 + 12345}))
-    assert run_status(fake)["state"] == "interrupted"
+    assert RunFolder(fake).state == "interrupted"
+    assert "stopped before it finished" in RunFolder(fake).status()["error"]
     with pytest.raises(ModelLoadError, match="not finished"):
-        load_run_model(fake)
+        RunFolder(fake).load_model()
     # an in-progress run by a live process reads as running
     (fake / "status.json").write_text(json.dumps({"state": "running", "pid": os.getpid()}))
-    assert run_status(fake)["state"] == "running"
+    assert RunFolder(fake).state == "running"

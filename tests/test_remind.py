@@ -1,7 +1,7 @@
 import torch
 from torch import nn
 
-from clipforget.remind import RemindConfig, align_to_bn_statistics, bn_mismatch, ema_update
+from clipforget.stages.remind import RemindConfig, align_to_bn_statistics, bn_mismatch, ema_update
 
 
 def test_alignment_lowers_bn_mismatch_within_epsilon(bundle, cifar_small):
@@ -37,15 +37,15 @@ def test_ema_moves_from_original_towards_trained():
 
 
 def test_embedding_distillation_keeps_retain_embeddings_closer_to_the_original(bundle, has_data):
-    from clipforget.forget import ForgetConfig, forget
-    from clipforget.layers import VisualOnly
-    from clipforget.remind import remind
-    from clipforget.settings import Cifar10Sizes, cifar10_class_task
-    from clipforget.zeroshot import encode_images
+    from clipforget.models.encode import encode_images
+    from clipforget.models.layers import VisualOnly
+    from clipforget.settings.cifar10 import Cifar10Sizes, cifar10_class_task
+    from clipforget.stages.forget import ForgetConfig, forget
+    from clipforget.stages.remind import remind
 
     sizes = Cifar10Sizes(forget=64, retain_per_class=12, calibration_forget=8, calibration_retain_per_class=6,
                          eval_per_class=2)
-    task, _ = cifar10_class_task("cat", bundle.image_size, seed=0, sizes=sizes)
+    task, _ = cifar10_class_task(bundle.image_size, seed=0, sizes=sizes, forget_class="cat")
     forgotten, _, log = forget(bundle, task, ForgetConfig(steps=6, fisher_samples=32, stop_prob=0.0))
     held_out = task.calibration_retain.images
     original = encode_images(bundle, held_out)

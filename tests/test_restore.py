@@ -2,8 +2,9 @@ import copy
 
 import torch
 
-from clipforget.layers import changed_layers, clone_state
-from clipforget.restore import select_alpha, soup
+from clipforget.models.weights import changed_keys as changed_keys
+from clipforget.models.weights import clone_state, soup
+from clipforget.stages.restore import select_alpha
 
 
 def _perturbed(bundle):
@@ -21,7 +22,7 @@ def test_soup_endpoints_are_exact(bundle):
     half = soup(theta_u, theta_0, 0.5)
     key = "layer4.1.conv3.weight"
     assert torch.allclose(half[key], (theta_0[key] + theta_u[key]) / 2)
-    assert changed_layers(theta_u, theta_0) == [key]
+    assert changed_keys(theta_u, theta_0) == [key]
 
 
 def test_select_alpha_keeps_forget_at_floor_and_maximises_retain():

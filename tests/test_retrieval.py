@@ -9,19 +9,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import TEST_MODEL
 
-from clipforget.models import create_model, find_embedded_checkpoint, new_model, save_checkpoint
-from clipforget.retrieval import (
-    EMBEDDINGS_FILE,
-    Hit,
-    IndexLoadError,
-    compare,
-    load_index,
-    rank_of,
-    search,
-    text_to_image,
-)
-from clipforget.zeroshot import encode_text
+from clipforget.core.errors import IndexLoadError
+from clipforget.models.encode import encode_text
+from clipforget.models.factory import create_model, find_bundled_checkpoint, new_model, save_checkpoint
+from clipforget.retrieval.index import EMBEDDINGS_FILE, load_index
+from clipforget.retrieval.search import Hit, compare, rank_of, search, text_to_image
 from index_builder.build import BuildConfig, build
 from index_builder.indexing import build_faiss_index
 
@@ -85,11 +79,11 @@ def small_index(tmp_path_factory):
     from test_index_builder import make_gallery
 
     root = tmp_path_factory.mktemp("retrieval")
-    if find_embedded_checkpoint() is not None:
-        spec = "embedded"
+    if find_bundled_checkpoint(TEST_MODEL) is not None:
+        spec = TEST_MODEL
     else:
         torch.manual_seed(0)
-        spec = str(save_checkpoint(new_model(), root / "model"))
+        spec = str(save_checkpoint(new_model(TEST_MODEL), root / "model"))
     gallery = make_gallery(root / "gallery", per_class=3)
     out = build([gallery], root / "index", BuildConfig(model=spec, workers=0, progress=False))
     return create_model(spec), load_index(out)

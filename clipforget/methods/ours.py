@@ -5,13 +5,14 @@ from __future__ import annotations
 import time
 from dataclasses import asdict, dataclass, field
 
-from ..forget import ForgetConfig, forget
-from ..layers import clone_state
-from ..models import ClipBundle
-from ..remind import RemindConfig, remind
-from ..restore import RestoreConfig, alpha_curve, select_alpha, soup
-from ..task import ProgressFn, UnlearningTask
-from . import MethodOutput, register
+from clipforget.core.progress import ProgressFn
+from clipforget.data.task import UnlearningTask
+from clipforget.methods.registry import MethodOutput, register
+from clipforget.models.factory import ClipBundle
+from clipforget.models.weights import clone_state, soup
+from clipforget.stages.forget import ForgetConfig, forget
+from clipforget.stages.remind import RemindConfig, remind
+from clipforget.stages.restore import RestoreConfig, alpha_curve, select_alpha
 
 
 @dataclass

@@ -21,11 +21,13 @@ from dataclasses import asdict, dataclass
 import torch
 import torch.nn.functional as F
 
-from ...models import ClipBundle
-from ...task import ProgressFn, UnlearningTask
-from ...zeroshot import text_classifier
-from .. import MethodOutput, register
-from .common import forget_ids, frozen_state, pixel_features, run_steps, trainable_copy
+from clipforget.core.progress import ProgressFn
+from clipforget.data.task import UnlearningTask
+from clipforget.methods.registry import MethodOutput, register
+from clipforget.methods.training import forget_ids, frozen_state, run_steps, trainable_copy
+from clipforget.models.encode import pixel_features, text_classifier
+from clipforget.models.factory import ClipBundle
+
 from .lip import lipschitz_loss
 
 

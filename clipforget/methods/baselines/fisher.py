@@ -20,11 +20,12 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ...models import ClipBundle
-from ...task import ProgressFn, UnlearningTask
-from ...zeroshot import text_classifier
-from .. import MethodOutput, register
-from .common import frozen_state, trainable_copy, zs_logits
+from clipforget.core.progress import ProgressFn
+from clipforget.data.task import UnlearningTask
+from clipforget.methods.registry import MethodOutput, register
+from clipforget.methods.training import frozen_state, trainable_copy, zs_logits
+from clipforget.models.encode import text_classifier
+from clipforget.models.factory import ClipBundle
 
 
 @dataclass

@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 import torch.nn.functional as F
 
-from ...models import ClipBundle
-from ...task import ProgressFn, UnlearningTask, batches
-from .. import MethodOutput, register
-from .common import TrainConfig, frozen_state, num_steps, run_steps, start_training, zs_logits
+from clipforget.core.progress import ProgressFn
+from clipforget.data.task import UnlearningTask
+from clipforget.models.factory import ClipBundle
+
+from ..registry import MethodOutput, register
+from ..training import TrainConfig, train_tower
 
 
 @dataclass
@@ -19,17 +21,9 @@ class FTConfig(TrainConfig):
 
 @register("ft", FTConfig, "fine-tune the image tower on the retain set (zero-shot cross-entropy, Adam)")
 def finetune(bundle: ClipBundle, task: UnlearningTask, cfg: FTConfig, progress: ProgressFn) -> MethodOutput:
-    training = start_training(bundle, task, cfg)
-    rng, classifier, visual = training.rng, training.classifier, training.visual
-    steps = num_steps(cfg, len(task.retain))
-    stream = batches(task.retain, task.label_ids(task.retain), cfg.batch_size, rng, steps)
+    def step_loss(training, drawn):
+        images, targets = drawn["retain"]
+        loss = F.cross_entropy(training.logits(images), targets.to(bundle.device))
+        return loss, {"retain_ce": loss.item()}
 
-    def step(_: int) -> dict[str, float]:
-        images, targets, _ = next(stream)
-        loss = F.cross_entropy(zs_logits(bundle, visual, images, classifier), targets.to(bundle.device))
-        training.descend(loss)
-        return {"retain_ce": loss.item()}
-
-    losses, seconds = run_steps(task, "ft", steps, step, progress)
-    return MethodOutput(frozen_state(visual), {"config": asdict(cfg), "steps": steps, "losses": losses},
-                        stage_seconds={"train": seconds})
+    return train_tower(bundle, task, cfg, "ft", ("retain",), step_loss, progress)

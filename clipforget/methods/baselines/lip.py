@@ -11,14 +11,17 @@ erases what separates them. Adam, all image-tower weights, BatchNorm in eval mod
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 import torch
 
-from ...models import ClipBundle
-from ...task import ProgressFn, UnlearningTask, batches
-from .. import MethodOutput, register
-from .common import TrainConfig, frozen_state, num_steps, pixel_features, run_steps, start_training
+from clipforget.core.progress import ProgressFn
+from clipforget.data.task import UnlearningTask
+from clipforget.models.encode import pixel_features
+from clipforget.models.factory import ClipBundle
+
+from ..registry import MethodOutput, register
+from ..training import TrainConfig, train_tower
 
 
 @dataclass
@@ -45,19 +48,10 @@ def lipschitz_loss(bundle: ClipBundle, visual: torch.nn.Module, pixels: torch.Te
 
 @register("lip", LIPConfig, "Lipschitz regularisation over 10 noisy copies of the forget images (Eqs. 7-8)")
 def lip(bundle: ClipBundle, task: UnlearningTask, cfg: LIPConfig, progress: ProgressFn) -> MethodOutput:
-    training = start_training(bundle, task, cfg)
-    rng, classifier, visual = training.rng, training.classifier, training.visual
-    steps = num_steps(cfg, len(task.forget))
-    stream = batches(task.forget, task.label_ids(task.forget), cfg.batch_size, rng, steps)
+    def step_loss(training, drawn):
+        pixels = drawn["forget"][0].to(bundle.device).float() / 255.0
+        loss, parts = lipschitz_loss(bundle, training.visual, pixels, training.classifier, cfg.copies,
+                                     cfg.noise_std, cfg.similarity_weight)
+        return loss, {"loss": loss.item(), **parts}
 
-    def step(_: int) -> dict[str, float]:
-        images, _, _ = next(stream)
-        pixels = images.to(bundle.device).float() / 255.0
-        loss, parts = lipschitz_loss(bundle, visual, pixels, classifier, cfg.copies, cfg.noise_std,
-                                     cfg.similarity_weight)
-        training.descend(loss)
-        return {"loss": loss.item(), **parts}
-
-    losses, seconds = run_steps(task, "lip", steps, step, progress)
-    return MethodOutput(frozen_state(visual), {"config": asdict(cfg), "steps": steps, "losses": losses},
-                        stage_seconds={"train": seconds})
+    return train_tower(bundle, task, cfg, "lip", ("forget",), step_loss, progress)

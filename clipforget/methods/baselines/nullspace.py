@@ -20,11 +20,12 @@ from dataclasses import asdict, dataclass
 
 import torch
 
-from ...models import ClipBundle
-from ...task import ProgressFn, UnlearningTask
-from ...zeroshot import text_classifier
-from .. import MethodOutput, register
-from .common import forget_ids, frozen_state, trainable_copy
+from clipforget.core.progress import ProgressFn
+from clipforget.data.task import UnlearningTask
+from clipforget.methods.registry import MethodOutput, register
+from clipforget.methods.training import forget_ids, frozen_state, trainable_copy
+from clipforget.models.encode import text_classifier
+from clipforget.models.factory import ClipBundle
 
 
 @dataclass

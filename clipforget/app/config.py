@@ -1,0 +1,36 @@
+"""What the app may touch and how much: folders, default model, upload limits (flags or environment)."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+
+from clipforget.models.factory import DEFAULT_MODEL
+
+DEFAULT_GALLERY = "cifar10-test+imagenet"
+EXAMPLE_PROMPTS = ("monkey", "marmoset", "airplane")
+CURATED_OPEN_CLIP = ("RN50:openai", "RN101:openai", "ViT-B-32:openai", "ViT-B-16:openai", "ViT-B-32:laion2b_s34b_b79k")
+
+
+def _env_float(name: str, default: float) -> float:
+    value = os.environ.get(name)
+    return float(value) if value else default
+
+
+@dataclass
+class AppConfig:
+    """The app's settings (flags of ``app.py`` or environment variables)."""
+
+    model: str = DEFAULT_MODEL
+    data_root: str | None = None
+    cache_dir: str | None = None
+    imagenet_root: str | None = None  # ImageFolder (<wnid>/*.JPEG) for the LIVING-17 preset
+    device: str | None = None  # default: cuda when available
+    max_upload_mb: float = field(default_factory=lambda: _env_float("CLIPFORGET_MAX_UPLOAD_MB", 20.0))  # per file
+    max_total_upload_mb: float = field(default_factory=lambda: _env_float("CLIPFORGET_MAX_TOTAL_UPLOAD_MB", 500.0))
+    max_pixels: int = field(default_factory=lambda: int(_env_float("CLIPFORGET_MAX_PIXELS", 40_000_000)))
+    max_files: int = 20_000  # per upload set, zip members included
+    galleries: dict[str, str] = field(default_factory=dict)  # extra retrieval galleries: name -> image folders
+    default_gallery: str = DEFAULT_GALLERY
+    top_k: int = 12
+    max_grid_bytes: int = 600_000_000  # an opened run's alpha grid is held as float32 up to this size

@@ -1,0 +1,218 @@
+"""Exploring a finished run: :class:`RunView` answers "what does theta(alpha) look like" -- accuracy curves, the
+metrics table with the Score at any alpha, and retrieval before / after over a gallery.
+
+A view reads the run folder once and keeps what the alpha slider needs in memory: the evaluation curve, the gallery's
+alpha grid as float32 and, per prompt, the similarities at every grid alpha -- so a slider move is a row lookup plus
+a top-k partition. Models, galleries and prompt embeddings come from the shared caches passed in.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import OrderedDict
+from typing import Any
+
+import numpy as np
+
+from clipforget.core.atomic import read_json
+from clipforget.core.errors import DataError
+from clipforget.core.progress import ProgressFn
+from clipforget.evaluation import summarize
+from clipforget.jobs.execute import EVAL_CURVE
+from clipforget.jobs.models import ModelCache
+from clipforget.jobs.spec import RunSpec
+from clipforget.models.weights import State, clone_state
+from clipforget.pipeline.folder import RunFolder
+from clipforget.retrieval.alpha_grid import AlphaGrid, same_alphas
+from clipforget.retrieval.search import search
+from index_builder.alpha_grid import AlphaGridConfig, compute_alpha_grid
+
+from .config import AppConfig
+from .galleries import Galleries
+
+
+class RunView:
+    """A finished run opened for exploring: curves, metrics at any alpha, retrieval before / after theta(alpha)."""
+
+    def __init__(self, folder: RunFolder, models: ModelCache, galleries: Galleries, config: AppConfig):
+        self.folder = folder
+        self.dir = folder.path
+        self.models = models
+        self.galleries = galleries
+        self.app_config = config
+        self.spec = RunSpec.read(folder.path)
+        self.task = read_json(folder.path / "task.json")
+        self.config = folder.config()
+        self.metrics = folder.metrics()
+        self.chosen_alpha = folder.chosen_alpha
+        self.calibration_curve = folder.calibration().get("curve", [])
+        self.eval_curve = read_json(folder.path / EVAL_CURVE).get("curve", [])
+        self.model_spec = folder.model_spec or config.model
+        self._states: tuple[dict, dict] | None = None
+        self._grids: dict[str, Any] = {}  # gallery -> clipforget.alpha_grid.AlphaGrid
+        self._grid_f32: dict[str, np.ndarray] = {}
+        self._sims: OrderedDict[tuple[str, str], np.ndarray] = OrderedDict()
+        self._before: dict[tuple[str, str, int], tuple[list[int], list[float]]] = {}
+        self._figures: dict[float, str] = {}
+        self._lock = threading.Lock()
+
+    # weights
+    @property
+    def title(self) -> str:
+        return self.spec.title if self.spec else self.dir.name
+
+    def states(self) -> tuple[State, State]:
+        """(theta_unlearned, theta_original) of the image tower."""
+        if self._states is None:
+            bundle = self.models.get(self.model_spec)
+            self._states = (self.folder.unlearned_state(str(bundle.device)), clone_state(bundle.model.visual))
+        return self._states
+
+    # curves and metrics
+    def eval_sets(self) -> list[dict[str, Any]]:
+        zero_shot = self.metrics.get("zero_shot", {})
+        return [{"name": k, **v} for k, v in zero_shot.items()]
+
+    def accuracy_at(self, alpha: float) -> dict[str, float]:
+        """Each evaluation set's accuracy at ``alpha`` (linear between the curve's alphas)."""
+        if not self.eval_curve:
+            return {}
+        xs = np.array([row["alpha"] for row in self.eval_curve])
+        keys = [k for k in self.eval_curve[0] if k != "alpha"]
+        return {k: float(np.interp(alpha, xs, [row[k] for row in self.eval_curve])) for k in keys}
+
+    def metrics_table(self, alpha: float) -> tuple[list[str], list[list[Any]]]:
+        """Rows ``set, role, images, acc original %, acc at alpha %, ratio`` and a final ``Score`` row."""
+        headers = ["set", "role", "images", "original %", f"θ(α={alpha:.2f}) %", "ratio"]
+        acc, original = self.accuracy_at(alpha), self.accuracy_at(0.0)
+        sets = self.eval_sets()
+        final = {s["name"]: acc.get(s["name"], s["acc"]) for s in sets}  # no curve (older run): saved metrics
+        start = {s["name"]: original.get(s["name"], s["acc_original"]) for s in sets}
+        summary = summarize(start, final, {s["name"]: s.get("role", "retain") for s in sets})
+        rows = [[name, v["role"], next(s.get("images", "") for s in sets if s["name"] == name),
+                 round(100 * v["acc_original"], 1), round(100 * v["acc"], 1), round(v["ratio"], 3)]
+                for name, v in summary["zero_shot"].items()]
+        rows.append(["Score", "", "", "", "", round(summary["score"], 1)])
+        return headers, rows
+
+    def figure(self, alpha: float):
+        """Plotly figure: accuracy vs alpha per set, calibration curves dashed, chosen and current alpha marked."""
+        import plotly.graph_objects as go
+
+        fig = go.Figure()
+        roles = {s["name"]: s.get("role") for s in self.eval_sets()}
+        for key, dash in (("forget", "dash"), ("retain", "dash")):
+            if self.calibration_curve and key in self.calibration_curve[0]:
+                fig.add_trace(go.Scatter(
+                    x=[r["alpha"] for r in self.calibration_curve], y=[100 * r[key] for r in self.calibration_curve],
+                    name=f"calibration {key}", mode="lines+markers", line={"dash": dash}))
+        if self.eval_curve:
+            for key in (k for k in self.eval_curve[0] if k != "alpha"):
+                label = f"{key} ({'forget' if roles.get(key) == 'target' else 'keep'})"
+                fig.add_trace(go.Scatter(x=[r["alpha"] for r in self.eval_curve],
+                                         y=[100 * r[key] for r in self.eval_curve], name=label, mode="lines"))
+        fig.add_vline(x=self.chosen_alpha, line_dash="dot", line_color="gray",
+                      annotation_text=f"calibrated α*={self.chosen_alpha:.2f}", annotation_position="top left")
+        fig.add_vline(x=alpha, line_color="crimson", annotation_text=f"α={alpha:.2f}",
+                      annotation_position="bottom left" if alpha > 0.8 else "bottom right")
+        fig.update_layout(xaxis_title="α (0 = original, 1 = unlearned)", yaxis_title="zero-shot accuracy %",
+                          xaxis_range=[0, 1], yaxis_range=[0, 100], height=360, margin={"l": 50, "r": 20, "t": 30,
+                          "b": 40}, legend={"orientation": "h", "y": -0.25})
+        return fig
+
+    # retrieval
+    def has_grid(self, gallery: str) -> bool:
+        return gallery in self._grids or (self.folder.grid_dir(gallery) / "grid.json").is_file()
+
+    def grid(self, gallery: str, progress: ProgressFn | None = None, cancel: threading.Event | None = None):
+        """The run's :class:`~clipforget.retrieval.alpha_grid.AlphaGrid` for ``gallery`` (computed once, kept in
+        the run folder)."""
+        if gallery in self._grids:
+            return self._grids[gallery]
+        with self._lock:
+            if gallery in self._grids:
+                return self._grids[gallery]
+            folder = self.folder.grid_dir(gallery)
+            grid_cfg = AlphaGridConfig(workers=0, device=self.models.device)
+            exists = (folder / "grid.json").is_file()
+            stale = exists and not same_alphas(AlphaGrid(folder).alphas, list(grid_cfg.alphas))
+            if stale or not exists:  # a grid made with other alphas is recomputed
+                gal = self.galleries.get(self.model_spec, gallery)
+
+                def report(stage: str, fraction: float, message: str) -> None:
+                    if progress:
+                        progress("curves", fraction, f"gallery {gallery} under θ(α): {message}")
+
+                theta_u, _ = self.states()
+                compute_alpha_grid(self.models.get(self.model_spec), theta_u, gal.folder, folder, grid_cfg, report,
+                                   overwrite=stale, cancel=cancel, provenance={"run": self.dir.name})
+            self._grids[gallery] = AlphaGrid(folder)
+            return self._grids[gallery]
+
+    def gallery_embeddings(self, gallery: str, alpha: float) -> np.ndarray:
+        """Gallery embeddings under theta(alpha) at the grid point nearest ``alpha`` (the slider's step)."""
+        return self.grid(gallery).embeddings(alpha)
+
+    def _similarities(self, gallery: str, prompt: str) -> np.ndarray:
+        """Cosine similarity of ``prompt`` to every gallery image at every grid alpha (``A,N``), cached per prompt.
+
+        One matrix product per new prompt; afterwards a slider move is a row lookup and a top-k partition.
+        """
+        key = (gallery, prompt)
+        with self._lock:
+            if key in self._sims:
+                self._sims.move_to_end(key)
+                return self._sims[key]
+        grid = self.grid(gallery)
+        query = self.galleries.text_embedding(self.model_spec, prompt)
+        full = self._grid_f32.get(gallery)
+        if full is None and grid.array.nbytes * 2 <= self.app_config.max_grid_bytes:
+            full = self._grid_f32[gallery] = np.asarray(grid.array, dtype=np.float32)
+        if full is not None:
+            sims = (full.reshape(-1, full.shape[-1]) @ query).reshape(full.shape[:2])
+        else:  # too large to hold as float32: one grid point at a time
+            sims = np.stack([grid.embeddings(float(a)) @ query for a in grid.alphas])
+        with self._lock:
+            self._sims[key] = sims
+            while len(self._sims) > 32:
+                self._sims.popitem(last=False)
+        return sims
+
+    def _original_top(self, gallery: str, prompt: str, k: int) -> tuple[list[int], list[float]]:
+        key = (gallery, prompt, k)
+        if key not in self._before:
+            gal = self.galleries.get(self.model_spec, gallery)
+            scores, ids = search(gal.index, self.galleries.text_embedding(self.model_spec, prompt), k)
+            self._before[key] = ([int(i) for i in ids[0] if i >= 0], [float(x) for x in scores[0]])
+            while len(self._before) > 64:
+                self._before.pop(next(iter(self._before)))
+        return self._before[key]
+
+    def retrieve(self, prompt: str, alpha: float, gallery: str, k: int | None = None) -> dict[str, Any]:
+        """Top-k of ``prompt`` before (original index) and after (theta(alpha)), with what left / entered."""
+        if not prompt or not prompt.strip():
+            raise DataError("type a prompt, e.g. 'monkey'")
+        prompt = prompt.strip()
+        gal = self.galleries.get(self.model_spec, gallery)
+        k = min(k or self.app_config.top_k, len(gal))
+        before, before_scores = self._original_top(gallery, prompt, k)
+        sims = self._similarities(gallery, prompt)[self.grid(gallery).nearest(alpha)]
+        top = np.argpartition(-sims, k - 1)[:k] if k < len(sims) else np.arange(len(sims))
+        top = top[np.lexsort((top, -sims[top]))]
+        after = [int(i) for i in top]
+        left, entered = set(before) - set(after), set(after) - set(before)
+
+        def items(ids, sc, marks, mark):
+            return [{"id": i, "label": gal.labels[i], "path": gal.paths[i], "score": float(s),
+                     "mark": mark if i in marks else ""} for i, s in zip(ids, sc, strict=True)]
+
+        return {"before": items(before, before_scores, left, "left"),
+                "after": items(after, sims[top], entered, "entered"),
+                "left": sorted(left), "entered": sorted(entered), "gallery": gallery, "alpha": alpha}
+
+    def figure_json(self, alpha: float) -> str:
+        """:meth:`figure` as plotly JSON, cached per alpha (the slider revisits the same 21 values)."""
+        key = round(float(alpha), 4)
+        if key not in self._figures:
+            self._figures[key] = self.figure(alpha).to_json()
+        return self._figures[key]

@@ -1,0 +1,105 @@
+"""Retrieval galleries for the app: which folders make each gallery, their indexes per model (held in memory for
+exact search), text embeddings of prompts, and small thumbnails of results."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+import threading
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from clipforget.core.atomic import write_atomic
+from clipforget.core.errors import DataError
+from clipforget.core.paths import data_root
+from clipforget.data.images import open_image, to_model_size
+from clipforget.jobs.galleries import ensure_gallery_index
+from clipforget.jobs.models import ModelCache
+from clipforget.models.encode import encode_text
+from clipforget.retrieval.index import GalleryIndex
+
+from .config import DEFAULT_GALLERY, AppConfig
+
+
+@dataclass
+class Gallery:
+    """A gallery indexed with one model: the index and its embeddings as float32 (for fast exact search)."""
+
+    name: str
+    index: GalleryIndex
+    embeddings: np.ndarray  # N,D float32 unit norm (the original model)
+    labels: list[str] = field(default_factory=list)
+    paths: list[str] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self.labels = self.labels or self.index.labels
+        self.paths = self.paths or self.index.paths
+
+    @property
+    def folder(self) -> Path:
+        return Path(self.index.path)
+
+    def __len__(self) -> int:
+        return len(self.index)
+
+
+class Galleries:
+    """Gallery definitions, their loaded indexes, prompt embeddings and thumbnails (shared by every workspace)."""
+
+    def __init__(self, config: AppConfig, models: ModelCache, cache_root: Path):
+        self.config = config
+        self.models = models
+        self.cache_root = Path(cache_root)
+        self._loaded: dict[tuple[str, str], Gallery] = {}
+        self._texts: OrderedDict[tuple[str, str], np.ndarray] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def names(self) -> list[str]:
+        return list(dict.fromkeys([self.config.default_gallery, *self.config.galleries, DEFAULT_GALLERY]))
+
+    def sources(self, name: str) -> list[Path]:
+        """The image folders of gallery ``name`` (the default: CIFAR-10 test + the ImageNet samples, 11k images)."""
+        if name in self.config.galleries:
+            return [Path(p) for p in self.config.galleries[name].split(os.pathsep)]
+        if name == DEFAULT_GALLERY:
+            root = data_root(self.config.data_root)
+            return [root / "cifar10" / "test", root / "imagenet-samples"]
+        raise DataError(f"unknown gallery {name!r}; choose from {', '.join(self.names())}")
+
+    def get(self, spec: str, name: str) -> Gallery:
+        """Gallery ``name`` indexed with model ``spec`` (built once with :mod:`index_builder`, then loaded)."""
+        key = (spec, name)
+        if key not in self._loaded:
+            index = ensure_gallery_index(self.cache_root, self.models.get(spec), name, self.sources(name))
+            self._loaded[key] = Gallery(name, index, np.asarray(index.embeddings, dtype=np.float32))
+        return self._loaded[key]
+
+    def text_embedding(self, spec: str, prompt: str) -> np.ndarray:
+        key = (spec, prompt)
+        with self._lock:
+            if key in self._texts:
+                self._texts.move_to_end(key)
+                return self._texts[key]
+        vec = encode_text(self.models.get(spec), [prompt])[0].cpu().numpy().astype(np.float32)
+        with self._lock:
+            self._texts[key] = vec
+            while len(self._texts) > 256:
+                self._texts.popitem(last=False)
+        return vec
+
+    def thumbnail(self, path: str, size: int = 96) -> Path:
+        """A small PNG of a gallery image (cached by path), re-encoded from the decoded pixels."""
+        from PIL import Image
+
+        digest = hashlib.sha1(f"{path}|{size}".encode()).hexdigest()[:20]
+        out = self.cache_root / "thumbs" / digest[:2] / f"{digest}.png"
+        if not out.is_file():
+            pixels = to_model_size(open_image(path, self.config.max_pixels), size).permute(1, 2, 0).numpy()
+            buf = io.BytesIO()
+            Image.fromarray(pixels).save(buf, format="PNG")
+            write_atomic(out, lambda tmp: Path(tmp).write_bytes(buf.getvalue()))
+        return out

@@ -1,0 +1,67 @@
+"""The ImageNet sample images (one per class), the ImageNet-1k class list and the BREEDS LIVING-17 hierarchy."""
+
+from __future__ import annotations
+
+import json
+import os
+
+from clipforget.core.errors import DataError
+from clipforget.core.paths import data_root
+
+from .images import ImageSet, read_images
+
+# ImageNet-1k classes that show a CIFAR-10 class (by ImageNet index). ImageNet has no deer: the three antelopes
+# stand in for it. "wing" photos show aircraft wings; submarine and the non-truck vans are left out on purpose.
+IMAGENET_TO_CIFAR10: dict[str, tuple[int, ...]] = {
+    "airplane": (404, 895, 908),
+    "automobile": (436, 468, 511, 609, 627, 656, 661, 751, 817),
+    "bird": tuple(range(7, 25)) + tuple(range(80, 101)) + tuple(range(127, 147)),
+    "cat": (281, 282, 283, 284, 285),
+    "deer": (351, 352, 353),
+    "dog": tuple(range(151, 269)),
+    "frog": (30, 31, 32),
+    "horse": (339,),
+    "ship": (403, 484, 510, 554, 625, 628, 724, 780, 814, 871, 914),
+    "truck": (555, 569, 675, 717, 734, 803, 864, 867),
+}
+
+
+def short_name(name: str) -> str:
+    """``"box turtle, box tortoise"`` -> ``"box turtle"`` (the first WordNet synonym)."""
+    return name.split(",")[0].strip()
+
+
+def imagenet_classes(root: str | os.PathLike | None = None) -> list[dict]:
+    """The 1,000 ImageNet-1k classes: ``index``, ``wnid``, ``name`` (WordNet synonyms, comma separated)."""
+    path = data_root(root) / "breeds" / "imagenet-classes.json"
+    if not path.is_file():
+        raise DataError(f"ImageNet class list not found: {path}")
+    return json.loads(path.read_text(encoding="utf-8"))
+
+
+def living17(root: str | os.PathLike | None = None) -> dict[str, list[dict]]:
+    """BREEDS LIVING-17: superclass -> its four ImageNet subclasses (``imagenet_index``, ``wnid``, ``name``)."""
+    path = data_root(root) / "breeds" / "living17.json"
+    if not path.is_file():
+        raise DataError(f"BREEDS LIVING-17 split not found: {path}")
+    return json.loads(path.read_text(encoding="utf-8"))
+
+
+def imagenet_samples(
+    size: int, indices: dict[str, tuple[int, ...]] | None = None, root: str | os.PathLike | None = None
+) -> ImageSet:
+    """The ImageNet sample images whose class index is listed, labelled by the dict key (default: CIFAR mapping)."""
+    indices = indices or IMAGENET_TO_CIFAR10
+    folder = data_root(root) / "imagenet-samples"
+    if not folder.is_dir():
+        raise DataError(f"ImageNet samples folder not found: {folder}")
+    by_wnid = {p.name.split("_", 1)[0]: p for p in folder.iterdir()}
+    classes = imagenet_classes(root)
+    files, labels = [], []
+    for label, ids in indices.items():
+        for i in ids:
+            path = by_wnid.get(classes[i]["wnid"])
+            if path is not None:
+                files.append(path)
+                labels.append(label)
+    return read_images(files, size, labels)

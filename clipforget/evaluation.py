@@ -1,0 +1,99 @@
+"""Metrics of the paper: zero-shot accuracy per set, ratio = min(acc / acc_original, 1), and the Score.
+
+The Score is computed in one place, :func:`summarize`, from per-set accuracies and roles; the run folder, the bench
+tables, the app's metrics at any alpha and the model card all call it.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import torch
+
+from clipforget.data.images import ImageSet
+from clipforget.data.task import EvalSet
+from clipforget.models.encode import encode_images, logits, text_classifier
+from clipforget.models.factory import ClipBundle
+from clipforget.models.layers import VisualOnly
+
+
+def zero_shot_predictions(
+    bundle: ClipBundle,
+    images: ImageSet,
+    classnames: Sequence[str],
+    model: torch.nn.Module | None = None,
+    classifier: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """Predicted class index per image (argmax of cosine similarity to the template-averaged class texts)."""
+    classifier = classifier if classifier is not None else text_classifier(bundle, classnames)
+    feats = encode_images(bundle, images.images, model=model)
+    return logits(bundle, feats, classifier).argmax(1).cpu()
+
+
+def zero_shot_accuracy(
+    bundle: ClipBundle,
+    images: ImageSet,
+    classnames: Sequence[str],
+    model: torch.nn.Module | None = None,
+    classifier: torch.Tensor | None = None,
+) -> float:
+    """Top-1 zero-shot accuracy of ``images`` (labels must be among ``classnames``)."""
+    if len(images) == 0:
+        return float("nan")
+    index = {c: i for i, c in enumerate(classnames)}
+    missing = {x for x in images.labels if x not in index}
+    if missing:
+        raise ValueError(f"labels {sorted(missing)} are not among the zero-shot classes {list(classnames)}")
+    targets = torch.tensor([index[x] for x in images.labels])
+    preds = zero_shot_predictions(bundle, images, classnames, model, classifier)
+    return float((preds == targets).float().mean())
+
+
+def per_class_accuracy(bundle: ClipBundle, visual: torch.nn.Module | None, images: ImageSet,
+                       classnames: Sequence[str]) -> dict[str, float]:
+    """Zero-shot accuracy of each class of ``images`` (over the vocabulary ``classnames``)."""
+    model = VisualOnly(visual) if visual is not None else None
+    out = {}
+    for name in classnames:
+        subset = images.where([x == name for x in images.labels])
+        if len(subset):
+            out[name] = zero_shot_accuracy(bundle, subset, classnames, model)
+    return out
+
+
+def evaluate_sets(bundle: ClipBundle, visual: torch.nn.Module | None, sets: Sequence[EvalSet]) -> dict[str, float]:
+    """Zero-shot accuracy of every set under ``visual`` (``None``: the bundle's own image tower)."""
+    model = VisualOnly(visual) if visual is not None else None
+    return {s.name: zero_shot_accuracy(bundle, s.images, s.classnames, model) for s in sets}
+
+
+def ratio(acc: float, acc_original: float) -> float:
+    """The paper's ratio, capped at 1 ("full restoration"); 1.0 when the original was already at 0."""
+    if acc_original <= 0 or math.isnan(acc_original):
+        return 1.0
+    return min(acc / acc_original, 1.0)
+
+
+def score(target_ratio: float, retained_ratios: Sequence[float]) -> float:
+    """The paper's Score in percent: mean of (1 - target ratio) and every retained set's ratio.
+
+    Checked against Table 1 (RN50, FT row): target 4.9 %, retained 100, 42.8, 19.2, 28.5, 46.8, 28.4 -> 51.5.
+    """
+    terms = [1.0 - target_ratio, *retained_ratios]
+    return 100.0 * sum(terms) / len(terms)
+
+
+def summarize(original: Mapping[str, float], final: Mapping[str, float], roles: Mapping[str, str],
+              sizes: Mapping[str, int] | None = None) -> dict[str, Any]:
+    """Per-set acc / acc_original / ratio / role and the Score; several target sets count as their mean ratio."""
+    zero_shot = {
+        name: {"acc": final[name], "acc_original": original[name], "ratio": ratio(final[name], original[name]),
+               "role": roles[name], **({"images": sizes[name]} if sizes and name in sizes else {})}
+        for name in final
+    }
+    targets = [v["ratio"] for v in zero_shot.values() if v["role"] == "target"]
+    retained = [v["ratio"] for v in zero_shot.values() if v["role"] != "target"]
+    target_ratio = sum(targets) / len(targets) if targets else 0.0
+    return {"zero_shot": zero_shot, "score": score(target_ratio, retained)}

@@ -1,0 +1,48 @@
+"""The interface between whoever asks for runs (app, CLI) and whatever executes them (a thread, worker processes,
+a Ray cluster). Everything crosses it as data: a :class:`~clipforget.jobs.spec.RunSpec` in, snapshots out.
+
+A snapshot is a JSON-able dict: ``id``, ``title``, ``owner``, ``state`` (queued / running / done / failed /
+cancelled / interrupted), ``stages`` (stage -> fraction), ``message``, ``elapsed``, ``error``, ``model``, ``profile``,
+``created``, ``backend``, ``device``, ``worker``, ``queue_position`` (0 when running). The run folder is the contract
+underneath: ``job.json`` (the spec) is written before anything runs and ``progress.json`` mirrors the snapshot, so a
+restarted app can list runs -- and re-attach to those still running -- from disk alone.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Protocol
+
+from .spec import RunSpec
+
+Snapshot = dict[str, Any]
+
+
+class Backend(Protocol):
+    """Runs specs somewhere and reports on them; every method returns at once except :meth:`wait`."""
+
+    name: str
+
+    def submit(self, spec: RunSpec, run_dir: Path) -> Snapshot:
+        """Write ``spec`` into ``run_dir`` and queue it; returns the first snapshot (``queued``)."""
+        ...
+
+    def snapshot(self, run_id: str) -> Snapshot | None:
+        """The run's latest snapshot, or ``None`` if this backend does not know it."""
+        ...
+
+    def active(self, owner: str) -> list[Snapshot]:
+        """The owner's queued and running runs, oldest first."""
+        ...
+
+    def cancel(self, run_id: str) -> bool:
+        """Ask a queued or running run to stop; ``False`` when it is not active."""
+        ...
+
+    def wait(self, run_id: str, timeout: float | None = None) -> Snapshot:
+        """Block until the run is no longer active (scripts and tests); ``TimeoutError`` after ``timeout`` s."""
+        ...
+
+    def close(self) -> None:
+        """Stop accepting runs and release workers (running runs are cancelled)."""
+        ...

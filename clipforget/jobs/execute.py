@@ -1,0 +1,91 @@
+"""The worker side of a run: :func:`execute` turns a :class:`RunSpec` into a finished run folder.
+
+Steps, each reported through ``progress`` (stages ``prepare``, the method's, ``evaluate``, ``curves``): load the
+model, build the task from the settings registry with the profile's data sizes, run the method
+(:func:`clipforget.pipeline.run.run_method`), compute the evaluation sets' accuracy-vs-alpha curves
+(``eval_curve.json``) and the gallery's alpha grid, so that opening the run in the app is instant.
+"""
+
+from __future__ import annotations
+
+import copy
+import threading
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from clipforget.core.atomic import write_json
+from clipforget.core.paths import cache_dir
+from clipforget.core.progress import ProgressFn
+from clipforget.methods.registry import get_method, seed_config
+from clipforget.models.weights import clone_state
+from clipforget.pipeline.folder import RunFolder
+from clipforget.pipeline.run import run_method
+from clipforget.settings import get_setting
+from clipforget.stages.restore import alpha_curve
+from index_builder.alpha_grid import AlphaGridConfig, compute_alpha_grid
+
+from .galleries import ensure_gallery_index
+from .models import ModelCache
+from .profiles import get_profile
+from .spec import RunSpec
+
+EVAL_CURVE = "eval_curve.json"
+
+
+def execute(spec: RunSpec, run_dir: Path, models: ModelCache, progress: ProgressFn,
+            cancel: threading.Event | None = None, cache_root: Path | None = None) -> dict[str, Any]:
+    """Run ``spec`` into ``run_dir``; returns what the task was made of (counts, class names, skipped files)."""
+    cancel = cancel or threading.Event()
+    cache_root = Path(cache_root) if cache_root else cache_dir()
+    profile = get_profile(spec.profile)
+    progress("prepare", 0.05, f"loading model {spec.model}")
+    bundle = models.get(spec.model)
+    progress("prepare", 0.3, "reading images")
+    task, eval_sets = get_setting(spec.setting).build(bundle.image_size, spec.seed, profile.size, **spec.options)
+    task.cancel = cancel
+    task.check_cancelled()
+    described = {"forget_images": len(task.forget), "retain_images": len(task.retain),
+                 "calibration_forget": len(task.calibration_forget or []),
+                 "calibration_retain": len(task.calibration_retain or []),
+                 "classnames": task.classnames, "eval_sets": {s.name: len(s.images) for s in eval_sets},
+                 "skipped": [list(x) for x in task.forget.skipped + task.retain.skipped]}
+    write_json(Path(run_dir) / "task.json", described)
+    progress("prepare", 1.0, f"{len(task.forget)} forget / {len(task.retain)} retain images")
+    method = get_method(spec.method)
+    config = copy.deepcopy(profile.method) if spec.method == "ours" else method.config_cls()
+    seed_config(config, spec.seed)
+    result = run_method(bundle, task, run_dir, spec.method, config, eval_sets, progress,
+                        extra={"app": {"owner": spec.owner, "profile": spec.profile}, "setting": spec.setting,
+                               "seed": spec.seed})
+    progress("evaluate", 1.0, "done")
+    task.check_cancelled()
+    theta_u = result.output.unlearned_state or result.output.visual_state
+    theta_0 = clone_state(bundle.model.visual)
+    rng = np.random.default_rng(0)
+    sets = {}
+    for s in eval_sets:
+        n = len(s.images)
+        idx = np.sort(rng.permutation(n)[: profile.curve_max_images]) if n > profile.curve_max_images else None
+        sets[s.name] = (s.images.subset(idx) if idx is not None else s.images, s.classnames)
+    with_grid = bool(spec.gallery and profile.grid)
+
+    def curve_progress(stage: str, fraction: float, message: str) -> None:
+        progress("curves", 0.5 * fraction if with_grid else fraction, f"evaluation curves, {message}")
+
+    curve = alpha_curve(bundle, theta_u, theta_0, sets, list(profile.curve_alphas), curve_progress, cancel)
+    write_json(Path(run_dir) / EVAL_CURVE, {"curve": curve, "images": {k: len(v[0]) for k, v in sets.items()}})
+    if with_grid:
+        progress("curves", 0.5, f"indexing gallery {spec.gallery} (once per model)")
+        index = ensure_gallery_index(cache_root, bundle, spec.gallery, spec.gallery_sources)
+
+        def grid_progress(stage: str, fraction: float, message: str) -> None:
+            progress("curves", 0.5 + 0.5 * fraction, f"gallery {spec.gallery} under θ(α): {message}")
+
+        folder = RunFolder(run_dir)
+        cfg = AlphaGridConfig(workers=0, device=models.device)  # 21 alphas: the app slider's steps
+        compute_alpha_grid(bundle, theta_u, index.path, folder.grid_dir(spec.gallery), cfg, grid_progress,
+                           cancel=cancel, provenance={"run": folder.name, "gallery": spec.gallery})
+    progress("curves", 1.0, "done")
+    return described

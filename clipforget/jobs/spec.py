@@ -1,0 +1,49 @@
+"""What a run is, as data: :class:`RunSpec` is written to the run folder (``job.json``) before any work starts, so a
+worker in another process -- or on another machine -- needs nothing else to run it, and a restarted app can list it."""
+
+from __future__ import annotations
+
+import secrets
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from clipforget.core.atomic import read_json, write_json
+from clipforget.core.paths import safe_name
+
+SPEC_FILE = "job.json"
+
+
+@dataclass
+class RunSpec:
+    """One run: who asked, which model / setting / options / profile / method, and which gallery to precompute."""
+
+    run_id: str
+    owner: str
+    title: str
+    model: str
+    setting: str
+    options: dict[str, Any] = field(default_factory=dict)
+    profile: str = "fast"
+    method: str = "ours"
+    seed: int = 0
+    gallery: str | None = None  # gallery whose alpha grid is computed at the end of the run
+    gallery_sources: list[str] = field(default_factory=list)  # its image folders
+    source: dict[str, Any] = field(default_factory=dict)  # what the user picked (preset / upload), for display
+    created: float = field(default_factory=time.time)
+
+    @staticmethod
+    def new_id(title: str) -> str:
+        return f"{time.strftime('%Y%m%d-%H%M%S')}-{safe_name(title.lower())[:40]}-{secrets.token_hex(4)}"
+
+    def write(self, run_dir: Path) -> None:
+        write_json(Path(run_dir) / SPEC_FILE, asdict(self))
+
+    @classmethod
+    def read(cls, run_dir: Path) -> RunSpec | None:
+        data = read_json(Path(run_dir) / SPEC_FILE)
+        if not data:
+            return None
+        known = {f for f in cls.__dataclass_fields__}
+        return cls(**{k: v for k, v in data.items() if k in known})

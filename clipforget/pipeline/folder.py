@@ -1,0 +1,136 @@
+"""A run folder: the contract between whoever runs a method (CLI, worker process, Ray task) and whoever reads it.
+
+Layout: ``status.json`` (written first and last), ``config.json``, ``progress.json`` (live, optional),
+``layer_ranking.json``, ``alpha_curve.json``, ``method_log.json``, ``metrics.json``, ``model/`` (theta(alpha*)),
+``unlearned/`` (theta at alpha = 1, for alpha grids) and ``alpha_grid/<gallery>/``. Every file is written atomically
+and ``status.json`` says ``done`` only after all of them exist, so a killed run is never mistaken for a finished one.
+:class:`RunFolder` is the one place that decides "is this run done?" and loads what a run produced.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import time
+from pathlib import Path
+from typing import Any
+
+from clipforget.core.atomic import read_json, write_json
+from clipforget.core.errors import ModelLoadError
+from clipforget.core.paths import safe_name
+from clipforget.models.factory import ClipBundle, create_model, load_checkpoint
+from clipforget.models.weights import State
+from clipforget.retrieval.alpha_grid import alpha_grid_dir
+
+STATES_ACTIVE = ("queued", "running")
+STATES_FINAL = ("done", "failed", "cancelled", "interrupted")
+
+
+def pid_alive(pid: int | None) -> bool:
+    if not pid:
+        return False
+    try:
+        os.kill(int(pid), 0)
+    except (OSError, ValueError):
+        return False
+    return True
+
+
+class RunFolder:
+    """One run on disk (see the module docstring)."""
+
+    STATUS = "status.json"
+    CONFIG = "config.json"
+    PROGRESS = "progress.json"
+    METRICS = "metrics.json"
+    ALPHA_CURVE = "alpha_curve.json"
+
+    def __init__(self, path: str | os.PathLike):
+        self.path = Path(path)
+
+    def __repr__(self) -> str:
+        return f"RunFolder({str(self.path)!r})"
+
+    @property
+    def name(self) -> str:
+        return self.path.name
+
+    # status ------------------------------------------------------------------------------------------------------
+    def write_status(self, state: str, **fields: Any) -> None:
+        """Replace ``status.json``; a running state records this process and host, so a dead one is detected."""
+        status = {"state": state, "updated": time.time(), **fields}
+        if state == "running":
+            status.setdefault("pid", os.getpid())
+            status.setdefault("host", socket.gethostname())
+        write_json(self.path / self.STATUS, status)
+
+    def status(self) -> dict[str, Any]:
+        """The run's status; a ``running`` run whose process is gone (on this host) reads as ``interrupted``."""
+        status = read_json(self.path / self.STATUS)
+        if not status:
+            return {"state": "missing"}
+        if status.get("state") == "running" and status.get("host", socket.gethostname()) == socket.gethostname() \
+                and not pid_alive(status.get("pid")):
+            status["state"] = "interrupted"
+            status.setdefault("error", "the process running this run stopped before it finished (killed or crashed)")
+        return status
+
+    @property
+    def state(self) -> str:
+        return str(self.status().get("state"))
+
+    def is_done(self) -> bool:
+        return self.state == "done" and (self.path / self.METRICS).is_file()
+
+    def require_done(self) -> None:
+        if not self.is_done():
+            raise ModelLoadError(f"run {self.name} is not finished (state: {self.state})")
+
+    # files ---------------------------------------------------------------------------------------------------------
+    def config(self) -> dict[str, Any]:
+        return read_json(self.path / self.CONFIG)
+
+    def metrics(self) -> dict[str, Any]:
+        return read_json(self.path / self.METRICS)
+
+    def progress(self) -> dict[str, Any]:
+        return read_json(self.path / self.PROGRESS)
+
+    def write_progress(self, progress: dict[str, Any]) -> None:
+        write_json(self.path / self.PROGRESS, {**progress, "updated": time.time()})
+
+    def calibration(self) -> dict[str, Any]:
+        """``{"alpha": chosen alpha or None, "curve": [...]}`` (empty for methods without a soup)."""
+        return read_json(self.path / self.ALPHA_CURVE)
+
+    @property
+    def chosen_alpha(self) -> float:
+        """The calibrated alpha; 1.0 for methods that write no soup (their model is theta_unlearned)."""
+        alpha = self.calibration().get("alpha")
+        return 1.0 if alpha is None else float(alpha)
+
+    @property
+    def model_spec(self) -> str:
+        """The base (original) model's spec."""
+        return str(self.config().get("model", ""))
+
+    def grid_dir(self, gallery_name: str) -> Path:
+        """Where this run's alpha grid of gallery ``gallery_name`` lives."""
+        return alpha_grid_dir(self.path, safe_name(gallery_name))
+
+    # models --------------------------------------------------------------------------------------------------------
+    def load_model(self, which: str = "model", device: str = "cpu") -> ClipBundle:
+        """A finished run's final (``model``) or pre-restore (``unlearned``) weights; refuses unfinished runs."""
+        self.require_done()
+        if which == "unlearned" and not (self.path / "unlearned").is_dir():
+            which = "model"  # methods without a soup: the final model is theta_unlearned
+        return load_checkpoint(self.path / which, device)
+
+    def unlearned_state(self, device: str = "cpu") -> State:
+        """theta_unlearned of the image tower (alpha = 1)."""
+        return self.load_model("unlearned", device).visual_state()
+
+    def original_model(self, device: str = "cpu") -> ClipBundle:
+        """The run's base model (theta_original), by the spec recorded in ``config.json``."""
+        self.require_done()
+        return create_model(self.model_spec, device=device)

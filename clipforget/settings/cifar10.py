@@ -1,0 +1,65 @@
+"""Out-of-domain setting (paper Tab. 2): forget one CIFAR-10 class, keep the other nine and ImageNet photos."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+from clipforget.core.errors import DataError
+from clipforget.data.cifar10 import CIFAR10_CLASSES, cifar10
+from clipforget.data.imagenet import IMAGENET_TO_CIFAR10, imagenet_samples
+from clipforget.data.task import EvalSet, UnlearningTask
+
+from .registry import Setting, register_setting
+
+
+@dataclass
+class Cifar10Sizes:
+    forget: int = 500  # train images of the class to forget
+    retain_per_class: int = 100  # train images of each other class
+    calibration_forget: int = 100  # held-out train images, never trained on by the unlearning
+    calibration_retain_per_class: int = 30
+    eval_per_class: int | None = None  # test images per class (None: all 1,000)
+
+
+def cifar10_class_task(
+    image_size: int, seed: int = 0, sizes: Cifar10Sizes | None = None, forget_class: str = "airplane",
+    root: str | os.PathLike | None = None,
+) -> tuple[UnlearningTask, list[EvalSet]]:
+    """Forget CIFAR-10 ``forget_class``; keep the other nine and the ImageNet samples (of the class too)."""
+    if forget_class not in CIFAR10_CLASSES:
+        raise DataError(f"unknown CIFAR-10 class {forget_class!r}; choose from {', '.join(CIFAR10_CLASSES)}")
+    sizes = sizes or Cifar10Sizes()
+    others = tuple(c for c in CIFAR10_CLASSES if c != forget_class)
+    classes = list(CIFAR10_CLASSES)
+    forget = cifar10("train", image_size, (forget_class,), sizes.forget, 0, root, seed)
+    retain = cifar10("train", image_size, others, sizes.retain_per_class, 0, root, seed)
+    cal_forget = cifar10("train", image_size, (forget_class,), sizes.calibration_forget, sizes.forget, root, seed)
+    cal_retain = cifar10("train", image_size, others, sizes.calibration_retain_per_class, sizes.retain_per_class,
+                         root, seed)
+    task = UnlearningTask(forget, retain, classes, cal_forget, cal_retain, name=f"cifar10-{forget_class}")
+    test_target = cifar10("test", image_size, (forget_class,), sizes.eval_per_class, 0, root)
+    test_retain = cifar10("test", image_size, others, sizes.eval_per_class, 0, root)
+    imagenet = imagenet_samples(image_size, IMAGENET_TO_CIFAR10, root)
+    imagenet_target = imagenet.where([x == forget_class for x in imagenet.labels])
+    eval_sets = [
+        EvalSet("cifar10_target", test_target, classes, "target"),
+        EvalSet("cifar10_retain", test_retain, classes, "retain"),
+        EvalSet("imagenet_target", imagenet_target, classes, "retain"),
+        EvalSet("imagenet_all", imagenet, classes, "retain"),
+    ]
+    return task, eval_sets
+
+
+SIZES = {
+    "quick": Cifar10Sizes(forget=24, retain_per_class=6, calibration_forget=12, calibration_retain_per_class=4,
+                          eval_per_class=10),
+    "small": Cifar10Sizes(forget=200, retain_per_class=40, calibration_forget=50, calibration_retain_per_class=15,
+                          eval_per_class=100),
+    "paper": Cifar10Sizes(),
+}
+
+SETTING = register_setting(Setting(
+    "cifar10", "CIFAR-10 class forgetting: forget one class, keep the other nine and ImageNet",
+    cifar10_class_task, SIZES, choice_option="forget_class", choices=CIFAR10_CLASSES, default_choice="airplane",
+))

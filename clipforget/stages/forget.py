@@ -1,0 +1,243 @@
+"""Stage 1, forgetting: relative Fisher layer ranking, LoRA (peft) on the top layers, a bounded forget loss.
+
+Eq. 3 as implemented is bounded (complementary cross-entropy + a cosine hinge), so forgotten images stop pulling and
+the model cannot collapse; choices and measurements: docs/decisions.md D1, D2.
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import asdict, dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from clipforget.core.progress import ProgressFn, no_progress
+from clipforget.data.task import UnlearningTask, batches
+from clipforget.models.encode import encode_images, image_features, logits, text_classifier
+from clipforget.models.factory import ClipBundle
+from clipforget.models.layers import VisualOnly, adaptable_layers
+
+
+@dataclass
+class ForgetConfig:
+    top_k: int = 3  # layers that get LoRA
+    lora_rank: int = 8
+    lora_alpha: float = 16.0
+    lr: float = 1e-3
+    steps: int = 10  # at most; stops earlier once forgotten (stop_prob)
+    batch_size: int = 64
+    fisher_samples: int = 128  # images per set for the Fisher estimate
+    fisher_micro_batch: int = 8
+    eps: float = 1e-4  # clamp of the complementary cross-entropy
+    layers: list[str] | None = None  # explicit LoRA targets (ablations); None = top_k of the relative Fisher ranking
+    similarity_weight: float = 10.0  # weight of the cosine hinge (retrieval-side forgetting), 0 disables it
+    stop_prob: float = 0.02  # stop early once the mean p(y_c | x) of a forget batch falls below this
+    # tau of the cosine hinge: "original" = fixed, under the original model; "current" = mean similarity of a retain
+    # batch under the model being trained (detached). docs/decisions.md D2.
+    hinge_reference: str = "original"
+    hinge_quantile: float | None = None  # tau = this quantile of the retain batch's similarities (None: their mean)
+    seed: int = 0
+
+
+@dataclass
+class LayerImportance:
+    name: str
+    fisher_forget: float
+    fisher_retain: float
+    relative: float
+    parameters: int
+
+
+def layer_fisher(
+    model: nn.Module,
+    layer_names: list[str],
+    loss_fn,
+    inputs: torch.Tensor,
+    targets: torch.Tensor,
+    micro_batch: int = 8,
+) -> dict[str, float]:
+    """Empirical Fisher per layer: mean over micro-batches of squared gradients, averaged over parameters."""
+    modules = dict(model.named_modules())
+    params = {name: list(modules[name].parameters(recurse=False)) for name in layer_names}
+    flags = {p: p.requires_grad for name in layer_names for p in params[name]}
+    for p in flags:
+        p.requires_grad_(True)
+    totals = dict.fromkeys(layer_names, 0.0)
+    chunks = 0
+    for start in range(0, len(inputs), micro_batch):
+        model.zero_grad(set_to_none=True)
+        loss = loss_fn(model, inputs[start : start + micro_batch], targets[start : start + micro_batch])
+        grads = torch.autograd.grad(loss, [p for name in layer_names for p in params[name]], allow_unused=True)
+        it = iter(grads)
+        for name in layer_names:
+            sq, count = 0.0, 0
+            for p in params[name]:
+                g = next(it)
+                if g is not None:
+                    sq += float(g.float().pow(2).sum())
+                count += p.numel()
+            totals[name] += sq / max(count, 1)
+        chunks += 1
+    for p, flag in flags.items():
+        p.requires_grad_(flag)
+    return {name: value / max(chunks, 1) for name, value in totals.items()}
+
+
+def rank_layers(fisher_forget: dict[str, float], fisher_retain: dict[str, float], model: nn.Module,
+                eps: float = 1e-30, ratio_floor: float = 1e-3) -> list[LayerImportance]:
+    """Sort layers by relative Fisher information ``F_f / F_r``, highest first (the ratio is capped at
+    ``1 / ratio_floor`` where the retain Fisher vanishes)."""
+    modules = dict(model.named_modules())
+    ranking = [
+        LayerImportance(
+            name,
+            fisher_forget[name],
+            fisher_retain[name],
+            # per-layer floor (docs/decisions.md D1): a floor shared by all layers swamps the late layers'
+            # retain Fisher; capping the ratio only guards against F_r ~ 0.
+            fisher_forget[name] / max(fisher_retain[name], ratio_floor * fisher_forget[name], eps),
+            sum(p.numel() for p in modules[name].parameters(recurse=False)),
+        )
+        for name in fisher_forget
+    ]
+    return sorted(ranking, key=lambda r: r.relative, reverse=True)
+
+
+def zero_shot_ce(bundle: ClipBundle, classifier: torch.Tensor):
+    """Loss function (model, uint8 images, label ids) -> zero-shot cross-entropy, for Fisher estimates."""
+
+    def loss_fn(model: nn.Module, images: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        feats = image_features(bundle, images, _as_clip(bundle, model))
+        return F.cross_entropy(logits(bundle, feats, classifier), targets.to(feats.device))
+
+    return loss_fn
+
+
+def cosine_hinge(
+    feats: torch.Tensor, classifier: torch.Tensor, targets: torch.Tensor, tau: torch.Tensor
+) -> torch.Tensor:
+    """``max(0, cos(image, label text) - tau)``: bounded in ``[0, 1 - tau]``, zero once an image is no closer to
+    its label text than the retain images are (``tau`` per class, see :func:`label_thresholds`)."""
+    cos = (feats * classifier[targets.to(feats.device)]).sum(-1)
+    return F.relu(cos - tau.to(feats.device)[targets.to(feats.device)]).mean()
+
+
+def batch_thresholds(retain_feats: torch.Tensor, classifier: torch.Tensor, quantile: float | None = None
+                     ) -> torch.Tensor:
+    """Per class name, the mean (or ``quantile``) cosine similarity of a batch of retain embeddings to it."""
+    sims = retain_feats.detach().float() @ classifier.T
+    return sims.mean(0) if quantile is None else torch.quantile(sims, quantile, dim=0)
+
+
+@torch.no_grad()
+def label_thresholds(
+    bundle: ClipBundle, task: UnlearningTask, classifier: torch.Tensor, samples: int = 256
+) -> torch.Tensor:
+    """Per class name, the mean cosine similarity of (up to ``samples``) retain images to that name's text under
+    the original model: the similarity an unrelated image has, which forget images are pushed down to."""
+    idx = torch.randperm(len(task.retain), generator=torch.Generator().manual_seed(0))[:samples]
+    feats = encode_images(bundle, task.retain.images[idx])
+    return (feats @ classifier.T).mean(0).cpu()
+
+
+def forget_objective(
+    feats: torch.Tensor, logit: torch.Tensor, targets: torch.Tensor, classifier: torch.Tensor, tau: torch.Tensor,
+    cfg: ForgetConfig,
+) -> torch.Tensor:
+    """Eq. 3 as implemented: complementary cross-entropy + ``similarity_weight`` x cosine hinge; both bounded."""
+    loss = complementary_ce(logit, targets.to(logit.device), cfg.eps)
+    if cfg.similarity_weight > 0:
+        loss = loss + cfg.similarity_weight * cosine_hinge(feats, classifier, targets, tau)
+    return loss
+
+
+def complementary_ce(logit: torch.Tensor, targets: torch.Tensor, eps: float) -> torch.Tensor:
+    """``-log(1 - p(y|x))``: bounded forget loss (docs/decisions.md D2)."""
+    p = F.softmax(logit, dim=-1).gather(1, targets.view(-1, 1)).squeeze(1)
+    return -torch.log((1.0 - p).clamp_min(eps)).mean()
+
+
+def _as_clip(bundle: ClipBundle, visual_or_model: nn.Module) -> nn.Module:
+    return visual_or_model if hasattr(visual_or_model, "visual") else VisualOnly(visual_or_model)
+
+
+def relative_fisher(bundle: ClipBundle, task: UnlearningTask, cfg: ForgetConfig) -> list[LayerImportance]:
+    """Rank the image tower's adaptable layers by relative Fisher information (forget vs retain)."""
+    rng = np.random.default_rng(cfg.seed)
+    classifier = text_classifier(bundle, task.classnames)
+    visual = bundle.model.visual
+    visual.eval()
+    example = bundle.normalize(task.retain.images[:2])
+    names = adaptable_layers(visual, example)
+    loss_fn = zero_shot_ce(bundle, classifier)
+
+    def sample(images):
+        idx = rng.permutation(len(images))[: cfg.fisher_samples]
+        return images.images[torch.from_numpy(idx)], task.label_ids(images)[torch.from_numpy(idx)]
+
+    f_in, f_t = sample(task.forget)
+    r_in, r_t = sample(task.retain)
+    fisher_f = layer_fisher(visual, names, loss_fn, f_in, f_t, cfg.fisher_micro_batch)
+    task.check_cancelled()
+    fisher_r = layer_fisher(visual, names, loss_fn, r_in, r_t, cfg.fisher_micro_batch)
+    visual.zero_grad(set_to_none=True)
+    return rank_layers(fisher_f, fisher_r, visual)
+
+
+def apply_lora(visual: nn.Module, layer_names: list[str], cfg: ForgetConfig) -> nn.Module:
+    """peft LoRA on exactly ``layer_names`` of a copy of the image tower (everything else frozen)."""
+    from peft import LoraConfig, get_peft_model
+
+    config = LoraConfig(
+        r=cfg.lora_rank, lora_alpha=cfg.lora_alpha, lora_dropout=0.0, target_modules=layer_names, bias="none"
+    )
+    return get_peft_model(copy.deepcopy(visual), config)
+
+
+def forget(
+    bundle: ClipBundle, task: UnlearningTask, cfg: ForgetConfig | None = None, progress: ProgressFn = no_progress
+) -> tuple[nn.Module, list[LayerImportance], dict]:
+    """Return (unlearned image tower with LoRA merged, layer ranking, stage log)."""
+    cfg = cfg or ForgetConfig()
+    torch.manual_seed(cfg.seed)
+    rng = np.random.default_rng(cfg.seed)
+    progress("forget", 0.0, "ranking layers by relative Fisher information")
+    ranking = relative_fisher(bundle, task, cfg)
+    chosen = list(cfg.layers) if cfg.layers else [r.name for r in ranking[: cfg.top_k]]
+    progress("forget", 0.2, f"LoRA on {', '.join(chosen)}")
+    classifier = text_classifier(bundle, task.classnames)
+    peft_visual = apply_lora(bundle.model.visual, chosen, cfg)
+    peft_visual.eval()  # BatchNorm statistics stay the pre-training ones
+    trainable = [p for p in peft_visual.parameters() if p.requires_grad]
+    opt = torch.optim.Adam(trainable, lr=cfg.lr)
+    labels = task.label_ids(task.forget)
+    tau = label_thresholds(bundle, task, classifier) if cfg.hinge_reference == "original" else None
+    wrapper = VisualOnly(peft_visual)
+    retain_batches = batches(task.retain, task.label_ids(task.retain), cfg.batch_size, rng, cfg.steps)
+    losses = []
+    for step, (images, targets, _) in enumerate(batches(task.forget, labels, cfg.batch_size, rng, cfg.steps)):
+        task.check_cancelled()
+        if cfg.hinge_reference == "current" and cfg.similarity_weight > 0:
+            with torch.no_grad():
+                retain_feats = image_features(bundle, next(retain_batches)[0], wrapper)
+                tau = batch_thresholds(retain_feats, classifier, cfg.hinge_quantile)
+        feats = image_features(bundle, images, wrapper)
+        loss = forget_objective(feats, logits(bundle, feats, classifier), targets, classifier, tau, cfg)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        losses.append(float(loss.detach()))
+        progress("forget", 0.2 + 0.8 * (step + 1) / cfg.steps, f"step {step + 1}/{cfg.steps} loss {losses[-1]:.4f}")
+        with torch.no_grad():
+            p_label = F.softmax(logits(bundle, feats.detach(), classifier), -1).gather(1, targets.view(-1, 1))
+        if float(p_label.mean()) < cfg.stop_prob:
+            break
+    merged = peft_visual.merge_and_unload()
+    for p in merged.parameters():
+        p.requires_grad_(False)
+    log = {"config": asdict(cfg), "lora_layers": chosen, "losses": losses,
+           "thresholds": None if tau is None else tau.tolist()}
+    return merged, ranking, log

@@ -1,0 +1,232 @@
+"""Stage 2, reminding: align retain images to the pre-training statistics, then distil from the original model.
+
+Alignment perturbs retain images so the features entering every BatchNorm match its running statistics (Eq. 4);
+fine-tuning distils logits and embeddings from the original, keeps the bounded forget term, and returns an EMA that
+starts at the original weights (Eq. 5). Choices and measurements: docs/decisions.md D3.
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import asdict, dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from clipforget.core.progress import ProgressFn, check_cancelled, no_progress
+from clipforget.data.images import ImageSet
+from clipforget.data.task import UnlearningTask, batches
+from clipforget.models.encode import autocast, image_features, logits, text_classifier
+from clipforget.models.factory import ClipBundle
+from clipforget.models.layers import VisualOnly
+
+from .forget import ForgetConfig, batch_thresholds, forget_objective, label_thresholds
+
+
+@dataclass
+class RemindConfig:
+    align: bool = True
+    align_images: int = 512  # retain images that get a perturbation (the fine-tuning pool)
+    align_batch: int = 128
+    align_steps: int = 20
+    align_lr: float = 0.01
+    epsilon: float = 16 / 255  # L-inf bound of the perturbation, in [0, 1] pixel units
+    steps: int = 40  # fine-tuning steps (paper Tab. 4 peaks at 20 on RN50; 40 measured best here)
+    batch_size: int = 64
+    lr: float = 1e-3
+    kd_weight: float = 1.0
+    kd_temperature: float = 2.0
+    feature_kd_weight: float = 20.0  # embedding distillation ``1 - cos(f_student(x), f_orig(x))`` (decisions D3)
+    ema_decay: float = 0.9
+    forget_weight: float = 1.0  # keep the bounded forget loss on forget images while reminding (decisions D3)
+    seed: int = 0
+
+
+def batchnorm_layers(visual: nn.Module) -> list[tuple[str, nn.modules.batchnorm._BatchNorm]]:
+    return [(n, m) for n, m in visual.named_modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+
+
+class BNStatistics:
+    """Forward pre-hooks that record the batch mean / variance entering each BatchNorm layer."""
+
+    def __init__(self, visual: nn.Module):
+        self.layers = batchnorm_layers(visual)
+        self.stats: list[tuple[torch.Tensor, torch.Tensor]] = []
+        self._hooks = [m.register_forward_pre_hook(self._hook) for _, m in self.layers]
+
+    def _hook(self, module: nn.Module, inputs: tuple[torch.Tensor, ...]) -> None:
+        x = inputs[0].float()
+        self.stats.append((x.mean(dim=(0, 2, 3)), x.var(dim=(0, 2, 3), unbiased=False)))
+
+    def mismatch(self) -> torch.Tensor:
+        """``sum_l ||mu_l - running_mean_l|| + ||var_l - running_var_l||`` of the last forward pass."""
+        total = torch.zeros(())
+        for (_, bn), (mean, var) in zip(self.layers, self.stats, strict=True):
+            total = total + torch.linalg.vector_norm(mean - bn.running_mean) + torch.linalg.vector_norm(
+                var - bn.running_var
+            )
+        self.stats = []
+        return total
+
+    def close(self) -> None:
+        for hook in self._hooks:
+            hook.remove()
+
+
+def bn_mismatch(bundle: ClipBundle, visual: nn.Module, images: torch.Tensor) -> float:
+    """The alignment loss of a batch under ``visual`` (no perturbation)."""
+    stats = BNStatistics(visual)
+    try:
+        with torch.no_grad():
+            visual(bundle.normalize(images))
+        return float(stats.mismatch())
+    finally:
+        stats.close()
+
+
+def align_to_bn_statistics(
+    bundle: ClipBundle, visual: nn.Module, images: torch.Tensor, cfg: RemindConfig, cancel=None
+) -> tuple[torch.Tensor, dict]:
+    """Perturb uint8 ``images`` so their BN input statistics in ``visual`` match the running statistics."""
+    if not batchnorm_layers(visual):
+        return images, {"aligned": False, "reason": "model has no BatchNorm layers; alignment skipped"}
+    visual.eval()
+    flags = [p.requires_grad for p in visual.parameters()]
+    for p in visual.parameters():
+        p.requires_grad_(False)  # gradients flow to the perturbation only
+    stats = BNStatistics(visual)
+    out, before, after = [], [], []
+    try:
+        for start in range(0, len(images), cfg.align_batch):
+            pixels = images[start : start + cfg.align_batch].to(bundle.device).float() / 255.0
+            delta = torch.zeros_like(pixels, requires_grad=True)
+            opt = torch.optim.Adam([delta], lr=cfg.align_lr)
+            for step in range(cfg.align_steps + 1):
+                check_cancelled(cancel)
+                with autocast(bundle):
+                    visual(bundle.normalize_pixels((pixels + delta).clamp(0, 1)))
+                loss = stats.mismatch()
+                if step == 0:
+                    before.append(float(loss.detach()))
+                elif step == cfg.align_steps:
+                    after.append(float(loss.detach()))
+                if step == cfg.align_steps:
+                    break
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+                with torch.no_grad():
+                    delta.clamp_(-cfg.epsilon, cfg.epsilon)
+            out.append(((pixels + delta.detach()).clamp(0, 1) * 255).round().to(torch.uint8).cpu())
+    finally:
+        stats.close()
+        for p, flag in zip(visual.parameters(), flags, strict=True):
+            p.requires_grad_(flag)
+    return torch.cat(out), {
+        "aligned": True,
+        "mismatch_before": float(np.mean(before)),
+        "mismatch_after": float(np.mean(after)),
+    }
+
+
+def ema_update(
+    ema: dict[str, torch.Tensor], current: dict[str, torch.Tensor], decay: float, keys: list[str] | None = None
+) -> None:
+    """``ema <- decay * ema + (1 - decay) * current`` for float entries (only ``keys`` if given), in place.
+
+    Entries that are never trained stay bit-identical to the original, so weight-space diffs (alpha grids) see
+    exactly the layers the method changed.
+    """
+    with torch.no_grad():
+        for key in keys if keys is not None else list(current):
+            value = current[key]
+            if value.is_floating_point():
+                ema[key].mul_(decay).add_(value.detach().to(ema[key].dtype), alpha=1.0 - decay)
+
+
+def remind(
+    bundle: ClipBundle,
+    unlearned_visual: nn.Module,
+    task: UnlearningTask,
+    trainable_layers: list[str],
+    cfg: RemindConfig | None = None,
+    progress: ProgressFn = no_progress,
+    forget_cfg: ForgetConfig | None = None,
+) -> tuple[nn.Module, dict]:
+    """Return (the EMA image tower, stage log). ``bundle.model`` is the original (teacher) model."""
+    cfg = cfg or RemindConfig()
+    torch.manual_seed(cfg.seed)
+    rng = np.random.default_rng(cfg.seed)
+    teacher = bundle.model.visual
+    teacher.eval()
+    pool_idx = rng.permutation(len(task.retain))[: cfg.align_images]
+    pool = task.retain.subset(pool_idx)
+    log: dict = {"config": asdict(cfg)}
+    if cfg.align:
+        progress("remind", 0.0, "aligning retain images to the BatchNorm statistics")
+        aligned, log["alignment"] = align_to_bn_statistics(bundle, teacher, pool.images, cfg, task.cancel)
+        pool = ImageSet(aligned, pool.labels, pool.paths)
+    else:
+        log["alignment"] = {"aligned": False, "reason": "disabled by config"}
+    task.check_cancelled()
+
+    classifier = text_classifier(bundle, task.classnames)
+    fcfg = forget_cfg or ForgetConfig()
+    current_tau = fcfg.hinge_reference == "current"
+    tau = None if current_tau else label_thresholds(bundle, task, classifier)
+    student = copy.deepcopy(unlearned_visual)
+    student.eval()
+    modules = dict(student.named_modules())
+    trainable = []
+    for p in student.parameters():
+        p.requires_grad_(False)
+    for name in trainable_layers:
+        for p in modules[name].parameters(recurse=False):
+            p.requires_grad_(True)
+            trainable.append(p)
+    ema = {k: v.detach().clone() for k, v in teacher.state_dict().items()}
+    trained_keys = [k for k in ema if k.rsplit(".", 1)[0] in set(trainable_layers)]
+    opt = torch.optim.Adam(trainable, lr=cfg.lr)
+    labels = task.label_ids(pool)
+    wrapper, teacher_wrap = VisualOnly(student), VisualOnly(teacher)
+    forget_labels = task.label_ids(task.forget)
+    forget_batches = batches(task.forget, forget_labels, cfg.batch_size, rng, cfg.steps)
+    losses = []
+    for step, (images, targets, _) in enumerate(batches(pool, labels, cfg.batch_size, rng, cfg.steps)):
+        task.check_cancelled()
+        forget_images, forget_targets, _ = next(forget_batches)
+        with torch.no_grad():
+            teacher_feats = image_features(bundle, images, teacher_wrap)
+            teacher_logits = logits(bundle, teacher_feats, classifier)
+        student_feats = image_features(bundle, images, wrapper)
+        student_logits = logits(bundle, student_feats, classifier)
+        ce = F.cross_entropy(student_logits, targets.to(student_logits.device))
+        t = cfg.kd_temperature
+        kd = F.kl_div(
+            F.log_softmax(student_logits / t, -1), F.log_softmax(teacher_logits / t, -1), log_target=True,
+            reduction="batchmean",
+        ) * t * t
+        loss = ce + cfg.kd_weight * kd
+        if cfg.feature_kd_weight > 0:
+            feature_kd = (1.0 - (student_feats * teacher_feats).sum(-1)).mean()
+            loss = loss + cfg.feature_kd_weight * feature_kd
+        keep_forgotten = torch.zeros(())
+        if cfg.forget_weight > 0:
+            forget_feats = image_features(bundle, forget_images, wrapper)
+            forget_logits = logits(bundle, forget_feats, classifier)
+            step_tau = batch_thresholds(student_feats, classifier, fcfg.hinge_quantile) if current_tau else tau
+            keep_forgotten = forget_objective(forget_feats, forget_logits, forget_targets, classifier, step_tau, fcfg)
+            loss = loss + cfg.forget_weight * keep_forgotten
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        ema_update(ema, student.state_dict(), cfg.ema_decay, trained_keys)
+        losses.append({"ce": float(ce.detach()), "kd": float(kd.detach()), "forget": float(keep_forgotten.detach())})
+        progress("remind", 0.5 + 0.5 * (step + 1) / cfg.steps, f"step {step + 1}/{cfg.steps} ce {losses[-1]['ce']:.3f}")
+    student.load_state_dict(ema)
+    for p in student.parameters():
+        p.requires_grad_(False)
+    log["losses"] = losses
+    return student, log

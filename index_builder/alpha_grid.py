@@ -1,0 +1,352 @@
+"""Builds alpha grids: a gallery's embeddings under every model soup ``theta(alpha)`` of an unlearning run.
+
+:func:`compute_alpha_grid` writes ``<out>/embeddings.f16.npy`` and ``grid.json`` (the format that
+:class:`clipforget.retrieval.alpha_grid.AlphaGrid` reads). It is a reader -> encoder -> writer pass like
+:func:`index_builder.build.build`, with one encoder per alpha that shares all work the alphas have in common.
+
+Computed at the physical limit: the image tower is split into *stages* that run one after another (see
+:func:`flatten_stages`). A forward-hook check on one example confirms that the tower's forward is exactly that chain;
+towers for which it is not fall back to one stage, i.e. a full forward per alpha. Every image goes once through the
+stages before the first one whose weights the unlearning changed; those activations are cached (in chunks of at most
+``cache_bytes``) and only the remaining stages run once per alpha, under the same autocast, memory format and
+normalisation as :func:`clipforget.models.encode.image_features`, so the result equals a full re-encode. Tensors that
+the remind stage's EMA moved only by float32 rounding count as unchanged (:func:`significant_changes`).
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+import threading
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from clipforget.core.atomic import write_json
+from clipforget.core.devices import resolve_device
+from clipforget.core.progress import ProgressFn, check_cancelled, no_progress
+from clipforget.models.encode import autocast
+from clipforget.models.factory import ClipBundle
+from clipforget.models.weights import State, significant_changes, soup
+from clipforget.retrieval.alpha_grid import GRID_EMBEDDINGS, GRID_INFO, AlphaGrid, same_alphas
+from clipforget.retrieval.index import METADATA_FILE, GalleryIndex, read_records
+
+from .encoder import ClipImageEncoder
+from .reader import FolderReader, GalleryFile
+
+DEFAULT_ALPHAS: tuple[float, ...] = tuple(round(i * 0.05, 2) for i in range(21))
+
+
+@dataclass
+class AlphaGridConfig:
+    alphas: tuple[float, ...] = DEFAULT_ALPHAS
+    batch_size: int = 256
+    workers: int | None = None  # DataLoader decoding processes (None = min(8, CPUs))
+    cache_bytes: int = 1 << 30  # activations cached per chunk of the gallery
+    rel_tol: float = 1e-6  # relative change below which a tensor counts as unchanged (EMA rounding noise)
+    device: str | None = None  # None = cuda if available else cpu
+
+
+# --- splitting the image tower --------------------------------------------------------------------------------
+
+
+def flatten_stages(visual: nn.Module) -> list[tuple[str, nn.Module]]:
+    """Top-level children in registration order, plain ``nn.Sequential`` opened up recursively (dotted names)."""
+
+    def expand(prefix: str, module: nn.Module) -> list[tuple[str, nn.Module]]:
+        if type(module) is nn.Sequential:
+            return [s for name, child in module.named_children() for s in expand(f"{prefix}.{name}", child)]
+        return [(prefix, module)]
+
+    return [s for name, child in visual.named_children() for s in expand(name, child)]
+
+
+@torch.no_grad()
+def sequential_stages(visual: nn.Module, example: torch.Tensor) -> list[tuple[str, nn.Module]] | None:
+    """:func:`flatten_stages` if ``visual(example)`` is exactly that chain of calls, else ``None``.
+
+    Checked with forward hooks: every stage runs once, in order, on exactly the previous stage's output (the first on
+    ``example``), the tower returns the last stage's output, and the tower has no weights outside its stages.
+    """
+    own = [*visual.parameters(recurse=False), *visual.buffers(recurse=False)]
+    if own:
+        return None
+    stages = flatten_stages(visual)
+    calls: list[tuple[str, tuple, Any]] = []
+    hooks = [
+        module.register_forward_hook(lambda m, args, out, name=name: calls.append((name, args, out)))
+        for name, module in stages
+    ]
+    try:
+        output = visual(example)
+    finally:
+        for hook in hooks:
+            hook.remove()
+    if [c[0] for c in calls] != [name for name, _ in stages]:
+        return None
+    previous: Any = example
+    for _, args, out in calls:
+        if len(args) != 1 or args[0] is not previous:
+            return None
+        previous = out
+    return stages if output is previous else None
+
+
+def _stage_of(key: str, stages: Sequence[tuple[str, nn.Module]]) -> int:
+    for i, (name, _) in enumerate(stages):
+        if key.startswith(name + "."):
+            return i
+    return 0  # a weight outside every stage: nothing can be cached
+
+
+class PooledQueryAttention(nn.Module):
+    """open_clip's ``AttentionPool2d`` computed for the one token it returns.
+
+    ``AttentionPool2d`` runs full self-attention over the ``HW + 1`` tokens and keeps token 0 (the mean token), so the
+    queries, attention rows and output projections of the ``HW`` other tokens are thrown away. Here only token 0's
+    query, its attention row and its output projection are computed: the same function (to rounding), and the
+    largest single saving on the alpha grid's per-alpha suffix, where the pool is most of the work at 2x2 tokens.
+    Reads the wrapped pool's parameters, so loading ``theta(alpha)`` into the tower updates it.
+    """
+
+    def __init__(self, pool: nn.Module):
+        super().__init__()
+        self.pool = pool
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        p = self.pool
+        n, c = x.shape[0], x.shape[1]
+        tokens = x.reshape(n, c, -1).permute(0, 2, 1)  # N, HW, C
+        tokens = torch.cat([tokens.mean(dim=1, keepdim=True), tokens], dim=1)
+        tokens = tokens + p.positional_embedding[None].to(tokens.dtype)  # N, L, C
+        heads = p.num_heads
+        d = c // heads
+        q = F.linear(tokens[:, 0], p.q_proj.weight, p.q_proj.bias).view(n, heads, 1, d) * d**-0.5
+        k = F.linear(tokens, p.k_proj.weight, p.k_proj.bias).view(n, -1, heads, d).transpose(1, 2)
+        v = F.linear(tokens, p.v_proj.weight, p.v_proj.bias).view(n, -1, heads, d).transpose(1, 2)
+        attn = torch.softmax(q @ k.transpose(-2, -1), dim=-1)  # N, heads, 1, L
+        out = (attn.to(v.dtype) @ v).reshape(n, c)
+        return F.linear(out, p.c_proj.weight, p.c_proj.bias)
+
+
+class SplitForward:
+    """The image tower as ``prefix`` (stages before ``split``, theta_original) and ``suffix`` (theta(alpha))."""
+
+    def __init__(
+        self,
+        bundle: ClipBundle,
+        theta_u: dict[str, torch.Tensor],
+        theta_0: dict[str, torch.Tensor],
+        rel_tol: float = 1e-6,
+    ):
+        self.bundle = bundle
+        self.visual = copy.deepcopy(bundle.model.visual).eval()
+        self.visual.load_state_dict(theta_0)
+        size = bundle.image_size
+        example = bundle.normalize(torch.zeros((2, 3, size, size), dtype=torch.uint8))
+        stages = sequential_stages(self.visual, example)
+        self.sequential = stages is not None
+        self.stages = stages if stages is not None else [("", self.visual)]
+        self.changed, self.negligible = significant_changes(theta_u, theta_0, rel_tol)
+        self.split = min((_stage_of(k, self.stages) for k in self.changed), default=len(self.stages))
+        if not self.sequential and self.changed:
+            self.split = 0
+        self.suffix_stages = [stage for _, stage in self.stages[self.split :]]
+        if self.sequential and self.suffix_stages:
+            self._use_pooled_query(size)
+        suffix_names = tuple(name + "." for name, _ in self.stages[self.split :]) if self.sequential else ("",)
+        keys = [k for k in theta_0 if k.startswith(suffix_names)]
+        self._theta_u = {k: theta_u[k] for k in keys}
+        self._theta_0 = {k: theta_0[k] for k in keys}
+        self.alpha: float | None = 0.0
+
+    def _use_pooled_query(self, size: int, tol: float = 2e-2) -> None:
+        """Run the last stage as :class:`PooledQueryAttention` when it is open_clip's ``AttentionPool2d`` and the two
+        agree on a probe batch (relative max error below ``tol``, i.e. bf16 rounding)."""
+        from open_clip.modified_resnet import AttentionPool2d
+
+        pool = self.suffix_stages[-1]
+        if not isinstance(pool, AttentionPool2d):
+            return
+        fast = PooledQueryAttention(pool)
+        probe = torch.randint(0, 256, (4, 3, size, size), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
+        h = self.bundle.normalize(probe).contiguous(memory_format=torch.channels_last)
+        with torch.no_grad(), autocast(self.bundle):
+            for _, stage in self.stages[:-1]:
+                h = stage(h)
+            ref, got = pool(h).float(), fast(h).float()
+        if float((ref - got).abs().max() / ref.abs().max().clamp_min(1e-6)) < tol:
+            self.suffix_stages[-1] = fast
+
+    @property
+    def split_name(self) -> str:
+        """Name of the first recomputed stage (``"-"`` when the unlearning changed nothing)."""
+        return self.stages[self.split][0] if self.split < len(self.stages) else "-"
+
+    def set_alpha(self, alpha: float) -> None:
+        """Load ``theta(alpha)`` into the suffix stages (the prefix keeps theta_original)."""
+        if alpha != self.alpha:
+            state = soup(self._theta_u, self._theta_0, float(alpha))
+            self.visual.load_state_dict(state, strict=False)
+            self.alpha = alpha
+
+    @torch.no_grad()
+    def prefix(self, images: torch.Tensor) -> torch.Tensor:
+        """uint8 images -> the activations entering stage ``split`` (what gets cached)."""
+        x = self.bundle.normalize(images).contiguous(memory_format=torch.channels_last)
+        with autocast(self.bundle):
+            for _, stage in self.stages[: self.split]:
+                x = stage(x)
+        return x
+
+    @torch.no_grad()
+    def suffix(self, h: torch.Tensor) -> torch.Tensor:
+        """Cached activations -> unit-norm embeddings under the current alpha."""
+        with autocast(self.bundle):
+            for stage in self.suffix_stages:
+                h = stage(h)
+        return F.normalize(h.float(), dim=-1)
+
+
+# --- the grid ------------------------------------------------------------------------------------------------
+
+
+def compute_alpha_grid(
+    original: ClipBundle,
+    theta_u: State,
+    index_dir: str | os.PathLike,
+    out: str | os.PathLike,
+    config: AlphaGridConfig | None = None,
+    progress: ProgressFn = no_progress,
+    overwrite: bool = False,
+    cancel: threading.Event | None = None,
+    provenance: dict[str, Any] | None = None,
+) -> Path:
+    """Write the alpha grid of ``theta_u`` against ``original`` for the gallery of ``index_dir`` into ``out``.
+
+    An existing grid with the same alphas and row count is kept unless ``overwrite``. Setting ``cancel`` stops the
+    computation between batches and between alphas with :class:`~clipforget.core.errors.RunCancelled`; the partial
+    file is removed and an existing grid is left as it was. ``provenance`` is recorded in ``grid.json``.
+    """
+    cfg = config or AlphaGridConfig()
+    index_dir, out = Path(index_dir), Path(out)
+    records = read_records(index_dir / METADATA_FILE)
+    if not overwrite and (out / GRID_INFO).is_file():
+        old = json.loads((out / GRID_INFO).read_text(encoding="utf-8"))
+        if same_alphas(old.get("alphas", []), list(cfg.alphas)) and old.get("count") == len(records):
+            return out
+    tmp = out / f".{GRID_EMBEDDINGS}.partial"
+    try:
+        return _compute_grid(original, theta_u, index_dir, records, out, tmp, cfg, progress, cancel,
+                             provenance or {})
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def _compute_grid(original: ClipBundle, theta_u: State, index_dir: Path, records: list[dict], out: Path, tmp: Path,
+                  cfg: AlphaGridConfig, progress: ProgressFn, cancel: threading.Event | None,
+                  provenance: dict[str, Any]) -> Path:
+    device = resolve_device(cfg.device)
+    if original.device.type != device:
+        original.model.to(device)
+    t_start = time.perf_counter()
+    split = SplitForward(original, theta_u, original.visual_state(), cfg.rel_tol)
+    files = [GalleryFile.from_record(r) for r in records]
+    reader = FolderReader(files, original.image_size, cfg.batch_size, cfg.workers)
+    dim = original.embed_dim
+    alphas = [float(a) for a in cfg.alphas]
+    out.mkdir(parents=True, exist_ok=True)
+    grid = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float16, shape=(len(alphas), len(files), dim))
+    timing = {"load_models": time.perf_counter() - t_start, "decode_and_prefix": 0.0, "suffix": 0.0}
+    chunk: list[tuple[list[int], torch.Tensor]] = []
+    chunk_bytes = 0
+    done = 0
+    cached_shape: list[int] = []
+
+    def flush() -> None:
+        nonlocal chunk, chunk_bytes
+        t0 = time.perf_counter()
+        varying = split.split < len(split.stages)
+        all_rows = [r for rows, _ in chunk for r in rows]
+        for a_i, alpha in enumerate(alphas):
+            if not varying and a_i > 0:
+                grid[a_i, all_rows] = grid[0, all_rows]
+                continue
+            check_cancelled(cancel, "alpha grid")
+            split.set_alpha(alpha)
+            for rows, h in chunk:
+                grid[a_i, rows] = split.suffix(h).cpu().numpy().astype(np.float16)
+        timing["suffix"] += time.perf_counter() - t0
+        chunk, chunk_bytes = [], 0
+
+    t0 = time.perf_counter()
+    for batch in reader:
+        check_cancelled(cancel, "alpha grid")
+        if batch.failed:
+            bad = ", ".join(f"{files[i].path} ({reason})" for i, reason in batch.failed[:3])
+            raise ValueError(f"gallery files changed since the index was built; rebuild it: {bad}")
+        h = split.prefix(batch.images)
+        cached_shape = list(h.shape[1:])
+        chunk.append((batch.positions, h))
+        chunk_bytes += h.numel() * h.element_size()
+        done += len(batch.positions)
+        if chunk_bytes >= cfg.cache_bytes:
+            timing["decode_and_prefix"] += time.perf_counter() - t0
+            flush()
+            t0 = time.perf_counter()
+        progress("alpha grid", done / max(len(files), 1), f"{done}/{len(files)} images")
+    timing["decode_and_prefix"] += time.perf_counter() - t0
+    if chunk:
+        flush()
+    grid.flush()
+    os.replace(tmp, out / GRID_EMBEDDINGS)
+    timing["total"] = time.perf_counter() - t_start
+    info = {
+        "alphas": alphas,
+        "count": len(files),
+        "dim": dim,
+        "index_dir": str(index_dir.resolve()),
+        "index_name": out.name,
+        **provenance,
+        "model": original.spec,
+        "sequential_split": split.sequential,
+        "stages": [name for name, _ in split.stages],
+        "first_recomputed_stage": split.split_name,
+        "cached_activation_shape": cached_shape,
+        "changed_tensors": split.changed,
+        "negligible_changes": split.negligible,
+        "config": asdict(cfg),
+        "seconds": {k: round(v, 3) for k, v in timing.items()},
+    }
+    write_json(out / GRID_INFO, info)
+    return out
+
+
+def embeddings_at(original: ClipBundle, theta_u: State, gallery: GalleryIndex, alpha: float,
+                  grid_folder: Path | None = None, batch_size: int = 256) -> np.ndarray:
+    """``N,D`` gallery embeddings under theta(alpha): from the grid in ``grid_folder`` when it holds exactly ``alpha``
+    for this gallery, else by encoding the gallery once with ``theta(alpha)``."""
+    if grid_folder is not None and (Path(grid_folder) / GRID_INFO).is_file():
+        grid = AlphaGrid(grid_folder)
+        i = grid.nearest(alpha)
+        if abs(float(grid.alphas[i]) - alpha) < 1e-6 and len(grid) == len(gallery):
+            return grid.embeddings(alpha)
+    souped = original.with_visual_state(soup(theta_u, original.visual_state(), alpha))
+    encoder = ClipImageEncoder(souped)
+    files = [GalleryFile.from_record(r) for r in gallery.records]
+    out = np.zeros((len(files), encoder.dim), np.float32)
+    for batch in FolderReader(files, encoder.image_size, batch_size):
+        if batch.failed:
+            changed = Path(files[batch.failed[0][0]].path).name
+            raise ValueError(f"gallery files changed since the index was built: {changed}")
+        out[batch.positions] = encoder(batch.images)
+    return out
