@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import json
 import os
+from functools import lru_cache
 
 from clipforget.core.errors import DataError
 from clipforget.core.paths import data_root
 
+from .cache import cached_imageset
 from .images import ImageSet, read_images
 
 # ImageNet-1k classes that show a CIFAR-10 class (by ImageNet index). ImageNet has no deer: the three antelopes
@@ -26,9 +28,31 @@ IMAGENET_TO_CIFAR10: dict[str, tuple[int, ...]] = {
 }
 
 
+# ImageNet-1k has two classes named "crane" and two named "maillot": their display names tell them apart.
+DISPLAY_OVERRIDES = {"n02012849": "crane bird", "n03126707": "construction crane", "n03710721": "tank suit"}
+
+
 def short_name(name: str) -> str:
     """``"box turtle, box tortoise"`` -> ``"box turtle"`` (the first WordNet synonym)."""
     return name.split(",")[0].strip()
+
+
+@lru_cache(maxsize=4)
+def _names_by_wnid(root: str) -> dict[str, str]:
+    return {c["wnid"]: DISPLAY_OVERRIDES.get(c["wnid"], short_name(c["name"])) for c in imagenet_classes(root)}
+
+
+def display_name(wnid: str, root: str | os.PathLike | None = None) -> str:
+    """The name an ImageNet class is shown and prompted with: its first WordNet synonym, unique over the 1,000."""
+    names = _names_by_wnid(str(data_root(root)))
+    if wnid not in names:
+        raise DataError(f"{wnid} is not an ImageNet-1k class")
+    return names[wnid]
+
+
+def imagenet_names(root: str | os.PathLike | None = None) -> list[str]:
+    """Display names of the 1,000 classes, in ImageNet index order (all distinct)."""
+    return [display_name(c["wnid"], root) for c in imagenet_classes(root)]
 
 
 def imagenet_classes(root: str | os.PathLike | None = None) -> list[dict]:
@@ -65,3 +89,17 @@ def imagenet_samples(
                 files.append(path)
                 labels.append(label)
     return read_images(files, size, labels)
+
+
+def imagenet_all_samples(size: int, root: str | os.PathLike | None = None) -> ImageSet:
+    """All 1,000 ImageNet sample images, labelled by display name (evaluation only)."""
+    folder = data_root(root) / "imagenet-samples"
+    if not folder.is_dir():
+        raise DataError(f"ImageNet samples folder not found: {folder}")
+
+    def build() -> ImageSet:
+        known = _names_by_wnid(str(data_root(root)))
+        files = sorted(p for p in folder.iterdir() if p.is_file() and p.name.split("_", 1)[0] in known)
+        return read_images(files, size, [known[p.name.split("_", 1)[0]] for p in files])
+
+    return cached_imageset("imagenet-samples-all", folder, size, build)

@@ -1,0 +1,36 @@
+"""coco-mini: 159 COCO photos with five human captions each (evaluation only: caption -> image retrieval)."""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+
+from clipforget.core.errors import DataError
+from clipforget.core.paths import data_root
+
+from .cache import cached_imageset
+from .images import ImageSet, read_images
+
+
+@dataclass
+class CaptionedImages:
+    """Images (labelled by file name) and their captions: ``captions[i]`` describe ``images.images[i]``."""
+
+    images: ImageSet
+    captions: list[list[str]]
+
+
+def coco_mini(size: int, root: str | os.PathLike | None = None) -> CaptionedImages:
+    folder = data_root(root) / "coco-mini"
+    table_path = folder / "captions.json"
+    if not table_path.is_file():
+        raise DataError(f"coco-mini captions not found: {table_path}")
+    table = json.loads(table_path.read_text(encoding="utf-8"))
+
+    def build() -> ImageSet:
+        files = [folder / "images" / name for name in sorted(table)]
+        return read_images(files, size, [p.name for p in files])
+
+    images = cached_imageset("coco-mini", folder / "images", size, build)
+    return CaptionedImages(images, [list(table[name]) for name in images.labels])
