@@ -180,3 +180,31 @@ def test_bench_command_writes_table_chart_and_resumes(bundle, cifar_small, tmp_p
     stamp = (tmp_path / "fisher" / "seed0" / "metrics.json").stat().st_mtime_ns
     assert main(argv) == 0  # finished runs are reused
     assert (tmp_path / "fisher" / "seed0" / "metrics.json").stat().st_mtime_ns == stamp
+
+
+def test_monkeys_setting_forgets_marmosets_as_monkey(has_data):
+    from clipforget.data.monkeys10 import MARMOSETS
+    from clipforget.settings import get_setting
+
+    task, evals = get_setting("monkeys").build(16, seed=0, size="quick")
+    assert set(task.forget.labels) == set(task.retain.labels) == {"monkey"} and "monkey" in task.classnames
+    assert all("marmoset" in p for p in task.forget.paths) and not any("marmoset" in p for p in task.retain.paths)
+    assert not set(task.forget.paths) & set(task.calibration_forget.paths)
+    assert all("/train/" in p for p in task.forget.paths + task.calibration_retain.paths)
+    by_name = {s.name: s for s in evals}
+    assert by_name["marmosets"].role == "target" and all("/val/" in p for p in by_name["marmosets"].images.paths)
+    assert {p.split("/")[-2] for p in by_name["marmosets"].images.paths} == {m.replace(" ", "_") for m in MARMOSETS}
+    assert len(by_name["tiny_imagenet"].classnames) == 202
+
+
+def test_cifar10_setting_keeps_the_class_in_other_domains(has_data):
+    from clipforget.settings import get_setting
+
+    _, evals = get_setting("cifar10").build(16, seed=0, size="quick", forget_class="automobile")
+    other = next(s for s in evals if s.name == "other_domain_target")
+    assert set(other.images.labels) == {"automobile"}
+    tiny = [p for p in other.images.paths if "tiny-imagenet" in p]
+    assert len(tiny) == 4 * 50 and len(other.images) > len(tiny)  # 4 Tiny-ImageNet car classes + ImageNet samples
+    _, evals = get_setting("cifar10").build(16, seed=0, size="quick", forget_class="airplane")
+    other = next(s for s in evals if s.name == "other_domain_target")
+    assert not any("tiny-imagenet" in p for p in other.images.paths) and len(other.images) == 3

@@ -63,3 +63,26 @@ def test_relative_fisher_is_per_layer_scale_free():
     assert abs(ranking[0].relative - 2.0) < 1e-9
     scaled = rank_layers({k: v * 1e6 for k, v in f_forget.items()}, {k: v * 1e6 for k, v in f_retain.items()}, model)
     assert [r.name for r in scaled] == [r.name for r in ranking]
+
+
+def test_similarity_anchor_is_zero_at_the_original_and_grows_with_drift(bundle, cifar_small):
+    from clipforget.data.task import UnlearningTask
+    from clipforget.models.encode import image_features, text_classifier
+    from clipforget.stages.forget import ForgetConfig, ForgetLoss
+
+    forget = cifar_small.where([x == "airplane" for x in cifar_small.labels])
+    retain = cifar_small.where([x != "airplane" for x in cifar_small.labels])
+    task = UnlearningTask(forget, retain, sorted(set(cifar_small.labels)))
+    classifier = text_classifier(bundle, task.classnames)
+    loss = ForgetLoss(bundle, task, classifier, ForgetConfig(anchor_weight=10.0))
+    with torch.no_grad():
+        original = image_features(bundle, retain.images[:16])
+    assert float(loss.anchor_term(original, original)) == 0.0
+    airplane = classifier[task.classnames.index("airplane")]
+    moved = torch.nn.functional.normalize(original - 0.3 * airplane, dim=-1)  # every image away from "airplane"
+    assert float(loss.anchor_term(moved, original)) > 0.01
+    assert float(ForgetLoss(bundle, task, classifier, ForgetConfig()).anchor_term(moved, original)) == 0.0
+    # the hinge threshold is a quantile of the retain images' similarity under the original model
+    low = ForgetLoss(bundle, task, classifier, ForgetConfig(hinge_quantile=0.1)).tau
+    high = ForgetLoss(bundle, task, classifier, ForgetConfig(hinge_quantile=0.9)).tau
+    assert bool((low < high).all())

@@ -8,11 +8,12 @@ from dataclasses import asdict, dataclass, field
 from clipforget.core.progress import ProgressFn
 from clipforget.data.task import UnlearningTask
 from clipforget.methods.registry import MethodOutput, register
+from clipforget.models.encode import text_classifier
 from clipforget.models.factory import ClipBundle
 from clipforget.models.weights import clone_state, soup
 from clipforget.stages.forget import ForgetConfig, forget
 from clipforget.stages.remind import RemindConfig, remind
-from clipforget.stages.restore import RestoreConfig, alpha_curve, select_alpha
+from clipforget.stages.restore import RestoreConfig, RetrievalProbe, alpha_curve, select_alpha
 
 
 @dataclass
@@ -49,8 +50,12 @@ def three_stage(
         "forget": (task.calibration_forget or task.forget, task.classnames),
         "retain": (task.calibration_retain or task.retain, task.classnames),
     }
-    curve = alpha_curve(bundle, theta_u, theta_0, calibration, cfg.restore.alphas, progress, task.cancel)
-    alpha = select_alpha(curve, "forget", "retain", cfg.restore.tolerance)
+    probe = None
+    if cfg.restore.retrieval_tolerance is not None:
+        forget_ids = sorted(set(task.label_ids(task.forget).tolist()))
+        probe = RetrievalProbe("forget", "retain", text_classifier(bundle, task.classnames)[forget_ids])
+    curve = alpha_curve(bundle, theta_u, theta_0, calibration, cfg.restore.alphas, progress, task.cancel, probe)
+    alpha = select_alpha(curve, "forget", "retain", cfg.restore.tolerance, cfg.restore.retrieval_tolerance)
     final = soup(theta_u, theta_0, alpha)
     seconds["restore"] = time.perf_counter() - start
 

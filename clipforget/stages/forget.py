@@ -35,10 +35,12 @@ class ForgetConfig:
     layers: list[str] | None = None  # explicit LoRA targets (ablations); None = top_k of the relative Fisher ranking
     similarity_weight: float = 10.0  # weight of the cosine hinge (retrieval-side forgetting), 0 disables it
     stop_prob: float = 0.02  # stop early once the mean p(y_c | x) of a forget batch falls below this
-    # tau of the cosine hinge: "original" = fixed, under the original model; "current" = mean similarity of a retain
-    # batch under the model being trained (detached). docs/decisions.md D2.
-    hinge_reference: str = "original"
-    hinge_quantile: float | None = None  # tau = this quantile of the retain batch's similarities (None: their mean)
+    # tau of the cosine hinge: this quantile of the retain images' similarity to the label text under the original
+    # model (None: their mean). docs/decisions.md D2, D8.
+    hinge_quantile: float | None = None
+    # similarity anchor: retain images keep their original cosine to the forget label text(s), so forgetting cannot
+    # work by moving every image away from that text (which leaves the ranking, i.e. retrieval, unchanged; D8)
+    anchor_weight: float = 0.0
     seed: int = 0
 
 
@@ -125,33 +127,46 @@ def cosine_hinge(
     return F.relu(cos - tau.to(feats.device)[targets.to(feats.device)]).mean()
 
 
-def batch_thresholds(retain_feats: torch.Tensor, classifier: torch.Tensor, quantile: float | None = None
-                     ) -> torch.Tensor:
-    """Per class name, the mean (or ``quantile``) cosine similarity of a batch of retain embeddings to it."""
-    sims = retain_feats.detach().float() @ classifier.T
-    return sims.mean(0) if quantile is None else torch.quantile(sims, quantile, dim=0)
-
-
 @torch.no_grad()
 def label_thresholds(
-    bundle: ClipBundle, task: UnlearningTask, classifier: torch.Tensor, samples: int = 256
+    bundle: ClipBundle, task: UnlearningTask, classifier: torch.Tensor, quantile: float | None = None,
+    samples: int = 256,
 ) -> torch.Tensor:
-    """Per class name, the mean cosine similarity of (up to ``samples``) retain images to that name's text under
-    the original model: the similarity an unrelated image has, which forget images are pushed down to."""
+    """Per class name, the mean (or ``quantile``) cosine similarity of (up to ``samples``) retain images to that
+    name's text under the original model: where forget images are pushed down to."""
     idx = torch.randperm(len(task.retain), generator=torch.Generator().manual_seed(0))[:samples]
-    feats = encode_images(bundle, task.retain.images[idx])
-    return (feats @ classifier.T).mean(0).cpu()
+    sims = encode_images(bundle, task.retain.images[idx]) @ classifier.T
+    return (sims.mean(0) if quantile is None else torch.quantile(sims, quantile, dim=0)).cpu()
 
 
-def forget_objective(
-    feats: torch.Tensor, logit: torch.Tensor, targets: torch.Tensor, classifier: torch.Tensor, tau: torch.Tensor,
-    cfg: ForgetConfig,
-) -> torch.Tensor:
-    """Eq. 3 as implemented: complementary cross-entropy + ``similarity_weight`` x cosine hinge; both bounded."""
-    loss = complementary_ce(logit, targets.to(logit.device), cfg.eps)
-    if cfg.similarity_weight > 0:
-        loss = loss + cfg.similarity_weight * cosine_hinge(feats, classifier, targets, tau)
-    return loss
+class ForgetLoss:
+    """Eq. 3 as implemented, shared by the forget and remind stages (docs/decisions.md D2, D8).
+
+    ``forget_term``: complementary cross-entropy of the forget images' coarse label + ``similarity_weight`` x cosine
+    hinge to ``tau``; both bounded. ``anchor_term``: retain images keep their original cosine to the forget labels'
+    texts, ``anchor_weight x mean (cos - cos_original)^2``.
+    """
+
+    def __init__(self, bundle: ClipBundle, task: UnlearningTask, classifier: torch.Tensor, cfg: ForgetConfig):
+        self.bundle = bundle
+        self.classifier = classifier
+        self.cfg = cfg
+        self.tau = label_thresholds(bundle, task, classifier, cfg.hinge_quantile) if cfg.similarity_weight > 0 \
+            else None
+        self.texts = classifier[torch.tensor(sorted(set(task.label_ids(task.forget).tolist())))]
+
+    def forget_term(self, feats: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        loss = complementary_ce(logits(self.bundle, feats, self.classifier), targets.to(feats.device), self.cfg.eps)
+        if self.tau is not None:
+            loss = loss + self.cfg.similarity_weight * cosine_hinge(feats, self.classifier, targets, self.tau)
+        return loss
+
+    def anchor_term(self, retain_feats: torch.Tensor, original_feats: torch.Tensor) -> torch.Tensor:
+        if self.cfg.anchor_weight <= 0:
+            return torch.zeros((), device=retain_feats.device)
+        texts = self.texts.to(retain_feats.device)
+        drift = retain_feats @ texts.T - original_feats.detach() @ texts.T
+        return self.cfg.anchor_weight * drift.pow(2).mean()
 
 
 def complementary_ce(logit: torch.Tensor, targets: torch.Tensor, eps: float) -> torch.Tensor:
@@ -214,18 +229,19 @@ def forget(
     trainable = [p for p in peft_visual.parameters() if p.requires_grad]
     opt = torch.optim.Adam(trainable, lr=cfg.lr)
     labels = task.label_ids(task.forget)
-    tau = label_thresholds(bundle, task, classifier) if cfg.hinge_reference == "original" else None
+    objective = ForgetLoss(bundle, task, classifier, cfg)
     wrapper = VisualOnly(peft_visual)
     retain_batches = batches(task.retain, task.label_ids(task.retain), cfg.batch_size, rng, cfg.steps)
     losses = []
     for step, (images, targets, _) in enumerate(batches(task.forget, labels, cfg.batch_size, rng, cfg.steps)):
         task.check_cancelled()
-        if cfg.hinge_reference == "current" and cfg.similarity_weight > 0:
-            with torch.no_grad():
-                retain_feats = image_features(bundle, next(retain_batches)[0], wrapper)
-                tau = batch_thresholds(retain_feats, classifier, cfg.hinge_quantile)
         feats = image_features(bundle, images, wrapper)
-        loss = forget_objective(feats, logits(bundle, feats, classifier), targets, classifier, tau, cfg)
+        loss = objective.forget_term(feats, targets)
+        if cfg.anchor_weight > 0:
+            retain_images = next(retain_batches)[0]
+            with torch.no_grad():
+                original = image_features(bundle, retain_images)
+            loss = loss + objective.anchor_term(image_features(bundle, retain_images, wrapper), original)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
@@ -239,5 +255,5 @@ def forget(
     for p in merged.parameters():
         p.requires_grad_(False)
     log = {"config": asdict(cfg), "lora_layers": chosen, "losses": losses,
-           "thresholds": None if tau is None else tau.tolist()}
+           "thresholds": None if objective.tau is None else objective.tau.tolist()}
     return merged, ranking, log

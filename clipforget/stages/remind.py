@@ -22,7 +22,7 @@ from clipforget.models.encode import autocast, image_features, logits, text_clas
 from clipforget.models.factory import ClipBundle
 from clipforget.models.layers import VisualOnly
 
-from .forget import ForgetConfig, batch_thresholds, forget_objective, label_thresholds
+from .forget import ForgetConfig, ForgetLoss
 
 
 @dataclass
@@ -173,9 +173,7 @@ def remind(
     task.check_cancelled()
 
     classifier = text_classifier(bundle, task.classnames)
-    fcfg = forget_cfg or ForgetConfig()
-    current_tau = fcfg.hinge_reference == "current"
-    tau = None if current_tau else label_thresholds(bundle, task, classifier)
+    objective = ForgetLoss(bundle, task, classifier, forget_cfg or ForgetConfig())
     student = copy.deepcopy(unlearned_visual)
     student.eval()
     modules = dict(student.named_modules())
@@ -212,18 +210,19 @@ def remind(
         if cfg.feature_kd_weight > 0:
             feature_kd = (1.0 - (student_feats * teacher_feats).sum(-1)).mean()
             loss = loss + cfg.feature_kd_weight * feature_kd
+        anchor = objective.anchor_term(student_feats, teacher_feats)
+        loss = loss + anchor
         keep_forgotten = torch.zeros(())
         if cfg.forget_weight > 0:
             forget_feats = image_features(bundle, forget_images, wrapper)
-            forget_logits = logits(bundle, forget_feats, classifier)
-            step_tau = batch_thresholds(student_feats, classifier, fcfg.hinge_quantile) if current_tau else tau
-            keep_forgotten = forget_objective(forget_feats, forget_logits, forget_targets, classifier, step_tau, fcfg)
+            keep_forgotten = objective.forget_term(forget_feats, forget_targets)
             loss = loss + cfg.forget_weight * keep_forgotten
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
         ema_update(ema, student.state_dict(), cfg.ema_decay, trained_keys)
-        losses.append({"ce": float(ce.detach()), "kd": float(kd.detach()), "forget": float(keep_forgotten.detach())})
+        losses.append({"ce": float(ce.detach()), "kd": float(kd.detach()), "forget": float(keep_forgotten.detach()),
+                       "anchor": float(anchor.detach())})
         progress("remind", 0.5 + 0.5 * (step + 1) / cfg.steps, f"step {step + 1}/{cfg.steps} ce {losses[-1]['ce']:.3f}")
     student.load_state_dict(ema)
     for p in student.parameters():
