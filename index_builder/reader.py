@@ -3,10 +3,13 @@
 Labels (the ``label`` column of the metadata):
 
 * a file inside a sub-folder gets the name of its *first* folder under the gallery root
-  (``cifar10/test/airplane/0001.jpg`` with gallery ``cifar10/test`` -> ``airplane``);
+  (``cifar10/test/airplane/0001.jpg`` with gallery ``cifar10/test`` -> ``airplane``); a folder named by a WordNet id
+  (Tiny-ImageNet's ``val/n02509815/``) gets that ImageNet class's display name (``lesser panda``) when the data
+  root has the ImageNet class list;
 * a file directly in the gallery root named like the ImageNet samples, ``<wnid>_<name>.<ext>``
   (``n02690373_airliner.JPEG``), gets the ImageNet class name from the file name (``airliner``);
-* any other file directly in the root gets the gallery folder's own name (as :func:`clipforget.data.read_folder`).
+* any other file directly in the root gets the gallery folder's own name, or its parent's when the folder is called
+  ``images`` (``coco-mini/images/x.jpg`` -> ``coco-mini``).
 
 Decoding is :func:`clipforget.data.open_image` + :func:`clipforget.data.to_model_size`, the same pixels the rest of
 clipforget sees. Files that are not images or do not decode are skipped with a reason, never fatal.
@@ -24,9 +27,11 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from clipforget.core.errors import DataError
+from clipforget.data.imagenet import display_name
 from clipforget.data.images import IMAGE_SUFFIXES, list_image_files, open_image, to_model_size
 
 IMAGENET_FILE = re.compile(r"^n\d{8}_(.+)$")
+WNID = re.compile(r"n\d{8}")
 
 
 @dataclass(frozen=True)
@@ -50,9 +55,16 @@ def file_label(path: Path, root: Path) -> str:
     """The label rule of the module docstring."""
     parts = path.relative_to(root).parts
     if len(parts) > 1:
+        if WNID.fullmatch(parts[0]):
+            try:
+                return display_name(parts[0])
+            except DataError:
+                return parts[0]
         return parts[0]
     match = IMAGENET_FILE.match(path.stem)
-    return match.group(1) if match else root.name
+    if match:
+        return match.group(1)
+    return root.parent.name if root.name == "images" else root.name
 
 
 def list_gallery(galleries: Sequence[str | os.PathLike]) -> tuple[list[GalleryFile], list[tuple[str, str]]]:

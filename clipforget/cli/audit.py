@@ -32,6 +32,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("-k", "--k", type=int, default=20, help="top-k")
     p.add_argument("--subgroup", default=None, help="path part of the forgotten images, e.g. cifar10/test/airplane/")
     p.add_argument("--track", default="", help="labels whose full-gallery ranks to report, comma separated")
+    p.add_argument("--group", action="append", default=[], metavar="NAME=PATH_PART[,PATH_PART]",
+                   help="count a group of images in the top-k before / after (repeatable)")
     p.add_argument("--json", default=None, help="also write the audit as JSON here")
     p.add_argument("--device", default="auto")
     add_folder_args(p)
@@ -84,19 +86,24 @@ def cmd_audit(args: argparse.Namespace) -> int:
     original = run.original_model(device)
     after = embeddings_at(original, run.unlearned_state(device), gallery, alpha, run.grid_dir(gallery.name))
     track = tuple(t.strip() for t in args.track.split(",") if t.strip())
+    groups = dict(g.split("=", 1) for g in args.group)
     results = []
     for prompt in args.prompt:
-        audit = audit_prompt(original, gallery, after, prompt, args.k, args.subgroup, track)
+        audit = audit_prompt(original, gallery, after, prompt, args.k, args.subgroup, track, groups)
         results.append(audit.as_dict())
         c = audit.comparison
         print(f'"{prompt}"  top-{len(c.before)}, original vs theta(alpha={alpha:.2f}):  {len(c.left)} left, '
-              f"{len(c.entered)} entered")
+              f"{len(c.entered)} entered, overlap {100 * audit.overlap:.0f} %")
+        for name, (b, a) in audit.groups_in_top_k.items():
+            print(f"  {name}: {b} -> {a} in the top-{len(c.before)}")
         if audit.subgroup_in_top_k is not None:
             b, a = audit.subgroup_in_top_k
             drop = f"{100 * (1 - a / b):.0f} %" if b else "n/a"
             print(f"  subgroup {args.subgroup!r} in the top-{len(c.before)}: {b} -> {a} (fall {drop})")
-        for t in audit.tracked:
-            print(f"  {t['label']:>16s}: rank {t['rank_before']} -> {t['rank_after']} of {len(gallery)}")
+        if audit.tracked:
+            med_b, med_a = audit.median_ranks()
+            print(f"  tracked {', '.join(track)} ({len(audit.tracked)} images): median rank {med_b:.0f} -> "
+                  f"{med_a:.0f} of {len(gallery)} (x{med_a / max(med_b, 1):.2f})")
         print("  before:", ", ".join(h.label for h in c.before))
         print("  after: ", ", ".join(h.label for h in c.after))
     if args.json:
