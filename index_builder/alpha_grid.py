@@ -69,35 +69,66 @@ def flatten_stages(visual: nn.Module) -> list[tuple[str, nn.Module]]:
     return [s for name, child in visual.named_children() for s in expand(name, child)]
 
 
-@torch.no_grad()
-def sequential_stages(visual: nn.Module, example: torch.Tensor) -> list[tuple[str, nn.Module]] | None:
-    """:func:`flatten_stages` if ``visual(example)`` is exactly that chain of calls, else ``None``.
+def _same(a: Any, b: Any) -> bool:
+    return isinstance(a, torch.Tensor) and isinstance(b, torch.Tensor) and a.shape == b.shape and torch.equal(a, b)
 
-    Checked with forward hooks: every stage runs once, in order, on exactly the previous stage's output (the first on
-    ``example``), the tower returns the last stage's output, and the tower has no weights outside its stages.
-    """
-    own = [*visual.parameters(recurse=False), *visual.buffers(recurse=False)]
-    if own:
+
+def _snapshot(value: Any) -> Any:
+    """A copy taken when a hook fires: later in-place ops (``out += identity``) must not alter what was seen."""
+    return value.detach().clone() if isinstance(value, torch.Tensor) else value
+
+
+def _chain_of_children(module: nn.Module, x: torch.Tensor) -> list[tuple[str, nn.Module, torch.Tensor]] | None:
+    """``[(name, child, its input)]`` when ``module(x)`` is exactly its children called once each, in registration
+    order, each on the previous one's output (equal values: identity ops such as dropout in eval may sit between),
+    returning the last one's output; ``None`` otherwise (residual blocks, modules that read children's weights)."""
+    children = list(module.named_children())
+    if not children or any(True for _ in module.parameters(recurse=False)) or \
+            any(True for _ in module.buffers(recurse=False)):
         return None
-    stages = flatten_stages(visual)
     calls: list[tuple[str, tuple, Any]] = []
-    hooks = [
-        module.register_forward_hook(lambda m, args, out, name=name: calls.append((name, args, out)))
-        for name, module in stages
-    ]
+    inputs: dict[str, tuple] = {}
+    hooks = [child.register_forward_pre_hook(
+        lambda m, args, name=name: inputs.__setitem__(name, tuple(_snapshot(a) for a in args)))
+        for name, child in children]
+    hooks += [child.register_forward_hook(
+        lambda m, args, out, name=name: calls.append((name, inputs[name], _snapshot(out))))
+        for name, child in children]
     try:
-        output = visual(example)
+        output = module(x)
     finally:
         for hook in hooks:
             hook.remove()
-    if [c[0] for c in calls] != [name for name, _ in stages]:
+    if [c[0] for c in calls] != [name for name, _ in children]:
         return None
-    previous: Any = example
+    previous: Any = x
     for _, args, out in calls:
-        if len(args) != 1 or args[0] is not previous:
+        if len(args) != 1 or not _same(args[0], previous):
             return None
         previous = out
-    return stages if output is previous else None
+    if not _same(output, previous):
+        return None
+    return [(name, child, args[0]) for (name, child), (_, args, _) in zip(children, calls, strict=True)]
+
+
+@torch.no_grad()
+def sequential_stages(visual: nn.Module, example: torch.Tensor) -> list[tuple[str, nn.Module]] | None:
+    """The tower as the finest chain of sub-modules whose consecutive forward calls reproduce its forward.
+
+    A module is opened up when :func:`_chain_of_children` confirms (with forward hooks on ``example``) that its
+    forward is exactly its children in order, and the children are opened up in turn; residual blocks and modules
+    that read their children's weights directly stay whole. ``None`` when the tower itself cannot be opened.
+    Works for open_clip's ModifiedResNet (stem modules, ``layer1.0`` ... ``layer4.1``, ``attnpool``) and timm towers
+    wrapped by open_clip (``trunk.conv_stem``, ``trunk.blocks.0.0``, ..., ``trunk.global_pool``, ``head.proj``).
+    """
+    def expand(prefix: str, module: nn.Module, x: torch.Tensor) -> list[tuple[str, nn.Module]]:
+        chain = _chain_of_children(module, x)
+        if chain is None:
+            return [(prefix, module)]
+        return [s for name, child, inp in chain for s in expand(f"{prefix}.{name}" if prefix else name, child, inp)]
+
+    stages = expand("", visual, example)
+    return None if len(stages) == 1 and stages[0][0] == "" else stages
 
 
 def _stage_of(key: str, stages: Sequence[tuple[str, nn.Module]]) -> int:

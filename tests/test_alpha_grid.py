@@ -89,6 +89,22 @@ def test_modified_resnet_splits_into_sequential_stages():
         assert torch.equal(h, visual(x))
 
 
+def test_timm_tower_splits_into_blocks_and_residual_blocks_stay_whole():
+    from open_clip.timm_model import TimmModel
+
+    tower = TimmModel("efficientnet_lite0", 32, image_size=32, pool="avg", proj="linear").eval()
+    x = torch.randn(2, 3, 32, 32)
+    stages = sequential_stages(tower, x)
+    names = [n for n, _ in stages]
+    assert names[:2] == ["trunk.conv_stem", "trunk.bn1"] and names[-1] == "head.proj"
+    assert "trunk.blocks.5.3" in names and not any(n.startswith("trunk.blocks.5.3.") for n in names)
+    with torch.no_grad():
+        h = x
+        for _, stage in stages:
+            h = stage(h)
+        torch.testing.assert_close(h, tower(x))
+
+
 def test_non_sequential_towers_are_not_split():
     class Residual(nn.Module):
         def __init__(self):
