@@ -6,16 +6,19 @@ tables, the app's metrics at any alpha and the model card all call it.
 
 from __future__ import annotations
 
+import hashlib
 import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 import torch
 
+from clipforget.core.atomic import read_json, write_json
+from clipforget.core.paths import cache_dir, safe_name
 from clipforget.data.images import ImageSet
 from clipforget.data.task import EvalSet
 from clipforget.models.encode import encode_images, logits, text_classifier
-from clipforget.models.factory import ClipBundle
+from clipforget.models.factory import ClipBundle, weights_fingerprint
 from clipforget.models.layers import VisualOnly
 
 
@@ -97,3 +100,29 @@ def summarize(original: Mapping[str, float], final: Mapping[str, float], roles: 
     retained = [v["ratio"] for v in zero_shot.values() if v["role"] != "target"]
     target_ratio = sum(targets) / len(targets) if targets else 0.0
     return {"zero_shot": zero_shot, "score": score(target_ratio, retained)}
+
+
+def _set_key(s: EvalSet) -> str:
+    digest = hashlib.sha1()
+    for part in (s.name, *s.classnames, "|", *s.images.labels, "|", *s.images.paths):
+        digest.update(part.encode("utf-8", "replace") + b"\0")
+    return digest.hexdigest()[:16]
+
+
+def original_accuracies(bundle: ClipBundle, sets: Sequence[EvalSet]) -> dict[str, float]:
+    """Zero-shot accuracy of the original model on every set, cached on disk per model weights and set contents.
+
+    The original model's accuracy is the same for every run of a setting; the cache (``<cache>/evaluations/``)
+    makes it a lookup after the first run. Sets are identified by their name, class names, labels and image paths.
+    """
+    folder = cache_dir() / "evaluations" / f"{safe_name(bundle.spec.split('/')[-1])}-{weights_fingerprint(bundle)}"
+    out: dict[str, float] = {}
+    for s in sets:
+        path = folder / f"{safe_name(s.name)}-{_set_key(s)}.json"
+        cached = read_json(path)
+        if "accuracy" in cached:
+            out[s.name] = float(cached["accuracy"])
+            continue
+        out[s.name] = zero_shot_accuracy(bundle, s.images, s.classnames)
+        write_json(path, {"set": s.name, "images": len(s.images), "accuracy": out[s.name]})
+    return out

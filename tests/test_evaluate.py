@@ -36,3 +36,24 @@ def test_zero_shot_accuracy_rejects_unknown_labels(bundle, cifar_small):
     with pytest.raises(ValueError, match="not among the zero-shot classes"):
         zero_shot_accuracy(bundle, cifar_small, ["airplane", "ship"])
     assert math.isnan(zero_shot_accuracy(bundle, cifar_small.subset([]), ["a", "b"]))
+
+
+def test_original_accuracies_are_cached_per_model_and_set(bundle, cifar_small, monkeypatch, tmp_path):
+    from clipforget import evaluation
+    from clipforget.data.task import EvalSet
+
+    monkeypatch.setenv("CLIPFORGET_CACHE", str(tmp_path))
+    classes = sorted(set(cifar_small.labels))
+    sets = [EvalSet("a", cifar_small.subset(range(0, 100, 2)), classes), EvalSet("b", cifar_small.subset(range(5)),
+                                                                                   classes)]
+    first = evaluation.original_accuracies(bundle, sets)
+    assert first["a"] == pytest.approx(zero_shot_accuracy(bundle, sets[0].images, classes))
+
+    def fail(*args, **kwargs):
+        raise AssertionError("cached accuracies must not be recomputed")
+
+    monkeypatch.setattr(evaluation, "zero_shot_accuracy", fail)
+    assert evaluation.original_accuracies(bundle, sets) == first
+    changed = [EvalSet("a", cifar_small.subset(range(1, 100, 2)), classes)]  # same name, other images
+    with pytest.raises(AssertionError, match="must not be recomputed"):
+        evaluation.original_accuracies(bundle, changed)

@@ -17,7 +17,7 @@ from clipforget.core.atomic import write_json
 from clipforget.core.errors import RunCancelled
 from clipforget.core.progress import ProgressFn, no_progress
 from clipforget.data.task import EvalSet, UnlearningTask
-from clipforget.evaluation import evaluate_sets, summarize
+from clipforget.evaluation import evaluate_sets, original_accuracies, summarize
 from clipforget.methods.registry import MethodOutput, get_method
 from clipforget.models.factory import ClipBundle, save_checkpoint
 
@@ -54,12 +54,13 @@ def run_method(
     eval_sets: list[EvalSet] | None = None,
     progress: ProgressFn = no_progress,
     extra: dict[str, Any] | None = None,
-    original_accuracy: dict[str, float] | None = None,
+    cache_original: bool = True,
 ) -> RunResult:
     """Unlearn ``task`` with ``method`` on ``bundle`` (left unchanged), evaluate, and write ``out_dir``.
 
-    ``original_accuracy`` (per evaluation set) skips re-evaluating the original model when the caller has it cached
-    (it is the same for every run of a setting); evaluation seconds are reported apart from the method's.
+    The original model's accuracies come from :func:`~clipforget.evaluation.original_accuracies`'s disk cache when
+    ``cache_original`` (they are the same for every run of a setting); evaluation seconds are reported apart from
+    the method's.
     """
     folder = RunFolder(out_dir)
     folder.path.mkdir(parents=True, exist_ok=True)
@@ -88,7 +89,7 @@ def run_method(
     try:
         t0 = time.perf_counter()
         progress("evaluate", 0.0, "zero-shot accuracy of the original model")
-        original = dict(original_accuracy) if original_accuracy else evaluate_sets(bundle, None, eval_sets)
+        original = original_accuracies(bundle, eval_sets) if cache_original else evaluate_sets(bundle, None, eval_sets)
         eval_seconds = time.perf_counter() - t0
         output = spec.fn(bundle, task, config, progress)
         task.check_cancelled()
