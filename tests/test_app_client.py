@@ -86,6 +86,8 @@ def test_full_flow_through_the_client(app):
 
     retrieved = client.predict(1.0, "cat", "tiny", api_name="/retrieve")
     assert "**cat**" in retrieved[2] and len(retrieved[4]) == 5
+    markup = client.predict(1.0, "<img src=x onerror=alert(1)>", "tiny", api_name="/retrieve")[2]
+    assert "<img" not in markup and "&lt;img" in markup  # a prompt is shown as text
 
     exported = client.predict(1.0, api_name="/export")
     with zipfile.ZipFile(exported) as zf:

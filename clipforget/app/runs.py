@@ -29,7 +29,7 @@ from .explore import RunView
 from .galleries import Galleries
 from .models import ModelPolicy
 from .presets import get_preset
-from .workspaces import Workspaces
+from .workspaces import Workspaces, folder_bytes
 
 INTERRUPTED = "the app restarted or its worker stopped before the run finished; start it again"
 _RUN_ID = re.compile(r"[A-Za-z0-9._-]{1,120}")
@@ -161,10 +161,10 @@ class Runs:
         if kind not in ("forget", "retain", "calibration"):
             raise DataError("unknown gallery kind")
         dest = self.upload_root(owner, upload_id) / kind
-        shutil.rmtree(dest, ignore_errors=True)
+        left = self.quota_left(owner)
         c = self.config
         limits = uploads.UploadLimits(c.max_upload_mb, c.max_total_upload_mb, c.max_files, c.max_pixels,
-                                      self.quota_left(owner))
+                                      None if left is None else left + folder_bytes(dest))
         return uploads.save_files(dest, kind, files, limits)
 
     def inspect_upload(self, folder: Path, label: str | None, size: int = 32) -> uploads.UploadReport:

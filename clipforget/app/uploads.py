@@ -97,7 +97,7 @@ def save_files(dest: Path, kind: str, files: list[str | os.PathLike] | None, lim
 
     Files over the size limit and unusable zip members are skipped with a reason (kept in ``<dest>/.upload.json``);
     an upload over the total size, file-count or quota limit is refused with
-    a :class:`DataError` and leaves no files -- neither the new ones nor, then, the previous content of ``dest``.
+    a :class:`DataError` and leaves no files: ``dest`` keeps what it held before.
     """
     skipped: list[tuple[str, str]] = []
     paths = [Path(f) for f in files or []]
@@ -105,7 +105,6 @@ def save_files(dest: Path, kind: str, files: list[str | os.PathLike] | None, lim
     total = sum(f.stat().st_size for f in paths if f.is_file())
     tmp = dest.with_name(f".{dest.name}.partial")
     try:
-        shutil.rmtree(dest, ignore_errors=True)
         if total > limits.total_bytes:
             raise limits.too_large(kind, total)
         if len(paths) > limits.max_files:
@@ -142,6 +141,7 @@ def save_files(dest: Path, kind: str, files: list[str | os.PathLike] | None, lim
             if count > limits.max_files:
                 raise DataError(f"{kind} upload has more than {limits.max_files} files")
         write_json(tmp / META, {"skipped": skipped, "ignored": ignored, "received": len(paths)})
+        shutil.rmtree(dest, ignore_errors=True)
         os.replace(tmp, dest)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)

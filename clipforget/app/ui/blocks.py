@@ -47,14 +47,17 @@ def build_ui(services: AppServices, default_profile: str = "fast") -> gr.Blocks:
         explore_out = ui.explore_outputs
         ui.open_btn.click(f["open_run"], [ui.runs, ui.prompt, ui.gallery_name],
                           [ui.run_id, ui.run_info, ui.alpha, *explore_out], api_name="open_run")
+        # events with the slider among their inputs skip Gradio's preprocessing, which lets NaN through and answers
+        # a non-number without a message: the handlers check every input themselves (clipforget.app.validate)
         alpha_inputs = [ui.alpha, ui.run_id, ui.prompt, ui.gallery_name]
         ui.alpha.change(f["set_alpha"], alpha_inputs, explore_out, api_name="set_alpha", trigger_mode="always_last",
-                        show_progress="hidden", concurrency_limit=8)
+                        show_progress="hidden", concurrency_limit=8, preprocess=False)
         ui.prompt.change(f["set_alpha"], alpha_inputs, explore_out, api_name="retrieve", show_progress="hidden",
-                         trigger_mode="always_last")  # examples and typing update the galleries directly
+                         trigger_mode="always_last", preprocess=False)  # examples and typing update the galleries
         ui.gallery_name.change(f["gallery_changed"], [ui.run_id, ui.prompt, ui.gallery_name],
                                [ui.run_id, ui.run_info, ui.alpha, *explore_out], api_visibility="private")
-        ui.export_btn.click(f["do_export"], [ui.alpha, ui.run_id], [ui.export_file], api_name="export")
+        ui.export_btn.click(f["do_export"], [ui.alpha, ui.run_id], [ui.export_file], api_name="export",
+                            preprocess=False)
         ui.api_token.click(f["new_api_token"], None, [ui.api_token_out], api_name="new_api_token")
     demo.queue(default_concurrency_limit=4)
     return demo
