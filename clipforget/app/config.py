@@ -33,6 +33,7 @@ class AppConfig:
     default_gallery: str = DEFAULT_GALLERY
     top_k: int = 12
     max_grid_bytes: int = 600_000_000  # an opened run's alpha grid is held as float32 up to this size
+    max_open_bytes: int = 1_500_000_000  # opened runs stay in memory while they hold this much (2 at least)
     # models a client may ask for besides the bundled ones and ``model`` (docs/security.md)
     allowed_models: list[str] = field(default_factory=list)
     allow_any_model: bool = False  # any spec, paths included: only for a trusted, single-user server

@@ -246,6 +246,10 @@ class RunView:
                 "grid_alpha": float(grid.alphas[grid.nearest(alpha)]),
                 "left": sorted(left), "entered": sorted(entered), "gallery": gallery, "alpha": alpha}
 
+    def memory_bytes(self) -> int:
+        """Roughly what this view holds in memory (float32 grids and per-prompt similarities)."""
+        return sum(a.nbytes for a in self._grid_f32.values()) + sum(a.nbytes for a in self._sims.values())
+
     def figure_json(self, alpha: float) -> str:
         """:meth:`figure` as plotly JSON, cached per alpha (the slider revisits the same 21 values)."""
         key = round(validate.alpha(alpha), 4)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import re
 import secrets
 import shutil
+import threading
 import time
 from collections import OrderedDict
 from pathlib import Path
@@ -49,6 +50,7 @@ class Runs:
         self.models = models
         self.policy = ModelPolicy(config, self.finished_run_dir)
         self._views: OrderedDict[str, RunView] = OrderedDict()
+        self._lock = threading.Lock()
 
     # state -------------------------------------------------------------------------------------------------------
     def _state(self, folder: Path) -> tuple[Snapshot, bool]:
@@ -261,12 +263,15 @@ class Runs:
         if state != "done" or not RunFolder(folder).is_done():
             why = f": {snap['error']}" if state in ("failed", "interrupted") and snap.get("error") else ""
             raise DataError(f"run {run_id} is not finished (state: {state}){why}")
-        if run_id not in self._views:
-            self._views[run_id] = RunView(RunFolder(folder), self.models, self.galleries, self.config)
-            while len(self._views) > 2:
-                self._views.popitem(last=False)
-        self._views.move_to_end(run_id)
-        return self._views[run_id]
+        with self._lock:
+            view = self._views.get(run_id)
+            if view is None:
+                view = self._views[run_id] = RunView(RunFolder(folder), self.models, self.galleries, self.config)
+            self._views.move_to_end(run_id)
+            while len(self._views) > 2 and sum(v.memory_bytes() for v in self._views.values()) > \
+                    self.config.max_open_bytes:
+                self._views.popitem(last=False)  # least recently used first
+        return view
 
     def delete(self, owner: str, run_id: str) -> None:
         """Delete the owner's run (not while it is queued or running) and its upload set."""
