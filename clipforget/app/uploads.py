@@ -101,8 +101,11 @@ def save_files(dest: Path, kind: str, files: list[str | os.PathLike] | None, lim
     """
     skipped: list[tuple[str, str]] = []
     paths = [Path(f) for f in files or []]
+    if any(not p.is_file() for p in paths):
+        raise DataError(f"some {kind} files are no longer on the server (uploads are kept for a few hours): "
+                        "upload them again")
     limit = limits.max_upload_mb * 1e6
-    total = sum(f.stat().st_size for f in paths if f.is_file())
+    total = sum(f.stat().st_size for f in paths)
     tmp = dest.with_name(f".{dest.name}.partial")
     try:
         if total > limits.total_bytes:
@@ -115,7 +118,7 @@ def save_files(dest: Path, kind: str, files: list[str | os.PathLike] | None, lim
         count, written, ignored = 0, 0, 0
         for f in paths:
             shown = _display_name(f)
-            size = f.stat().st_size if f.is_file() else 0
+            size = f.stat().st_size
             if f.suffix.lower() == ".zip":
                 folder = tmp / storage_name(Path(shown).stem, taken)
                 try:

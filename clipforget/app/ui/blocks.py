@@ -24,7 +24,9 @@ def build_ui(services: AppServices, default_profile: str = "fast") -> gr.Blocks:
     """The app's Blocks (launch it with ``demo.launch(**launch_kwargs(services, ...))``)."""
     h = Handlers(services)
     f = h.wrap_all(list(WRAPPED))
-    with gr.Blocks(title="clipforget") as demo:
+    # Gradio keeps every uploaded file and every returned file in its cache folder: clear what is older than 6 h,
+    # hourly (a file handed out again is touched, so thumbnails in use stay)
+    with gr.Blocks(title="clipforget", delete_cache=(3600, 6 * 3600)) as demo:
         ui = build_layout(services, default_profile)
         demo.load(f["init"], None, [ui.job_id, ui.status, ui.runs, ui.model], api_visibility="private").then(
             h.watch, [ui.job_id], [ui.status], concurrency_limit=None, show_progress="minimal",
