@@ -279,7 +279,8 @@ class Runs:
         if self.is_active(run_id):
             raise DataError("cancel the run before deleting it")
         spec = RunSpec.read(folder)
-        self._views.pop(run_id, None)
+        with self._lock:
+            self._views.pop(run_id, None)
         self.workspaces.forget_size(folder)
         shutil.rmtree(folder, ignore_errors=True)
         upload = (spec.source or {}).get("upload") if spec else None
