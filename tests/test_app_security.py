@@ -451,3 +451,21 @@ def _config(tmp: Path, **overrides):
     cache = tmp / f"cache-{os.urandom(3).hex()}"
     shutil.rmtree(cache, ignore_errors=True)
     return AppConfig(**{"model": model_spec(), "cache_dir": str(cache), **overrides})
+
+
+def test_runs_are_deleted_only_by_their_owner_with_their_uploads(fixture_tmp):
+    tmp, _ = fixture_tmp
+    service = AppServices.create(_config(tmp), housekeeping_thread=False)
+    owner, other = service.workspaces.new_id(), service.workspaces.new_id()
+    run_id = plant_run(service, owner, "mine")
+    spec_file = service.runs.runs_dir / run_id / "job.json"
+    spec_file.write_text(json.dumps({**json.loads(spec_file.read_text()), "source": {"upload": "u9"}}))
+    upload = service.runs.upload_root(owner, "u9")
+    (upload / "forget").mkdir(parents=True)
+    (upload / "forget" / "a.jpg").write_bytes(b"x" * 1000)
+    assert service.runs.usage(owner) >= 1000
+    with pytest.raises(DataError, match="no such run"):
+        service.runs.delete(other, run_id)
+    service.runs.delete(owner, run_id)
+    assert not (service.runs.runs_dir / run_id).exists() and not upload.exists()
+    assert service.runs.list_runs(owner) == []

@@ -108,6 +108,7 @@ class RunView:
         """Plotly figure: accuracy vs alpha per set, calibration curves dashed, chosen and current alpha marked."""
         import plotly.graph_objects as go
 
+        alpha = validate.alpha(alpha)
         fig = go.Figure()
         roles = {s["name"]: s.get("role") for s in self.eval_sets()}
         for key, dash in (("forget", "dash"), ("retain", "dash")):
@@ -252,7 +253,8 @@ class RunView:
 
     def figure_json(self, alpha: float) -> str:
         """:meth:`figure` as plotly JSON, cached per alpha (the slider revisits the same 21 values)."""
-        key = round(validate.alpha(alpha), 4)
+        alpha = validate.alpha(alpha)
+        key = round(alpha, 4)
         if key not in self._figures:
             self._figures[key] = self.figure(alpha).to_json()
         return self._figures[key]
