@@ -11,6 +11,7 @@ import io
 import json
 import os
 import shutil
+import socket
 import struct
 import time
 import zipfile
@@ -469,3 +470,16 @@ def test_runs_are_deleted_only_by_their_owner_with_their_uploads(fixture_tmp):
     service.runs.delete(owner, run_id)
     assert not (service.runs.runs_dir / run_id).exists() and not upload.exists()
     assert service.runs.list_runs(owner) == []
+
+
+def test_an_oversized_upload_request_is_refused_before_gradio_reads_it(app):
+    url, service, _, _ = app
+    url = url.rstrip("/")
+    limit = int(service.config.max_total_upload_mb * 1e6) + 10_000_000
+    host, port = url.split("//")[1].split(":")
+    with socket.create_connection((host, int(port)), timeout=30) as sock:  # headers only: no client sends 510 MB
+        sock.sendall(f"POST /gradio_api/upload HTTP/1.1\r\nHost: {host}\r\nContent-Length: {limit + 1}\r\n"
+                     "Content-Type: multipart/form-data; boundary=x\r\n\r\n".encode())
+        assert sock.recv(200).split(b"\r\n")[0].endswith(b"413 Request Entity Too Large")
+    ok = httpx.post(f"{url}/gradio_api/upload", files={"files": ("a.txt", b"hello")})
+    assert ok.status_code == 200 and len(ok.json()) == 1

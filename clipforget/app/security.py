@@ -10,6 +10,9 @@
   stored them, remote URLs -- is refused with 404. File responses carry ``Content-Security-Policy: sandbox`` (a
   document opened from there has an opaque origin: no script, no access to the app's storage or cookies), and every
   type but raster images (PNG / JPEG / GIF / WebP) is sent as an attachment.
+* **uploads** -- one request to Gradio's upload route may carry at most the upload limit (``--max-total-upload-mb``
+  plus form overhead): a larger ``Content-Length`` is refused with 413 before Gradio reads it, a chunked body is cut
+  off when it passes the limit.
 * **headers** -- ``X-Content-Type-Options: nosniff`` everywhere; the page gets a Content-Security-Policy that Gradio's
   front end can live with (no framing by other sites, no plugins, no foreign ``<base>`` or form targets) and
   ``Referrer-Policy: same-origin``.
@@ -17,6 +20,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 from collections.abc import Callable
@@ -26,6 +30,7 @@ from pathlib import Path
 from .identity import COOKIE, WorkspaceTokens
 
 FILE_ROUTE = re.compile(r"/gradio_api/file(?:=|/)(.*)$", re.DOTALL)
+UPLOAD_ROUTE = re.compile(r"/(?:gradio_api/)?upload/?$")
 INLINE_TYPES = ("image/png", "image/jpeg", "image/gif", "image/webp")
 PAGE_CSP = "frame-ancestors 'self'; object-src 'none'; base-uri 'self'; form-action 'self'"
 FILE_CSP = "default-src 'none'; img-src 'self' data:; style-src 'unsafe-inline'; sandbox"
@@ -59,12 +64,14 @@ class SecurityMiddleware:
     """See the module docstring. ``served_roots`` returns the folders ``/file=`` may serve from (Gradio's cache)."""
 
     def __init__(self, app, tokens: WorkspaceTokens, new_workspace: Callable[[], str],
-                 served_roots: Callable[[], list[str]], cookie_max_age: int = 30 * 86400):
+                 served_roots: Callable[[], list[str]], cookie_max_age: int = 30 * 86400,
+                 max_upload_request_bytes: int | None = None):
         self.app = app
         self.tokens = tokens
         self.new_workspace = new_workspace
         self.served_roots = served_roots
         self.cookie_max_age = int(cookie_max_age)
+        self.max_upload_request_bytes = max_upload_request_bytes
 
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http":
@@ -75,6 +82,12 @@ class SecurityMiddleware:
         if match and not any(within(match.group(1), root) for root in self.served_roots()):
             await self._refuse(send)
             return
+        if self.max_upload_request_bytes and UPLOAD_ROUTE.search(path):
+            declared = _header(scope, b"content-length")
+            if declared.isdigit() and int(declared) > self.max_upload_request_bytes:
+                await self._refuse(send, 413, "upload larger than the server accepts (--max-total-upload-mb)")
+                return
+            receive = self._counting(receive, self.max_upload_request_bytes)
         token = _cookies(scope).get(COOKIE)
         set_cookie = None
         if self.tokens.verify(token, "browser") is None:
@@ -119,9 +132,26 @@ class SecurityMiddleware:
         return out
 
     @staticmethod
-    async def _refuse(send) -> None:
-        body = b'{"detail":"Not found"}'
-        await send({"type": "http.response.start", "status": 404,
+    def _counting(receive, limit: int):
+        """``receive`` that ends the request as a client disconnect once its body passes ``limit`` bytes (a chunked
+        upload has no Content-Length to check first); Gradio then deletes what it had written."""
+        seen = 0
+
+        async def wrapped():
+            nonlocal seen
+            message = await receive()
+            if message["type"] == "http.request":
+                seen += len(message.get("body", b""))
+                if seen > limit:
+                    return {"type": "http.disconnect"}
+            return message
+
+        return wrapped
+
+    @staticmethod
+    async def _refuse(send, status: int = 404, detail: str = "Not found") -> None:
+        body = json.dumps({"detail": detail}).encode()
+        await send({"type": "http.response.start", "status": status,
                     "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
                                 (b"x-content-type-options", b"nosniff")]})
         await send({"type": "http.response.body", "body": body})

@@ -81,7 +81,8 @@ def launch_kwargs(services: AppServices, host: str = "127.0.0.1", port: int = 78
     """
     cfg = services.config
     middleware = Middleware(SecurityMiddleware, tokens=services.tokens, new_workspace=services.workspaces.new_id,
-                            served_roots=served_roots, cookie_max_age=int(cfg.workspace_ttl_days * 86400))
+                            served_roots=served_roots, cookie_max_age=int(cfg.workspace_ttl_days * 86400),
+                            max_upload_request_bytes=int(cfg.max_total_upload_mb * 1e6) + 10_000_000)
     (services.cache / "outbox").mkdir(parents=True, exist_ok=True)
     (services.cache / "thumbs").mkdir(parents=True, exist_ok=True)
     return {
