@@ -28,6 +28,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--max-total-upload-mb", type=float, default=defaults.max_total_upload_mb, help="per gallery")
     p.add_argument("--max-pixels", type=int, default=defaults.max_pixels, help="per image (larger are skipped)")
     p.add_argument("--profile", choices=list(PROFILES), default="fast", help="run profile selected at start")
+    # security (docs/security.md)
+    p.add_argument("--allow-model", action="append", default=[], metavar="SPEC",
+                   help="also offer this model spec to clients (repeatable; bundled models and --model always are)")
+    p.add_argument("--allow-any-model", action="store_true",
+                   help="accept any model spec from clients, server paths included (trusted single-user use only)")
+    p.add_argument("--workspace-quota-mb", type=float, default=defaults.workspace_quota_mb,
+                   help="disk per workspace: uploads, exports and runs (0: no quota)")
+    p.add_argument("--workspace-ttl-days", type=float, default=defaults.workspace_ttl_days,
+                   help="a workspace unused this long is deleted with its runs (0: never)")
     return p.parse_args(argv)
 
 
@@ -41,6 +50,8 @@ def main(argv: list[str] | None = None) -> None:
         model=args.model, data_root=args.data_root, cache_dir=args.cache_dir, imagenet_root=args.imagenet,
         device=args.device, max_upload_mb=args.max_upload_mb, max_total_upload_mb=args.max_total_upload_mb,
         max_pixels=args.max_pixels, galleries=dict(g.split("=", 1) for g in args.gallery),
+        allowed_models=args.allow_model, allow_any_model=args.allow_any_model,
+        workspace_quota_mb=args.workspace_quota_mb, workspace_ttl_days=args.workspace_ttl_days,
     )
     if args.default_gallery:
         config.default_gallery = args.default_gallery

@@ -25,6 +25,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from clipforget.app.config import AppConfig
+from clipforget.app.identity import COOKIE
 from clipforget.app.service import AppServices
 from clipforget.app.ui import build_ui, launch_kwargs
 from clipforget.models.factory import DEFAULT_MODEL
@@ -64,10 +65,10 @@ def main(argv: list[str] | None = None) -> None:
         setup["index_build_or_load_s"] = time.perf_counter() - t0
 
         done = [r for r in sorted(service.runs.runs_dir.iterdir()) if (r / "eval_curve.json").is_file()]
-        if args.reuse and done:  # hand the run to this client's workspace (what ui._owner derives for API clients)
-            info = json.loads((done[-1] / "app_run.json").read_text())
-            info["owner"] = "s" + "".join(ch for ch in client.session_hash if ch.isalnum())[:48]
-            (done[-1] / "app_run.json").write_text(json.dumps(info))
+        if args.reuse and done:  # hand the run to this client's workspace (named by its signed cookie)
+            info = json.loads((done[-1] / "job.json").read_text())
+            info["owner"] = service.tokens.verify(client.cookies[COOKIE])
+            (done[-1] / "job.json").write_text(json.dumps(info))
         else:
             t0 = time.perf_counter()
             client.predict("cifar10-class", "airplane", args.model, args.profile, api_name="/start_preset")

@@ -260,24 +260,34 @@ def compute_alpha_grid(
     overwrite: bool = False,
     cancel: threading.Event | None = None,
     provenance: dict[str, Any] | None = None,
+    rows: Sequence[int] | None = None,
 ) -> Path:
     """Write the alpha grid of ``theta_u`` against ``original`` for the gallery of ``index_dir`` into ``out``.
 
-    An existing grid with the same alphas and row count is kept unless ``overwrite``. Setting ``cancel`` stops the
-    computation between batches and between alphas with :class:`~clipforget.core.errors.RunCancelled`; the partial
-    file is removed and an existing grid is left as it was. ``provenance`` is recorded in ``grid.json``.
+    ``rows`` restricts the grid to those index rows (ascending; recorded in ``grid.json``), e.g. a fixed sample of a
+    large gallery for a quick run. An existing grid with the same alphas and rows is kept unless ``overwrite``.
+    Setting ``cancel`` stops the computation between batches and between alphas with
+    :class:`~clipforget.core.errors.RunCancelled`; the partial file is removed and an existing grid is left as it
+    was. ``provenance`` is recorded in ``grid.json``.
     """
     cfg = config or AlphaGridConfig()
     index_dir, out = Path(index_dir), Path(out)
     records = read_records(index_dir / METADATA_FILE)
+    provenance = dict(provenance or {})
+    if rows is not None:
+        rows = sorted({int(r) for r in rows})
+        if rows and not 0 <= rows[0] <= rows[-1] < len(records):
+            raise ValueError(f"grid rows outside the index's {len(records)} rows")
+        records = [records[r] for r in rows]
+        provenance["rows"] = rows
     if not overwrite and (out / GRID_INFO).is_file():
         old = json.loads((out / GRID_INFO).read_text(encoding="utf-8"))
-        if same_alphas(old.get("alphas", []), list(cfg.alphas)) and old.get("count") == len(records):
+        if same_alphas(old.get("alphas", []), list(cfg.alphas)) and old.get("count") == len(records) \
+                and old.get("rows") == provenance.get("rows"):
             return out
     tmp = out / f".{GRID_EMBEDDINGS}.partial"
     try:
-        return _compute_grid(original, theta_u, index_dir, records, out, tmp, cfg, progress, cancel,
-                             provenance or {})
+        return _compute_grid(original, theta_u, index_dir, records, out, tmp, cfg, progress, cancel, provenance)
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise

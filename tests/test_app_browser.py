@@ -1,4 +1,6 @@
-"""End to end in real headless Chromium: load the page, run a preset (quick), move alpha, see retrieval change.
+"""End to end in real headless Chromium: load the page, run a preset (quick), move alpha, see retrieval change; and
+the attack of issue 13: uploaded HTML / SVG cannot run script in the app's origin, and a copied localStorage value
+does not open another browser's workspace.
 
 Needs Debian's ``chromium`` (/usr/bin/chromium) and the ``playwright`` Python package (its bundled browsers are not
 used: ``playwright install`` is never needed). Skipped cleanly when either is missing. Saves a screenshot to
@@ -7,6 +9,7 @@ used: ``playwright install`` is never needed). Skipped cleanly when either is mi
 
 from __future__ import annotations
 
+import os
 import shutil
 import time
 from pathlib import Path
@@ -43,7 +46,7 @@ def app_url(tmp_path_factory):
     service = make_service(tmp / "cache", fx["gallery"])
     demo = build_ui(service, default_profile="quick")
     demo.launch(prevent_thread_lock=True, quiet=True, **launch_kwargs(service, "127.0.0.1", free_port()))
-    yield demo.local_url, sync_playwright
+    yield demo.local_url, sync_playwright, service, tmp
     demo.close()
 
 
@@ -62,7 +65,7 @@ def _wait_for(predicate, timeout: float, what: str):
 
 
 def test_preset_run_slider_and_retrieval_in_chromium(app_url):
-    url, sync_playwright = app_url
+    url, sync_playwright, _, _ = app_url
     with sync_playwright() as pw:
         browser = pw.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS, headless=True)
         try:
@@ -100,3 +103,79 @@ def test_preset_run_slider_and_retrieval_in_chromium(app_url):
         finally:
             browser.close()
     assert shutil.which(str(CHROMIUM))
+
+
+EVIL = "<script>localStorage.setItem('pwned', document.domain); document.title = 'pwned'</script>"
+
+
+def _run_labels(page) -> str:
+    """Every value the page's inputs show (the run dropdown shows the selected run's label)."""
+    page.get_by_role("tab", name="2 · Explore and export").click()
+    page.get_by_role("button", name="↻ Refresh").click()
+    time.sleep(2)
+    return " | ".join(page.locator("input").evaluate_all("els => els.map(e => e.value)"))
+
+
+def test_uploaded_html_cannot_run_script_and_copied_storage_opens_nothing(app_url, tmp_path):
+    url, sync_playwright, service, _ = app_url
+    from test_app_security import plant_run
+
+    from clipforget.app.identity import COOKIE
+
+    html_file, svg_file = tmp_path / "evil.html", tmp_path / "evil.svg"
+    html_file.write_text(f"<html><body>{EVIL}</body></html>")
+    svg_file.write_text(f'<svg xmlns="http://www.w3.org/2000/svg">{EVIL}<circle r="4"/></svg>')
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS, headless=True)
+        try:
+            attacker = browser.new_context().new_page()
+            attacker.goto(url)
+            attacker.get_by_text("make CLIP forget an image subgroup").wait_for(timeout=60_000)
+            attacker.get_by_role("tab", name="Upload galleries").click()
+            attacker.locator("input[type=file]").first.set_input_files([str(html_file), str(svg_file)])
+            attacker.wait_for_timeout(1500)
+            attacker.get_by_role("button", name="Check uploads").click()
+            _wait_for(lambda: "2 skipped" in attacker.content(), 60, "the upload report")
+
+            victim_context = browser.new_context(accept_downloads=True)
+            victim = victim_context.new_page()
+            victim.goto(url)
+            victim.get_by_text("make CLIP forget an image subgroup").wait_for(timeout=60_000)
+            cookie = next(c for c in victim_context.cookies() if c["name"] == COOKIE)
+            assert cookie["httpOnly"] and COOKIE not in victim.evaluate("document.cookie")
+            victim_owner = service.tokens.verify(cookie["value"])
+            plant_run(service, victim_owner, "victim run")
+            assert "victim run" in _run_labels(victim)  # control: the victim's page lists its run
+
+            stored = sorted(service.workspaces.root.rglob("evil.*"))
+            gradio_copies = [p for p in Path(os.environ.get("GRADIO_TEMP_DIR", "/tmp/gradio")).rglob("evil.*")
+                             if "pwned" in p.read_text(errors="ignore")]
+            assert len(stored) == 2 and gradio_copies
+            for path in [*stored, *gradio_copies]:  # the links an attacker would send
+                link = f"{url.rstrip('/')}/gradio_api/file={path}"
+                try:
+                    response = victim.goto(link)
+                    victim.wait_for_timeout(500)
+                    title = victim.title()
+                except Exception as err:  # Chromium downloads an attachment instead of opening it
+                    assert "Download is starting" in str(err), err
+                    response, title = None, ""
+                victim.goto(url)
+                victim.get_by_text("make CLIP forget an image subgroup").wait_for(timeout=60_000)
+                assert victim.evaluate("localStorage.getItem('pwned')") is None and title != "pwned", path
+                if response is not None:
+                    assert response.status == 404 or "attachment" in response.headers.get("content-disposition", "")
+
+            # the victim's whole localStorage copied into the attacker's browser opens nothing of the victim's,
+            # while the attacker's own workspace survives the reload (the cookie, not the page, names it)
+            attacker_cookie = next(c for c in attacker.context.cookies() if c["name"] == COOKIE)
+            plant_run(service, service.tokens.verify(attacker_cookie["value"]), "attacker run")
+            storage = victim.evaluate("JSON.stringify(Object.assign({}, localStorage))")
+            attacker.evaluate("s => { for (const [k, v] of Object.entries(JSON.parse(s))) localStorage.setItem(k, v) }",
+                              storage)
+            attacker.reload()
+            attacker.get_by_text("make CLIP forget an image subgroup").wait_for(timeout=60_000)
+            shown = _run_labels(attacker)
+            assert "victim run" not in shown and "attacker run" in shown
+        finally:
+            browser.close()

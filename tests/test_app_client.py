@@ -47,8 +47,9 @@ def test_full_flow_through_the_client(app):
     forget = [handle_file(str(p)) for p in fx["forget"]]
     retain = [handle_file(str(p)) for p in fx["retain"]]
 
-    report, skipped = client.predict(forget, retain, [], "airplane", "", api_name="/check_uploads")
-    assert "forget: 8 images" in report
+    report, skipped, previews = client.predict(forget, retain, [], "airplane", "", api_name="/check_uploads")
+    assert "forget: 12 files received, 8 images readable" in report
+    assert 0 < len(previews) <= 16 and all(p["image"].endswith((".webp", ".png", ".jpeg")) for p in previews)
     reasons = {Path(row[1]).name: row[2] for row in skipped["data"]}
     assert "too large" in reasons["huge.png"] and "pixels" in reasons["wide.png"]
     assert "not a readable image" in reasons["broken.jpg"]
@@ -85,6 +86,8 @@ def test_full_flow_through_the_client(app):
 
     retrieved = client.predict(1.0, "cat", "tiny", api_name="/retrieve")
     assert "**cat**" in retrieved[2] and len(retrieved[4]) == 5
+    markup = client.predict(1.0, "<img src=x onerror=alert(1)>", "tiny", api_name="/retrieve")[2]
+    assert "<img" not in markup and "&lt;img" in markup  # a prompt is shown as text
 
     exported = client.predict(1.0, api_name="/export")
     with zipfile.ZipFile(exported) as zf:
@@ -102,7 +105,9 @@ def test_unavailable_model_shows_a_message_not_a_traceback(app):
     demo, *_ = app
     client = Client(demo.local_url, verbose=False)
     text = client.predict("RN50:openai", api_name="/check_model")
-    assert "cannot be used here" in text and "weights" in text and "Traceback" not in text
+    assert "cannot be used here" in text and "not offered" in text and "Traceback" not in text
+    assert "ready" not in text and "available" not in client.predict("RN50:openai", api_name="/check_model")
+    assert "available" in client.predict(model_spec(), api_name="/check_model")
 
 
 def test_preset_errors_are_messages(app):

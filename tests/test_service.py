@@ -331,3 +331,49 @@ def test_default_profile_run_forgets_and_keeps_the_rest(service):
     assert zs["cifar10_target"]["acc_original"] > 0.5
     assert zs["cifar10_target"]["ratio"] < 0.2, zs  # measured 0.013; the shortened profile it replaced gave 0.96
     assert zs["cifar10_retain"]["ratio"] > 0.9, zs
+
+
+def test_quick_runs_grid_a_fixed_sample_of_large_galleries(finished, service):
+    """Issue 13, defect 7: the quick profile's alpha grid covers at most 2,000 gallery images (the 11k default gallery
+    took ~10 min), and retrieval then compares before / after over that same sample."""
+    import dataclasses
+    import shutil
+
+    from clipforget.app.explore import RunView
+    from clipforget.jobs.profiles import PROFILES
+    from clipforget.pipeline.folder import RunFolder
+
+    rows = PROFILES["quick"].grid_rows(11_000)
+    assert len(rows) == len(set(rows)) == 2000 and rows == sorted(rows) and rows == PROFILES["quick"].grid_rows(11_000)
+    assert PROFILES["fast"].grid_rows(11_000) is None and PROFILES["quick"].grid_rows(1_500) is None
+    _, job = finished
+    copy = service.runs.runs_dir / f"{job['id']}-sampled"
+    shutil.copytree(service.runs.runs_dir / job["id"], copy)
+    spec = json.loads((copy / "job.json").read_text())
+    (copy / "job.json").write_text(json.dumps({**spec, "run_id": copy.name}))
+    view = RunView(RunFolder(copy), service.models, service.galleries, service.config)
+    view.profile = dataclasses.replace(view.profile, grid_max_images=10)  # the tiny gallery has 24 images
+    grid = view.grid("tiny")
+    assert grid.rows is not None and len(grid.rows) == 10 and len(grid) == 10
+    gal = service.galleries.get(view.model_spec, "tiny")
+    assert np.allclose(grid.embeddings(0.0), gal.embeddings[grid.rows], atol=2e-3)
+    for alpha in (0.0, 1.0):
+        res = view.retrieve("airplane", alpha, "tiny")
+        shown = {h["id"] for h in res["before"] + res["after"]}
+        assert shown <= set(grid.rows.tolist()) and len(res["before"]) == 5
+    assert view.retrieve("airplane", 0.0, "tiny")["left"] == []
+    assert "sample of 10" in view.sample_note("tiny")
+    shutil.rmtree(copy)
+
+
+@pytest.mark.parametrize("alpha", [float("nan"), float("inf"), -0.01, 1.01, "0.5"])
+def test_export_and_views_refuse_bad_alphas(finished, service, alpha):
+    owner, job = finished
+    view = service.runs.open(owner, job["id"])
+    for call in (lambda: service.export(owner, job["id"], alpha), lambda: view.metrics_table(alpha),
+                 lambda: view.retrieve("airplane", alpha, "tiny"), lambda: view.figure_json(alpha)):
+        if alpha == "0.5":
+            call()  # a number given as text is a number
+            continue
+        with pytest.raises(DataError, match="α must be"):
+            call()

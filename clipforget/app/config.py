@@ -1,4 +1,4 @@
-"""What the app may touch and how much: folders, default model, upload limits (flags or environment)."""
+"""What the app may touch and how much: folders, models, upload limits, quotas and expiry (flags or environment)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,6 @@ from clipforget.models.factory import DEFAULT_MODEL
 
 DEFAULT_GALLERY = "cifar10-test+imagenet"
 EXAMPLE_PROMPTS = ("monkey", "marmoset", "airplane")
-CURATED_OPEN_CLIP = ("RN50:openai", "RN101:openai", "ViT-B-32:openai", "ViT-B-16:openai", "ViT-B-32:laion2b_s34b_b79k")
 
 
 def _env_float(name: str, default: float) -> float:
@@ -34,3 +33,15 @@ class AppConfig:
     default_gallery: str = DEFAULT_GALLERY
     top_k: int = 12
     max_grid_bytes: int = 600_000_000  # an opened run's alpha grid is held as float32 up to this size
+    max_open_bytes: int = 1_500_000_000  # opened runs stay in memory while they hold this much (2 at least)
+    # models a client may ask for besides the bundled ones and ``model`` (docs/security.md)
+    allowed_models: list[str] = field(default_factory=list)
+    allow_any_model: bool = False  # any spec, paths included: only for a trusted, single-user server
+    # per workspace: disk held by its uploads, exports and runs; expiry after this many days without use
+    workspace_quota_mb: float = field(default_factory=lambda: _env_float("CLIPFORGET_WORKSPACE_QUOTA_MB", 3000.0))
+    workspace_ttl_days: float = field(default_factory=lambda: _env_float("CLIPFORGET_WORKSPACE_TTL_DAYS", 30.0))
+    housekeeping_interval_s: float = 3600.0  # expiry and clean-up also run this often while the app is up
+
+    @property
+    def quota_bytes(self) -> int | None:
+        return int(self.workspace_quota_mb * 1e6) if self.workspace_quota_mb > 0 else None

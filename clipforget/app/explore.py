@@ -20,6 +20,7 @@ from clipforget.core.progress import ProgressFn
 from clipforget.evaluation import summarize
 from clipforget.jobs.execute import EVAL_CURVE
 from clipforget.jobs.models import ModelCache
+from clipforget.jobs.profiles import PROFILES, get_profile
 from clipforget.jobs.spec import RunSpec
 from clipforget.models.weights import State, clone_state
 from clipforget.pipeline.folder import RunFolder
@@ -27,6 +28,7 @@ from clipforget.retrieval.alpha_grid import AlphaGrid, same_alphas
 from clipforget.retrieval.search import search
 from index_builder.alpha_grid import AlphaGridConfig, compute_alpha_grid
 
+from . import validate
 from .config import AppConfig
 from .galleries import Galleries
 
@@ -48,6 +50,7 @@ class RunView:
         self.calibration_curve = folder.calibration().get("curve", [])
         self.eval_curve = read_json(folder.path / EVAL_CURVE).get("curve", [])
         self.model_spec = folder.model_spec or config.model
+        self.profile = get_profile(self.spec.profile if self.spec and self.spec.profile in PROFILES else "fast")
         self._states: tuple[dict, dict] | None = None
         self._grids: dict[str, Any] = {}  # gallery -> clipforget.alpha_grid.AlphaGrid
         self._grid_f32: dict[str, np.ndarray] = {}
@@ -57,6 +60,11 @@ class RunView:
         self._lock = threading.Lock()
 
     # weights
+    @property
+    def model_label(self) -> str:
+        """The base model as the user named it (``run:<id>`` rather than a server folder)."""
+        return str((self.spec.source or {}).get("model", self.model_spec)) if self.spec else self.model_spec
+
     @property
     def title(self) -> str:
         return self.spec.title if self.spec else self.dir.name
@@ -83,6 +91,7 @@ class RunView:
 
     def metrics_table(self, alpha: float) -> tuple[list[str], list[list[Any]]]:
         """Rows ``set, role, images, acc original %, acc at alpha %, ratio`` and a final ``Score`` row."""
+        alpha = validate.alpha(alpha)
         headers = ["set", "role", "images", "original %", f"θ(α={alpha:.2f}) %", "ratio"]
         acc, original = self.accuracy_at(alpha), self.accuracy_at(0.0)
         sets = self.eval_sets()
@@ -99,6 +108,7 @@ class RunView:
         """Plotly figure: accuracy vs alpha per set, calibration curves dashed, chosen and current alpha marked."""
         import plotly.graph_objects as go
 
+        alpha = validate.alpha(alpha)
         fig = go.Figure()
         roles = {s["name"]: s.get("role") for s in self.eval_sets()}
         for key, dash in (("forget", "dash"), ("retain", "dash")):
@@ -133,11 +143,14 @@ class RunView:
             if gallery in self._grids:
                 return self._grids[gallery]
             folder = self.folder.grid_dir(gallery)
-            grid_cfg = AlphaGridConfig(workers=0, device=self.models.device)
-            exists = (folder / "grid.json").is_file()
-            stale = exists and not same_alphas(AlphaGrid(folder).alphas, list(grid_cfg.alphas))
-            if stale or not exists:  # a grid made with other alphas is recomputed
-                gal = self.galleries.get(self.model_spec, gallery)
+            grid_cfg = AlphaGridConfig(alphas=self.profile.grid_alphas, workers=0, device=self.models.device)
+            gal = self.galleries.get(self.model_spec, gallery)
+            rows = self.profile.grid_rows(len(gal))
+            exists, stale = (folder / "grid.json").is_file(), False
+            if exists:
+                old = AlphaGrid(folder)
+                stale = not same_alphas(old.alphas, list(grid_cfg.alphas)) or old.info.get("rows") != rows
+            if not exists or stale:  # a grid made with other alphas or rows is recomputed
 
                 def report(stage: str, fraction: float, message: str) -> None:
                     if progress:
@@ -145,7 +158,7 @@ class RunView:
 
                 theta_u, _ = self.states()
                 compute_alpha_grid(self.models.get(self.model_spec), theta_u, gal.folder, folder, grid_cfg, report,
-                                   overwrite=stale, cancel=cancel, provenance={"run": self.dir.name})
+                                   overwrite=exists, cancel=cancel, provenance={"run": self.dir.name}, rows=rows)
             self._grids[gallery] = AlphaGrid(folder)
             return self._grids[gallery]
 
@@ -178,28 +191,51 @@ class RunView:
                 self._sims.popitem(last=False)
         return sims
 
+    def alphas(self, gallery: str | None = None) -> list[float]:
+        """The alphas the slider can show distinct retrieval at (the grid's, else the profile's)."""
+        if gallery is not None and gallery in self._grids:
+            return [float(a) for a in self._grids[gallery].alphas]
+        return [float(a) for a in self.profile.grid_alphas]
+
+    def sample_note(self, gallery: str) -> str:
+        """Says so when retrieval runs over a sample of the gallery (quick runs on large galleries)."""
+        rows = self.grid(gallery).rows
+        if rows is None:
+            return ""
+        return (f"retrieval over a fixed sample of {len(rows):,} of the gallery's "
+                f"{len(self.galleries.get(self.model_spec, gallery)):,} images ({self.profile.name} run)")
+
     def _original_top(self, gallery: str, prompt: str, k: int) -> tuple[list[int], list[float]]:
         key = (gallery, prompt, k)
         if key not in self._before:
             gal = self.galleries.get(self.model_spec, gallery)
-            scores, ids = search(gal.index, self.galleries.text_embedding(self.model_spec, prompt), k)
-            self._before[key] = ([int(i) for i in ids[0] if i >= 0], [float(x) for x in scores[0]])
+            query = self.galleries.text_embedding(self.model_spec, prompt)
+            rows = self.grid(gallery).rows
+            if rows is None:
+                scores, ids = search(gal.index, query, k)
+                self._before[key] = ([int(i) for i in ids[0] if i >= 0], [float(x) for x in scores[0]])
+            else:  # a sampled grid: the original model's top-k among the same images
+                sims = gal.embeddings[rows] @ query
+                top = _top_k(sims, k)
+                self._before[key] = ([int(rows[i]) for i in top], [float(sims[i]) for i in top])
             while len(self._before) > 64:
                 self._before.pop(next(iter(self._before)))
         return self._before[key]
 
     def retrieve(self, prompt: str, alpha: float, gallery: str, k: int | None = None) -> dict[str, Any]:
         """Top-k of ``prompt`` before (original index) and after (theta(alpha)), with what left / entered."""
-        if not prompt or not prompt.strip():
+        alpha = validate.alpha(alpha)
+        prompt = validate.short_text(prompt, "the prompt")
+        if not prompt:
             raise DataError("type a prompt, e.g. 'monkey'")
-        prompt = prompt.strip()
         gal = self.galleries.get(self.model_spec, gallery)
-        k = min(k or self.app_config.top_k, len(gal))
+        grid = self.grid(gallery)
+        k = min(k or self.app_config.top_k, len(grid))
         before, before_scores = self._original_top(gallery, prompt, k)
-        sims = self._similarities(gallery, prompt)[self.grid(gallery).nearest(alpha)]
-        top = np.argpartition(-sims, k - 1)[:k] if k < len(sims) else np.arange(len(sims))
-        top = top[np.lexsort((top, -sims[top]))]
-        after = [int(i) for i in top]
+        sims = self._similarities(gallery, prompt)[grid.nearest(alpha)]
+        top = _top_k(sims, k)
+        rows = grid.rows
+        after = [int(rows[i]) if rows is not None else int(i) for i in top]
         left, entered = set(before) - set(after), set(after) - set(before)
 
         def items(ids, sc, marks, mark):
@@ -208,11 +244,23 @@ class RunView:
 
         return {"before": items(before, before_scores, left, "left"),
                 "after": items(after, sims[top], entered, "entered"),
+                "grid_alpha": float(grid.alphas[grid.nearest(alpha)]),
                 "left": sorted(left), "entered": sorted(entered), "gallery": gallery, "alpha": alpha}
+
+    def memory_bytes(self) -> int:
+        """Roughly what this view holds in memory (float32 grids and per-prompt similarities)."""
+        return sum(a.nbytes for a in self._grid_f32.values()) + sum(a.nbytes for a in self._sims.values())
 
     def figure_json(self, alpha: float) -> str:
         """:meth:`figure` as plotly JSON, cached per alpha (the slider revisits the same 21 values)."""
-        key = round(float(alpha), 4)
+        alpha = validate.alpha(alpha)
+        key = round(alpha, 4)
         if key not in self._figures:
             self._figures[key] = self.figure(alpha).to_json()
         return self._figures[key]
+
+
+def _top_k(scores: np.ndarray, k: int) -> np.ndarray:
+    """Positions of the ``k`` highest ``scores``, best first (ties: lower position first)."""
+    top = np.argpartition(-scores, k - 1)[:k] if k < len(scores) else np.arange(len(scores))
+    return top[np.lexsort((top, -scores[top]))]

@@ -10,12 +10,13 @@ from clipforget.core.atomic import write_text
 from clipforget.models.factory import save_checkpoint
 from clipforget.models.weights import soup
 
+from . import validate
 from .explore import RunView
 
 
 def export_run(view: RunView, exports_dir: Path, alpha: float | None = None) -> Path:
     """Zip theta(alpha) (default: the calibrated alpha) as ``open_clip_config.json`` + safetensors + README.md."""
-    alpha = view.chosen_alpha if alpha is None else float(alpha)
+    alpha = view.chosen_alpha if alpha is None else validate.alpha(alpha)
     tag = f"alpha{alpha:.2f}".replace(".", "_")
     out = Path(exports_dir) / f"{view.dir.name}-{tag}"
     if out.exists():
@@ -28,7 +29,7 @@ def export_run(view: RunView, exports_dir: Path, alpha: float | None = None) -> 
     else:
         bundle = view.models.get(view.model_spec)
         theta_u, theta_0 = view.states()
-        meta = {"run": view.dir.name, "alpha": alpha, "base_model": view.model_spec, "task": view.config.get("task")}
+        meta = {"run": view.dir.name, "alpha": alpha, "base_model": view.model_label, "task": view.config.get("task")}
         save_checkpoint(bundle.with_visual_state(soup(theta_u, theta_0, alpha)), model_dir, metadata=meta)
     write_text(model_dir / "README.md", model_card(view, alpha))
     archive = out.with_suffix(".zip")
@@ -55,7 +56,7 @@ The text tower is unchanged.
 
 - **Forgotten:** {described.get('forget', cfg.get('task'))} (task `{cfg.get('task')}`)
 - **Kept:** {described.get('retain', '')}
-- **Base model:** `{cfg.get('model')}`
+- **Base model:** `{view.model_label}`
 - **Data:** {sizes.get('forget', '?')} forget / {sizes.get('retain', '?')} retain training images; calibration
   {sizes.get('calibration_forget', '?')} forget / {sizes.get('calibration_retain', '?')} retain images
   ({described.get('calibration', 'held out, never trained on')});

@@ -75,6 +75,8 @@ class Galleries:
         key = (spec, name)
         if key not in self._loaded:
             index = ensure_gallery_index(self.cache_root, self.models.get(spec), name, self.sources(name))
+            if len(index) == 0:
+                raise DataError(f"gallery {name!r} has no readable images (ask the operator to check its folders)")
             self._loaded[key] = Gallery(name, index, np.asarray(index.embeddings, dtype=np.float32))
         return self._loaded[key]
 

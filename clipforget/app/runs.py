@@ -1,9 +1,16 @@
-"""Runs of the app: start (from a preset or uploads), follow, cancel, list and open them, per workspace."""
+"""Runs of the app: start (from a preset or uploads), follow, cancel, list, open and delete them, per workspace.
+
+Everything here is keyed by the caller's workspace id (resolved from a signed token by the UI); a run of another
+workspace is "no such run", whatever its id. Snapshots handed out are *public*: the model is named as the caller
+named it (``run:<id>``, not a server folder). Quotas are checked before anything is written.
+"""
 
 from __future__ import annotations
 
 import re
 import secrets
+import shutil
+import threading
 import time
 from collections import OrderedDict
 from pathlib import Path
@@ -21,8 +28,12 @@ from . import uploads
 from .config import AppConfig
 from .explore import RunView
 from .galleries import Galleries
+from .models import ModelPolicy
 from .presets import get_preset
-from .workspaces import Workspaces
+from .workspaces import Workspaces, folder_bytes
+
+INTERRUPTED = "the app restarted or its worker stopped before the run finished; start it again"
+_RUN_ID = re.compile(r"[A-Za-z0-9._-]{1,120}")
 
 
 class Runs:
@@ -37,7 +48,46 @@ class Runs:
         self.galleries = galleries
         self.backend = backend
         self.models = models
+        self.policy = ModelPolicy(config, self.finished_run_dir)
         self._views: OrderedDict[str, RunView] = OrderedDict()
+        self._lock = threading.Lock()
+
+    # state -------------------------------------------------------------------------------------------------------
+    def _state(self, folder: Path) -> tuple[Snapshot, bool]:
+        """``(snapshot, live)`` of the run in ``folder``: the backend's when it knows the run, else the folder's,
+        where a queued / running state the backend does not know is ``interrupted`` (the app or worker died)."""
+        live = self.backend.snapshot(folder.name)
+        if live is not None:
+            return dict(live), True
+        snap = read_json(folder / RunFolder.PROGRESS) or {}
+        if not snap:
+            spec = RunSpec.read(folder)
+            snap = {"id": folder.name, "title": spec.title if spec else folder.name, "state": "interrupted"}
+        if snap.get("state") in STATES_ACTIVE or snap.get("state") is None:
+            snap["state"] = "interrupted"
+            snap["error"] = INTERRUPTED
+        return snap, False
+
+    @staticmethod
+    def _public(snap: Snapshot, spec: RunSpec | None) -> Snapshot:
+        """What a client may see of a snapshot: no owner id, no server paths of the data, the model as named."""
+        snap = {k: v for k, v in snap.items() if k not in ("owner", "data")}
+        if spec is not None:
+            snap["model"] = spec.source.get("model", spec.model)
+        return snap
+
+    def all_runs(self) -> list[tuple[RunSpec, Path]]:
+        """Every run on disk with its spec (any owner): for housekeeping."""
+        out = []
+        for folder in sorted(self.runs_dir.iterdir()) if self.runs_dir.is_dir() else []:
+            spec = RunSpec.read(folder) if folder.is_dir() else None
+            if spec is not None:
+                out.append((spec, folder))
+        return out
+
+    def is_active(self, run_id: str) -> bool:
+        live = self.backend.snapshot(run_id)
+        return live is not None and live.get("state") in STATES_ACTIVE
 
     # starting ------------------------------------------------------------------------------------------------------
     def start(self, owner: str, title: str, setting: str, options: dict[str, Any], model: str | None = None,
@@ -45,12 +95,15 @@ class Runs:
         """Queue a run; returns at once. The job's snapshot tells state, per-stage progress and elapsed time."""
         get_profile(profile)
         self.workspaces.path(owner)
+        resolved = self.policy.resolve(model, owner)
+        self.require_quota(owner)
         gallery = gallery if gallery is not None else self.config.default_gallery
-        spec = RunSpec(RunSpec.new_id(title), owner, title, model or self.config.model, setting, options, profile,
+        source = {**(source or {}), "model": (model or "").strip() or self.config.model}
+        spec = RunSpec(RunSpec.new_id(title), owner, title, resolved, setting, options, profile,
                        gallery=gallery or None,
                        gallery_sources=[str(p) for p in self.galleries.sources(gallery)] if gallery else [],
-                       source=source or {})
-        return self.backend.submit(spec, self.runs_dir / spec.run_id)
+                       source=source)
+        return self._public(self.backend.submit(spec, self.runs_dir / spec.run_id), spec)
 
     def start_preset(self, owner: str, name: str, choice: str | None, model: str | None = None,
                      profile: str = "fast") -> Snapshot:
@@ -63,44 +116,58 @@ class Runs:
     def start_upload(self, owner: str, upload_id: str, label: str, retain_label: str | None = None,
                      model: str | None = None, profile: str = "fast") -> Snapshot:
         """A run on the uploaded forget / retain (/ calibration) galleries of ``upload_id``."""
-        root = self.workspaces.path(owner) / "uploads" / upload_id
+        root = self.upload_root(owner, upload_id)
         forget_dir, retain_dir, cal_dir = root / "forget", root / "retain", root / "calibration"
-        if not label or not label.strip():
+        label = (label or "").strip()
+        if not label:
             raise DataError("type the coarse label the forget images should lose (e.g. 'monkey')")
-        if not forget_dir.is_dir() or not any(forget_dir.rglob("*")):
+        if len(label) > 100:
+            raise DataError("the label is too long (100 characters at most)")
+        if not uploads.has_files(forget_dir):
             raise DataError("upload the forget gallery first (image files or a zip)")
-        if not retain_dir.is_dir() or not any(retain_dir.rglob("*")):
+        if not uploads.has_files(retain_dir):
             raise DataError("upload the retain gallery first (image files or a zip)")
         retain_label = (retain_label or "").strip() or None
+        if retain_label and len(retain_label) > 100:
+            raise DataError("the retain label is too long (100 characters at most)")
         retain_root = uploads.flatten_single_folder(retain_dir)
         if retain_label is None and not any(p.is_dir() for p in retain_root.iterdir()):
             raise DataError("the retain images need labels: type a retain label, or upload a zip with one sub-folder "
                             "per label (e.g. retain.zip/howler monkey/*.jpg)")
         calibration = None
-        if cal_dir.is_dir() and any(cal_dir.rglob("*")):
+        if uploads.has_files(cal_dir):
             cal_root = uploads.flatten_single_folder(cal_dir)
             if not ((cal_root / "forget").is_dir() and (cal_root / "retain").is_dir()):
                 raise DataError("the calibration gallery must hold two sub-folders, forget/ and retain/")
             calibration = str(cal_root)
-        prior = [list(x) for kind in ("forget", "retain")
-                 for x in uploads.read_json_list(root / f"{kind}.skipped.json")]
+        prior = [*uploads.skipped_at_upload(forget_dir), *uploads.skipped_at_upload(retain_dir)]
+        shared = uploads.shared_files(forget_dir, retain_dir)
         options = {"forget_dir": str(uploads.flatten_single_folder(forget_dir)), "retain_dir": str(retain_root),
-                   "label": label.strip(), "retain_label": retain_label, "calibration_dir": calibration,
+                   "label": label, "retain_label": retain_label, "calibration_dir": calibration,
                    "max_pixels": self.config.max_pixels, "root": self.config.data_root, "prior_skipped": prior}
         described = {"forget": "uploaded gallery", "retain": "uploaded gallery",
                      "calibration": "uploaded" if calibration else "held out from the uploads"}
-        return self.start(owner, f"Uploads: forget '{label.strip()}'", "folders", options, model, profile,
+        return self.start(owner, f"Uploads: forget '{label}'", "folders", options, model, profile,
                           source={"upload": upload_id, "label": label, "retain_label": retain_label,
-                                  "described": described})
+                                  "described": described, "shared_files": len(shared)})
 
-    # uploads -------------------------------------------------------------------------------------------------------
-    def save_uploads(self, owner: str, kind: str, files: list[str] | None, upload_id: str) -> Path:
-        """Copy uploaded files (images or zips) into ``<workspace>/uploads/<upload_id>/<kind>/``, enforcing limits."""
-        if not re.fullmatch(r"[A-Za-z0-9_-]{1,64}", upload_id):
+    # uploads and disk ----------------------------------------------------------------------------------------------
+    def upload_root(self, owner: str, upload_id: str) -> Path:
+        if not re.fullmatch(r"[A-Za-z0-9_-]{1,64}", upload_id or ""):
             raise DataError("invalid upload id")
+        return self.workspaces.path(owner) / "uploads" / upload_id
+
+    def save_uploads(self, owner: str, kind: str, files: list[str] | None, upload_id: str) -> Path:
+        """Copy uploaded files (images or zips) into ``<workspace>/uploads/<upload_id>/<kind>/``, enforcing limits
+        and the workspace's quota (what the folder held before does not count: it is replaced)."""
+        if kind not in ("forget", "retain", "calibration"):
+            raise DataError("unknown gallery kind")
+        dest = self.upload_root(owner, upload_id) / kind
+        left = self.quota_left(owner)
         c = self.config
-        limits = uploads.UploadLimits(c.max_upload_mb, c.max_total_upload_mb, c.max_files, c.max_pixels)
-        return uploads.save_files(self.workspaces.path(owner) / "uploads" / upload_id / kind, kind, files, limits)
+        limits = uploads.UploadLimits(c.max_upload_mb, c.max_total_upload_mb, c.max_files, c.max_pixels,
+                                      None if left is None else left + folder_bytes(dest))
+        return uploads.save_files(dest, kind, files, limits)
 
     def inspect_upload(self, folder: Path, label: str | None, size: int = 32) -> uploads.UploadReport:
         return uploads.inspect_folder(folder, label, self.config.max_pixels, size)
@@ -109,12 +176,33 @@ class Runs:
     def new_upload_id() -> str:
         return time.strftime("%Y%m%d%H%M%S") + secrets.token_hex(3)
 
+    def _own_folders(self, owner: str) -> list[tuple[Path, bool]]:
+        out = []
+        for spec, folder in self.all_runs():
+            if spec.owner == owner:
+                out.append((folder, not self.is_active(spec.run_id)))
+        return out
+
+    def usage(self, owner: str) -> int:
+        """Bytes held by the workspace: uploads, exports and its runs' folders."""
+        return self.workspaces.usage(owner, self._own_folders(owner))
+
+    def quota_left(self, owner: str) -> int | None:
+        return self.workspaces.quota_left(owner, self._own_folders(owner))
+
+    def require_quota(self, owner: str, need: int = 1) -> None:
+        left = self.quota_left(owner)
+        if left is not None and left < need:
+            quota = self.workspaces.quota_bytes or 0
+            raise DataError(f"this workspace uses its whole disk quota ({quota / 1e6:.0f} MB, --workspace-quota-mb): "
+                            "delete runs you no longer need")
+
     # following -----------------------------------------------------------------------------------------------------
     def status(self, owner: str) -> Snapshot | None:
         """The owner's running / queued run, else their latest one (``None`` when they have none)."""
         active = self.backend.active(owner)
         if active:
-            return active[-1]
+            return self.snapshot(owner, active[-1]["id"])
         runs = self.list_runs(owner)
         return self.snapshot(owner, runs[0]["id"]) if runs else None
 
@@ -124,14 +212,8 @@ class Runs:
             folder = self.run_dir(owner, run_id)
         except DataError:
             return None
-        live = self.backend.snapshot(run_id)
-        if live is not None:
-            return live
-        snap = read_json(folder / RunFolder.PROGRESS)
-        if snap.get("state") in STATES_ACTIVE:
-            snap["state"] = "interrupted"
-            snap["error"] = snap.get("error") or "the app restarted or its worker stopped before the run finished"
-        return snap or None
+        snap, _ = self._state(folder)
+        return self._public(snap, RunSpec.read(folder))
 
     def cancel(self, owner: str, run_id: str | None = None) -> bool:
         """Cancel the owner's run ``run_id`` (default: their active one); ``False`` for other owners' runs."""
@@ -145,25 +227,21 @@ class Runs:
     def list_runs(self, owner: str) -> list[dict[str, Any]]:
         """The owner's runs on disk, newest first (state: done / failed / cancelled / interrupted / running)."""
         runs = []
-        for folder in self.runs_dir.iterdir() if self.runs_dir.is_dir() else []:
-            spec = RunSpec.read(folder)
-            if spec is None or spec.owner != owner:
+        for spec, folder in self.all_runs():
+            if spec.owner != owner:
                 continue
-            live = self.backend.snapshot(spec.run_id)
-            snap = live or read_json(folder / RunFolder.PROGRESS)
+            snap, _ = self._state(folder)
             state = snap.get("state", "unknown")
-            if state in STATES_ACTIVE and live is None:
-                state = "interrupted"
             metrics = RunFolder(folder).metrics() if state == "done" else {}
             runs.append({"id": folder.name, "title": spec.title, "state": state, "created": spec.created,
-                         "model": spec.model, "score": metrics.get("score"), "alpha": metrics.get("alpha"),
-                         "error": snap.get("error"), "backend": snap.get("backend"), "device": snap.get("device"),
-                         "worker": snap.get("worker")})
+                         "model": spec.source.get("model", spec.model), "profile": spec.profile,
+                         "score": metrics.get("score"), "alpha": metrics.get("alpha"), "error": snap.get("error"),
+                         "backend": snap.get("backend"), "device": snap.get("device"), "worker": snap.get("worker")})
         return sorted(runs, key=lambda r: r["created"] or 0, reverse=True)
 
     def run_dir(self, owner: str, run_id: str) -> Path:
         """The folder of the owner's run ``run_id`` (refuses other owners' runs and odd ids)."""
-        if not run_id or not re.fullmatch(r"[A-Za-z0-9._-]+", run_id):
+        if not run_id or not isinstance(run_id, str) or not _RUN_ID.fullmatch(run_id) or run_id.startswith("."):
             raise DataError("no such run")
         folder = self.runs_dir / run_id
         spec = RunSpec.read(folder)
@@ -171,14 +249,40 @@ class Runs:
             raise DataError("no such run in this workspace")
         return folder
 
-    def open(self, owner: str, run_id: str) -> RunView:
+    def finished_run_dir(self, owner: str, run_id: str) -> Path:
         folder = self.run_dir(owner, run_id)
-        state = (self.snapshot(owner, run_id) or {}).get("state")
+        state = self._state(folder)[0].get("state")
         if state != "done" or not RunFolder(folder).is_done():
             raise DataError(f"run {run_id} is not finished (state: {state})")
-        if run_id not in self._views:
-            self._views[run_id] = RunView(RunFolder(folder), self.models, self.galleries, self.config)
-            while len(self._views) > 2:
-                self._views.popitem(last=False)
-        self._views.move_to_end(run_id)
-        return self._views[run_id]
+        return folder
+
+    def open(self, owner: str, run_id: str) -> RunView:
+        folder = self.run_dir(owner, run_id)
+        snap, _ = self._state(folder)
+        state = snap.get("state")
+        if state != "done" or not RunFolder(folder).is_done():
+            why = f": {snap['error']}" if state in ("failed", "interrupted") and snap.get("error") else ""
+            raise DataError(f"run {run_id} is not finished (state: {state}){why}")
+        with self._lock:
+            view = self._views.get(run_id)
+            if view is None:
+                view = self._views[run_id] = RunView(RunFolder(folder), self.models, self.galleries, self.config)
+            self._views.move_to_end(run_id)
+            while len(self._views) > 2 and sum(v.memory_bytes() for v in self._views.values()) > \
+                    self.config.max_open_bytes:
+                self._views.popitem(last=False)  # least recently used first
+        return view
+
+    def delete(self, owner: str, run_id: str) -> None:
+        """Delete the owner's run (not while it is queued or running) and its upload set."""
+        folder = self.run_dir(owner, run_id)
+        if self.is_active(run_id):
+            raise DataError("cancel the run before deleting it")
+        spec = RunSpec.read(folder)
+        with self._lock:
+            self._views.pop(run_id, None)
+        self.workspaces.forget_size(folder)
+        shutil.rmtree(folder, ignore_errors=True)
+        upload = (spec.source or {}).get("upload") if spec else None
+        if upload and re.fullmatch(r"[A-Za-z0-9_-]{1,64}", str(upload)):
+            shutil.rmtree(self.workspaces.root / owner / "uploads" / str(upload), ignore_errors=True)

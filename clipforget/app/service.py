@@ -1,4 +1,4 @@
-"""The app's parts wired together from one :class:`AppConfig`: models, workspaces, galleries, runs and export.
+"""The app's parts wired together from one :class:`AppConfig`: models, identity, workspaces, galleries, runs, export.
 
 Each part lives in its own module and works without Gradio; :class:`AppServices` only builds them and holds them,
 so the UI (:mod:`clipforget.app.ui`) and scripts reach each through one object.
@@ -6,19 +6,28 @@ so the UI (:mod:`clipforget.app.ui`) and scripts reach each through one object.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import os
+import secrets
+import shutil
+from dataclasses import dataclass, field
 from pathlib import Path
 
-from clipforget.core.paths import cache_dir
+from clipforget.core.paths import cache_dir, data_root
 from clipforget.jobs.models import ModelCache
 from clipforget.jobs.queue import ThreadBackend
-from clipforget.models.factory import ClipBundle, bundled_models
+from clipforget.models.factory import ClipBundle
 
-from .config import CURATED_OPEN_CLIP, AppConfig
+from . import housekeeping
+from .config import AppConfig
 from .export import export_run
 from .galleries import Galleries
+from .identity import WorkspaceTokens
+from .messages import Scrubber
 from .runs import Runs
 from .workspaces import Workspaces
+
+KEY_FILE = "workspace.key"
+OLD_SECRET_FILE = "app_secret.txt"  # the BrowserState secret of earlier versions: public, so no longer used
 
 
 @dataclass
@@ -31,32 +40,56 @@ class AppServices:
     workspaces: Workspaces
     galleries: Galleries
     runs: Runs
+    tokens: WorkspaceTokens
+    scrub: Scrubber
+    startup_report: dict = field(default_factory=dict)
+    _sweeper: housekeeping.Sweeper | None = None
 
     @classmethod
-    def create(cls, config: AppConfig | None = None) -> AppServices:
+    def create(cls, config: AppConfig | None = None, housekeeping_thread: bool = True) -> AppServices:
         config = config or AppConfig()
         cache = cache_dir(config.cache_dir)
         models = ModelCache(config.device, config.cache_dir)
-        workspaces = Workspaces(cache / "sessions")
+        workspaces = Workspaces(cache / "sessions", config.quota_bytes)
         galleries = Galleries(config, models, cache)
         runs = Runs(config, cache / "runs", workspaces, galleries, ThreadBackend(models, cache), models)
-        return cls(config, cache, models, workspaces, galleries, runs)
+        tokens = WorkspaceTokens.from_file(cache / KEY_FILE)
+        (cache / OLD_SECRET_FILE).unlink(missing_ok=True)
+        roots = [("<cache>", cache), ("<data>", data_root(config.data_root)), ("<imagenet>", config.imagenet_root),
+                 *((f"<gallery {name}>", p) for name, paths in config.galleries.items()
+                   for p in paths.split(os.pathsep)), ("<app>", Path(__file__).resolve().parents[2])]
+        services = cls(config, cache, models, workspaces, galleries, runs, tokens, Scrubber(roots))
+        services.startup_report = housekeeping.startup(cache, workspaces, runs, config.workspace_ttl_days)
+        if housekeeping_thread:
+            services._sweeper = housekeeping.Sweeper(cache, workspaces, runs, config.workspace_ttl_days,
+                                                     config.housekeeping_interval_s).start()
+        return services
+
+    def close(self) -> None:
+        if self._sweeper is not None:
+            self._sweeper.stop()
+        self.runs.backend.close()
 
     def bundle(self, spec: str | None = None) -> ClipBundle:
         return self.models.get(spec or self.config.model)
 
-    @staticmethod
-    def available_models() -> list[str]:
-        """The bundled models first, then open_clip architectures with pretrained tags (weights may be missing)."""
-        names = [*bundled_models(), *CURATED_OPEN_CLIP]
-        try:
-            import open_clip
-
-            names += [f"{a}:{t}" for a, t in open_clip.list_pretrained()]
-        except ImportError:
-            pass
-        return list(dict.fromkeys(names))
+    def available_models(self, owner: str | None = None) -> list[tuple[str, str]]:
+        """``(label, spec)`` choices for the model dropdown: the allow-list, plus the owner's finished runs."""
+        return self.runs.policy.choices(self.runs.list_runs(owner) if owner else [])
 
     def export(self, owner: str, run_id: str, alpha: float | None = None) -> Path:
         """Zip theta(alpha) of the owner's run (default: the calibrated alpha) with a model card."""
+        self.runs.require_quota(owner)
         return export_run(self.runs.open(owner, run_id), self.workspaces.path(owner) / "exports", alpha)
+
+    def outbox_copy(self, path: Path) -> Path:
+        """A copy (hard link when possible) of a workspace file in ``<cache>/outbox/<random>/`` for Gradio to
+        pick up: Gradio may only read files from its allowed paths, and the workspaces must not be among them."""
+        folder = self.cache / "outbox" / secrets.token_hex(8)
+        folder.mkdir(parents=True)
+        target = folder / Path(path).name
+        try:
+            os.link(path, target)
+        except OSError:
+            shutil.copyfile(path, target)
+        return target

@@ -1,13 +1,18 @@
 """Uploaded galleries: copy files and zips into a workspace safely, and report what a run will be able to read.
 
 Every uploaded file is kept under a unique storage name (:func:`clipforget.data.archives.storage_name`), so no two
-uploads replace each other; every file that cannot be used is listed with the reason (too large, not an image,
-unsafe path or bad member in a zip, not decodable). Limits that would fill the disk (total size, file count) refuse
-the whole upload with a :class:`~clipforget.core.errors.DataError`, and a refused upload leaves nothing behind.
+uploads replace each other, whatever their names; labels come from the form's label fields or a zip's sub-folders,
+never from file names. Every file that cannot be used is listed with the reason (too large, not an image, unsafe
+path or bad member in a zip, not decodable), and the report's counts add up to what was sent: ``files = images +
+skipped``, plus hidden system files of zips (``__MACOSX/``, ``.DS_Store``) counted apart. Limits that would fill the
+disk -- the upload's total size, its file count, the workspace's quota -- refuse the whole upload with a
+:class:`~clipforget.core.errors.DataError`, and a refused or failed upload leaves nothing behind: it is written into
+a hidden ``.partial`` sibling that only an accepted upload renames into place.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -22,31 +27,53 @@ from clipforget.data.images import read_folder
 
 @dataclass(frozen=True)
 class UploadLimits:
-    """Per-file and per-upload limits (the app config fills them from flags / environment)."""
+    """Per-file and per-upload limits (the app config fills them from flags / environment) and the workspace's
+    remaining quota (``None``: no quota)."""
 
     max_upload_mb: float = 20.0
     max_total_upload_mb: float = 500.0
     max_files: int = 20_000
     max_pixels: int = 40_000_000
+    quota_left_bytes: int | None = None
+
+    @property
+    def total_bytes(self) -> int:
+        total = int(self.max_total_upload_mb * 1e6)
+        return total if self.quota_left_bytes is None else min(total, self.quota_left_bytes)
+
+    def too_large(self, kind: str, size: float) -> DataError:
+        if self.quota_left_bytes is not None and self.quota_left_bytes < self.max_total_upload_mb * 1e6:
+            return DataError(f"{kind} upload needs {size / 1e6:.1f} MB but this workspace has "
+                             f"{self.quota_left_bytes / 1e6:.1f} MB left of its quota (--workspace-quota-mb): "
+                             "delete runs you no longer need")
+        return DataError(f"{kind} upload is {size / 1e6:.1f} MB, over the {self.max_total_upload_mb:g} MB "
+                         "total limit (--max-total-upload-mb / CLIPFORGET_MAX_TOTAL_UPLOAD_MB)")
 
     def archive_limits(self, used_bytes: int = 0, used_files: int = 0) -> ArchiveLimits:
-        return ArchiveLimits(int(self.max_upload_mb * 1e6), int(self.max_total_upload_mb * 1e6) - used_bytes,
+        return ArchiveLimits(int(self.max_upload_mb * 1e6), self.total_bytes - used_bytes,
                              self.max_files - used_files)
 
 
 @dataclass
 class UploadReport:
-    """What an upload produced: the folder the images were copied to, counts, and every skipped file with why."""
+    """What an upload produced: the folder the images were copied to, counts, and every skipped file with why.
+
+    ``files`` counts every file received (zip members included) except hidden system files of zips, which are
+    counted in ``ignored``; ``files == images + len(skipped)``.
+    """
 
     folder: Path
     files: int
     images: int
     labels: dict[str, int]
     skipped: list[tuple[str, str]]
+    ignored: int = 0
 
     def summary(self, name: str) -> str:
         labels = ", ".join(f"{k}: {v}" for k, v in sorted(self.labels.items())) or "none"
-        return f"{name}: {self.images} images readable ({labels}); {len(self.skipped)} skipped"
+        extra = f"; {self.ignored} hidden system files in zips ignored" if self.ignored else ""
+        return (f"{name}: {self.files} files received, {self.images} images readable ({labels}); "
+                f"{len(self.skipped)} skipped{extra}")
 
 
 def is_within(path: Path, folder: Path) -> bool:
@@ -62,52 +89,85 @@ def _display_name(path: Path) -> str:
     return path.name
 
 
-def save_files(dest: Path, kind: str, files: list[str | os.PathLike] | None, limits: UploadLimits) -> Path:
-    """Copy uploaded files (images or zips) into ``dest`` (emptied first), enforcing ``limits``.
+META = ".upload.json"  # inside the upload folder; hidden, so no reader takes it for an image
 
-    Files over the size limit are skipped with a reason (listed in ``<kind>.skipped.json`` beside ``dest``); an
-    upload over the total size or file-count limit is refused with a :class:`DataError` and leaves no files.
+
+def save_files(dest: Path, kind: str, files: list[str | os.PathLike] | None, limits: UploadLimits) -> Path:
+    """Copy uploaded files (images or zips) into ``dest`` (replaced), enforcing ``limits``.
+
+    Files over the size limit and unusable zip members are skipped with a reason (kept in ``<dest>/.upload.json``);
+    an upload over the total size, file-count or quota limit is refused with
+    a :class:`DataError` and leaves no files: ``dest`` keeps what it held before.
     """
-    if dest.exists():
-        shutil.rmtree(dest)
     skipped: list[tuple[str, str]] = []
     paths = [Path(f) for f in files or []]
+    if any(not p.is_file() for p in paths):
+        raise DataError(f"some {kind} files are no longer on the server (uploads are kept for a few hours): "
+                        "upload them again")
     limit = limits.max_upload_mb * 1e6
-    total = sum(f.stat().st_size for f in paths if f.is_file())
-    if total > limits.max_total_upload_mb * 1e6:
-        raise DataError(f"{kind} upload is {total / 1e6:.1f} MB, over the {limits.max_total_upload_mb:g} MB "
-                        "total limit (--max-total-upload-mb / CLIPFORGET_MAX_TOTAL_UPLOAD_MB)")
-    if len(paths) > limits.max_files:
-        raise DataError(f"{kind} upload has {len(paths)} files, over the {limits.max_files} limit")
+    total = sum(f.stat().st_size for f in paths)
     tmp = dest.with_name(f".{dest.name}.partial")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
     try:
+        if total > limits.total_bytes:
+            raise limits.too_large(kind, total)
+        if len(paths) > limits.max_files:
+            raise DataError(f"{kind} upload has {len(paths)} files, over the {limits.max_files} limit")
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir(parents=True)
         taken: set[str] = set()
-        count, unpacked_bytes = 0, 0
+        count, written, ignored = 0, 0, 0
         for f in paths:
             shown = _display_name(f)
-            size = f.stat().st_size if f.is_file() else 0
+            size = f.stat().st_size
             if f.suffix.lower() == ".zip":
                 folder = tmp / storage_name(Path(shown).stem, taken)
-                result = unpack_zip(f, folder, limits.archive_limits(unpacked_bytes, count), label=shown)
+                try:
+                    result = unpack_zip(f, folder, limits.archive_limits(written, count), label=shown)
+                except DataError as err:
+                    if "not a valid zip" not in str(err):
+                        raise  # a limit: the whole upload is refused
+                    skipped.append((shown, "not a valid zip file"))
+                    continue
                 skipped += result.skipped
                 count += result.files
-                unpacked_bytes += sum(p.stat().st_size for p in folder.rglob("*") if p.is_file())
+                ignored += result.ignored
+                written += result.bytes
             elif size > limit:
                 skipped.append((shown, f"too large ({size / 1e6:.1f} MB > {limits.max_upload_mb:g} MB limit, "
                                        "--max-upload-mb / CLIPFORGET_MAX_UPLOAD_MB)"))
             else:
+                if written + size > limits.total_bytes:
+                    raise limits.too_large(kind, written + size)
                 shutil.copyfile(f, tmp / storage_name(shown, taken))
                 count += 1
+                written += size
             if count > limits.max_files:
                 raise DataError(f"{kind} upload has more than {limits.max_files} files")
+        write_json(tmp / META, {"skipped": skipped, "ignored": ignored, "received": len(paths)})
+        shutil.rmtree(dest, ignore_errors=True)
         os.replace(tmp, dest)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    write_json(dest.parent / f"{kind}.skipped.json", skipped)
     return dest
+
+
+def upload_meta(folder: Path) -> dict:
+    """What :func:`save_files` recorded about ``folder`` (skipped files, ignored hidden files)."""
+    try:
+        value = json.loads((folder / META).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return value if isinstance(value, dict) else {}
+
+
+def skipped_at_upload(folder: Path) -> list[list[str]]:
+    return [list(x) for x in upload_meta(folder).get("skipped", [])]
+
+
+def has_files(folder: Path) -> bool:
+    """``folder`` holds at least one file that is not hidden."""
+    return folder.is_dir() and any(p.is_file() and not p.name.startswith(".") for p in folder.rglob("*"))
 
 
 def flatten_single_folder(folder: Path) -> Path:
@@ -122,14 +182,36 @@ def flatten_single_folder(folder: Path) -> Path:
 
 def inspect_folder(folder: Path, label: str | None, max_pixels: int, size: int = 32) -> UploadReport:
     """Read an upload folder the way a run will (at a small size): counts per label and skipped files."""
-    skipped = [tuple(x) for x in read_json_list(folder.parent / f"{folder.name}.skipped.json")]
-    if not folder.is_dir() or not any(folder.rglob("*")):
-        return UploadReport(folder, len(skipped), 0, {}, skipped)
-    folder = flatten_single_folder(folder)
-    images = read_folder(folder, size, label, max_pixels)
-    skipped += [(str(Path(p).relative_to(folder)) if is_within(Path(p), folder) else Path(p).name, r)
+    meta = upload_meta(folder)
+    skipped = [tuple(x) for x in meta.get("skipped", [])]
+    ignored = int(meta.get("ignored", 0))
+    if not has_files(folder):
+        return UploadReport(folder, len(skipped), 0, {}, skipped, ignored)
+    root = flatten_single_folder(folder)
+    images = read_folder(root, size, label, max_pixels)
+    skipped += [(str(Path(p).relative_to(root)) if is_within(Path(p), root) else Path(p).name, r)
                 for p, r in images.skipped]
-    return UploadReport(folder, len(images) + len(skipped), len(images), images.label_counts(), skipped)
+    return UploadReport(root, len(images) + len(skipped), len(images), images.label_counts(), skipped, ignored)
+
+
+def _digests(folder: Path) -> dict[str, list[str]]:
+    out: dict[str, list[str]] = {}
+    if not folder.is_dir():
+        return out
+    for path in sorted(p for p in folder.rglob("*") if p.is_file() and not p.name.startswith(".")):
+        digest = hashlib.sha256()
+        with open(path, "rb") as handle:
+            while chunk := handle.read(1 << 20):
+                digest.update(chunk)
+        out.setdefault(digest.hexdigest(), []).append(str(path.relative_to(folder)))
+    return out
+
+
+def shared_files(a: Path, b: Path) -> list[tuple[str, str]]:
+    """Files with the same bytes in folders ``a`` and ``b`` (``(name in a, name in b)``), e.g. one photo uploaded
+    to both the forget and the retain gallery."""
+    left, right = _digests(a), _digests(b)
+    return [(left[d][0], right[d][0]) for d in left if d in right]
 
 
 def read_json_list(path: Path) -> list:

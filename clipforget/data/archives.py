@@ -33,11 +33,14 @@ class ArchiveLimits:
 
 @dataclass
 class Unpacked:
-    """What an archive gave: the folder, how many files were written, and each skipped member with why."""
+    """What an archive gave: the folder, how many files were written, each skipped member with why, and how many
+    hidden / system members (``.DS_Store``, ``__MACOSX/``) were left out as not user content."""
 
     folder: Path
     files: int = 0
     skipped: list[tuple[str, str]] = field(default_factory=list)
+    ignored: int = 0
+    bytes: int = 0
 
 
 def storage_name(original: str, taken: set[str]) -> str:
@@ -47,10 +50,12 @@ def storage_name(original: str, taken: set[str]) -> str:
     a clash gets ``-2``, ``-3``, ... before the suffix, so no uploaded file silently replaces another.
     """
     name = unicodedata.normalize("NFC", original).replace("\\", "/").rsplit("/", 1)[-1]
-    cleaned = "".join(c if (c.isalnum() or c in "._- ") else "_" for c in name).strip(" .")
-    stem, suffix = os.path.splitext(cleaned)
-    stem = stem[:80] or "file"
-    suffix = suffix[:12].lower()
+    base, dot, ext = name.rpartition(".")
+    if dot and ext and len(ext) <= 12 and ext.isascii() and ext.isalnum():
+        stem, suffix = base, f".{ext.lower()}"  # ".jpg" alone keeps its suffix: "file.jpg"
+    else:
+        stem, suffix = name, ""
+    stem = "".join(c if (c.isalnum() or c in "._- ") else "_" for c in stem).strip(" .")[:80] or "file"
     candidate, n = f"{stem}{suffix}", 1
     while candidate.casefold() in taken:
         n += 1
@@ -116,7 +121,8 @@ def unpack_zip(archive: Path, dest: Path, limits: ArchiveLimits | None = None, l
                     result.skipped.append((shown, "unsafe path in archive"))
                     continue
                 if not parts or any(p.startswith(".") or p == "__MACOSX" for p in parts):
-                    continue  # hidden files and macOS resource forks: not user content
+                    result.ignored += 1  # hidden files and macOS resource forks: not user content
+                    continue
                 if info.file_size > limits.max_member_bytes:
                     result.skipped.append((shown, f"too large ({info.file_size / 1e6:.1f} MB > "
                                                   f"{limits.max_member_bytes / 1e6:g} MB limit)"))
@@ -135,6 +141,7 @@ def unpack_zip(archive: Path, dest: Path, limits: ArchiveLimits | None = None, l
                 if total > limits.max_total_bytes:
                     raise DataError(f"{label} unpacks to over {limits.max_total_bytes / 1e6:g} MB")
                 result.files += 1
+        result.bytes = total
         os.replace(tmp, dest)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)

@@ -84,8 +84,9 @@ def execute(spec: RunSpec, run_dir: Path, models: ModelCache, progress: Progress
             progress("curves", 0.5 + 0.5 * fraction, f"gallery {spec.gallery} under θ(α): {message}")
 
         folder = RunFolder(run_dir)
-        cfg = AlphaGridConfig(workers=0, device=models.device)  # 21 alphas: the app slider's steps
+        cfg = AlphaGridConfig(alphas=profile.grid_alphas, workers=0, device=models.device)  # the slider's steps
         compute_alpha_grid(bundle, theta_u, index.path, folder.grid_dir(spec.gallery), cfg, grid_progress,
-                           cancel=cancel, provenance={"run": folder.name, "gallery": spec.gallery})
+                           cancel=cancel, provenance={"run": folder.name, "gallery": spec.gallery},
+                           rows=profile.grid_rows(len(index)))
     progress("curves", 1.0, "done")
     return described

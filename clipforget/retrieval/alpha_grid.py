@@ -1,7 +1,8 @@
 """Reading an alpha grid: gallery embeddings at every soup ``theta(alpha)`` of one run (built by index_builder).
 
 A grid folder ``RUN/alpha_grid/<index name>/`` holds ``embeddings.f16.npy`` (float16 ``A,N,D``, row ``i`` = index
-row ``i``, memory-mappable) and ``grid.json`` (alphas, count, how it was computed; written last).
+row ``i``, memory-mappable) and ``grid.json`` (alphas, count, how it was computed; written last). A grid over part of
+a gallery lists the index rows it holds in ``grid.json``'s ``rows`` (row ``i`` = index row ``rows[i]``).
 :class:`AlphaGrid` loads it; ``grid.embeddings(alpha)`` is a lookup of the nearest grid point, so moving the app's
 alpha slider costs that lookup plus one search.
 """
@@ -58,6 +59,12 @@ class AlphaGrid:
 
     def __len__(self) -> int:
         return int(self.array.shape[1])
+
+    @property
+    def rows(self) -> np.ndarray | None:
+        """The index rows this grid holds (``None``: all of them, in order)."""
+        rows = self.info.get("rows")
+        return None if rows is None else np.asarray(rows, dtype=np.int64)
 
     @property
     def index_dir(self) -> Path:

@@ -1,0 +1,212 @@
+"""Web app under load: N concurrent clients, each in its own workspace with its own finished run, moving the alpha
+slider and typing prompts for a fixed time against one server (``python app.py`` in a subprocess).
+
+    nice -n 10 .venv/bin/python benchmarks/bench_app_load.py --clients 20 --seconds 60 [--cache-dir DIR]
+
+Set-up: one quick run of the CIFAR-10 preset on the default gallery (or the newest finished run in ``--cache-dir``
+with ``--reuse``), copied into every client's workspace (hard links; the owner in ``job.json`` rewritten). Clients
+are API clients: each gets a token from ``/new_api_token`` (the benchmark reads the token's workspace with the
+server's key) and runs in one of ``--procs`` client processes, so the clients' own JSON / SSE work does not share one
+GIL. Each client opens its run once, then loops: ``/set_alpha`` to a random grid alpha or ``/retrieve`` with a random
+prompt (half each). Prints per-endpoint and overall p50 / p95 / p99 / max latency (client -> server -> client,
+thumbnails not downloaded), throughput, errors, and the server's resident memory before and after.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import multiprocessing
+import os
+import random
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import httpx
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from clipforget.app.identity import HEADER, WorkspaceTokens  # noqa: E402
+from clipforget.models.factory import DEFAULT_MODEL  # noqa: E402
+
+PROMPTS = ["airplane", "monkey", "marmoset", "cat", "ship", "truck", "a photo of a dog", "bird", "horse", "frog"]
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    pos = (len(ordered) - 1) * q / 100
+    lo, hi = int(pos), min(int(pos) + 1, len(ordered) - 1)
+    return ordered[lo] + (ordered[hi] - ordered[lo]) * (pos - lo)
+
+
+def rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def start_server(cache: Path, port: int, model: str) -> subprocess.Popen:
+    log = open(cache / f"bench-load-{port}.log", "w")  # closed with the process
+    return subprocess.Popen([sys.executable, str(ROOT / "app.py"), "--cache-dir", str(cache), "--port", str(port),
+                             "--model", model, "--profile", "quick"], cwd=ROOT, stdout=log,
+                            stderr=subprocess.STDOUT, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+
+
+def wait_up(url: str, proc: subprocess.Popen, timeout: float = 300) -> None:
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if proc.poll() is not None:
+            raise SystemExit(f"server exited with {proc.returncode}")
+        try:
+            if httpx.get(url, timeout=5).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(1)
+    raise SystemExit("server did not come up")
+
+
+def give_run(cache: Path, source: Path, owner: str) -> str:
+    """A copy of run ``source`` owned by ``owner`` (files hard-linked, job.json rewritten)."""
+    run_id = f"{source.name[:-8]}{os.urandom(4).hex()}"
+    target = cache / "runs" / run_id
+    shutil.copytree(source, target, copy_function=os.link)
+    spec = json.loads((source / "job.json").read_text())
+    (target / "job.json").unlink()
+    (target / "job.json").write_text(json.dumps({**spec, "run_id": run_id, "owner": owner}))
+    return run_id
+
+
+def client_api_token(url: str) -> str:
+    from gradio_client import Client
+
+    return Client(url, verbose=False, download_files=False).predict(api_name="/new_api_token")
+
+
+def run_clients(jobs: list[tuple]) -> dict:
+    """One worker process: a thread per client; each opens its run, then moves alpha / queries until time is up."""
+    from gradio_client import Client
+
+    results: dict[str, list[float]] = {"set_alpha": [], "retrieve": []}
+    errors: list[str] = []
+    lock = threading.Lock()
+    clients = []
+    t0 = time.perf_counter()
+    for i, url, token, run_id, gallery, alphas, _ in jobs:
+        c = Client(url, verbose=False, download_files=False, headers={HEADER: token})
+        c.predict(run_id, "airplane", gallery, api_name="/open_run")
+        clients.append((i, c, gallery, alphas))
+    open_s = time.perf_counter() - t0
+    stop_at = time.time() + jobs[0][-1]
+
+    def worker(i: int, c, gallery: str, alphas: list[float]) -> None:
+        rng = random.Random(i)
+        prompt = "airplane"
+        while time.time() < stop_at:
+            endpoint = "set_alpha" if rng.random() < 0.5 else "retrieve"
+            if endpoint == "retrieve":
+                prompt = rng.choice(PROMPTS)
+            a = rng.choice(alphas)
+            t = time.perf_counter()
+            try:
+                out = c.predict(a, prompt, gallery, api_name=f"/{endpoint}")
+                ok = len(out) == 5 and len(out[4]) > 0
+            except Exception as err:  # counted, not raised: the load goes on
+                ok, out = False, repr(err)
+            ms = 1000 * (time.perf_counter() - t)
+            with lock:
+                if ok:
+                    results[endpoint].append(ms)
+                else:
+                    errors.append(f"{endpoint}: {str(out)[:200]}")
+
+    threads = [threading.Thread(target=worker, args=job) for job in clients]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return {"results": results, "errors": errors, "open_s": open_s}
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--clients", type=int, default=20)
+    p.add_argument("--seconds", type=float, default=60.0)
+    p.add_argument("--cache-dir", default=None, help="cache with indexes/runs (default: a fresh temp folder)")
+    p.add_argument("--model", default=DEFAULT_MODEL)
+    p.add_argument("--port", type=int, default=7871)
+    p.add_argument("--reuse", action="store_true", help="copy the newest finished run of --cache-dir")
+    p.add_argument("--procs", type=int, default=4, help="client processes (threads share them evenly)")
+    args = p.parse_args(argv)
+    from gradio_client import Client
+
+    cache = Path(args.cache_dir or tempfile.mkdtemp(prefix="bench_load_"))
+    cache.mkdir(parents=True, exist_ok=True)
+    url = f"http://127.0.0.1:{args.port}"
+    server = start_server(cache, args.port, args.model)
+    try:
+        wait_up(url, server)
+        keys = WorkspaceTokens.from_file(cache / "workspace.key")
+        gallery = "cifar10-test+imagenet"
+        tokens = [client_api_token(url) for _ in range(args.clients)]  # what a script does: /new_api_token
+        owners = [keys.verify(t, "api") for t in tokens]
+        done = sorted(r for r in (cache / "runs").glob("*") if (r / "eval_curve.json").is_file()) \
+            if (cache / "runs").is_dir() else []
+        t0 = time.perf_counter()
+        if args.reuse and done:
+            source = done[-1]
+        else:
+            first = Client(url, verbose=False, download_files=False, headers={HEADER: tokens[0]})
+            first.predict("cifar10-class", "airplane", args.model, "quick", api_name="/start_preset")
+            status = first.predict(api_name="/watch_start_preset")
+            if "— done" not in status:
+                raise SystemExit(f"run did not finish: {status}")
+            source = max((cache / "runs").iterdir(), key=lambda r: r.stat().st_mtime)
+        setup_run = time.perf_counter() - t0
+        run_ids = [give_run(cache, source, owner) for owner in owners]
+        grid = json.loads(next((source / "alpha_grid").glob("*/grid.json")).read_text())
+        alphas = [float(a) for a in grid["alphas"]]
+        rss_before = rss_mb(server.pid)
+        jobs = [(i, url, tokens[i], run_ids[i], gallery, alphas, args.seconds) for i in range(args.clients)]
+        procs = max(1, min(args.procs, args.clients))
+        t0 = time.perf_counter()
+        with multiprocessing.get_context("spawn").Pool(procs) as pool:
+            outcomes = pool.map(run_clients, [jobs[k::procs] for k in range(procs)])
+        wall = time.perf_counter() - t0 - max(o["open_s"] for o in outcomes)
+        results: dict[str, list[float]] = {"set_alpha": [], "retrieve": []}
+        errors: list[str] = []
+        for o in outcomes:
+            for name in results:
+                results[name] += o["results"][name]
+            errors += o["errors"]
+        setup_open = max(o["open_s"] for o in outcomes)
+        rss_after = rss_mb(server.pid)
+    finally:
+        server.terminate()
+        server.wait(30)
+
+    every = results["set_alpha"] + results["retrieve"]
+    print(f"{args.clients} clients x {args.seconds:g} s against one server (model {args.model}, quick run on "
+          f"{gallery}, {grid['count']} grid images x {len(alphas)} alphas, each client its own workspace and run)")
+    print(f"set-up: run {setup_run:.1f} s, {args.clients} x open_run {setup_open:.1f} s")
+    for name, values in (*results.items(), ("all", every)):
+        if values:
+            print(f"{name:9s}: n {len(values):5d}  p50 {percentile(values, 50):7.1f} ms  "
+                  f"p95 {percentile(values, 95):7.1f} ms  p99 {percentile(values, 99):7.1f} ms  "
+                  f"max {max(values):7.1f} ms  mean {statistics.mean(values):7.1f} ms")
+    print(f"throughput {len(every) / wall:.1f} requests/s; errors {len(errors)}")
+    for e in errors[:5]:
+        print("  error:", e)
+    print(f"server RSS {rss_before:.0f} MB after opening the runs, {rss_after:.0f} MB after the load")
+
+
+if __name__ == "__main__":
+    main()

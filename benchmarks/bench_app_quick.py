@@ -1,0 +1,80 @@
+"""The app's ``quick`` profile end to end on the default gallery, through the HTTP API: start the CIFAR-10 preset,
+follow it to the end, open the run (first retrieval on screen).
+
+    nice -n 10 .venv/bin/python benchmarks/bench_app_quick.py [--cache-dir DIR] [--runs 2]
+
+The gallery index (CIFAR-10 test + the ImageNet samples, 11k images) is built once per model and cache, before the
+first run, and reported apart; each run is then timed from the click to the finished run and to the opened run, with
+the stages' times from the run's progress messages, the alpha grid's own timing and its size on disk.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from clipforget.app.config import AppConfig
+from clipforget.app.service import AppServices
+from clipforget.app.ui import build_ui, launch_kwargs
+from clipforget.app.workspaces import folder_bytes
+from clipforget.models.factory import DEFAULT_MODEL
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--cache-dir", default=None, help="cache with indexes/runs (default: a fresh temp folder)")
+    p.add_argument("--model", default=DEFAULT_MODEL)
+    p.add_argument("--runs", type=int, default=2)
+    p.add_argument("--port", type=int, default=7862)
+    p.add_argument("--profile", default="quick")
+    args = p.parse_args(argv)
+    from gradio_client import Client
+
+    cache = args.cache_dir or tempfile.mkdtemp(prefix="bench_quick_")
+    services = AppServices.create(AppConfig(model=args.model, cache_dir=cache))
+    demo = build_ui(services, default_profile=args.profile)
+    demo.launch(prevent_thread_lock=True, quiet=True, **launch_kwargs(services, "127.0.0.1", args.port))
+    gallery = services.config.default_gallery
+    rows = []
+    try:
+        t0 = time.perf_counter()
+        size = len(services.galleries.get(args.model, gallery))
+        index_s = time.perf_counter() - t0
+        client = Client(demo.local_url, verbose=False, download_files=False)
+        for _ in range(args.runs):
+            t0 = time.perf_counter()
+            client.predict("cifar10-class", "airplane", args.model, args.profile, api_name="/start_preset")
+            job = client.predict(api_name="/watch_start_preset")
+            run_s = time.perf_counter() - t0
+            if "— done" not in job:
+                raise SystemExit(f"run did not finish: {job}")
+            run_id = client.predict(api_name="/list_runs")["value"]
+            t1 = time.perf_counter()
+            opened = client.predict(run_id, "airplane", gallery, api_name="/open_run")
+            open_s = time.perf_counter() - t1
+            folder = services.runs.runs_dir / run_id
+            grid_info = json.loads(next((folder / "alpha_grid").glob("*/grid.json")).read_text())
+            rows.append({"run_s": run_s, "open_s": open_s, "total_s": run_s + open_s,
+                         "grid_s": grid_info["seconds"]["total"], "grid_rows": grid_info["count"],
+                         "alphas": len(grid_info["alphas"]), "run_mb": folder_bytes(folder) / 1e6,
+                         "grid_mb": folder_bytes(folder / "alpha_grid") / 1e6, "shown": len(opened[-1])})
+    finally:
+        demo.close()
+        services.close()
+    print(f"model {args.model}, profile {args.profile}, gallery {gallery} ({size} images); "
+          f"index build or load {index_s:.1f} s (once per model)")
+    for i, r in enumerate(rows, 1):
+        print(f"run {i}: click -> done {r['run_s']:.1f} s, open -> first retrieval {r['open_s']:.1f} s, "
+              f"end to end {r['total_s']:.1f} s; alpha grid {r['grid_rows']} images x {r['alphas']} alphas "
+              f"{r['grid_s']:.1f} s, {r['grid_mb']:.1f} MB (run folder {r['run_mb']:.1f} MB); "
+              f"{r['shown']} results shown")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,109 @@
+"""Who is calling: workspace tokens the server issues and signs, and that a client can neither forge nor read.
+
+A workspace id is random (:meth:`Workspaces.new_id`); what a client holds is a *token*, ``<id>.<signature>``, the
+signature an HMAC-SHA256 of the id under a key that never leaves the server (``<cache>/workspace.key``, mode 0600,
+not under any path Gradio serves). Two kinds, signed for their purpose so one cannot stand in for the other:
+
+* **browser** -- an ``HttpOnly; SameSite=Lax`` cookie set by :class:`clipforget.app.security.SecurityMiddleware` on
+  the first response without a valid one. The page's JavaScript cannot read it (so a script that runs in another
+  page cannot carry it off), it survives reloads and restarts, and gradio_client keeps it for a ``Client``'s life.
+* **api** -- returned by the ``/new_api_token`` endpoint and sent back in the ``X-Clipforget-Token`` header, for
+  scripts that want to come back to the same workspace later.
+
+Nothing the client sends in the clear -- Gradio's ``session_hash``, a localStorage value, a workspace id -- names a
+workspace. See docs/security.md.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import os
+import re
+import secrets
+from pathlib import Path
+
+from clipforget.core.errors import DataError
+
+COOKIE = "clipforget_ws"
+HEADER = "x-clipforget-token"
+PURPOSES = ("browser", "api")
+_ID = re.compile(r"w[A-Za-z0-9]{8,63}")
+
+
+class NoWorkspace(DataError):
+    """The request carries no valid workspace token (the message says how to get one)."""
+
+
+def load_key(path: Path) -> bytes:
+    """The signing key at ``path``, created (32 random bytes, owner-only permissions) when missing."""
+    path = Path(path)
+    if not path.is_file():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(secrets.token_bytes(32))
+        try:
+            os.link(tmp, path)  # first writer wins when two processes start at once
+        except FileExistsError:
+            pass
+        finally:
+            tmp.unlink(missing_ok=True)
+    os.chmod(path, 0o600)
+    key = path.read_bytes()
+    if len(key) < 32:
+        raise DataError(f"workspace key {path.name} is too short: delete it to make a new one")
+    return key
+
+
+class WorkspaceTokens:
+    """Issues and checks workspace tokens (see the module docstring)."""
+
+    def __init__(self, key: bytes):
+        self._key = key
+
+    @classmethod
+    def from_file(cls, path: Path) -> WorkspaceTokens:
+        return cls(load_key(path))
+
+    def _signature(self, workspace: str, purpose: str) -> str:
+        mac = hmac.new(self._key, f"clipforget-workspace|{purpose}|{workspace}".encode(), hashlib.sha256).digest()
+        return base64.urlsafe_b64encode(mac[:24]).decode().rstrip("=")
+
+    def issue(self, workspace: str, purpose: str = "browser") -> str:
+        if purpose not in PURPOSES:
+            raise ValueError(f"unknown token purpose {purpose!r}")
+        if not _ID.fullmatch(workspace):
+            raise DataError("invalid workspace id")
+        return f"{workspace}.{self._signature(workspace, purpose)}"
+
+    def verify(self, token: str | None, purpose: str = "browser") -> str | None:
+        """The workspace id ``token`` names, or ``None`` when it is missing, malformed or not signed by this key."""
+        if not token or len(token) > 200 or token.count(".") != 1:
+            return None
+        workspace, signature = token.split(".")
+        if not _ID.fullmatch(workspace):
+            return None
+        if not hmac.compare_digest(signature, self._signature(workspace, purpose)):
+            return None
+        return workspace
+
+    def owner(self, headers, cookies) -> str:
+        """The caller's workspace: a valid API header token, else a valid browser cookie; else :class:`NoWorkspace`.
+
+        ``headers`` / ``cookies`` are mappings (a ``gr.Request``'s or a Starlette request's).
+        """
+        header = (headers or {}).get(HEADER)
+        if header:
+            owner = self.verify(header, "api")
+            if owner is None:
+                raise NoWorkspace("the X-Clipforget-Token header is not a valid token of this server")
+            return owner
+        owner = self.verify((cookies or {}).get(COOKIE), "browser")
+        if owner is None:
+            raise NoWorkspace("no workspace: reload the page (cookies must be enabled); API clients: keep the "
+                              "cookie the server sets, or call /new_api_token and send the token in the "
+                              "X-Clipforget-Token header")
+        return owner

@@ -1,0 +1,99 @@
+"""The Gradio app: :func:`build_ui` wires the layout's events to the handlers; :func:`launch_kwargs` says how to
+serve it (address, upload limit, the few folders Gradio may read, the security middleware)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import gradio as gr
+from gradio.utils import get_upload_folder
+from starlette.middleware import Middleware
+
+from ..security import SecurityMiddleware
+from ..service import AppServices
+from .handlers import Handlers
+from .layout import build_layout
+from .render import CSS
+
+WRAPPED = ("init", "check_model", "check_uploads", "start_from_preset", "start_from_uploads", "after_run",
+           "do_cancel", "refresh_runs", "delete_run", "open_run", "set_alpha", "gallery_changed", "do_export",
+           "new_api_token")
+
+
+def build_ui(services: AppServices, default_profile: str = "fast") -> gr.Blocks:
+    """The app's Blocks (launch it with ``demo.launch(**launch_kwargs(services, ...))``)."""
+    h = Handlers(services)
+    f = h.wrap_all(list(WRAPPED))
+    # Gradio keeps every uploaded file and every returned file in its cache folder: clear what is older than 6 h,
+    # hourly (a file handed out again is touched, so thumbnails in use stay)
+    with gr.Blocks(title="clipforget", delete_cache=(3600, 6 * 3600)) as demo:
+        ui = build_layout(services, default_profile)
+        demo.load(f["init"], None, [ui.job_id, ui.status, ui.runs, ui.model], api_visibility="private").then(
+            h.watch, [ui.job_id], [ui.status], concurrency_limit=None, show_progress="minimal",
+            api_visibility="private")
+        ui.model.change(f["check_model"], [ui.model], [ui.model_msg], api_name="check_model")
+        ui.preset.change(h.preset_changed, [ui.preset], [ui.option], api_visibility="private")
+        ui.check.click(f["check_uploads"], [ui.forget_files, ui.retain_files, ui.cal_files, ui.label, ui.retain_label],
+                       [ui.upload_report, ui.skipped, ui.previews], api_name="check_uploads")
+        for button, fn, inputs, name in (
+            (ui.start_preset, f["start_from_preset"], [ui.preset, ui.option, ui.model, ui.profile], "start_preset"),
+            (ui.start_upload, f["start_from_uploads"], [ui.forget_files, ui.retain_files, ui.cal_files, ui.label,
+                                                        ui.retain_label, ui.model, ui.profile], "start_upload"),
+        ):
+            button.click(fn, inputs, [ui.job_id, ui.status], api_name=name).success(
+                h.watch, [ui.job_id], [ui.status], concurrency_limit=None, api_name=f"watch_{name}").then(
+                f["after_run"], [ui.job_id], [ui.runs, ui.model], api_visibility="private")
+        ui.cancel.click(f["do_cancel"], [ui.job_id], [ui.status], api_name="cancel", concurrency_limit=None)
+        ui.refresh.click(f["refresh_runs"], None, [ui.runs], api_name="list_runs")
+        ui.delete_btn.click(f["delete_run"], [ui.runs], [ui.runs, ui.run_id], api_name="delete_run")
+        explore_out = ui.explore_outputs
+        ui.open_btn.click(f["open_run"], [ui.runs, ui.prompt, ui.gallery_name],
+                          [ui.run_id, ui.run_info, ui.alpha, *explore_out], api_name="open_run")
+        # events with the slider among their inputs skip Gradio's preprocessing, which lets NaN through and answers
+        # a non-number without a message: the handlers check every input themselves (clipforget.app.validate)
+        alpha_inputs = [ui.alpha, ui.run_id, ui.prompt, ui.gallery_name]
+        ui.alpha.change(f["set_alpha"], alpha_inputs, explore_out, api_name="set_alpha", trigger_mode="always_last",
+                        show_progress="hidden", concurrency_limit=8, preprocess=False)
+        ui.prompt.change(f["set_alpha"], alpha_inputs, explore_out, api_name="retrieve", show_progress="hidden",
+                         trigger_mode="always_last", preprocess=False)  # examples and typing update the galleries
+        ui.gallery_name.change(f["gallery_changed"], [ui.run_id, ui.prompt, ui.gallery_name],
+                               [ui.run_id, ui.run_info, ui.alpha, *explore_out], api_visibility="private")
+        ui.export_btn.click(f["do_export"], [ui.alpha, ui.run_id], [ui.export_file], api_name="export",
+                            preprocess=False)
+        ui.api_token.click(f["new_api_token"], None, [ui.api_token_out], api_name="new_api_token")
+    demo.queue(default_concurrency_limit=4)
+    return demo
+
+
+def served_roots() -> list[str]:
+    """Where ``/gradio_api/file=`` may read: Gradio's own upload / cache folder (it copies every returned file
+    there under a content hash), nothing of the app's cache."""
+    return [get_upload_folder()]
+
+
+def launch_kwargs(services: AppServices, host: str = "127.0.0.1", port: int = 7860, share: bool = False
+                  ) -> dict[str, Any]:
+    """Arguments for ``demo.launch``: address, sharing, upload size limit, allowed folders, the middleware.
+
+    ``allowed_paths`` lists only what Gradio must be allowed to *copy* into its cache when an event returns it: the
+    shared gallery thumbnails and the download outbox; the security middleware keeps ``/file=`` from serving either
+    folder directly.
+    """
+    cfg = services.config
+    middleware = Middleware(SecurityMiddleware, tokens=services.tokens, new_workspace=services.workspaces.new_id,
+                            served_roots=served_roots, cookie_max_age=int(cfg.workspace_ttl_days * 86400),
+                            max_upload_request_bytes=int(cfg.max_total_upload_mb * 1e6) + 10_000_000)
+    (services.cache / "outbox").mkdir(parents=True, exist_ok=True)
+    (services.cache / "thumbs").mkdir(parents=True, exist_ok=True)
+    return {
+        "server_name": host,
+        "server_port": port,
+        "share": share,
+        # a zip may hold many images: the per-file limit here is the gallery limit; images are checked one by one
+        "max_file_size": f"{int(cfg.max_total_upload_mb * 1e6)}b",
+        "allowed_paths": [str(services.cache / "thumbs"), str(services.cache / "outbox")],
+        "app_kwargs": {"middleware": [middleware]},
+        "css": CSS,
+        "theme": gr.themes.Soft(),
+        "footer_links": ["api", "gradio"],
+    }

@@ -1,0 +1,274 @@
+"""The page's callbacks: each resolves the caller's workspace from its signed token, checks its inputs on the
+server, calls the services and returns what the components show.
+
+A callback never trusts the page: numbers are checked by :mod:`clipforget.app.validate`, models by the allow-list,
+runs by their owner. Library errors become a readable message with server paths scrubbed; anything unexpected is
+logged on the server and reported without a traceback.
+"""
+
+from __future__ import annotations
+
+import functools
+import itertools
+import logging
+import shutil
+import time
+from typing import Any
+
+import gradio as gr
+import pandas as pd
+from gradio.components.plot import PlotData
+
+from clipforget.core.errors import ClipforgetError, DataError
+from clipforget.pipeline.folder import STATES_ACTIVE
+
+from .. import validate
+from ..messages import md
+from ..presets import PRESETS
+from ..service import AppServices
+from ..uploads import shared_files
+from .render import SKIPPED_COLUMNS, gallery_items, overall, render_status, run_choices, upload_previews
+
+log = logging.getLogger("clipforget.app")
+
+
+def _paths(files) -> list[str]:
+    if not files:
+        return []
+    files = files if isinstance(files, list) else [files]
+    return [f if isinstance(f, str) else getattr(f, "name", None) or getattr(f, "path", str(f)) for f in files]
+
+
+class Handlers:
+    """Callbacks bound to one :class:`AppServices` (see the module docstring)."""
+
+    def __init__(self, services: AppServices):
+        self.s = services
+
+    # plumbing ------------------------------------------------------------------------------------------------------
+    def owner(self, request: gr.Request | None) -> str:
+        """The caller's workspace id, from its token (``X-Clipforget-Token`` header or the HttpOnly cookie)."""
+        if request is None:
+            raise DataError("no request: call this through the app")
+        owner = self.s.tokens.owner(request.headers, request.cookies)
+        self.s.workspaces.touch(owner)
+        return owner
+
+    def message(self, err: BaseException) -> str:
+        """A user-facing error text: scrubbed of server paths, no markup."""
+        return self.s.scrub(str(err).strip("'\"")).replace("<", "‹").replace(">", "›")
+
+    def errors(self, fn):
+        """Turn library errors into a message box; unexpected errors are logged here and shown without detail."""
+
+        @functools.wraps(fn)  # keeps the signature: Gradio injects gr.Request / gr.Progress by it
+        def wrapped(*args, **kwargs):
+            try:
+                return fn(*args, **kwargs)
+            except gr.Error:
+                raise
+            except (ClipforgetError, FileNotFoundError, KeyError) as err:
+                raise gr.Error(self.message(err), print_exception=False) from None
+            except Exception:
+                log.exception("unexpected error in %s", fn.__name__)
+                raise gr.Error("the server could not do this (the error is logged on the server)",
+                               print_exception=False) from None
+
+        return wrapped
+
+    # set-up tab ----------------------------------------------------------------------------------------------------
+    def init(self, request: gr.Request):
+        owner = self.owner(request)
+        runs = self.s.runs.list_runs(owner)
+        active = self.s.runs.backend.active(owner)
+        choices = run_choices(runs)
+        return (active[-1]["id"] if active else "", render_status(self.s.runs.status(owner), self.s.scrub),
+                gr.update(choices=choices, value=choices[0][1] if choices else None),
+                gr.update(choices=self.s.runs.policy.choices(runs)))
+
+    def check_model(self, spec: str, request: gr.Request):
+        owner = self.owner(request)
+        spec = validate.short_text(spec, "the model", 300)
+        try:
+            return self.s.runs.policy.describe(spec, owner)
+        except ClipforgetError as err:
+            return f"⚠️ **{md(spec, 80)}** cannot be used here: {md(self.message(err), 400)}"
+
+    @staticmethod
+    def preset_changed(name: str):
+        p = PRESETS.get(name)
+        if p is None:
+            return gr.update()
+        return gr.update(choices=p.choices(), value=p.default_choice(), label=p.choice_label,
+                         interactive=p.has_choice())
+
+    def _save_all(self, owner: str, upload_id: str, f, r, c) -> None:
+        for kind, files in (("forget", f), ("retain", r), ("calibration", c)):
+            self.s.runs.save_uploads(owner, kind, _paths(files), upload_id)
+
+    def check_uploads(self, f, r, c, label_text, retain_text, request: gr.Request):
+        owner = self.owner(request)
+        label_text = validate.short_text(label_text, "the label", 100)
+        retain_text = validate.short_text(retain_text, "the retain label", 100)
+        self._save_all(owner, "preview", f, r, c)
+        root = self.s.runs.upload_root(owner, "preview")
+        rows, lines, previews = [], [], []
+        for kind, lab in (("forget", label_text or "forget"), ("retain", retain_text or None), ("calibration", None)):
+            rep = self.s.runs.inspect_upload(root / kind, lab)
+            if rep.files or rep.skipped or rep.ignored:
+                lines.append("- " + md(rep.summary(kind), 2000))
+                previews += upload_previews(rep, kind, self.s.config.max_pixels)
+            rows += [[kind, p, self.message(why)] for p, why in rep.skipped]
+        shared = self._shared(root)
+        if shared:
+            lines.append(shared)
+        text = "\n".join(lines) or "Nothing uploaded yet."
+        return text, pd.DataFrame(rows, columns=SKIPPED_COLUMNS), previews
+
+    @staticmethod
+    def _shared(root) -> str:
+        both = shared_files(root / "forget", root / "retain")
+        if not both:
+            return ""
+        names = ", ".join(f"{a} = {b}" for a, b in both[:5]) + (" …" if len(both) > 5 else "")
+        return (f"- ⚠️ {len(both)} image(s) are in both the forget and the retain gallery (same bytes): "
+                f"{md(names, 400)}. The run will be asked to forget and to keep the same picture.")
+
+    def start_from_preset(self, name, opt, spec, prof, request: gr.Request):
+        owner = self.owner(request)
+        snap = self.s.runs.start_preset(owner, validate.short_text(name, "the preset", 100),
+                                        validate.short_text(opt, "the option", 100) or None,
+                                        validate.short_text(spec, "the model", 300), validate.short_text(
+                                            prof, "the profile", 20) or "fast")
+        return snap["id"], render_status(snap, self.s.scrub)
+
+    def start_from_uploads(self, f, r, c, label_text, retain_text, spec, prof, request: gr.Request):
+        owner = self.owner(request)
+        label_text = validate.short_text(label_text, "the label", 100)
+        retain_text = validate.short_text(retain_text, "the retain label", 100)
+        spec = validate.short_text(spec, "the model", 300)
+        prof = validate.short_text(prof, "the profile", 20) or "fast"
+        self.s.runs.policy.resolve(spec, owner)  # refuse before copying anything
+        upload_id = self.s.runs.new_upload_id()
+        root = self.s.runs.upload_root(owner, upload_id)
+        try:
+            self._save_all(owner, upload_id, f, r, c)
+            shared = shared_files(root / "forget", root / "retain")
+            snap = self.s.runs.start_upload(owner, upload_id, label_text, retain_text, spec, prof)
+        except BaseException:
+            shutil.rmtree(root, ignore_errors=True)  # a refused run leaves no copy of its uploads
+            raise
+        if shared:
+            gr.Warning(f"{len(shared)} image(s) are in both the forget and the retain gallery")
+        return snap["id"], render_status(snap, self.s.scrub)
+
+    def watch(self, current: str, request: gr.Request, progress=gr.Progress()):
+        """Follow the run until it ends (progress bar + per-stage table); other controls stay usable."""
+        owner = self.owner(request)
+        if not current or self.s.runs.snapshot(owner, current) is None:
+            yield render_status(self.s.runs.status(owner), self.s.scrub)
+            return
+        while True:
+            snap = self.s.runs.snapshot(owner, current) or {}
+            progress(overall(snap), desc=self.s.scrub(snap.get("message", "")))
+            yield render_status(snap, self.s.scrub)
+            if snap.get("state") not in STATES_ACTIVE:
+                return
+            time.sleep(0.5)
+
+    def after_run(self, current: str, request: gr.Request):
+        owner = self.owner(request)
+        runs = self.s.runs.list_runs(owner)
+        choices = run_choices(runs)
+        snap = self.s.runs.snapshot(owner, current) if current else None
+        finished = snap is not None and snap.get("state") == "done"
+        value = current if finished else (choices[0][1] if choices else None)
+        return gr.update(choices=choices, value=value), gr.update(choices=self.s.runs.policy.choices(runs))
+
+    def do_cancel(self, current: str, request: gr.Request):
+        owner = self.owner(request)
+        ok = self.s.runs.cancel(owner, current or None)
+        gr.Info("cancelling the run…" if ok else "no run to cancel")
+        return render_status(self.s.runs.status(owner), self.s.scrub)
+
+    # explore tab ---------------------------------------------------------------------------------------------------
+    def refresh_runs(self, request: gr.Request):
+        choices = run_choices(self.s.runs.list_runs(self.owner(request)))
+        return gr.update(choices=choices, value=choices[0][1] if choices else None)
+
+    def delete_run(self, rid: str, request: gr.Request):
+        owner = self.owner(request)
+        if not rid:
+            raise DataError("pick a run first")
+        self.s.runs.delete(owner, rid)
+        gr.Info("run deleted")
+        choices = run_choices(self.s.runs.list_runs(owner))
+        return gr.update(choices=choices, value=choices[0][1] if choices else None), ""
+
+    def _explore(self, view, a: float, prompt: str, gallery: str):
+        fig = PlotData(type="plotly", plot=view.figure_json(a))
+        headers, rows = view.metrics_table(a)
+        table = pd.DataFrame(rows, columns=headers)
+        prompt = validate.short_text(prompt, "the prompt")
+        if not prompt:
+            return fig, table, "Type a prompt to compare retrieval.", [], []
+        try:
+            res = view.retrieve(prompt, a, gallery)
+        except ClipforgetError as err:
+            return fig, table, f"⚠️ {md(self.message(err), 400)}", [], []
+        note = view.sample_note(gallery)
+        msg = (f"**{md(prompt)}** in *{md(gallery)}*: top-{len(res['before'])} at α={res['grid_alpha']:.2f} — "
+               f"{len(res['left'])} left, {len(res['entered'])} entered." + (f" ({md(note)})" if note else ""))
+        thumb = self.s.galleries.thumbnail
+        return fig, table, msg, gallery_items(thumb, res["before"]), gallery_items(thumb, res["after"])
+
+    def open_run(self, rid: str, text: str, gal: str, request: gr.Request, progress=gr.Progress()):
+        owner = self.owner(request)
+        if not rid:
+            raise DataError("pick a run first")
+        view = self.s.runs.open(owner, validate.short_text(rid, "the run id", 120))
+        gal = validate.short_text(gal, "the gallery", 100)
+        self.s.galleries.sources(gal)  # unknown names are refused before any work
+        if not view.has_grid(gal):
+            progress(0.0, desc=f"embedding gallery {gal} under θ(α) (once per run)")
+        view.grid(gal, lambda s, f, m: progress(f, desc=m))
+        d = view.task
+        summary = (f"**{md(view.title)}** · model `{md(self.s.scrub(view.model_label))}` · profile "
+                   f"{md(view.spec.profile if view.spec else '?')} · forget {d.get('forget_images', '?')} / retain "
+                   f"{d.get('retain_images', '?')} images · calibrated α* = {view.chosen_alpha:.2f} · "
+                   f"Score at α*: {view.metrics.get('score', float('nan')):.1f}")
+        if d.get("skipped"):
+            summary += f" · {len(d['skipped'])} input files skipped"
+        alphas = view.alphas(gal)
+        step = round(min((b - a for a, b in itertools.pairwise(alphas)), default=0.05), 4)
+        a = view.chosen_alpha
+        return (rid, summary, gr.update(value=a, step=step), *self._explore(view, a, text, gal))
+
+    def set_alpha(self, a: float, rid: str, text: str, gal: str, request: gr.Request):
+        owner = self.owner(request)
+        a = validate.alpha(a)
+        if not rid:
+            raise DataError("open a run first")
+        view = self.s.runs.open(owner, rid)
+        if not view.has_grid(gal):
+            raise DataError(f"gallery {gal} is not embedded for this run yet: press Open")
+        return self._explore(view, a, text, gal)
+
+    def gallery_changed(self, rid: str, text: str, gal: str, request: gr.Request, progress=gr.Progress()):
+        if not rid:  # nothing opened yet: the choice applies when a run is opened
+            return (gr.skip(),) * 8
+        return self.open_run(rid, text, gal, request, progress)
+
+    def do_export(self, a: float, rid: str, request: gr.Request):
+        owner = self.owner(request)
+        a = validate.alpha(a)
+        if not rid:
+            raise DataError("open a run first")
+        return str(self.s.outbox_copy(self.s.export(owner, rid, a)))
+
+    def new_api_token(self) -> str:
+        """A token for a new, empty workspace (for scripts: send it in the ``X-Clipforget-Token`` header)."""
+        return self.s.tokens.issue(self.s.workspaces.new_id(), "api")
+
+    def wrap_all(self, names: list[str]) -> dict[str, Any]:
+        return {name: self.errors(getattr(self, name)) for name in names}

@@ -1,0 +1,160 @@
+"""The page's components, built inside a ``gr.Blocks`` context and returned in one :class:`Layout`: no callbacks.
+
+Dropdowns accept custom values because API clients send ids the page never listed (a run id, ``run:<id>``); every
+value is checked on the server by the handlers and the services, never by the widget.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import gradio as gr
+import pandas as pd
+
+from clipforget.jobs.profiles import PROFILES
+from clipforget.settings import get_setting
+
+from ..config import EXAMPLE_PROMPTS
+from ..presets import PRESETS
+from ..service import AppServices
+from .render import NO_RUN, SKIPPED_COLUMNS
+
+
+@dataclass
+class Layout:
+    """Every component a callback reads or writes."""
+
+    job_id: gr.State
+    run_id: gr.State
+    model: gr.Dropdown
+    profile: gr.Radio
+    model_msg: gr.Markdown
+    preset: gr.Dropdown
+    option: gr.Dropdown
+    start_preset: gr.Button
+    forget_files: gr.File
+    retain_files: gr.File
+    cal_files: gr.File
+    label: gr.Textbox
+    retain_label: gr.Textbox
+    check: gr.Button
+    start_upload: gr.Button
+    upload_report: gr.Markdown
+    previews: gr.Gallery
+    skipped: gr.Dataframe
+    status: gr.HTML
+    cancel: gr.Button
+    runs: gr.Dropdown
+    refresh: gr.Button
+    open_btn: gr.Button
+    delete_btn: gr.Button
+    run_info: gr.Markdown
+    alpha: gr.Slider
+    plot: gr.Plot
+    metrics: gr.Dataframe
+    prompt: gr.Textbox
+    gallery_name: gr.Dropdown
+    retrieval_msg: gr.Markdown
+    before: gr.Gallery
+    after: gr.Gallery
+    export_btn: gr.Button
+    export_file: gr.File
+    api_token: gr.Button
+    api_token_out: gr.Textbox
+
+    @property
+    def explore_outputs(self) -> list:
+        return [self.plot, self.metrics, self.retrieval_msg, self.before, self.after]
+
+
+def build_layout(services: AppServices, default_profile: str = "fast") -> Layout:
+    """Create the components (call inside ``with gr.Blocks(): ...``)."""
+    cfg = services.config
+    policy = services.runs.policy
+    gr.Markdown("# clipforget — make CLIP forget an image subgroup\n"
+                "Forget (relative-Fisher LoRA) → remind (BN-aligned distillation) → restore (model soup θ(α)). "
+                "Set up a task, run it in the background, then slide α and audit accuracy and retrieval.")
+    job_id, run_id = gr.State(""), gr.State("")
+    with gr.Tabs():
+        with gr.Tab("1 · Set up and run"):
+            with gr.Row():
+                model = gr.Dropdown(policy.choices(), value=cfg.model, allow_custom_value=True,
+                                    label="Model", info="a model this server offers, or one of your finished runs",
+                                    scale=3)
+                profile = gr.Radio(list(PROFILES), value=default_profile, label="Run profile",
+                                   info="quick: under a minute (UI check) · fast: minutes · full: the paper's settings",
+                                   scale=2)
+            model_msg = gr.Markdown()
+            with gr.Tabs():
+                with gr.Tab("Preset"):
+                    with gr.Row():
+                        first = PRESETS["cifar10-class"]
+                        preset = gr.Dropdown([(get_setting(p.setting).description if p.name != "living17-monkey"
+                                               else p.title, k) for k, p in PRESETS.items()],
+                                             value=first.name, label="Preset", scale=3)
+                        option = gr.Dropdown(first.choices(), value=first.default_choice(),
+                                             label=first.choice_label, scale=1, allow_custom_value=True)
+                    start_preset = gr.Button("Run preset", variant="primary")
+                with gr.Tab("Upload galleries"):
+                    with gr.Row():
+                        forget_files = gr.File(file_count="multiple", label="Forget gallery (images or .zip)")
+                        retain_files = gr.File(file_count="multiple", label="Retain gallery (images or .zip)")
+                        cal_files = gr.File(file_count="multiple",
+                                            label="Calibration gallery, optional (.zip with forget/ and retain/)")
+                    with gr.Row():
+                        label = gr.Textbox(label="Coarse label the forget images lose", placeholder="monkey",
+                                           max_length=100)
+                        retain_label = gr.Textbox(label="Retain label (blank: sub-folder names of the zip)",
+                                                  placeholder="monkey", max_length=100)
+                    quota = f", {cfg.workspace_quota_mb:g} MB per workspace" if cfg.quota_bytes else ""
+                    gr.Markdown(f"Limits: {cfg.max_upload_mb:g} MB per file, {cfg.max_total_upload_mb:g} MB per "
+                                f"gallery, {cfg.max_pixels / 1e6:g} Mpixel per image{quota}. Labels come from the "
+                                "label fields or a zip's sub-folders, never from file names; every file is kept.")
+                    with gr.Row():
+                        check = gr.Button("Check uploads")
+                        start_upload = gr.Button("Run on uploads", variant="primary")
+                    upload_report = gr.Markdown()
+                    previews = gr.Gallery(label="Previews (re-encoded thumbnails)", columns=8, height=140,
+                                          allow_preview=False, object_fit="contain")
+                    skipped = gr.Dataframe(pd.DataFrame(columns=SKIPPED_COLUMNS), label="Skipped files",
+                                           interactive=False, max_height=240)
+            status = gr.HTML(NO_RUN, label="Run")
+            cancel = gr.Button("Cancel run", variant="stop")
+
+        with gr.Tab("2 · Explore and export"):
+            with gr.Row():
+                runs = gr.Dropdown([], label="Runs (this workspace; kept across restarts)", scale=4,
+                                   allow_custom_value=True)
+                refresh = gr.Button("↻ Refresh", scale=1)
+                open_btn = gr.Button("Open", variant="primary", scale=1)
+                delete_btn = gr.Button("Delete run", variant="stop", scale=1)
+            run_info = gr.Markdown("Open a finished run.")
+            alpha = gr.Slider(0.0, 1.0, value=0.0, step=0.05, label="α  (θ(α) = α·θ_unlearned + (1−α)·θ_original)")
+            with gr.Row():
+                plot = gr.Plot(label="Zero-shot accuracy vs α")
+                metrics = gr.Dataframe(label="Metrics at α (evaluation sets, with the Score)", interactive=False)
+            with gr.Row():
+                prompt = gr.Textbox(value="airplane", label="Retrieval prompt", scale=3, max_length=200)
+                gallery_name = gr.Dropdown(services.galleries.names(), value=cfg.default_gallery, label="Gallery",
+                                           scale=2, allow_custom_value=True)
+            gr.Examples([[p] for p in EXAMPLE_PROMPTS], inputs=[prompt], label="Example prompts")
+            retrieval_msg = gr.Markdown()
+            with gr.Row():
+                before = gr.Gallery(label="Original model (⬅ LEFT: gone from θ(α)'s top-k)", columns=6,
+                                    height=300, object_fit="contain", elem_id="cf-before", allow_preview=False)
+                after = gr.Gallery(label="θ(α) (➡ NEW: entered the top-k)", columns=6, height=300,
+                                   object_fit="contain", elem_id="cf-after", allow_preview=False)
+            with gr.Row():
+                export_btn = gr.Button("Export θ(α) (safetensors + model card)")
+                export_file = gr.File(label="Download", interactive=False, height=90)
+            with gr.Accordion("API access", open=False):
+                gr.Markdown("Scripts (gradio_client) get a workspace of their own automatically. To come back to "
+                            "the same workspace later, create a token here once and send it in the "
+                            "`X-Clipforget-Token` header: `Client(url, headers={'X-Clipforget-Token': token})`. "
+                            "A token opens a new, empty workspace, never this page's.")
+                api_token = gr.Button("New API token")
+                api_token_out = gr.Textbox(label="API token (shown once; keep it secret)", interactive=False)
+    return Layout(job_id, run_id, model, profile, model_msg, preset, option, start_preset, forget_files,
+                  retain_files, cal_files, label, retain_label, check, start_upload, upload_report, previews, skipped,
+                  status, cancel, runs, refresh, open_btn, delete_btn, run_info, alpha, plot, metrics, prompt,
+                  gallery_name, retrieval_msg, before, after, export_btn, export_file, api_token, api_token_out)
