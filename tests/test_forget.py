@@ -85,4 +85,9 @@ def test_similarity_anchor_is_zero_at_the_original_and_grows_with_drift(bundle, 
     # the hinge threshold is a quantile of the retain images' similarity under the original model
     low = ForgetLoss(bundle, task, classifier, ForgetConfig(hinge_quantile=0.1)).tau
     high = ForgetLoss(bundle, task, classifier, ForgetConfig(hinge_quantile=0.9)).tau
-    assert bool((low < high).all())
+    assert low.shape == (1,) and bool((low < high).all())
+    # extra forget prompts join the label text in the hinge and the anchor
+    task.forget_prompts = ("jet", "a plane in the sky")
+    with_prompts = ForgetLoss(bundle, task, classifier, ForgetConfig(anchor_weight=10.0))
+    assert with_prompts.texts.shape[0] == 3 and with_prompts.tau.shape == (3,)
+    assert float(with_prompts.hinge(original)) >= 0.0

@@ -25,6 +25,8 @@ class UnlearningTask:
     calibration_forget: ImageSet | None = None
     calibration_retain: ImageSet | None = None
     name: str = "task"
+    # texts the forget images must stop matching besides their label (e.g. the subgroup's own name); optional
+    forget_prompts: tuple[str, ...] = ()
     cancel: threading.Event = field(default_factory=threading.Event)
 
     def __post_init__(self) -> None:

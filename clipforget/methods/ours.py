@@ -11,7 +11,7 @@ from clipforget.methods.registry import MethodOutput, register
 from clipforget.models.encode import text_classifier
 from clipforget.models.factory import ClipBundle
 from clipforget.models.weights import clone_state, soup
-from clipforget.stages.forget import ForgetConfig, forget
+from clipforget.stages.forget import ForgetConfig, forget, forget_texts
 from clipforget.stages.remind import RemindConfig, remind
 from clipforget.stages.restore import RestoreConfig, RetrievalProbe, alpha_curve, select_alpha
 
@@ -52,8 +52,8 @@ def three_stage(
     }
     probe = None
     if cfg.restore.retrieval_tolerance is not None:
-        forget_ids = sorted(set(task.label_ids(task.forget).tolist()))
-        probe = RetrievalProbe("forget", "retain", text_classifier(bundle, task.classnames)[forget_ids])
+        texts = forget_texts(bundle, task, text_classifier(bundle, task.classnames))
+        probe = RetrievalProbe("forget", "retain", texts)
     curve = alpha_curve(bundle, theta_u, theta_0, calibration, cfg.restore.alphas, progress, task.cancel, probe)
     alpha = select_alpha(curve, "forget", "retain", cfg.restore.tolerance, cfg.restore.retrieval_tolerance)
     final = soup(theta_u, theta_0, alpha)

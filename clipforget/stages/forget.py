@@ -16,7 +16,7 @@ from torch import nn
 
 from clipforget.core.progress import ProgressFn, no_progress
 from clipforget.data.task import UnlearningTask, batches
-from clipforget.models.encode import encode_images, image_features, logits, text_classifier
+from clipforget.models.encode import encode_images, encode_text, image_features, logits, text_classifier
 from clipforget.models.factory import ClipBundle
 from clipforget.models.layers import VisualOnly, adaptable_layers
 
@@ -36,10 +36,10 @@ class ForgetConfig:
     similarity_weight: float = 10.0  # weight of the cosine hinge (retrieval-side forgetting), 0 disables it
     stop_prob: float = 0.02  # stop early once the mean p(y_c | x) of a forget batch falls below this
     # tau of the cosine hinge: this quantile of the retain images' similarity to the label text under the original
-    # model (None: their mean). docs/decisions.md D2, D8.
+    # model (None: their mean). docs/decisions.md D2, D9.
     hinge_quantile: float | None = None
     # similarity anchor: retain images keep their original cosine to the forget label text(s), so forgetting cannot
-    # work by moving every image away from that text (which leaves the ranking, i.e. retrieval, unchanged; D8)
+    # work by moving every image away from that text (which leaves the ranking, i.e. retrieval, unchanged; D9)
     anchor_weight: float = 0.0
     seed: int = 0
 
@@ -118,47 +118,52 @@ def zero_shot_ce(bundle: ClipBundle, classifier: torch.Tensor):
     return loss_fn
 
 
-def cosine_hinge(
-    feats: torch.Tensor, classifier: torch.Tensor, targets: torch.Tensor, tau: torch.Tensor
-) -> torch.Tensor:
-    """``max(0, cos(image, label text) - tau)``: bounded in ``[0, 1 - tau]``, zero once an image is no closer to
-    its label text than the retain images are (``tau`` per class, see :func:`label_thresholds`)."""
-    cos = (feats * classifier[targets.to(feats.device)]).sum(-1)
-    return F.relu(cos - tau.to(feats.device)[targets.to(feats.device)]).mean()
-
-
 @torch.no_grad()
-def label_thresholds(
-    bundle: ClipBundle, task: UnlearningTask, classifier: torch.Tensor, quantile: float | None = None,
-    samples: int = 256,
+def text_thresholds(
+    bundle: ClipBundle, task: UnlearningTask, texts: torch.Tensor, quantile: float | None = None, samples: int = 256,
 ) -> torch.Tensor:
-    """Per class name, the mean (or ``quantile``) cosine similarity of (up to ``samples``) retain images to that
-    name's text under the original model: where forget images are pushed down to."""
+    """Per text, the mean (or ``quantile``) cosine similarity of (up to ``samples``) retain images to it under the
+    original model: where forget images are pushed down to."""
     idx = torch.randperm(len(task.retain), generator=torch.Generator().manual_seed(0))[:samples]
-    sims = encode_images(bundle, task.retain.images[idx]) @ classifier.T
+    sims = encode_images(bundle, task.retain.images[idx]) @ texts.to(bundle.device).T
     return (sims.mean(0) if quantile is None else torch.quantile(sims, quantile, dim=0)).cpu()
 
 
-class ForgetLoss:
-    """Eq. 3 as implemented, shared by the forget and remind stages (docs/decisions.md D2, D8).
+def forget_texts(bundle: ClipBundle, task: UnlearningTask, classifier: torch.Tensor) -> torch.Tensor:
+    """``T,D``: the forget images' label texts (rows of ``classifier``) and the task's extra forget prompts."""
+    rows = classifier[torch.tensor(sorted(set(task.label_ids(task.forget).tolist())))]
+    if not task.forget_prompts:
+        return rows
+    return torch.cat([rows, encode_text(bundle, list(task.forget_prompts)).to(rows.device)])
 
-    ``forget_term``: complementary cross-entropy of the forget images' coarse label + ``similarity_weight`` x cosine
-    hinge to ``tau``; both bounded. ``anchor_term``: retain images keep their original cosine to the forget labels'
-    texts, ``anchor_weight x mean (cos - cos_original)^2``.
+
+class ForgetLoss:
+    """Eq. 3 as implemented, shared by the forget and remind stages (docs/decisions.md D2, D9).
+
+    ``forget_term``: complementary cross-entropy of the forget images' coarse label, plus ``similarity_weight`` x
+    a cosine hinge ``max(0, cos(image, text) - tau_text)`` over the forget texts (the label, and the task's extra
+    forget prompts) with ``tau`` from the retain images under the original model; both bounded. ``anchor_term``:
+    retain images keep their original cosine to the forget texts, ``anchor_weight x mean (cos - cos_original)^2``.
     """
 
     def __init__(self, bundle: ClipBundle, task: UnlearningTask, classifier: torch.Tensor, cfg: ForgetConfig):
         self.bundle = bundle
         self.classifier = classifier
         self.cfg = cfg
-        self.tau = label_thresholds(bundle, task, classifier, cfg.hinge_quantile) if cfg.similarity_weight > 0 \
+        self.texts = forget_texts(bundle, task, classifier)
+        self.tau = text_thresholds(bundle, task, self.texts, cfg.hinge_quantile) if cfg.similarity_weight > 0 \
             else None
-        self.texts = classifier[torch.tensor(sorted(set(task.label_ids(task.forget).tolist())))]
+
+    def hinge(self, feats: torch.Tensor) -> torch.Tensor:
+        """Mean over forget images and texts of ``max(0, cos - tau)``: zero once no forget image is closer to a
+        forget text than the retain images typically are."""
+        sims = feats @ self.texts.to(feats.device).T
+        return F.relu(sims - self.tau.to(feats.device)).mean()
 
     def forget_term(self, feats: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         loss = complementary_ce(logits(self.bundle, feats, self.classifier), targets.to(feats.device), self.cfg.eps)
         if self.tau is not None:
-            loss = loss + self.cfg.similarity_weight * cosine_hinge(feats, self.classifier, targets, self.tau)
+            loss = loss + self.cfg.similarity_weight * self.hinge(feats)
         return loss
 
     def anchor_term(self, retain_feats: torch.Tensor, original_feats: torch.Tensor) -> torch.Tensor:
