@@ -6,6 +6,7 @@ import argparse
 import os
 
 from clipforget.app.config import AppConfig
+from clipforget.jobs.backends import BACKENDS
 from clipforget.jobs.profiles import PROFILES
 from clipforget.models.factory import DEFAULT_MODEL
 
@@ -28,6 +29,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--max-total-upload-mb", type=float, default=defaults.max_total_upload_mb, help="per gallery")
     p.add_argument("--max-pixels", type=int, default=defaults.max_pixels, help="per image (larger are skipped)")
     p.add_argument("--profile", choices=list(PROFILES), default="fast", help="run profile selected at start")
+    p.add_argument("--backend", choices=BACKENDS, default=defaults.backend,
+                   help="where runs train: local worker processes (default), a ray cluster, or a thread of this app")
+    p.add_argument("--workers", type=int, default=None,
+                   help="local: worker processes (default: one per GPU, else 1; 0: only `python -m clipforget "
+                        "worker` processes started apart on the same --cache-dir)")
+    p.add_argument("--ray-address", default=None, help="ray: auto | ray://host:port (default: a local Ray cluster)")
     return p.parse_args(argv)
 
 
@@ -41,6 +48,7 @@ def main(argv: list[str] | None = None) -> None:
         model=args.model, data_root=args.data_root, cache_dir=args.cache_dir, imagenet_root=args.imagenet,
         device=args.device, max_upload_mb=args.max_upload_mb, max_total_upload_mb=args.max_total_upload_mb,
         max_pixels=args.max_pixels, galleries=dict(g.split("=", 1) for g in args.gallery),
+        backend=args.backend, workers=args.workers, ray_address=args.ray_address,
     )
     if args.default_gallery:
         config.default_gallery = args.default_gallery

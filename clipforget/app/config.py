@@ -34,3 +34,8 @@ class AppConfig:
     default_gallery: str = DEFAULT_GALLERY
     top_k: int = 12
     max_grid_bytes: int = 600_000_000  # an opened run's alpha grid is held as float32 up to this size
+    # where runs train (docs/backends.md): local worker processes (default), a Ray cluster, or a thread of the app
+    backend: str = field(default_factory=lambda: os.environ.get("CLIPFORGET_BACKEND", "local"))
+    workers: int | None = None  # local: worker processes (None: one per GPU, else 1; 0: only external workers)
+    ray_address: str | None = None  # ray: auto | ray://host:port | None (a local cluster)
+    worker_plugins: list[str] = field(default_factory=list)  # modules / .py files workers import (custom settings)

@@ -10,8 +10,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from clipforget.core.paths import cache_dir
+from clipforget.jobs.backends import create_backend
 from clipforget.jobs.models import ModelCache
-from clipforget.jobs.queue import ThreadBackend
 from clipforget.models.factory import ClipBundle, bundled_models
 
 from .config import CURATED_OPEN_CLIP, AppConfig
@@ -39,7 +39,9 @@ class AppServices:
         models = ModelCache(config.device, config.cache_dir)
         workspaces = Workspaces(cache / "sessions")
         galleries = Galleries(config, models, cache)
-        runs = Runs(config, cache / "runs", workspaces, galleries, ThreadBackend(models, cache), models)
+        backend = create_backend(config.backend, models, cache, config.workers, config.device, config.ray_address,
+                                 config.worker_plugins)
+        runs = Runs(config, cache / "runs", workspaces, galleries, backend, models)
         return cls(config, cache, models, workspaces, galleries, runs)
 
     def bundle(self, spec: str | None = None) -> ClipBundle:
