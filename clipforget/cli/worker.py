@@ -38,6 +38,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--parent-pid", type=int, default=None, help=argparse.SUPPRESS)
     p.add_argument("--device-label", default=None, help=argparse.SUPPRESS)
     p.add_argument("--threads", type=int, default=None, help="CPU threads per worker (default: cores / workers)")
+    p.add_argument("--nice", type=int, default=None,
+                   help="niceness added to workers (default: 10 under a pool, 0 for --one)")
     p.add_argument("--max-runs", type=int, default=None, help="with --one: exit after this many runs")
     p.add_argument("--idle-exit", type=float, default=None, help="with --one: exit after this many idle seconds")
     add_folder_args(p)
@@ -52,13 +54,15 @@ def cmd_worker(args: argparse.Namespace) -> int:
     if args.one:
         config = WorkerConfig(queue_dir, None if args.device == "auto" else args.device, args.slot,
                               args.device_label, args.parent_pid, args.threads or None, args.cache_dir,
-                              max_runs=args.max_runs, idle_exit=args.idle_exit, plugins=args.plugin)
+                              max_runs=args.max_runs, idle_exit=args.idle_exit, plugins=args.plugin,
+                              nice=args.nice or 0)
         return Worker(config).serve()
     slots = plan_slots(None if args.device == "auto" else args.device, args.workers)
     if args.threads:
         for slot in slots:
             slot.threads = args.threads
-    pool = WorkerPool(WorkQueue(queue_dir), slots, args.cache_dir, args.plugin)
+    pool = WorkerPool(WorkQueue(queue_dir), slots, args.cache_dir, args.plugin,
+                      nice=10 if args.nice is None else args.nice)
 
     def stop(signum: int, frame: object) -> None:
         pool.request_stop()

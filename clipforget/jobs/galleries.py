@@ -30,7 +30,7 @@ def index_folder(cache_root: Path, bundle: ClipBundle, gallery: str) -> Path:
 
 
 def ensure_gallery_index(cache_root: Path, bundle: ClipBundle, gallery: str, sources: Sequence[str | Path],
-                         mmap: bool = False) -> GalleryIndex:
+                         mmap: bool = False, workers: int = 0) -> GalleryIndex:
     """Load the gallery's index, building it first if needed (one builder per folder at a time)."""
     folder = index_folder(cache_root, bundle, gallery)
     with _LOCKS_GUARD:
@@ -42,7 +42,7 @@ def ensure_gallery_index(cache_root: Path, bundle: ClipBundle, gallery: str, sou
             missing = [Path(p).name for p in sources if not Path(p).is_dir()]
             if missing:
                 raise DataError(f"gallery {gallery!r}: folder(s) not found: {', '.join(missing)}") from None
-            build([str(p) for p in sources], folder, BuildConfig(model=bundle.spec, progress=False, workers=0),
+            build([str(p) for p in sources], folder, BuildConfig(model=bundle.spec, progress=False, workers=workers),
                   ClipImageEncoder(bundle))
             return load_index(folder, mmap=mmap)
 

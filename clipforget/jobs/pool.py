@@ -67,7 +67,7 @@ class WorkerPool:
 
     def __init__(self, queue: WorkQueue, slots: list[Slot], cache_dir: str | os.PathLike | None = None,
                  plugins: list[str] | None = None, poll: float = 0.5, heartbeat_timeout: float = 60.0,
-                 python: str = sys.executable, extra_args: list[str] | None = None):
+                 python: str = sys.executable, extra_args: list[str] | None = None, nice: int = 10):
         self.queue = queue
         self.slots = slots
         self.cache_dir = str(cache_dir) if cache_dir else None
@@ -76,6 +76,7 @@ class WorkerPool:
         self.heartbeat_timeout = heartbeat_timeout
         self.python = python
         self.extra_args = list(extra_args or [])
+        self.nice = nice  # workers yield the CPU to the web app (docs/decisions.md, backends)
         self.procs: dict[str, subprocess.Popen] = {}
         self.problem: str | None = None  # the last worker death / failed start, for queued runs' messages
         self.events: list[str] = []  # what happened, newest last (deaths, restarts)
@@ -159,7 +160,7 @@ class WorkerPool:
     def _spawn(self, slot: Slot) -> subprocess.Popen:
         cmd = [self.python, "-m", "clipforget", "worker", "--one", "--queue", str(self.queue.root),
                "--slot", slot.name, "--parent-pid", str(os.getpid()), "--device-label", slot.device,
-               "--threads", str(slot.threads or 0)]
+               "--threads", str(slot.threads or 0), "--nice", str(self.nice)]
         env = dict(os.environ)
         env["PYTHONPATH"] = os.pathsep.join([str(PACKAGE_ROOT), *filter(None, [env.get("PYTHONPATH")])])
         env["PYTHONUNBUFFERED"] = "1"

@@ -45,6 +45,7 @@ class WorkerConfig:
     max_runs: int | None = None  # exit after this many runs
     idle_exit: float | None = None  # exit after this many seconds without work
     plugins: list[str] = field(default_factory=list)  # modules / .py files to import (custom settings, methods)
+    nice: int = 0  # added to the process's niceness: the web app keeps the CPU when both want it
 
 
 def load_plugins(plugins: list[str]) -> None:
@@ -95,6 +96,11 @@ class Worker:
         if threading.current_thread() is threading.main_thread():
             signal.signal(signal.SIGTERM, self._on_signal)
             signal.signal(signal.SIGINT, self._on_signal)
+        if cfg.nice:
+            try:
+                os.nice(cfg.nice)
+            except OSError:
+                pass
         configure_threads(cfg.threads)
         load_plugins(cfg.plugins)
         self.dir.mkdir(parents=True, exist_ok=True)
