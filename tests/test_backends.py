@@ -84,6 +84,7 @@ def test_slots_one_worker_per_gpu_else_one_on_the_cpu(monkeypatch):
     assert [(s.name, s.device) for s in plan_slots()] == [("gpu0", "cuda:0"), ("gpu1", "cuda:1")]
     assert [s.name for s in plan_slots(None, 3)] == ["gpu0", "gpu1", "gpu0-1"]
     assert [s.device for s in plan_slots("cuda:1", 2)] == ["cuda:1", "cuda:1"]
+    assert [s.device for s in plan_slots("cuda")] == ["cuda:0", "cuda:1"]
 
 
 def test_exit_codes_become_reasons():
@@ -341,3 +342,16 @@ def test_a_restarted_app_reattaches_to_a_running_workers_run(folders, tmp_path):
 
 def _alive(pid: int) -> bool:
     return process_alive(pid)
+
+
+def test_stage_bars_follow_the_stages(tmp_path):
+    from clipforget.jobs.job import Job
+
+    job = Job(_spec(), tmp_path)
+    job.progress("prepare", 1.0, "ready")
+    job.progress("evaluate", 0.0, "zero-shot accuracy of the original model")  # the method's first report
+    job.progress("forget", 0.2, "LoRA on ...")
+    assert job.stages == {"prepare": 1.0, "forget": 0.2, "remind": 0.0, "restore": 0.0, "evaluate": 0.0,
+                          "curves": 0.0}
+    job.progress("restore", 0.5, "alpha 0.5")
+    assert job.stages["forget"] == job.stages["remind"] == 1.0 and job.stages["restore"] == 0.5

@@ -77,11 +77,13 @@ def describe_device(device: str | torch.device, local: str | torch.device | None
 
 def worker_devices(device: str | None = None, workers: int | None = None) -> list[str]:
     """Devices of the local workers, as the machine names them: ``workers`` (default: one per visible GPU, else one)
-    spread over the visible GPUs round-robin, or all on ``device`` when it names one (``cpu``, ``cuda:1``)."""
-    if device not in (None, "", "auto"):
-        name = "cuda:0" if device == "cuda" else str(device)
-        return [name] * max(1, workers or 1)
+    spread over the visible GPUs round-robin (``auto``; ``cuda``: the same, but no GPU is an error), or all on
+    ``device`` when it names one (``cpu``, ``cuda:1``)."""
+    if device not in (None, "", "auto", "cuda"):
+        return [str(device)] * max(1, workers or 1)
     gpus = visible_gpus()
     if gpus == 0:
+        if device == "cuda":
+            resolve_device("cuda")  # raises: no GPU visible
         return ["cpu"] * max(1, workers or 1)
     return [f"cuda:{i % gpus}" for i in range(workers or gpus)]

@@ -59,8 +59,9 @@ class Job:
     def progress(self, stage: str, fraction: float, message: str) -> None:
         if stage in self.stages:
             self.stages[stage] = max(0.0, min(1.0, float(fraction)))
-            for earlier in STAGES[: STAGES.index(stage)]:
-                self.stages[earlier] = 1.0  # stages run in order (a skipped one counts as done)
+            if fraction > 0:  # stages run in order (a skipped one counts as done) -- but the method's first
+                for earlier in STAGES[: STAGES.index(stage)]:  # "evaluate 0.0" (the original model) comes early
+                    self.stages[earlier] = 1.0
         self.message = f"{stage}: {message}"
         if time.time() - self._written > self.record_every:
             self.record()

@@ -103,6 +103,7 @@ class LocalBackend:
         pending, claimed = self._scan()
         snaps = [self._queued(t, i, len(claimed)) for i, t in enumerate(pending) if t.owner == owner]
         snaps += [self._running(t) for t in claimed if t.owner == owner]
+        snaps = [s for s in snaps if s.get("state") in STATES_ACTIVE]  # a finished run releases its ticket last
         return sorted(snaps, key=lambda s: s.get("created") or 0)
 
     def cancel(self, run_id: str) -> bool:
