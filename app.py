@@ -6,6 +6,7 @@ import argparse
 import os
 
 from clipforget.app.config import AppConfig
+from clipforget.jobs.backends import BACKENDS
 from clipforget.jobs.profiles import PROFILES
 from clipforget.models.factory import DEFAULT_MODEL
 
@@ -37,6 +38,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="disk per workspace: uploads, exports and runs (0: no quota)")
     p.add_argument("--workspace-ttl-days", type=float, default=defaults.workspace_ttl_days,
                    help="a workspace unused this long is deleted with its runs (0: never)")
+    p.add_argument("--backend", choices=BACKENDS, default=defaults.backend,
+                   help="where runs train: local worker processes (default), a ray cluster, or a thread of this app")
+    p.add_argument("--workers", type=int, default=None,
+                   help="local: worker processes (default: one per GPU, else 1; 0: only `python -m clipforget "
+                        "worker` processes started apart on the same --cache-dir)")
+    p.add_argument("--ray-address", default=None, help="ray: auto | ray://host:port (default: a local Ray cluster)")
     return p.parse_args(argv)
 
 
@@ -52,6 +59,7 @@ def main(argv: list[str] | None = None) -> None:
         max_pixels=args.max_pixels, galleries=dict(g.split("=", 1) for g in args.gallery),
         allowed_models=args.allow_model, allow_any_model=args.allow_any_model,
         workspace_quota_mb=args.workspace_quota_mb, workspace_ttl_days=args.workspace_ttl_days,
+        backend=args.backend, workers=args.workers, ray_address=args.ray_address,
     )
     if args.default_gallery:
         config.default_gallery = args.default_gallery

@@ -1,6 +1,7 @@
 """``python -m index_builder``: build / merge / add gallery indexes.
 
     python -m index_builder build --model embedded --gallery DIR [DIR ...] --out INDEX_DIR [--shard i/n]
+    python -m index_builder build --engine ray --ray-address auto --gallery DIR [DIR ...] --out INDEX_DIR
     python -m index_builder merge --out INDEX_DIR SHARD_DIR [SHARD_DIR ...]
     python -m index_builder add --index INDEX_DIR --gallery DIR [DIR ...]
 
@@ -36,6 +37,10 @@ def build_parser() -> argparse.ArgumentParser:
     build.add_argument("--index-key", default=None, help="force a FAISS factory key (default: size rule)")
     build.add_argument("--exact-threshold", type=int, default=EXACT_THRESHOLD, help="exact search below this size")
     build.add_argument("--max-index-memory", type=int, default=DEFAULT_INDEX_MEMORY, help="bytes, for HNSW's M")
+    build.add_argument("--engine", choices=("local", "ray"), default="local",
+                       help="ray: one encoder actor per GPU (else CPU) of a Ray cluster, on Ray Data")
+    build.add_argument("--ray-address", default=None, help="with --engine ray: auto | ray://host:port (default: local)")
+    build.add_argument("--ray-workers", type=int, default=None, help="with --engine ray: encoder actors")
     _loader_args(build)
 
     merge = sub.add_parser("merge", help="join the shard folders of a sharded build")
@@ -64,7 +69,14 @@ def main(argv: list[str] | None = None) -> int:
                 device=args.device, index_key=args.index_key, exact_threshold=args.exact_threshold,
                 max_index_memory=args.max_index_memory,
             )
-            out = build(args.gallery, args.out, cfg)
+            if args.engine == "ray":
+                if args.shard:
+                    raise ValueError("--shard is for the local engine; --engine ray shards by itself")
+                from .ray_build import build_ray
+
+                out = build_ray(args.gallery, args.out, cfg, args.ray_workers, args.ray_address)
+            else:
+                out = build(args.gallery, args.out, cfg)
         elif args.command == "merge":
             from .build import merge
 

@@ -80,7 +80,8 @@ def fixture_dir(tmp_path_factory) -> tuple[Path, dict]:
 
 def make_service(cache: Path, gallery: Path) -> AppServices:
     cfg = AppConfig(model=model_spec(), cache_dir=str(cache), max_upload_mb=0.05, max_pixels=100_000,
-                    galleries={"tiny": str(gallery)}, default_gallery="tiny", top_k=5)
+                    galleries={"tiny": str(gallery)}, default_gallery="tiny", top_k=5,
+                    backend="thread")  # in-process: test_queue_and_cancel patches a setting (workers: test_backends)
     return AppServices.create(cfg)
 
 
@@ -130,7 +131,8 @@ def test_zip_upload_stays_inside_the_workspace(service, fixture_dir):
 
 def test_total_upload_limit_is_enforced_with_a_clear_message(fixture_dir, tmp_path):
     _, fx = fixture_dir
-    svc = AppServices.create(AppConfig(model=model_spec(), cache_dir=str(tmp_path), max_total_upload_mb=0.01))
+    svc = AppServices.create(AppConfig(model=model_spec(), cache_dir=str(tmp_path), max_total_upload_mb=0.01,
+                                       backend="thread"))
     with pytest.raises(DataError, match="total limit"):
         svc.runs.save_uploads(svc.workspaces.new_id(), "forget", fx["forget"], "x")
 

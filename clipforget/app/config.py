@@ -45,3 +45,8 @@ class AppConfig:
     @property
     def quota_bytes(self) -> int | None:
         return int(self.workspace_quota_mb * 1e6) if self.workspace_quota_mb > 0 else None
+    # where runs train (docs/backends.md): local worker processes (default), a Ray cluster, or a thread of the app
+    backend: str = field(default_factory=lambda: os.environ.get("CLIPFORGET_BACKEND", "local"))
+    workers: int | None = None  # local: worker processes (None: one per GPU, else 1; 0: only external workers)
+    ray_address: str | None = None  # ray: auto | ray://host:port | None (a local cluster)
+    worker_plugins: list[str] = field(default_factory=list)  # modules / .py files workers import (custom settings)

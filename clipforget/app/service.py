@@ -13,8 +13,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from clipforget.core.paths import cache_dir, data_root
+from clipforget.jobs.backends import create_backend
 from clipforget.jobs.models import ModelCache
-from clipforget.jobs.queue import ThreadBackend
 from clipforget.models.factory import ClipBundle
 
 from . import housekeeping
@@ -52,7 +52,9 @@ class AppServices:
         models = ModelCache(config.device, config.cache_dir)
         workspaces = Workspaces(cache / "sessions", config.quota_bytes)
         galleries = Galleries(config, models, cache)
-        runs = Runs(config, cache / "runs", workspaces, galleries, ThreadBackend(models, cache), models)
+        backend = create_backend(config.backend, models, cache, config.workers, config.device, config.ray_address,
+                                 config.worker_plugins)
+        runs = Runs(config, cache / "runs", workspaces, galleries, backend, models)
         tokens = WorkspaceTokens.from_file(cache / KEY_FILE)
         (cache / OLD_SECRET_FILE).unlink(missing_ok=True)
         roots = [("<cache>", cache), ("<data>", data_root(config.data_root)), ("<imagenet>", config.imagenet_root),

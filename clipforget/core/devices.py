@@ -1,6 +1,17 @@
-"""Where tensors run: one rule for every command, worker and test."""
+"""Where tensors run: one rule for every command, worker and test, and the per-device numerics.
+
+* :func:`resolve_device` -- ``auto`` means the first visible GPU, else the CPU;
+* :func:`configure_backends` -- TF32 matmuls / convolutions and cuDNN autotuning on CUDA (inputs have fixed sizes);
+* :func:`autocast_dtype` -- bf16 on the CPU and on GPUs that have it (Ampere and later), fp16 on older GPUs. Training
+  runs under the same autocast as inference and clipforget uses no gradient scaler, so bf16 (fp32's exponent range)
+  is what keeps small gradients from underflowing; it is also what the CPU path has always used (docs/decisions.md
+  D8-backends);
+* :func:`worker_devices` -- one local worker per visible GPU, else one on the CPU.
+"""
 
 from __future__ import annotations
+
+import os
 
 import torch
 
@@ -16,9 +27,63 @@ def resolve_device(name: str | None = None) -> str:
     return str(name)
 
 
+def visible_gpus() -> int:
+    """How many CUDA GPUs this process sees (``CUDA_VISIBLE_DEVICES`` applies)."""
+    return torch.cuda.device_count() if torch.cuda.is_available() else 0
+
+
 def configure_backends(device: str) -> None:
     """Per-device numerics: TF32 matmuls and cuDNN autotuning on CUDA (inputs have fixed sizes here)."""
-    if device.startswith("cuda"):
+    if str(device).startswith("cuda"):
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
+        torch.backends.cudnn.enabled = True
         torch.backends.cudnn.benchmark = True
+        torch.backends.cudnn.deterministic = False
+
+
+def configure_threads(threads: int | None) -> None:
+    """Limit this process's CPU threads (several workers on one machine must not each take every core)."""
+    if threads and threads > 0:
+        torch.set_num_threads(int(threads))
+        os.environ.setdefault("OMP_NUM_THREADS", str(int(threads)))
+        try:
+            import faiss
+
+            faiss.omp_set_num_threads(int(threads))
+        except ImportError:  # pragma: no cover - faiss is a dependency
+            pass
+
+
+def autocast_dtype(device: str | torch.device) -> torch.dtype:
+    """The autocast dtype of the module docstring."""
+    kind = torch.device(device).type
+    if kind == "cuda":
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    return torch.bfloat16
+
+
+def describe_device(device: str | torch.device, local: str | torch.device | None = None) -> str:
+    """``cpu (4 threads)`` or ``cuda:1 (NVIDIA H100 80GB HBM3)``; ``local``: the in-process name of a GPU that
+    ``device`` names as the machine sees it (``CUDA_VISIBLE_DEVICES=1`` makes physical ``cuda:1`` local ``cuda:0``)."""
+    device = str(device)
+    if device.startswith("cuda"):
+        try:
+            return f"{device} ({torch.cuda.get_device_name(torch.device(str(local or device)))})"
+        except (RuntimeError, AssertionError, ValueError):
+            return device
+    return f"cpu ({torch.get_num_threads()} threads)"
+
+
+def worker_devices(device: str | None = None, workers: int | None = None) -> list[str]:
+    """Devices of the local workers, as the machine names them: ``workers`` (default: one per visible GPU, else one)
+    spread over the visible GPUs round-robin (``auto``; ``cuda``: the same, but no GPU is an error), or all on
+    ``device`` when it names one (``cpu``, ``cuda:1``)."""
+    if device not in (None, "", "auto", "cuda"):
+        return [str(device)] * max(1, workers or 1)
+    gpus = visible_gpus()
+    if gpus == 0:
+        if device == "cuda":
+            resolve_device("cuda")  # raises: no GPU visible
+        return ["cpu"] * max(1, workers or 1)
+    return [f"cuda:{i % gpus}" for i in range(workers or gpus)]

@@ -9,6 +9,7 @@ model, build the task from the settings registry with the profile's data sizes, 
 from __future__ import annotations
 
 import copy
+import os
 import threading
 from pathlib import Path
 from typing import Any
@@ -32,6 +33,14 @@ from .profiles import get_profile
 from .spec import RunSpec
 
 EVAL_CURVE = "eval_curve.json"
+
+
+def loader_workers(device: str) -> int:
+    """Decoding processes for gallery builds and alpha grids inside a run: none on the CPU (they would take the
+    cores the model needs), a few on a GPU (decoding is then what the GPU waits for)."""
+    if str(device).startswith("cuda"):
+        return max(1, min(8, (os.cpu_count() or 2) // 2))
+    return 0
 
 
 def execute(spec: RunSpec, run_dir: Path, models: ModelCache, progress: ProgressFn,
@@ -78,13 +87,15 @@ def execute(spec: RunSpec, run_dir: Path, models: ModelCache, progress: Progress
     write_json(Path(run_dir) / EVAL_CURVE, {"curve": curve, "images": {k: len(v[0]) for k, v in sets.items()}})
     if with_grid:
         progress("curves", 0.5, f"indexing gallery {spec.gallery} (once per model)")
-        index = ensure_gallery_index(cache_root, bundle, spec.gallery, spec.gallery_sources)
+        index = ensure_gallery_index(cache_root, bundle, spec.gallery, spec.gallery_sources,
+                                     workers=loader_workers(models.device))
 
         def grid_progress(stage: str, fraction: float, message: str) -> None:
             progress("curves", 0.5 + 0.5 * fraction, f"gallery {spec.gallery} under θ(α): {message}")
 
         folder = RunFolder(run_dir)
-        cfg = AlphaGridConfig(alphas=profile.grid_alphas, workers=0, device=models.device)  # the slider's steps
+        cfg = AlphaGridConfig(alphas=profile.grid_alphas, workers=loader_workers(models.device),
+                              device=models.device)  # the app slider's steps
         compute_alpha_grid(bundle, theta_u, index.path, folder.grid_dir(spec.gallery), cfg, grid_progress,
                            cancel=cancel, provenance={"run": folder.name, "gallery": spec.gallery},
                            rows=profile.grid_rows(len(index)))

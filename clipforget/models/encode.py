@@ -7,15 +7,16 @@ from collections.abc import Sequence
 import torch
 import torch.nn.functional as F
 
+from clipforget.core.devices import autocast_dtype
 from clipforget.data.prompts import fill, templates_for
 
 from .factory import ClipBundle
 
 
 def autocast(bundle: ClipBundle) -> torch.autocast:
-    """bf16 autocast on CPU (AMX/AVX-512 make it ~2x faster) and fp16 on CUDA; numerics stay fp32 where it matters."""
-    device = bundle.device.type
-    return torch.autocast(device, dtype=torch.bfloat16 if device == "cpu" else torch.float16)
+    """bf16 autocast on CPU (AMX/AVX-512 make it ~2x faster) and on GPUs with bf16, fp16 on older GPUs
+    (:func:`clipforget.core.devices.autocast_dtype`); numerics stay fp32 where it matters."""
+    return torch.autocast(bundle.device.type, dtype=autocast_dtype(bundle.device))
 
 
 @torch.no_grad()

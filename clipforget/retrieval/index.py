@@ -62,8 +62,12 @@ def read_records(path: str | os.PathLike) -> list[dict[str, str]]:
         return [json.loads(line) for line in handle if line.strip()]
 
 
-def load_index(path: str | os.PathLike, mmap: bool = True) -> GalleryIndex:
-    """Load an index folder; ``mmap=False`` reads the embeddings into memory instead of mapping them."""
+def load_index(path: str | os.PathLike, mmap: bool = True, gpu: bool | None = False) -> GalleryIndex:
+    """Load an index folder; ``mmap=False`` reads the embeddings into memory instead of mapping them.
+
+    ``gpu``: put the FAISS index on the GPU (``faiss-gpu``): ``True``, ``False`` (default) or ``None`` -- when FAISS
+    has a GPU and the index is large (:mod:`clipforget.retrieval.gpu`); ``info["faiss_gpu"]`` says where it is.
+    """
     import faiss
 
     path = Path(path)
@@ -87,6 +91,11 @@ def load_index(path: str | os.PathLike, mmap: bool = True) -> GalleryIndex:
             f"metadata {len(records)}, info {info.get('count')} rows"
         )
     _set_search_params(index, info.get("search_params", ""))
+    from .gpu import index_to_gpu, wants_gpu
+
+    info["faiss_gpu"] = False
+    if wants_gpu(index.ntotal, gpu):
+        index, info["faiss_gpu"] = index_to_gpu(index)
     return GalleryIndex(path, info, index, embeddings, records, skipped)
 
 

@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from .gpu import knn_gpu, wants_gpu
 from .index import GalleryIndex
 
 
@@ -52,7 +53,8 @@ def search(index_or_embeddings: Searchable, text_features: Features, k: int) -> 
 
     ``index_or_embeddings`` is a :class:`GalleryIndex` (its FAISS index is used), a ``faiss.Index``, or an ``N,D``
     array / tensor of unit-norm embeddings (any float dtype; searched exactly, brute force).
-    ``text_features`` is one ``D`` vector or ``Q,D`` vectors. ``k`` larger than the gallery is clipped.
+    ``text_features`` is one ``D`` vector or ``Q,D`` vectors. ``k`` larger than the gallery is clipped. Brute-force
+    search over ``GPU_MIN_ROWS`` rows or more runs on the GPU where FAISS has one (:mod:`clipforget.retrieval.gpu`).
     A few queries run on one FAISS thread: on a busy CPU, OpenMP's thread barriers cost more than the search itself
     (11k x 256: p95 0.8 ms on one thread against 12 ms on two, see BENCHMARKS.md).
     """
@@ -68,7 +70,10 @@ def search(index_or_embeddings: Searchable, text_features: Features, k: int) -> 
             k = min(k, len(matrix))
             if k == 0:
                 return np.zeros((len(queries), 0), np.float32), np.zeros((len(queries), 0), np.int64)
-            scores, ids = faiss.knn(queries, matrix, k, metric=faiss.METRIC_INNER_PRODUCT)
+            if wants_gpu(len(matrix), None):
+                scores, ids = knn_gpu(queries, matrix, k)
+            else:
+                scores, ids = faiss.knn(queries, matrix, k, metric=faiss.METRIC_INNER_PRODUCT)
         else:
             scores, ids = target.search(queries, min(k, target.ntotal))
     order = np.lexsort((ids, -scores), axis=1)  # score descending, ties by row id

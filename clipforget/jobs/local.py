@@ -1,0 +1,195 @@
+"""The ``local`` backend (the app's default): runs leave the web process for worker processes on this machine.
+
+``submit`` writes the spec and a ``queued`` progress into the run folder, then a ticket into the queue folder
+(:mod:`clipforget.jobs.workqueue`); a worker claims it, runs it and writes progress into the run folder, which is
+where :meth:`LocalBackend.snapshot` reads it. Nothing about a run lives only in this process, so a restarted app
+sees queued and running runs again (re-attach is reading the same folders) and the UI never goes down with a run.
+
+Workers: a :class:`~clipforget.jobs.pool.WorkerPool` started here (one per GPU, or one on the CPU; ``workers=0``:
+none) and/or any ``python -m clipforget worker`` pointed at the same queue folder (another machine included, when
+the cache folder is shared).
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from pathlib import Path
+
+from clipforget.core.atomic import read_json
+from clipforget.pipeline.folder import STATES_ACTIVE, RunFolder
+
+from .backend import Snapshot
+from .job import Job, request_cancel
+from .pool import WorkerPool, plan_slots
+from .spec import RunSpec
+from .workqueue import Ticket, WorkQueue
+
+
+class LocalBackend:
+    """A :class:`~clipforget.jobs.backend.Backend` over a queue folder and worker processes (module docstring)."""
+
+    name = "local"
+
+    def __init__(self, queue_dir: str | os.PathLike, workers: int | None = None, device: str | None = None,
+                 cache_dir: str | os.PathLike | None = None, plugins: list[str] | None = None, poll: float = 0.5,
+                 heartbeat_timeout: float = 60.0, start: bool = True):
+        self.queue = WorkQueue(queue_dir)
+        self.poll = poll
+        self.heartbeat_timeout = heartbeat_timeout
+        slots = plan_slots(device, workers) if workers != 0 else []
+        self.pool = WorkerPool(self.queue, slots, cache_dir, plugins, poll, heartbeat_timeout) if slots else None
+        self._lock = threading.RLock()
+        self._tickets: tuple[float, list[Ticket], list[Ticket]] = (0.0, [], [])
+        self._dirs: dict[str, Path] = {}  # run folders of the runs this backend has seen
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        if start:
+            self.start()
+
+    def start(self) -> None:
+        if self.pool is not None:
+            self.pool.check()
+        self._thread = threading.Thread(target=self._loop, name="clipforget-local-backend", daemon=True)
+        self._thread.start()
+
+    def _loop(self) -> None:
+        while not self._stop.wait(self.poll):
+            try:
+                if self.pool is not None:
+                    self.pool.check()
+                else:
+                    self.queue.reap(self.heartbeat_timeout)
+            except OSError:  # a shared folder hiccup must not end supervision
+                pass
+
+    # the protocol --------------------------------------------------------------------------------------------------
+    def submit(self, spec: RunSpec, run_dir: Path) -> Snapshot:
+        run_dir = Path(run_dir)
+        run_dir.mkdir(parents=True, exist_ok=True)
+        spec.write(run_dir)
+        Job(spec, run_dir, backend=self.name, device="next free worker", worker="-",
+            message="queued").record()  # progress first: a worker's "running" must never be overwritten by it
+        with self._lock:
+            self.queue.put(spec, run_dir)
+            self._dirs[spec.run_id] = run_dir
+            self._tickets = (0.0, [], [])
+        return self.snapshot(spec.run_id) or {}
+
+    def snapshot(self, run_id: str) -> Snapshot | None:
+        """Queued / running: from its ticket and run folder; else the final progress of a run this backend saw."""
+        snap = self._lookup(run_id)
+        if snap is not None:
+            return snap
+        run_dir = self._dirs.get(run_id)
+        if run_dir is None:
+            return None
+        if read_json(run_dir / RunFolder.PROGRESS).get("state") in STATES_ACTIVE:
+            snap = self._lookup(run_id, fresh=True)  # it may have moved between two listings
+        return snap or self._final(run_dir)
+
+    def _lookup(self, run_id: str, fresh: bool = False) -> Snapshot | None:
+        pending, claimed = self._scan(fresh)
+        for i, ticket in enumerate(pending):
+            if ticket.run_id == run_id:
+                return self._queued(ticket, i, len(claimed))
+        for ticket in claimed:
+            if ticket.run_id == run_id:
+                return self._running(ticket)
+        return None
+
+    def active(self, owner: str) -> list[Snapshot]:
+        pending, claimed = self._scan()
+        snaps = [self._queued(t, i, len(claimed)) for i, t in enumerate(pending) if t.owner == owner]
+        snaps += [self._running(t) for t in claimed if t.owner == owner]
+        snaps = [s for s in snaps if s.get("state") in STATES_ACTIVE]  # a finished run releases its ticket last
+        return sorted(snaps, key=lambda s: s.get("created") or 0)
+
+    def cancel(self, run_id: str) -> bool:
+        with self._lock:
+            self._tickets = (0.0, [], [])
+            pending, claimed = self._scan()
+            ticket = next((t for t in pending if t.run_id == run_id), None)
+            if ticket is not None and self.queue.withdraw(run_id):
+                folder = RunFolder(ticket.run_dir)
+                folder.write_progress({**folder.progress(), "state": "cancelled", "message": "cancelled before it "
+                                       "started", "ended": time.time(), "queue_position": 0})
+                self._tickets = (0.0, [], [])
+                return True
+            ticket = next((t for t in claimed if t.run_id == run_id), None)
+            if ticket is None:  # claimed between the scan and the withdrawal?
+                self._tickets = (0.0, [], [])
+                ticket = next((t for t in self._scan()[1] if t.run_id == run_id), None)
+            if ticket is None:
+                return False
+            request_cancel(ticket.run_dir)
+            return True
+
+    def wait(self, run_id: str, timeout: float | None = None) -> Snapshot:
+        deadline = None if timeout is None else time.time() + timeout
+        while True:
+            snap = self.snapshot(run_id)
+            if snap is None:
+                raise KeyError(f"run {run_id} is not in the queue")
+            if snap.get("state") not in STATES_ACTIVE:
+                return snap
+            if deadline is not None and time.time() > deadline:
+                raise TimeoutError(f"run {run_id} still {(snap or {}).get('state')} after {timeout} s")
+            time.sleep(0.1)
+
+    def close(self) -> None:
+        """Stop supervising; the pool's workers cancel their runs and exit. Queued runs stay in the queue folder."""
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+        if self.pool is not None:
+            self.pool.stop()
+
+    # reading the queue ---------------------------------------------------------------------------------------------
+    def _scan(self, fresh: bool = False) -> tuple[list[Ticket], list[Ticket]]:
+        """Pending and claimed tickets (cached for a fraction of a second: the UI polls per browser). Pending is
+        listed first: a ticket claimed in between then shows in both lists, never in neither."""
+        with self._lock:
+            at, pending, claimed = self._tickets
+            if fresh or time.time() - at > 0.2:
+                pending, claimed = self.queue.pending_tickets(), self.queue.claimed_tickets()
+                self._tickets = (time.time(), pending, claimed)
+                for ticket in pending + claimed:
+                    self._dirs[ticket.run_id] = ticket.run_dir
+            return pending, claimed
+
+    def _queued(self, ticket: Ticket, position: int, running: int) -> Snapshot:
+        snap = read_json(ticket.run_dir / RunFolder.PROGRESS)
+        busy, live = self.pool.busy() if self.pool is not None else (running, running)
+        ahead = "next in line" if position == 0 else f"{position} run(s) ahead in the queue"
+        if live:
+            message = f"queued: {ahead}; {busy} of {live} worker(s) busy"
+        elif self.pool is not None and self.pool.worker_pids():
+            message = f"queued: {ahead}; worker(s) starting"
+        else:
+            message = f"queued: {ahead}; no worker is running (start one: python -m clipforget worker)"
+        if self.pool is not None and self.pool.problem:
+            message += f" (last worker problem: {self.pool.problem})"
+        return {**snap, "id": ticket.run_id, "state": "queued", "queue_position": position + 1, "message": message,
+                "elapsed": 0.0, "run_dir": str(ticket.run_dir)}
+
+    def _running(self, ticket: Ticket) -> Snapshot:
+        snap = read_json(ticket.run_dir / RunFolder.PROGRESS)
+        snap.update(id=ticket.run_id, queue_position=0, run_dir=str(ticket.run_dir))
+        if snap.get("state") == "queued":
+            snap.update(state="running", message=f"starting on worker {ticket.worker}", elapsed=0.0)
+        elif snap.get("state") == "running" and snap.get("started"):
+            snap["elapsed"] = round(time.time() - float(snap["started"]), 1)
+        return snap
+
+    @staticmethod
+    def _final(run_dir: Path | None) -> Snapshot | None:
+        """A seen run that left the queue: its recorded end (``interrupted`` if it recorded none)."""
+        if run_dir is None:
+            return None
+        snap = read_json(Path(run_dir) / RunFolder.PROGRESS)
+        if snap.get("state") in STATES_ACTIVE:
+            snap["state"] = "interrupted"
+            snap["error"] = snap.get("error") or "the run left the queue without recording its end"
+        return snap or None

@@ -1,0 +1,182 @@
+"""A worker process: claims runs from a queue folder (:mod:`clipforget.jobs.workqueue`) and executes them, one at a
+time, with models it loads itself. Started by a :class:`~clipforget.jobs.pool.WorkerPool` (the app's or
+``python -m clipforget worker``'s) or by hand (``python -m clipforget worker --one``).
+
+It writes a heartbeat every couple of seconds; the run's progress goes to the run folder as the run goes. A
+``cancel.request`` file in the run folder cancels the run. SIGTERM / SIGINT cancel the current run and stop the
+worker. With ``parent_pid`` (the supervisor) the worker *drains* once its supervisor is gone: it finishes the run it
+has -- a restarted app re-attaches to it through the run folder -- and then exits instead of taking another.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import os
+import signal
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from clipforget.core.atomic import write_json
+from clipforget.core.devices import configure_threads, describe_device, resolve_device
+from clipforget.core.paths import cache_dir
+
+from .job import CancelWatch, Job, mark_dead
+from .models import ModelCache
+from .spec import RunSpec
+from .workqueue import HEARTBEAT_FILE, Ticket, WorkQueue, host_name, process_alive, worker_id
+
+
+@dataclass
+class WorkerConfig:
+    queue: Path
+    device: str | None = None  # None / auto: cuda when visible, else cpu
+    slot: str = "w0"  # the supervisor's name for this worker's place (e.g. gpu1, cpu0)
+    device_label: str | None = None  # what the UI shows, e.g. cuda:1 when CUDA_VISIBLE_DEVICES=1 maps it to cuda:0
+    parent_pid: int | None = None  # drain and exit once this process is gone
+    threads: int | None = None  # torch CPU threads
+    cache_dir: str | None = None
+    poll: float = 0.5
+    heartbeat: float = 2.0
+    max_runs: int | None = None  # exit after this many runs
+    idle_exit: float | None = None  # exit after this many seconds without work
+    plugins: list[str] = field(default_factory=list)  # modules / .py files to import (custom settings, methods)
+    nice: int = 0  # added to the process's niceness: the web app keeps the CPU when both want it
+
+
+def load_plugins(plugins: list[str]) -> None:
+    """Import each plugin: a module name, or a path to a ``.py`` file (registers settings / methods)."""
+    for plugin in plugins:
+        if plugin.endswith(".py"):
+            name = f"clipforget_plugin_{Path(plugin).stem}"
+            spec = importlib.util.spec_from_file_location(name, plugin)
+            if spec is None or spec.loader is None:
+                raise ImportError(f"cannot load plugin {plugin}")
+            module = importlib.util.module_from_spec(spec)
+            sys.modules[name] = module
+            spec.loader.exec_module(module)
+        else:
+            importlib.import_module(plugin)
+
+
+class Worker:
+    """One worker (see the module docstring); :meth:`serve` runs until stopped, drained or done."""
+
+    def __init__(self, config: WorkerConfig):
+        self.config = config
+        self.queue = WorkQueue(config.queue)
+        self.id = worker_id()
+        self.dir = self.queue.worker_dir(self.id)
+        self.device = resolve_device(config.device)
+        self.label = f"{config.slot}@{host_name()} (pid {os.getpid()})"
+        self.device_label = describe_device(config.device_label or self.device)
+        self.current: Job | None = None
+        self.runs = 0
+        self.started = time.time()
+        self.stop_reason: str | None = None
+        self._stop = threading.Event()
+
+    # lifecycle -----------------------------------------------------------------------------------------------------
+    def stop(self, reason: str) -> None:
+        self.stop_reason = self.stop_reason or reason
+        self._stop.set()
+        job = self.current
+        if job is not None:
+            job.cancel.set()
+
+    def _on_signal(self, signum: int, frame: Any) -> None:
+        self.stop(f"the worker was stopped ({signal.Signals(signum).name})")
+
+    def serve(self) -> int:
+        cfg = self.config
+        if threading.current_thread() is threading.main_thread():
+            signal.signal(signal.SIGTERM, self._on_signal)
+            signal.signal(signal.SIGINT, self._on_signal)
+        if cfg.nice:
+            try:
+                os.nice(cfg.nice)
+            except OSError:
+                pass
+        configure_threads(cfg.threads)
+        load_plugins(cfg.plugins)
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self._beat()
+        beats = threading.Thread(target=self._beat_loop, name="clipforget-heartbeat", daemon=True)
+        beats.start()
+        models = ModelCache(self.device, cfg.cache_dir)
+        cache_root = cache_dir(cfg.cache_dir)
+        idle_since = time.time()
+        print(f"worker {self.label}: {self.device_label}, queue {self.queue.root}", flush=True)
+        try:
+            while not self._stop.is_set():
+                if cfg.parent_pid and not process_alive(cfg.parent_pid):
+                    print(f"worker {self.label}: supervisor {cfg.parent_pid} is gone; exiting", flush=True)
+                    break
+                if cfg.max_runs is not None and self.runs >= cfg.max_runs:
+                    break
+                ticket = self.queue.claim(self.dir)
+                if ticket is None:
+                    if cfg.idle_exit is not None and time.time() - idle_since > cfg.idle_exit:
+                        break
+                    self._stop.wait(cfg.poll)
+                    continue
+                self._run(ticket, models, cache_root)
+                idle_since = time.time()
+        finally:
+            self._stop.set()
+            beats.join(timeout=5)
+            for path in self.dir.glob("*.json"):  # a claimed ticket left (stopped before it ran): back in line
+                if path.name != HEARTBEAT_FILE:
+                    os.replace(path, self.queue.pending / path.name)
+            (self.dir / HEARTBEAT_FILE).unlink(missing_ok=True)
+            try:
+                self.dir.rmdir()
+            except OSError:
+                pass
+        return 0
+
+    def _run(self, ticket: Ticket, models: ModelCache, cache_root: Path) -> None:
+        spec = RunSpec.read(ticket.run_dir)
+        if spec is None:
+            mark_dead(ticket.run_dir, f"the run folder {ticket.run_dir} has no readable job.json")
+            ticket_path = self.dir / ticket.name
+            ticket_path.unlink(missing_ok=True)
+            return
+        job = Job(spec, ticket.run_dir, device=self.device_label, backend="local", worker=self.label,
+                  record_every=0.5)
+        self.current = job
+        self._beat()
+        try:
+            with CancelWatch(ticket.run_dir, job.cancel):
+                if self._stop.is_set():
+                    job.cancel.set()
+                job.run(models, cache_root)
+            if job.state == "cancelled" and self.stop_reason:
+                job.message = f"cancelled: {self.stop_reason}"
+                job.record()
+        finally:
+            self.current = None
+            self.runs += 1
+            (self.dir / ticket.name).unlink(missing_ok=True)
+            self._beat()
+
+    # heartbeat -----------------------------------------------------------------------------------------------------
+    def _beat(self) -> None:
+        job = self.current
+        write_json(self.dir / HEARTBEAT_FILE, {
+            "id": self.id, "slot": self.config.slot, "label": self.label, "host": host_name(), "pid": os.getpid(),
+            "device": self.device_label, "parent_pid": self.config.parent_pid,
+            "supervised": self.config.parent_pid is not None, "started": self.started,
+            "updated": time.time(), "run": job.id if job else None, "runs": self.runs,
+        })
+
+    def _beat_loop(self) -> None:
+        while not self._stop.wait(self.config.heartbeat):
+            try:
+                self._beat()
+            except OSError:
+                pass
