@@ -23,10 +23,12 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 def start_app(cache: Path, port: int) -> subprocess.Popen:
+    """The app with its runs on a thread of the app process: killing the app kills the run (worker processes
+    survive an app restart and are re-attached instead: tests/test_backends.py)."""
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     log = open(cache.parent / f"app-{port}.log", "w")  # closed with the process
     return subprocess.Popen([sys.executable, str(ROOT / "app.py"), "--cache-dir", str(cache), "--port", str(port),
-                             "--model", model_spec(), "--profile", "fast"], cwd=ROOT, env=env, stdout=log,
+                             "--model", model_spec(), "--profile", "fast", "--backend", "thread"], cwd=ROOT, env=env, stdout=log,
                             stderr=subprocess.STDOUT)
 
 

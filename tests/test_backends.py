@@ -305,7 +305,7 @@ def test_a_restarted_app_reattaches_to_a_running_workers_run(folders, tmp_path):
     """The app process dies (kill -9) while its worker runs a run; a new app on the same cache lists the run as
     running, follows its progress, cancels it through the run folder, and only then starts its own worker."""
     cache, gate = tmp_path / "cache", tmp_path / "gate"
-    owner = "s" + "0" * 32
+    owner = "w" + "0" * 32
     (cache / "sessions" / owner).mkdir(parents=True)
     code = APP1.format(tests=str(Path(__file__).parent), cache=str(cache), gallery=str(folders["gallery"]),
                        owner=owner, folders=json.dumps({k: str(v) for k, v in folders.items()}), gate=str(gate))

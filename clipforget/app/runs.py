@@ -36,12 +36,11 @@ INTERRUPTED = "the app restarted or its worker stopped before the run finished; 
 _RUN_ID = re.compile(r"[A-Za-z0-9._-]{1,120}")
 
 
-def where_text(snap: Snapshot, state: str) -> str:
-    """Where a run ran or waits, for the run list: ``local · cuda:1 (…) · gpu1@host (pid 7)`` / ``queued #2``."""
-    if state == "queued":
+def where(snap: Snapshot) -> str:
+    """Where a run trains or waits: backend, device and worker, or its place in the queue."""
+    if snap.get("state") == "queued":
         return f"{snap.get('backend') or ''} · queued #{snap.get('queue_position') or '?'}".strip(" ·")
-    return " · ".join(str(x) for x in (snap.get("backend"), snap.get("device"), snap.get("worker"))
-                      if x and x != "-")
+    return " · ".join(str(x) for x in (snap.get("backend"), snap.get("device"), snap.get("worker")) if x and x != "-")
 
 
 class Runs:
@@ -245,7 +244,7 @@ class Runs:
                          "model": spec.source.get("model", spec.model), "profile": spec.profile,
                          "score": metrics.get("score"), "alpha": metrics.get("alpha"), "error": snap.get("error"),
                          "backend": snap.get("backend"), "device": snap.get("device"), "worker": snap.get("worker"),
-                         "queue_position": snap.get("queue_position", 0), "where": where_text(snap, state)})
+                         "queue_position": snap.get("queue_position", 0), "where": where(snap)})
         return sorted(runs, key=lambda r: r["created"] or 0, reverse=True)
 
     def run_dir(self, owner: str, run_id: str) -> Path:

@@ -17,6 +17,7 @@ from clipforget.data.images import open_image
 from clipforget.jobs.queue import STAGES
 
 from ..messages import text
+from ..runs import where
 from ..uploads import UploadReport
 
 STAGE_WEIGHTS = {"prepare": 0.05, "forget": 0.3, "remind": 0.3, "restore": 0.1, "evaluate": 0.1, "curves": 0.15}
@@ -40,8 +41,7 @@ def render_status(snap: dict[str, Any] | None, scrub: Callable[[str], str] = str
     state = str(snap.get("state", "unknown"))
     lines = [f"<b>{STATE_ICONS.get(state, '')} {text(snap.get('title', ''))}</b> — {text(state)}, "
              f"{float(snap.get('elapsed') or 0):.0f} s elapsed <small>(model {text(scrub(str(snap.get('model'))))}, "
-             f"profile {text(snap.get('profile'))}, {text(snap.get('backend') or '')} "
-             f"{text(snap.get('device') or '')})</small>"]
+             f"profile {text(snap.get('profile'))}, {text(where(snap))})</small>"]
     stages = snap.get("stages") or {}
     for stage in STAGES:
         value = float(stages.get(stage, 0.0) or 0.0)
@@ -63,7 +63,8 @@ def run_choices(runs: list[dict[str, Any]]) -> list[tuple[str, str]]:
     for r in runs:
         when = time.strftime("%m-%d %H:%M", time.localtime(r["created"] or 0))
         extra = f" · Score {r['score']:.1f} · α*={r['alpha']:.2f}" if r.get("score") is not None else ""
-        out.append((f"{when} · {r['title']} · {r['state']}{extra}", r["id"]))
+        place = f" · {r['where']}" if r.get("where") else ""
+        out.append((f"{when} · {r['title']} · {r['state']}{extra}{place}", r["id"]))
     return out
 
 
