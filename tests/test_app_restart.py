@@ -28,8 +28,8 @@ def start_app(cache: Path, port: int) -> subprocess.Popen:
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     log = open(cache.parent / f"app-{port}.log", "w")  # closed with the process
     return subprocess.Popen([sys.executable, str(ROOT / "app.py"), "--cache-dir", str(cache), "--port", str(port),
-                             "--model", model_spec(), "--profile", "fast", "--backend", "thread"], cwd=ROOT, env=env, stdout=log,
-                            stderr=subprocess.STDOUT)
+                             "--model", model_spec(), "--profile", "fast", "--backend", "thread"],
+                            cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
 
 
 def wait_up(url: str, proc: subprocess.Popen, timeout: float = 240) -> None:
