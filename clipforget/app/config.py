@@ -7,8 +7,14 @@ from dataclasses import dataclass, field
 
 from clipforget.models.factory import DEFAULT_MODEL
 
-DEFAULT_GALLERY = "cifar10-test+imagenet"
-EXAMPLE_PROMPTS = ("monkey", "marmoset", "airplane")
+# Built-in retrieval galleries: name -> folders under the data root. "demo" is what the paper's retrieval figures
+# need: the monkeys (marmosets among them), 202 ImageNet classes at 64 px, CIFAR-10 test, the ImageNet samples, COCO.
+BUILTIN_GALLERIES: dict[str, tuple[str, ...]] = {
+    "demo": ("monkeys10/val", "tiny-imagenet/val", "cifar10/test", "imagenet-samples", "coco-mini/images"),
+    "cifar10-test+imagenet": ("cifar10/test", "imagenet-samples"),
+}
+DEFAULT_GALLERY = "demo"
+EXAMPLE_PROMPTS = ("monkey", "marmoset", "lesser panda", "a photo of a car")
 
 
 def _env_float(name: str, default: float) -> float:

@@ -22,7 +22,7 @@ from clipforget.jobs.models import ModelCache
 from clipforget.models.encode import encode_text
 from clipforget.retrieval.index import GalleryIndex
 
-from .config import DEFAULT_GALLERY, AppConfig
+from .config import BUILTIN_GALLERIES, AppConfig
 
 
 @dataclass
@@ -59,15 +59,17 @@ class Galleries:
         self._lock = threading.Lock()
 
     def names(self) -> list[str]:
-        return list(dict.fromkeys([self.config.default_gallery, *self.config.galleries, DEFAULT_GALLERY]))
+        return list(dict.fromkeys([self.config.default_gallery, *self.config.galleries, *BUILTIN_GALLERIES]))
 
     def sources(self, name: str) -> list[Path]:
-        """The image folders of gallery ``name`` (the default: CIFAR-10 test + the ImageNet samples, 11k images)."""
+        """The image folders of gallery ``name``: ``--gallery`` flags, else the built-in galleries under the data
+        root (the default, ``demo``: monkeys10 val + Tiny-ImageNet val + CIFAR-10 test + ImageNet samples + COCO,
+        21.5k images)."""
         if name in self.config.galleries:
             return [Path(p) for p in self.config.galleries[name].split(os.pathsep)]
-        if name == DEFAULT_GALLERY:
+        if name in BUILTIN_GALLERIES:
             root = data_root(self.config.data_root)
-            return [root / "cifar10" / "test", root / "imagenet-samples"]
+            return [root / part for part in BUILTIN_GALLERIES[name]]
         raise DataError(f"unknown gallery {name!r}; choose from {', '.join(self.names())}")
 
     def get(self, spec: str, name: str) -> Gallery:

@@ -59,6 +59,9 @@ class Preset:
 
 
 PRESETS: dict[str, Preset] = {p.name: p for p in (
+    Preset("monkeys", "monkeys", "Monkey without marmoset",
+           forget="monkeys10 pygmy and silvery marmosets labelled 'monkey'",
+           retain="the eight other monkey species labelled 'monkey'", shown="marmoset"),
     Preset("cifar10-class", "cifar10", "CIFAR-10: forget {choice}", "Class to forget",
            forget="CIFAR-10 '{choice}' train images", retain="the other nine classes"),
     Preset("style", "style", "Style: forget cars as {choice}", "Style to forget (cars)",
@@ -72,6 +75,9 @@ PRESETS: dict[str, Preset] = {p.name: p for p in (
            retain="the other monkeys (titi, spider, howler) labelled 'monkey'", needs_imagenet=True,
            shown="marmoset"),
 )}
+
+
+DEFAULT_PRESET = "monkeys"
 
 
 def get_preset(name: str) -> Preset:

@@ -15,7 +15,7 @@ from clipforget.jobs.profiles import PROFILES
 from clipforget.settings import get_setting
 
 from ..config import EXAMPLE_PROMPTS
-from ..presets import PRESETS
+from ..presets import DEFAULT_PRESET, PRESETS
 from ..service import AppServices
 from .render import NO_RUN, SKIPPED_COLUMNS
 
@@ -88,7 +88,7 @@ def build_layout(services: AppServices, default_profile: str = "fast") -> Layout
             with gr.Tabs():
                 with gr.Tab("Preset"):
                     with gr.Row():
-                        first = PRESETS["cifar10-class"]
+                        first = PRESETS[DEFAULT_PRESET]
                         preset = gr.Dropdown([(get_setting(p.setting).description if p.name != "living17-monkey"
                                                else p.title, k) for k, p in PRESETS.items()],
                                              value=first.name, label="Preset", scale=3)
