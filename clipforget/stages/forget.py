@@ -35,6 +35,7 @@ class ForgetConfig:
     layers: list[str] | None = None  # explicit LoRA targets (ablations); None = top_k of the relative Fisher ranking
     similarity_weight: float = 10.0  # weight of the cosine hinge (retrieval-side forgetting), 0 disables it
     stop_prob: float = 0.02  # stop early once the mean p(y_c | x) of a forget batch falls below this
+    stop_hinge: float = 1e-3  # ... and the cosine hinge of that batch is below this (retrieval forgotten too)
     # tau of the cosine hinge: this quantile of the retain images' similarity to the label text under the original
     # model (None: their mean). docs/decisions.md D2, D9.
     hinge_quantile: float | None = None
@@ -166,6 +167,14 @@ class ForgetLoss:
             loss = loss + self.cfg.similarity_weight * self.hinge(feats)
         return loss
 
+    @torch.no_grad()
+    def forgotten(self, feats: torch.Tensor, targets: torch.Tensor) -> bool:
+        """Early stop: the batch's mean p(label) is below ``stop_prob`` and its hinge below ``stop_hinge``."""
+        p_label = F.softmax(logits(self.bundle, feats, self.classifier), -1).gather(1, targets.view(-1, 1).to(feats.device))
+        if float(p_label.mean()) >= self.cfg.stop_prob:
+            return False
+        return self.tau is None or float(self.hinge(feats)) < self.cfg.stop_hinge
+
     def anchor_term(self, retain_feats: torch.Tensor, original_feats: torch.Tensor) -> torch.Tensor:
         if self.cfg.anchor_weight <= 0:
             return torch.zeros((), device=retain_feats.device)
@@ -252,9 +261,7 @@ def forget(
         opt.step()
         losses.append(float(loss.detach()))
         progress("forget", 0.2 + 0.8 * (step + 1) / cfg.steps, f"step {step + 1}/{cfg.steps} loss {losses[-1]:.4f}")
-        with torch.no_grad():
-            p_label = F.softmax(logits(bundle, feats.detach(), classifier), -1).gather(1, targets.view(-1, 1))
-        if float(p_label.mean()) < cfg.stop_prob:
+        if objective.forgotten(feats.detach(), targets):
             break
     merged = peft_visual.merge_and_unload()
     for p in merged.parameters():
