@@ -141,9 +141,13 @@ def load_config(name_or_folder: str | Path) -> dict[str, Any]:
 
 def new_model(config_name: str, device: str | torch.device = "cpu") -> ClipBundle:
     """A freshly initialised model from a bundled config (pre-trained parts from their packages), for training."""
-    config = load_config(config_name)
+    return model_from_config(load_config(config_name), config_name, device)
+
+
+def model_from_config(config: dict[str, Any], spec: str, device: str | torch.device = "cpu") -> ClipBundle:
+    """A freshly initialised model from a config dict (a bundled config a recipe adapted, say)."""
     model, tokenizer = _build_from_config(config, device)
-    return ClipBundle(model, tokenizer, config_name, config, tuple(config.get("frozen_prefixes", ())))
+    return ClipBundle(model, tokenizer, spec, config, tuple(config.get("frozen_prefixes", ())))
 
 
 def bundled_checkpoint_dirs(name: str, cache: str | os.PathLike | None = None) -> list[Path]:
