@@ -179,3 +179,59 @@ def test_uploaded_html_cannot_run_script_and_copied_storage_opens_nothing(app_ur
             assert "victim run" not in shown and "attacker run" in shown
         finally:
             browser.close()
+
+
+@pytest.fixture(scope="module")
+def default_app_url(tmp_path_factory):
+    """The app as a user meets it: the default model and preset, a gallery of the monkeys10 validation photos."""
+    sync_playwright = _playwright()
+    from test_app_client import free_port
+
+    from clipforget.app.config import AppConfig
+    from clipforget.app.service import AppServices
+    from clipforget.app.ui import build_ui, launch_kwargs
+    from clipforget.core.paths import data_root
+    from clipforget.models.factory import DEFAULT_MODEL, find_bundled_checkpoint
+
+    if find_bundled_checkpoint(DEFAULT_MODEL) is None:
+        pytest.skip(f"assets/{DEFAULT_MODEL} is not built")
+    monkeys = Path(data_root()) / "monkeys10" / "val"
+    if not monkeys.is_dir():
+        pytest.skip(f"{monkeys} not found")
+    cache = tmp_path_factory.mktemp("browser_default") / "cache"
+    config = AppConfig(model=DEFAULT_MODEL, cache_dir=str(cache), galleries={"monkeys": str(monkeys)},
+                       default_gallery="monkeys", top_k=12, backend="thread")
+    service = AppServices.create(config)
+    demo = build_ui(service, default_profile="quick")
+    demo.launch(prevent_thread_lock=True, quiet=True, **launch_kwargs(service, "127.0.0.1", free_port()))
+    yield demo.local_url, sync_playwright
+    demo.close()
+
+
+def test_default_preset_marks_marmosets_as_left_in_chromium(default_app_url):
+    """Issue 10: the default preset ("monkey without marmoset") run to the end; at the calibrated alpha the retrieval
+    panel for the default prompt ("marmoset") marks marmosets as gone (⬅ LEFT) and fewer remain in the top-k."""
+    url, sync_playwright = default_app_url
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS, headless=True)
+        try:
+            page = browser.new_page(viewport={"width": 1400, "height": 1800})
+            page.goto(url)
+            page.get_by_text("make CLIP forget an image subgroup").wait_for(timeout=60_000)
+            page.get_by_role("button", name="Run preset").click()
+            page.locator(".cf-stage").first.wait_for(timeout=60_000)
+            _wait_for(lambda: "— done" in page.content() or "— failed" in page.content(), 900, "the run to end")
+            assert "— done" in page.content(), page.locator("body").inner_text()[:2000]
+            page.get_by_role("tab", name="2 · Explore and export").click()
+            page.get_by_role("button", name="Open", exact=True).click()  # opens at the calibrated alpha
+            _wait_for(lambda: len(_captions(page, "cf-after")) >= 10, 300, "retrieval results")
+            before, after = _captions(page, "cf-before"), _captions(page, "cf-after")
+            marmosets_before = [c for c in before if "marmoset" in c]
+            left = [c for c in marmosets_before if "LEFT" in c]
+            assert len(marmosets_before) >= 6, before  # the original model finds marmosets for "marmoset"
+            assert left, before
+            assert sum("marmoset" in c for c in after) < len(marmosets_before), (before, after)
+            ARTIFACTS.mkdir(exist_ok=True)
+            page.screenshot(path=str(ARTIFACTS / "app_default_preset.png"), full_page=True)
+        finally:
+            browser.close()

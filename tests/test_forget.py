@@ -81,7 +81,8 @@ def test_similarity_anchor_is_zero_at_the_original_and_grows_with_drift(bundle, 
     airplane = classifier[task.classnames.index("airplane")]
     moved = torch.nn.functional.normalize(original - 0.3 * airplane, dim=-1)  # every image away from "airplane"
     assert float(loss.anchor_term(moved, original)) > 0.01
-    assert float(ForgetLoss(bundle, task, classifier, ForgetConfig()).anchor_term(moved, original)) == 0.0
+    unanchored = ForgetLoss(bundle, task, classifier, ForgetConfig(anchor_weight=0.0))
+    assert float(unanchored.anchor_term(moved, original)) == 0.0
     # the hinge threshold is a quantile of the retain images' similarity under the original model
     low = ForgetLoss(bundle, task, classifier, ForgetConfig(hinge_quantile=0.1)).tau
     high = ForgetLoss(bundle, task, classifier, ForgetConfig(hinge_quantile=0.9)).tau
@@ -91,3 +92,19 @@ def test_similarity_anchor_is_zero_at_the_original_and_grows_with_drift(bundle, 
     with_prompts = ForgetLoss(bundle, task, classifier, ForgetConfig(anchor_weight=10.0))
     assert with_prompts.texts.shape[0] == 3 and with_prompts.tau.shape == (3,)
     assert float(with_prompts.hinge(original)) >= 0.0
+
+
+def test_fisher_ranking_considers_only_the_last_share_of_layers(bundle, cifar_small):
+    from clipforget.data.task import UnlearningTask
+    from clipforget.models.layers import adaptable_layers
+    from clipforget.stages.forget import ForgetConfig, relative_fisher
+
+    is_airplane = [x == "airplane" for x in cifar_small.labels]
+    task = UnlearningTask(cifar_small.where(is_airplane), cifar_small.where([not a for a in is_airplane]),
+                          sorted(set(cifar_small.labels)))
+    names = adaptable_layers(bundle.model.visual, bundle.normalize(cifar_small.images[:2]))
+    cfg = ForgetConfig(fisher_samples=8, fisher_micro_batch=4, candidate_share=0.25)
+    ranked = {r.name for r in relative_fisher(bundle, task, cfg)}
+    assert ranked == set(names[len(names) - round(len(names) * 0.25):])
+    cfg.candidate_share = 1.0
+    assert {r.name for r in relative_fisher(bundle, task, cfg)} == set(names)

@@ -48,6 +48,18 @@ class ImageSet:
         labels = [label] * len(self) if isinstance(label, str) else [label.get(x, x) for x in self.labels]
         return ImageSet(self.images, labels, self.paths, self.skipped)
 
+    def per_class(self, n: int | None, seed: int = 0) -> ImageSet:
+        """At most ``n`` images of each label, drawn with ``seed`` (file order kept); ``None``: all."""
+        if n is None:
+            return self
+        rng = np.random.default_rng(seed)
+        labels = np.asarray(self.labels)
+        keep: list[int] = []
+        for name in dict.fromkeys(self.labels):
+            ids = np.flatnonzero(labels == name)
+            keep += ids[rng.permutation(len(ids))[:n]].tolist()
+        return self.subset(sorted(keep))
+
     def label_counts(self) -> dict[str, int]:
         return dict(Counter(self.labels))
 

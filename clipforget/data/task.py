@@ -27,6 +27,9 @@ class UnlearningTask:
     name: str = "task"
     # texts the forget images must stop matching besides their label (e.g. the subgroup's own name); optional
     forget_prompts: tuple[str, ...] = ()
+    # unlabelled images of what else the model must keep knowing (other datasets' training splits): distillation
+    # targets only, in the forget stage's anchor and the remind stage's feature distillation (decisions D10)
+    reference: ImageSet | None = None
     cancel: threading.Event = field(default_factory=threading.Event)
 
     def __post_init__(self) -> None:

@@ -30,7 +30,7 @@ from clipforget.core.paths import ASSETS_DIR, cache_dir
 CONFIG_DIR = Path(__file__).resolve().parent / "configs"
 CONFIG_FILE = "open_clip_config.json"
 WEIGHTS_FILE = "open_clip_model.safetensors"
-DEFAULT_MODEL = "embedded-cifar"
+DEFAULT_MODEL = "embedded"
 
 
 @dataclass

@@ -10,6 +10,7 @@ from clipforget.core.errors import DataError
 from clipforget.data.cifar10 import CIFAR10_CLASSES, cifar10
 from clipforget.data.imagenet import IMAGENET_TO_CIFAR10, imagenet_samples
 from clipforget.data.images import ImageSet
+from clipforget.data.reference import reference_images
 from clipforget.data.task import EvalSet, UnlearningTask
 from clipforget.data.tiny_imagenet import tiny_imagenet
 
@@ -48,6 +49,7 @@ class Cifar10Sizes:
     calibration_forget: int = 100  # held-out train images, never trained on by the unlearning
     calibration_retain_per_class: int = 30
     eval_per_class: int | None = None  # test images per class (None: all 1,000)
+    reference_tiny_per_class: int = 3  # Tiny-ImageNet train images per class, distillation only (decisions D10)
 
 
 def cifar10_class_task(
@@ -65,7 +67,8 @@ def cifar10_class_task(
     cal_forget = cifar10("train", image_size, (forget_class,), sizes.calibration_forget, sizes.forget, root, seed)
     cal_retain = cifar10("train", image_size, others, sizes.calibration_retain_per_class, sizes.retain_per_class,
                          root, seed)
-    task = UnlearningTask(forget, retain, classes, cal_forget, cal_retain, name=f"cifar10-{forget_class}")
+    task = UnlearningTask(forget, retain, classes, cal_forget, cal_retain, name=f"cifar10-{forget_class}",
+                          reference=reference_images(image_size, sizes.reference_tiny_per_class, 0, seed, root))
     test_target = cifar10("test", image_size, (forget_class,), sizes.eval_per_class, 0, root)
     test_retain = cifar10("test", image_size, others, sizes.eval_per_class, 0, root)
     imagenet = imagenet_samples(image_size, IMAGENET_TO_CIFAR10, root)
@@ -80,7 +83,7 @@ def cifar10_class_task(
 
 SIZES = {
     "quick": Cifar10Sizes(forget=24, retain_per_class=6, calibration_forget=12, calibration_retain_per_class=4,
-                          eval_per_class=10),
+                          eval_per_class=10, reference_tiny_per_class=0),
     "small": Cifar10Sizes(forget=200, retain_per_class=40, calibration_forget=50, calibration_retain_per_class=15,
                           eval_per_class=100),
     "paper": Cifar10Sizes(),

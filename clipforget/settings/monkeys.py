@@ -17,12 +17,14 @@ from clipforget.data.cifar10 import CIFAR10_CLASSES, cifar10
 from clipforget.data.imagenet import imagenet_all_samples, imagenet_names, living17, short_name
 from clipforget.data.images import ImageSet
 from clipforget.data.monkeys10 import MARMOSETS, monkeys10
+from clipforget.data.reference import reference_images
 from clipforget.data.task import EvalSet, UnlearningTask
 from clipforget.data.tiny_imagenet import tiny_imagenet, tiny_imagenet_names
 
 from .registry import Setting, register_setting
 
 COARSE = "monkey"
+FORGET_PROMPTS = ("a photo of a marmoset",)  # the subgroup's own name: forgotten in retrieval too (decisions D9)
 
 
 @dataclass
@@ -32,23 +34,15 @@ class MonkeySizes:
     tiny_eval_per_class: int | None = None  # Tiny-ImageNet val images per class (None: all 50)
     cifar_eval_per_class: int | None = None  # CIFAR-10 test images per class (None: all 1,000)
     imagenet_eval: bool = True  # the 1,000 ImageNet samples, 1000-way
+    # unlabelled training images of the other retained sets, distillation only (Tiny-ImageNet train per class,
+    # CIFAR-10 train per class; 0: none). decisions D10
+    reference_tiny_per_class: int = 3
+    reference_cifar_per_class: int = 30
 
 
 def vocabulary(root: str | os.PathLike | None = None) -> list[str]:
     """LIVING-17's superclass names (``monkey`` among them)."""
     return [short_name(k) for k in living17(root)]
-
-
-def _per_class(images: ImageSet, n: int | None, seed: int) -> ImageSet:
-    if n is None:
-        return images
-    rng = np.random.default_rng(seed)
-    keep: list[int] = []
-    labels = np.asarray(images.labels)
-    for name in dict.fromkeys(images.labels):
-        ids = np.flatnonzero(labels == name)
-        keep += sorted(ids[rng.permutation(len(ids))[:n]].tolist())
-    return images.subset(sorted(keep))
 
 
 def monkeys_task(
@@ -70,14 +64,17 @@ def monkeys_task(
         parts["f" if marmoset else "r"].append(train.subset(sorted(rest.tolist())))
         parts["cf" if marmoset else "cr"].append(train.subset(sorted(cal.tolist())))
     forget, retain, cal_forget, cal_retain = (ImageSet.concat(parts[k]).relabel(COARSE) for k in ("f", "r", "cf", "cr"))
-    task = UnlearningTask(forget, retain, classes, cal_forget, cal_retain, name="monkeys-marmoset_in_monkey")
+    task = UnlearningTask(forget, retain, classes, cal_forget, cal_retain, name="monkeys-marmoset_in_monkey",
+                          forget_prompts=FORGET_PROMPTS)
     task.forget.skipped = train.skipped
+    task.reference = reference_images(image_size, sizes.reference_tiny_per_class, sizes.reference_cifar_per_class,
+                                      seed, root)
     val = monkeys10("val", image_size, root)
     is_marmoset = [x in MARMOSETS for x in val.labels]
     eval_sets = [
         EvalSet("marmosets", val.where(is_marmoset).relabel(COARSE), classes, "target"),
         EvalSet("other_monkeys", val.where([not m for m in is_marmoset]).relabel(COARSE), classes, "retain"),
-        EvalSet("tiny_imagenet", _per_class(tiny_imagenet("val", image_size, root), sizes.tiny_eval_per_class, 0),
+        EvalSet("tiny_imagenet", tiny_imagenet("val", image_size, root).per_class(sizes.tiny_eval_per_class),
                 tiny_imagenet_names(root), "retain"),
         EvalSet("cifar10", cifar10("test", image_size, None, sizes.cifar_eval_per_class, 0, root),
                 list(CIFAR10_CLASSES), "retain"),
@@ -89,7 +86,8 @@ def monkeys_task(
 
 SIZES = {
     "quick": MonkeySizes(train_per_species=12, calibration_per_species=4, tiny_eval_per_class=2,
-                         cifar_eval_per_class=10, imagenet_eval=False),
+                         cifar_eval_per_class=10, imagenet_eval=False, reference_tiny_per_class=0,
+                         reference_cifar_per_class=0),
     "small": MonkeySizes(train_per_species=60, calibration_per_species=20, tiny_eval_per_class=10,
                          cifar_eval_per_class=100),
     "paper": MonkeySizes(),

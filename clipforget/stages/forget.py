@@ -26,13 +26,16 @@ class ForgetConfig:
     top_k: int = 3  # layers that get LoRA
     lora_rank: int = 8
     lora_alpha: float = 16.0
-    lr: float = 1e-3
-    steps: int = 10  # at most; stops earlier once forgotten (stop_prob)
+    lr: float = 3e-3
+    steps: int = 30  # at most; stops earlier once forgotten (stop_prob and stop_hinge; decisions D10)
     batch_size: int = 64
     fisher_samples: int = 128  # images per set for the Fisher estimate
     fisher_micro_batch: int = 8
     eps: float = 1e-4  # clamp of the complementary cross-entropy
     layers: list[str] | None = None  # explicit LoRA targets (ablations); None = top_k of the relative Fisher ranking
+    # the ranking's candidates: the last ``candidate_share`` of the adaptable layers in forward order (1.0: all;
+    # docs/decisions.md D10)
+    candidate_share: float = 0.33
     similarity_weight: float = 10.0  # weight of the cosine hinge (retrieval-side forgetting), 0 disables it
     stop_prob: float = 0.02  # stop early once the mean p(y_c | x) of a forget batch falls below this
     stop_hinge: float = 1e-3  # ... and the cosine hinge of that batch is below this (retrieval forgotten too)
@@ -41,7 +44,7 @@ class ForgetConfig:
     hinge_quantile: float | None = None
     # similarity anchor: retain images keep their original cosine to the forget label text(s), so forgetting cannot
     # work by moving every image away from that text (which leaves the ranking, i.e. retrieval, unchanged; D9)
-    anchor_weight: float = 0.0
+    anchor_weight: float = 200.0
     seed: int = 0
 
 
@@ -170,7 +173,8 @@ class ForgetLoss:
     @torch.no_grad()
     def forgotten(self, feats: torch.Tensor, targets: torch.Tensor) -> bool:
         """Early stop: the batch's mean p(label) is below ``stop_prob`` and its hinge below ``stop_hinge``."""
-        p_label = F.softmax(logits(self.bundle, feats, self.classifier), -1).gather(1, targets.view(-1, 1).to(feats.device))
+        probs = F.softmax(logits(self.bundle, feats, self.classifier), -1)
+        p_label = probs.gather(1, targets.view(-1, 1).to(feats.device))
         if float(p_label.mean()) >= self.cfg.stop_prob:
             return False
         return self.tau is None or float(self.hinge(feats)) < self.cfg.stop_hinge
@@ -201,6 +205,7 @@ def relative_fisher(bundle: ClipBundle, task: UnlearningTask, cfg: ForgetConfig)
     visual.eval()
     example = bundle.normalize(task.retain.images[:2])
     names = adaptable_layers(visual, example)
+    names = names[len(names) - max(cfg.top_k, round(len(names) * cfg.candidate_share)):]
     loss_fn = zero_shot_ce(bundle, classifier)
 
     def sample(images):
@@ -246,6 +251,8 @@ def forget(
     objective = ForgetLoss(bundle, task, classifier, cfg)
     wrapper = VisualOnly(peft_visual)
     retain_batches = batches(task.retain, task.label_ids(task.retain), cfg.batch_size, rng, cfg.steps)
+    reference_batches = None if not task.reference else batches(
+        task.reference, torch.zeros(len(task.reference), dtype=torch.long), cfg.batch_size, rng, cfg.steps)
     losses = []
     for step, (images, targets, _) in enumerate(batches(task.forget, labels, cfg.batch_size, rng, cfg.steps)):
         task.check_cancelled()
@@ -253,6 +260,8 @@ def forget(
         loss = objective.forget_term(feats, targets)
         if cfg.anchor_weight > 0:
             retain_images = next(retain_batches)[0]
+            if reference_batches is not None:
+                retain_images = torch.cat([retain_images, next(reference_batches)[0]])
             with torch.no_grad():
                 original = image_features(bundle, retain_images)
             loss = loss + objective.anchor_term(image_features(bundle, retain_images, wrapper), original)

@@ -134,7 +134,7 @@ def build_layout(services: AppServices, default_profile: str = "fast") -> Layout
                 plot = gr.Plot(label="Zero-shot accuracy vs α")
                 metrics = gr.Dataframe(label="Metrics at α (evaluation sets, with the Score)", interactive=False)
             with gr.Row():
-                prompt = gr.Textbox(value="airplane", label="Retrieval prompt", scale=3, max_length=200)
+                prompt = gr.Textbox(value=EXAMPLE_PROMPTS[1], label="Retrieval prompt", scale=3, max_length=200)
                 gallery_name = gr.Dropdown(services.galleries.names(), value=cfg.default_gallery, label="Gallery",
                                            scale=2, allow_custom_value=True)
             gr.Examples([[p] for p in EXAMPLE_PROMPTS], inputs=[prompt], label="Example prompts")

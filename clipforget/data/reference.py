@@ -1,0 +1,21 @@
+"""Reference images: training images of the datasets a run must keep knowing, without labels (distillation only)."""
+
+from __future__ import annotations
+
+import os
+
+from .cifar10 import cifar10
+from .images import ImageSet
+from .tiny_imagenet import tiny_imagenet
+
+
+def reference_images(
+    image_size: int, tiny_per_class: int, cifar_per_class: int, seed: int, root: str | os.PathLike | None = None,
+) -> ImageSet | None:
+    """Training images of the other retained sets (Tiny-ImageNet train, CIFAR-10 train), or None when both are 0."""
+    sets = []
+    if tiny_per_class:
+        sets.append(tiny_imagenet("train", image_size, root).per_class(tiny_per_class, seed))
+    if cifar_per_class:
+        sets.append(cifar10("train", image_size, None, cifar_per_class, 0, root, seed))
+    return ImageSet.concat(sets) if sets else None
