@@ -1,7 +1,7 @@
-"""The app's ``quick`` profile end to end on the default gallery, through the HTTP API: start the CIFAR-10 preset,
-follow it to the end, open the run (first retrieval on screen).
+"""A run profile end to end on the default gallery, through the HTTP API: start a preset (default: the app's default,
+"monkey without marmoset"), follow it to the end, open the run (first retrieval on screen).
 
-    nice -n 10 .venv/bin/python benchmarks/bench_app_quick.py [--cache-dir DIR] [--runs 2]
+    nice -n 10 .venv/bin/python benchmarks/bench_app_quick.py [--profile quick|fast] [--preset NAME] [--runs 2]
 
 The gallery index (CIFAR-10 test + the ImageNet samples, 11k images) is built once per model and cache, before the
 first run, and reported apart; each run is then timed from the click to the finished run and to the opened run, with
@@ -19,7 +19,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from clipforget.app.config import AppConfig
+from clipforget.app.config import EXAMPLE_PROMPTS, AppConfig
+from clipforget.app.presets import PRESETS, get_preset
 from clipforget.app.service import AppServices
 from clipforget.app.ui import build_ui, launch_kwargs
 from clipforget.app.workspaces import folder_bytes
@@ -32,7 +33,10 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--model", default=DEFAULT_MODEL)
     p.add_argument("--runs", type=int, default=2)
     p.add_argument("--port", type=int, default=7862)
-    p.add_argument("--profile", default="quick")
+    p.add_argument("--profile", default="quick", help="quick | fast (the app's default) | full")
+    p.add_argument("--preset", default=next(iter(PRESETS)), help="app preset (default: the app's first)")
+    p.add_argument("--choice", default=None, help="the preset's option (default: its default)")
+    p.add_argument("--prompt", default=EXAMPLE_PROMPTS[1])
     args = p.parse_args(argv)
     from gradio_client import Client
 
@@ -49,14 +53,15 @@ def main(argv: list[str] | None = None) -> None:
         client = Client(demo.local_url, verbose=False, download_files=False)
         for _ in range(args.runs):
             t0 = time.perf_counter()
-            client.predict("cifar10-class", "airplane", args.model, args.profile, api_name="/start_preset")
+            choice = args.choice or get_preset(args.preset).default_choice()
+            client.predict(args.preset, choice, args.model, args.profile, api_name="/start_preset")
             job = client.predict(api_name="/watch_start_preset")
             run_s = time.perf_counter() - t0
             if "— done" not in job:
                 raise SystemExit(f"run did not finish: {job}")
             run_id = client.predict(api_name="/list_runs")["value"]
             t1 = time.perf_counter()
-            opened = client.predict(run_id, "airplane", gallery, api_name="/open_run")
+            opened = client.predict(run_id, args.prompt, gallery, api_name="/open_run")
             open_s = time.perf_counter() - t1
             folder = services.runs.runs_dir / run_id
             grid_info = json.loads(next((folder / "alpha_grid").glob("*/grid.json")).read_text())
@@ -67,7 +72,7 @@ def main(argv: list[str] | None = None) -> None:
     finally:
         demo.close()
         services.close()
-    print(f"model {args.model}, profile {args.profile}, gallery {gallery} ({size} images); "
+    print(f"model {args.model}, preset {args.preset}, profile {args.profile}, gallery {gallery} ({size} images); "
           f"index build or load {index_s:.1f} s (once per model)")
     for i, r in enumerate(rows, 1):
         print(f"run {i}: click -> done {r['run_s']:.1f} s, open -> first retrieval {r['open_s']:.1f} s, "

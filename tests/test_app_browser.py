@@ -202,14 +202,15 @@ def default_app_url(tmp_path_factory):
     config = AppConfig(model=DEFAULT_MODEL, cache_dir=str(cache), galleries={"monkeys": str(monkeys)},
                        default_gallery="monkeys", top_k=12, backend="thread")
     service = AppServices.create(config)
-    demo = build_ui(service, default_profile="quick")
+    demo = build_ui(service)  # the app's default run profile ("fast": the method's defaults, small data)
     demo.launch(prevent_thread_lock=True, quiet=True, **launch_kwargs(service, "127.0.0.1", free_port()))
     yield demo.local_url, sync_playwright
     demo.close()
 
 
 def test_default_preset_marks_marmosets_as_left_in_chromium(default_app_url):
-    """Issue 10: the default preset ("monkey without marmoset") run to the end; at the calibrated alpha the retrieval
+    """Issue 10: the default preset ("monkey without marmoset") and profile run to the end; at the calibrated alpha the
+    retrieval
     panel for the default prompt ("marmoset") marks marmosets as gone (⬅ LEFT) and fewer remain in the top-k."""
     url, sync_playwright = default_app_url
     with sync_playwright() as pw:
