@@ -64,17 +64,22 @@ def _wait_for(predicate, timeout: float, what: str):
     raise AssertionError(f"timed out waiting for {what}")
 
 
+def _start_preset(browser, url: str):
+    """A new page on the app with the selected preset started (its first stage line on screen)."""
+    page = browser.new_page(viewport={"width": 1400, "height": 1800})
+    page.goto(url)
+    page.get_by_text("make CLIP forget an image subgroup").wait_for(timeout=60_000)
+    page.get_by_role("button", name="Run preset").click()
+    page.locator(".cf-stage").first.wait_for(timeout=60_000)
+    return page
+
+
 def test_preset_run_slider_and_retrieval_in_chromium(app_url):
     url, sync_playwright, _, _ = app_url
     with sync_playwright() as pw:
         browser = pw.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS, headless=True)
         try:
-            page = browser.new_page(viewport={"width": 1400, "height": 1800})
-            page.goto(url)
-            page.get_by_text("make CLIP forget an image subgroup").wait_for(timeout=60_000)
-            page.get_by_role("button", name="Run preset").click()
-            status = page.locator(".cf-stage").first
-            status.wait_for(timeout=60_000)
+            page = _start_preset(browser, url)
             # the page stays usable during the run: switch tabs and back while it trains
             page.get_by_role("tab", name="2 · Explore and export").click()
             page.get_by_role("tab", name="1 · Set up and run").click()
@@ -209,18 +214,13 @@ def default_app_url(tmp_path_factory):
 
 
 def test_default_preset_marks_marmosets_as_left_in_chromium(default_app_url):
-    """Issue 10: the default preset ("monkey without marmoset") and profile run to the end; at the calibrated alpha the
-    retrieval
-    panel for the default prompt ("marmoset") marks marmosets as gone (⬅ LEFT) and fewer remain in the top-k."""
+    """Issue 10: the default preset ("monkey without marmoset") and profile run to the end; at the calibrated alpha
+    the retrieval panel for the default prompt ("marmoset") marks marmosets as gone (⬅ LEFT), fewer remain."""
     url, sync_playwright = default_app_url
     with sync_playwright() as pw:
         browser = pw.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS, headless=True)
         try:
-            page = browser.new_page(viewport={"width": 1400, "height": 1800})
-            page.goto(url)
-            page.get_by_text("make CLIP forget an image subgroup").wait_for(timeout=60_000)
-            page.get_by_role("button", name="Run preset").click()
-            page.locator(".cf-stage").first.wait_for(timeout=60_000)
+            page = _start_preset(browser, url)
             _wait_for(lambda: "— done" in page.content() or "— failed" in page.content(), 900, "the run to end")
             assert "— done" in page.content(), page.locator("body").inner_text()[:2000]
             page.get_by_role("tab", name="2 · Explore and export").click()

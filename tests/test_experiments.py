@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import TEST_MODEL
 from PIL import Image
 
 from clipforget.core.errors import DataError
@@ -168,7 +169,7 @@ def test_bench_command_writes_table_chart_and_resumes(bundle, cifar_small, tmp_p
     monkeypatch.setitem(registry._REGISTRY, "tiny", registry.Setting("tiny", "test", tiny, dict.fromkeys(
         registry.SIZE_PRESETS)))
     argv = ["bench", "--setting", "tiny", "--methods", "nullspace,fisher", "--seeds", "2", "--out", str(tmp_path),
-            "--quiet"]
+            "--quiet", "--model", TEST_MODEL]
     assert main(argv) == 0
     for method in ("nullspace", "fisher"):
         for seed in (0, 1):

@@ -44,16 +44,18 @@ def test_embedding_distillation_keeps_retain_embeddings_closer_to_the_original(b
     from clipforget.stages.remind import remind
 
     sizes = Cifar10Sizes(forget=64, retain_per_class=12, calibration_forget=8, calibration_retain_per_class=6,
-                         eval_per_class=2)
+                         eval_per_class=2, reference_tiny_per_class=0)
     task, _ = cifar10_class_task(bundle.image_size, seed=0, sizes=sizes, forget_class="cat")
-    forgotten, _, log = forget(bundle, task, ForgetConfig(steps=6, fisher_samples=32, stop_prob=0.0))
+    # a forget stage that moves retain embeddings (any layer, no anchor), so there is something to distil back
+    drifting = ForgetConfig(steps=6, lr=1e-3, fisher_samples=32, stop_prob=0.0, candidate_share=1.0, anchor_weight=0.0)
+    forgotten, _, log = forget(bundle, task, drifting)
     held_out = task.calibration_retain.images
     original = encode_images(bundle, held_out)
 
     def similarity(weight: float) -> float:
         cfg = RemindConfig(align=False, align_images=96, steps=8, batch_size=32, ema_decay=0.5,
                            feature_kd_weight=weight)
-        student, _ = remind(bundle, forgotten, task, log["lora_layers"], cfg)
+        student, _ = remind(bundle, forgotten, task, log["lora_layers"], cfg, forget_cfg=drifting)
         return float((encode_images(bundle, held_out, model=VisualOnly(student)) * original).sum(-1).mean())
 
     with_kd, without = similarity(20.0), similarity(0.0)

@@ -7,7 +7,8 @@ image tower, so the result is an ordinary weight edit:
 
 * ModifiedResNet (RN50, embedded): ``attnpool.c_proj`` -- ``W <- P W``, ``b <- P b`` (it is the attention pool's
   output projection, whose output is the embedding);
-* VisionTransformer: ``proj`` -- ``proj <- proj P``.
+* VisionTransformer: ``proj`` -- ``proj <- proj P``;
+* open_clip's timm tower (the v2 ``embedded``): ``head.proj`` -- a linear map, ``W <- P W``, ``b <- P b``.
 
 Limitation (by design): it acts on the whole label, not on a subgroup -- when forget and retain images share the
 label (subgroup settings) the retained images lose it too.
@@ -42,17 +43,22 @@ def projector(directions: torch.Tensor, strength: float) -> torch.Tensor:
 def project_output(visual: torch.nn.Module, proj: torch.Tensor) -> str:
     """Fold ``proj`` (``D,D``) into the image tower's output map in place; returns the edited parameter's name."""
     with torch.no_grad():
-        attnpool = getattr(visual, "attnpool", None)
-        if attnpool is not None and hasattr(attnpool, "c_proj"):
-            c_proj = attnpool.c_proj
-            c_proj.weight.copy_((proj @ c_proj.weight.float()).to(c_proj.weight.dtype))
-            if c_proj.bias is not None:
-                c_proj.bias.copy_((proj @ c_proj.bias.float()).to(c_proj.bias.dtype))
-            return "attnpool.c_proj"
+        for name in ("attnpool.c_proj", "head.proj"):
+            linear = _linear_at(visual, name)
+            if linear is not None:
+                linear.weight.copy_((proj @ linear.weight.float()).to(linear.weight.dtype))
+                if linear.bias is not None:
+                    linear.bias.copy_((proj @ linear.bias.float()).to(linear.bias.dtype))
+                return name
         if getattr(visual, "proj", None) is not None:
             visual.proj.copy_((visual.proj.float() @ proj).to(visual.proj.dtype))
             return "proj"
-    raise ValueError("image tower has neither attnpool.c_proj nor proj: cannot fold the projection")
+    raise ValueError("image tower has none of attnpool.c_proj, head.proj, proj: cannot fold the projection")
+
+
+def _linear_at(visual: torch.nn.Module, name: str) -> torch.nn.Linear | None:
+    module = dict(visual.named_modules()).get(name)
+    return module if isinstance(module, torch.nn.Linear) else None
 
 
 @register("nullspace", NullspaceConfig, "training-free: project the target text direction out of the image output")
