@@ -3,6 +3,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 from clipforget.core.errors import DataError
@@ -100,3 +101,15 @@ def test_real_datasets_read_with_display_labels(has_data):
     assert len(tiny) == 10100 and set(tiny.labels) == set(names)
     coco = coco_mini(16)
     assert len(coco.images) == 159 and all(len(c) == 5 for c in coco.captions)
+
+
+def test_reference_batches_are_unlabelled_images_or_none(cifar_small):
+    from clipforget.data.task import UnlearningTask, reference_batches
+
+    classes = sorted(set(cifar_small.labels))
+    task = UnlearningTask(cifar_small.subset(range(4)), cifar_small.subset(range(4, 8)), classes)
+    assert reference_batches(task, 4, np.random.default_rng(0), 3) is None
+    task.reference = cifar_small.subset(range(8, 18))
+    got = list(reference_batches(task, 4, np.random.default_rng(0), 3))
+    assert len(got) == 3 and all(b.shape == (4, *cifar_small.images.shape[1:]) for b in got)
+    assert all(b.dtype == torch.uint8 for b in got)

@@ -77,3 +77,12 @@ def batches(
         idx = order[pos : pos + batch_size]
         pos += len(idx)
         yield images.images[torch.from_numpy(idx)], labels[torch.from_numpy(idx)], idx
+
+
+def reference_batches(task: UnlearningTask, batch_size: int, rng: np.random.Generator,
+                      steps: int) -> Iterator[torch.Tensor] | None:
+    """``steps`` shuffled mini-batches of the task's reference images (uint8), or None when it has none."""
+    if not task.reference:
+        return None
+    unlabelled = torch.zeros(len(task.reference), dtype=torch.long)
+    return (images for images, _, _ in batches(task.reference, unlabelled, batch_size, rng, steps))

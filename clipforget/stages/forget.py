@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from clipforget.core.progress import ProgressFn, no_progress
-from clipforget.data.task import UnlearningTask, batches
+from clipforget.data.task import UnlearningTask, batches, reference_batches
 from clipforget.models.encode import encode_images, encode_text, image_features, logits, text_classifier
 from clipforget.models.factory import ClipBundle
 from clipforget.models.layers import VisualOnly, adaptable_layers
@@ -251,8 +251,7 @@ def forget(
     objective = ForgetLoss(bundle, task, classifier, cfg)
     wrapper = VisualOnly(peft_visual)
     retain_batches = batches(task.retain, task.label_ids(task.retain), cfg.batch_size, rng, cfg.steps)
-    reference_batches = None if not task.reference else batches(
-        task.reference, torch.zeros(len(task.reference), dtype=torch.long), cfg.batch_size, rng, cfg.steps)
+    references = reference_batches(task, cfg.batch_size, rng, cfg.steps)
     losses = []
     for step, (images, targets, _) in enumerate(batches(task.forget, labels, cfg.batch_size, rng, cfg.steps)):
         task.check_cancelled()
@@ -260,8 +259,8 @@ def forget(
         loss = objective.forget_term(feats, targets)
         if cfg.anchor_weight > 0:
             retain_images = next(retain_batches)[0]
-            if reference_batches is not None:
-                retain_images = torch.cat([retain_images, next(reference_batches)[0]])
+            if references is not None:
+                retain_images = torch.cat([retain_images, next(references)])
             with torch.no_grad():
                 original = image_features(bundle, retain_images)
             loss = loss + objective.anchor_term(image_features(bundle, retain_images, wrapper), original)

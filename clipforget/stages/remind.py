@@ -17,7 +17,7 @@ from torch import nn
 
 from clipforget.core.progress import ProgressFn, check_cancelled, no_progress
 from clipforget.data.images import ImageSet
-from clipforget.data.task import UnlearningTask, batches
+from clipforget.data.task import UnlearningTask, batches, reference_batches
 from clipforget.models.encode import autocast, image_features, logits, text_classifier
 from clipforget.models.factory import ClipBundle
 from clipforget.models.layers import VisualOnly
@@ -191,8 +191,7 @@ def remind(
     wrapper, teacher_wrap = VisualOnly(student), VisualOnly(teacher)
     forget_labels = task.label_ids(task.forget)
     forget_batches = batches(task.forget, forget_labels, cfg.batch_size, rng, cfg.steps)
-    reference_batches = None if not task.reference else batches(
-        task.reference, torch.zeros(len(task.reference), dtype=torch.long), cfg.batch_size, rng, cfg.steps)
+    references = reference_batches(task, cfg.batch_size, rng, cfg.steps)
     losses = []
     for step, (images, targets, _) in enumerate(batches(pool, labels, cfg.batch_size, rng, cfg.steps)):
         task.check_cancelled()
@@ -213,8 +212,8 @@ def remind(
             feature_kd = (1.0 - (student_feats * teacher_feats).sum(-1)).mean()
             loss = loss + cfg.feature_kd_weight * feature_kd
         anchor = objective.anchor_term(student_feats, teacher_feats)
-        if reference_batches is not None:  # what else the model knows: feature distillation + anchor, no labels
-            reference = next(reference_batches)[0]
+        if references is not None:  # what else the model knows: feature distillation + anchor, no labels
+            reference = next(references)
             with torch.no_grad():
                 reference_teacher = image_features(bundle, reference, teacher_wrap)
             reference_student = image_features(bundle, reference, wrapper)
