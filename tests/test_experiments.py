@@ -74,7 +74,7 @@ def _fake_imagenet(root: Path, wnids: list[str], per_class: int = 5) -> None:
             Image.fromarray(rng.integers(0, 255, (24, 20, 3), dtype=np.uint8)).save(root / wnid / f"{wnid}_{i}.JPEG")
 
 
-def test_living17_task_on_a_synthetic_imagenet_folder(tmp_path):
+def test_living17_task_on_a_synthetic_imagenet_folder(tmp_path, has_data):
     hierarchy = living17()
     wnid = {e["name"].split(",")[0]: e["wnid"] for entries in hierarchy.values() for e in entries}
     needed = [e["wnid"] for e in hierarchy["monkey"] + hierarchy["turtle"] + hierarchy["ape"]]
@@ -100,7 +100,7 @@ def test_living17_task_on_a_synthetic_imagenet_folder(tmp_path):
     assert not set(used) & set(held) and not set(used) & set(task.calibration_forget.paths)
 
 
-def test_living17_task_needs_the_forgotten_superclasses(tmp_path):
+def test_living17_task_needs_the_forgotten_superclasses(tmp_path, has_data):
     hierarchy = living17()
     _fake_imagenet(tmp_path, [e["wnid"] for e in hierarchy["monkey"]], per_class=3)
     with pytest.raises(DataError, match="box turtle"):
