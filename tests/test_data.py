@@ -1,3 +1,4 @@
+import io
 import zipfile
 from pathlib import Path
 
@@ -113,3 +114,30 @@ def test_reference_batches_are_unlabelled_images_or_none(cifar_small):
     got = list(reference_batches(task, 4, np.random.default_rng(0), 3))
     assert len(got) == 3 and all(b.shape == (4, *cifar_small.images.shape[1:]) for b in got)
     assert all(b.dtype == torch.uint8 for b in got)
+
+
+def test_tiny_imagenet_train_sample_equals_the_full_reader_per_class(tmp_path, has_data):
+    """The reference images decode only the chosen zip members, and choose exactly what ``per_class`` would."""
+    import shutil
+
+    from clipforget.core.paths import data_root
+    from clipforget.data.tiny_imagenet import tiny_imagenet, tiny_imagenet_train_sample
+
+    (tmp_path / "breeds").mkdir()
+    shutil.copy(data_root() / "breeds" / "imagenet-classes.json", tmp_path / "breeds")
+    (tmp_path / "tiny-imagenet").mkdir()
+    rng = np.random.default_rng(0)
+    with zipfile.ZipFile(tmp_path / "tiny-imagenet" / "train.zip", "w") as zf:
+        for wnid, count in (("n01443537", 5), ("n01629819", 2), ("n02123045", 7)):
+            for i in range(count):
+                buf = io.BytesIO()
+                Image.fromarray(rng.integers(0, 255, (64, 64, 3), dtype=np.uint8)).save(buf, "JPEG")
+                zf.writestr(f"{wnid}/{wnid}_{i}.JPEG", buf.getvalue())
+        zf.writestr("n01443537/notes.txt", "not an image")
+    full = tiny_imagenet("train", 16, tmp_path)
+    for seed in (0, 1):
+        sample = tiny_imagenet_train_sample(16, 3, seed, tmp_path)
+        expected = full.per_class(3, seed)
+        assert sample.paths == expected.paths and sample.labels == expected.labels
+        assert torch.equal(sample.images, expected.images)
+    assert len(sample) == 3 + 2 + 3

@@ -50,15 +50,7 @@ class ImageSet:
 
     def per_class(self, n: int | None, seed: int = 0) -> ImageSet:
         """At most ``n`` images of each label, drawn with ``seed`` (file order kept); ``None``: all."""
-        if n is None:
-            return self
-        rng = np.random.default_rng(seed)
-        labels = np.asarray(self.labels)
-        keep: list[int] = []
-        for name in dict.fromkeys(self.labels):
-            ids = np.flatnonzero(labels == name)
-            keep += ids[rng.permutation(len(ids))[:n]].tolist()
-        return self.subset(sorted(keep))
+        return self if n is None else self.subset(per_class_indices(self.labels, n, seed))
 
     def label_counts(self) -> dict[str, int]:
         return dict(Counter(self.labels))
@@ -78,6 +70,17 @@ class ImageSet:
             [x for s in sets for x in s.paths],
             [x for s in sets for x in s.skipped],
         )
+
+
+def per_class_indices(labels: list[str], n: int, seed: int = 0) -> list[int]:
+    """Sorted indices of at most ``n`` items per label, drawn with ``seed`` (labels in order of first appearance)."""
+    rng = np.random.default_rng(seed)
+    array = np.asarray(labels)
+    keep: list[int] = []
+    for name in dict.fromkeys(labels):
+        ids = np.flatnonzero(array == name)
+        keep += ids[rng.permutation(len(ids))[:n]].tolist()
+    return sorted(keep)
 
 
 def to_model_size(image: Image.Image, size: int) -> torch.Tensor:

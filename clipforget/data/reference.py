@@ -6,7 +6,7 @@ import os
 
 from .cifar10 import cifar10
 from .images import ImageSet
-from .tiny_imagenet import tiny_imagenet
+from .tiny_imagenet import tiny_imagenet_train_sample
 
 
 def reference_images(
@@ -15,7 +15,7 @@ def reference_images(
     """Training images of the other retained sets (Tiny-ImageNet train, CIFAR-10 train), or None when both are 0."""
     sets = []
     if tiny_per_class:
-        sets.append(tiny_imagenet("train", image_size, root).per_class(tiny_per_class, seed))
+        sets.append(tiny_imagenet_train_sample(image_size, tiny_per_class, seed, root))
     if cifar_per_class:
         sets.append(cifar10("train", image_size, None, cifar_per_class, 0, root, seed))
     return ImageSet.concat(sets) if sets else None

@@ -20,7 +20,7 @@ from clipforget.core.paths import data_root
 
 from .cache import cached_imageset
 from .imagenet import display_name
-from .images import IMAGE_SUFFIXES, ImageSet, list_image_files, read_images, to_model_size
+from .images import IMAGE_SUFFIXES, ImageSet, list_image_files, per_class_indices, read_images, to_model_size
 
 
 def tiny_imagenet_classes(root: str | os.PathLike | None = None) -> list[dict]:
@@ -57,25 +57,57 @@ def tiny_imagenet(split: str, size: int, root: str | os.PathLike | None = None) 
     return cached_imageset("tiny-imagenet-train", archive, size, lambda: _read_zip(archive, size, root))
 
 
-def _read_zip(archive: Path, size: int, root: str | os.PathLike | None) -> ImageSet:
-    tensors, labels, paths, skipped = [], [], [], []
+def tiny_imagenet_train_sample(
+    size: int, per_class: int, seed: int = 0, root: str | os.PathLike | None = None,
+) -> ImageSet:
+    """``tiny_imagenet("train", size).per_class(per_class, seed)`` without decoding the other ~30k images."""
+    archive = data_root(root) / "tiny-imagenet" / "train.zip"
+    if not archive.is_file():
+        raise DataError(f"Tiny-ImageNet train archive not found: {archive}")
     with zipfile.ZipFile(archive) as zf:
-        for info in sorted(zf.infolist(), key=lambda i: i.filename):
-            parts = Path(info.filename).parts
-            if info.is_dir() or any(p.startswith(".") or p == "__MACOSX" for p in parts):
-                continue
-            member = f"{archive.name}/{info.filename}"
-            if len(parts) != 2 or Path(info.filename).suffix.lower() not in IMAGE_SUFFIXES:
-                skipped.append((member, "not a <wnid>/<image> member"))
-                continue
-            try:
-                with Image.open(io.BytesIO(zf.read(info))) as img:
-                    img.load()
-                    tensors.append(to_model_size(img.convert("RGB"), size))
-            except Exception as err:  # a bad member is skipped with its reason, never fatal
-                skipped.append((member, f"not a readable image ({type(err).__name__})"))
-                continue
-            labels.append(display_name(parts[0], root))
-            paths.append(f"tiny-imagenet/train/{info.filename}")
+        members, _ = _image_members(zf, archive)
+        labels = [display_name(Path(info.filename).parts[0], root) for info in members]
+        chosen = per_class_indices(labels, per_class, seed)
+        images = _decode(zf, archive, [members[i] for i in chosen], size, root)
+    if len(images) != len(chosen):
+        raise DataError(f"{archive}: {len(chosen) - len(images)} chosen members could not be read")
+    return images
+
+
+def _image_members(zf: zipfile.ZipFile, archive: Path) -> tuple[list[zipfile.ZipInfo], list[tuple[str, str]]]:
+    """The ``<wnid>/<image>`` members in file-name order, and the skipped ones with their reason."""
+    members, skipped = [], []
+    for info in sorted(zf.infolist(), key=lambda i: i.filename):
+        parts = Path(info.filename).parts
+        if info.is_dir() or any(p.startswith(".") or p == "__MACOSX" for p in parts):
+            continue
+        if len(parts) != 2 or Path(info.filename).suffix.lower() not in IMAGE_SUFFIXES:
+            skipped.append((f"{archive.name}/{info.filename}", "not a <wnid>/<image> member"))
+            continue
+        members.append(info)
+    return members, skipped
+
+
+def _decode(zf: zipfile.ZipFile, archive: Path, members: list[zipfile.ZipInfo], size: int,
+            root: str | os.PathLike | None) -> ImageSet:
+    tensors, labels, paths, skipped = [], [], [], []
+    for info in members:
+        try:
+            with Image.open(io.BytesIO(zf.read(info))) as img:
+                img.load()
+                tensors.append(to_model_size(img.convert("RGB"), size))
+        except Exception as err:  # a bad member is skipped with its reason, never fatal
+            skipped.append((f"{archive.name}/{info.filename}", f"not a readable image ({type(err).__name__})"))
+            continue
+        labels.append(display_name(Path(info.filename).parts[0], root))
+        paths.append(f"tiny-imagenet/train/{info.filename}")
     images = torch.stack(tensors) if tensors else torch.zeros((0, 3, size, size), dtype=torch.uint8)
     return ImageSet(images, labels, paths, skipped)
+
+
+def _read_zip(archive: Path, size: int, root: str | os.PathLike | None) -> ImageSet:
+    with zipfile.ZipFile(archive) as zf:
+        members, skipped = _image_members(zf, archive)
+        images = _decode(zf, archive, members, size, root)
+    images.skipped = skipped + images.skipped
+    return images
