@@ -64,11 +64,11 @@ def monkeys_task(
         parts["f" if marmoset else "r"].append(train.subset(sorted(rest.tolist())))
         parts["cf" if marmoset else "cr"].append(train.subset(sorted(cal.tolist())))
     forget, retain, cal_forget, cal_retain = (ImageSet.concat(parts[k]).relabel(COARSE) for k in ("f", "r", "cf", "cr"))
+    reference = reference_images(image_size, sizes.reference_tiny_per_class, sizes.reference_cifar_per_class, seed,
+                                 root)
     task = UnlearningTask(forget, retain, classes, cal_forget, cal_retain, name="monkeys-marmoset_in_monkey",
-                          forget_prompts=FORGET_PROMPTS)
+                          forget_prompts=FORGET_PROMPTS, reference=reference)
     task.forget.skipped = train.skipped
-    task.reference = reference_images(image_size, sizes.reference_tiny_per_class, sizes.reference_cifar_per_class,
-                                      seed, root)
     val = monkeys10("val", image_size, root)
     is_marmoset = [x in MARMOSETS for x in val.labels]
     eval_sets = [
