@@ -36,16 +36,10 @@ def _playwright():
 @pytest.fixture(scope="module")
 def app_url(tmp_path_factory):
     sync_playwright = _playwright()  # skip before any expensive set-up
-    from test_app_client import free_port
-    from test_service import make_fixture, make_service
-
-    from clipforget.app.ui import build_ui, launch_kwargs
+    from test_app_client import launch_fixture_app
 
     tmp = tmp_path_factory.mktemp("browser")
-    fx = make_fixture(tmp)
-    service = make_service(tmp / "cache", fx["gallery"])
-    demo = build_ui(service, default_profile="quick")
-    demo.launch(prevent_thread_lock=True, quiet=True, **launch_kwargs(service, "127.0.0.1", free_port()))
+    demo, service, _ = launch_fixture_app(tmp)
     yield demo.local_url, sync_playwright, service, tmp
     demo.close()
 

@@ -19,14 +19,19 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-@pytest.fixture(scope="module")
-def app(tmp_path_factory):
-    tmp = tmp_path_factory.mktemp("app")
+def launch_fixture_app(tmp: Path):
+    """The app in this process on the upload fixture (quick profile), as the app tests share it."""
     fx = make_fixture(tmp)
     service = make_service(tmp / "cache", fx["gallery"])
     demo = build_ui(service, default_profile="quick")
-    kwargs = launch_kwargs(service, "127.0.0.1", free_port())
-    demo.launch(prevent_thread_lock=True, quiet=True, **kwargs)
+    demo.launch(prevent_thread_lock=True, quiet=True, **launch_kwargs(service, "127.0.0.1", free_port()))
+    return demo, service, fx
+
+
+@pytest.fixture(scope="module")
+def app(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("app")
+    demo, service, fx = launch_fixture_app(tmp)
     yield demo, service, fx, tmp
     demo.close()
 

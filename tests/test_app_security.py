@@ -22,13 +22,12 @@ import numpy as np
 import pytest
 from gradio_client import Client, handle_file
 from PIL import Image
-from test_app_client import free_port
-from test_service import cifar_files, make_fixture, make_service, model_spec
+from test_app_client import launch_fixture_app
+from test_service import cifar_files, make_fixture, model_spec
 
 from clipforget.app import housekeeping
 from clipforget.app.identity import COOKIE, HEADER
 from clipforget.app.service import AppServices
-from clipforget.app.ui import build_ui, launch_kwargs
 from clipforget.app.ui.render import render_status
 from clipforget.core.errors import DataError
 from clipforget.settings import get_setting
@@ -41,10 +40,7 @@ EVIL_SVG = (b'<svg xmlns="http://www.w3.org/2000/svg"><script>localStorage.setIt
 @pytest.fixture(scope="module")
 def app(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("sec")
-    fx = make_fixture(tmp)
-    service = make_service(tmp / "cache", fx["gallery"])
-    demo = build_ui(service, default_profile="quick")
-    demo.launch(prevent_thread_lock=True, quiet=True, **launch_kwargs(service, "127.0.0.1", free_port()))
+    demo, service, fx = launch_fixture_app(tmp)
     yield demo.local_url, service, fx, tmp
     demo.close()
 
