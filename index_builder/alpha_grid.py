@@ -5,12 +5,13 @@
 :func:`index_builder.build.build`, with one encoder per alpha that shares all work the alphas have in common.
 
 Computed at the physical limit: the image tower is split into *stages* that run one after another (see
-:func:`flatten_stages`). A forward-hook check on one example confirms that the tower's forward is exactly that chain;
-towers for which it is not fall back to one stage, i.e. a full forward per alpha. Every image goes once through the
-stages before the first one whose weights the unlearning changed; those activations are cached (in chunks of at most
-``cache_bytes``) and only the remaining stages run once per alpha, under the same autocast, memory format and
-normalisation as :func:`clipforget.models.encode.image_features`, so the result equals a full re-encode. Tensors that
-the remind stage's EMA moved only by float32 rounding count as unchanged (:func:`significant_changes`).
+:func:`clipforget.models.prefix.sequential_stages`). A forward-hook check on one example confirms that the tower's
+forward is exactly that chain; towers for which it is not fall back to one stage, i.e. a full forward per alpha.
+Every image goes once through the stages before the first one whose weights the unlearning changed; those
+activations are cached (in chunks of at most ``cache_bytes``) and only the remaining stages run once per alpha,
+under the same autocast, memory format and normalisation as :func:`clipforget.models.encode.image_features`, so the
+result equals a full re-encode. Tensors that the remind stage's EMA moved only by float32 rounding count as
+unchanged (:func:`significant_changes`).
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ from clipforget.core.devices import resolve_device
 from clipforget.core.progress import ProgressFn, check_cancelled, no_progress
 from clipforget.models.encode import autocast
 from clipforget.models.factory import ClipBundle
+from clipforget.models.prefix import sequential_stages
 from clipforget.models.weights import State, significant_changes, soup
 from clipforget.retrieval.alpha_grid import GRID_EMBEDDINGS, GRID_INFO, AlphaGrid, same_alphas
 from clipforget.retrieval.index import METADATA_FILE, GalleryIndex, read_records
@@ -55,80 +57,7 @@ class AlphaGridConfig:
     device: str | None = None  # None = cuda if available else cpu
 
 
-# --- splitting the image tower --------------------------------------------------------------------------------
-
-
-def flatten_stages(visual: nn.Module) -> list[tuple[str, nn.Module]]:
-    """Top-level children in registration order, plain ``nn.Sequential`` opened up recursively (dotted names)."""
-
-    def expand(prefix: str, module: nn.Module) -> list[tuple[str, nn.Module]]:
-        if type(module) is nn.Sequential:
-            return [s for name, child in module.named_children() for s in expand(f"{prefix}.{name}", child)]
-        return [(prefix, module)]
-
-    return [s for name, child in visual.named_children() for s in expand(name, child)]
-
-
-def _same(a: Any, b: Any) -> bool:
-    return isinstance(a, torch.Tensor) and isinstance(b, torch.Tensor) and a.shape == b.shape and torch.equal(a, b)
-
-
-def _snapshot(value: Any) -> Any:
-    """A copy taken when a hook fires: later in-place ops (``out += identity``) must not alter what was seen."""
-    return value.detach().clone() if isinstance(value, torch.Tensor) else value
-
-
-def _chain_of_children(module: nn.Module, x: torch.Tensor) -> list[tuple[str, nn.Module, torch.Tensor]] | None:
-    """``[(name, child, its input)]`` when ``module(x)`` is exactly its children called once each, in registration
-    order, each on the previous one's output (equal values: identity ops such as dropout in eval may sit between),
-    returning the last one's output; ``None`` otherwise (residual blocks, modules that read children's weights)."""
-    children = list(module.named_children())
-    if not children or any(True for _ in module.parameters(recurse=False)) or \
-            any(True for _ in module.buffers(recurse=False)):
-        return None
-    calls: list[tuple[str, tuple, Any]] = []
-    inputs: dict[str, tuple] = {}
-    hooks = [child.register_forward_pre_hook(
-        lambda m, args, name=name: inputs.__setitem__(name, tuple(_snapshot(a) for a in args)))
-        for name, child in children]
-    hooks += [child.register_forward_hook(
-        lambda m, args, out, name=name: calls.append((name, inputs[name], _snapshot(out))))
-        for name, child in children]
-    try:
-        output = module(x)
-    finally:
-        for hook in hooks:
-            hook.remove()
-    if [c[0] for c in calls] != [name for name, _ in children]:
-        return None
-    previous: Any = x
-    for _, args, out in calls:
-        if len(args) != 1 or not _same(args[0], previous):
-            return None
-        previous = out
-    if not _same(output, previous):
-        return None
-    return [(name, child, args[0]) for (name, child), (_, args, _) in zip(children, calls, strict=True)]
-
-
-@torch.no_grad()
-def sequential_stages(visual: nn.Module, example: torch.Tensor) -> list[tuple[str, nn.Module]] | None:
-    """The tower as the finest chain of sub-modules whose consecutive forward calls reproduce its forward.
-
-    A module is opened up when :func:`_chain_of_children` confirms (with forward hooks on ``example``) that its
-    forward is exactly its children in order, and the children are opened up in turn; residual blocks and modules
-    that read their children's weights directly stay whole. ``None`` when the tower itself cannot be opened.
-    Works for open_clip's ModifiedResNet (stem modules, ``layer1.0`` ... ``layer4.1``, ``attnpool``) and timm towers
-    wrapped by open_clip (``trunk.conv_stem``, ``trunk.blocks.0.0``, ..., ``trunk.global_pool``, ``head.proj``).
-    """
-    def expand(prefix: str, module: nn.Module, x: torch.Tensor) -> list[tuple[str, nn.Module]]:
-        chain = _chain_of_children(module, x)
-        if chain is None:
-            return [(prefix, module)]
-        return [s for name, child, inp in chain for s in expand(f"{prefix}.{name}" if prefix else name, child, inp)]
-
-    stages = expand("", visual, example)
-    return None if len(stages) == 1 and stages[0][0] == "" else stages
+# --- splitting the image tower (the chain of stages: clipforget.models.prefix) --------------------------------
 
 
 def _stage_of(key: str, stages: Sequence[tuple[str, nn.Module]]) -> int:

@@ -15,19 +15,14 @@ from torch import nn
 from clipforget.data.images import read_images
 from clipforget.models.factory import create_model, find_bundled_checkpoint, new_model, save_checkpoint
 from clipforget.models.layers import VisualOnly
+from clipforget.models.prefix import flatten_stages, sequential_stages
 from clipforget.models.weights import clone_state
 from clipforget.pipeline.folder import RunFolder
 from clipforget.retrieval.alpha_grid import AlphaGrid
 from clipforget.retrieval.index import load_index
 from clipforget.retrieval.search import search
 from clipforget.stages.restore import souped_tower
-from index_builder.alpha_grid import (
-    AlphaGridConfig,
-    SplitForward,
-    compute_alpha_grid,
-    flatten_stages,
-    sequential_stages,
-)
+from index_builder.alpha_grid import AlphaGridConfig, SplitForward, compute_alpha_grid
 from index_builder.build import BuildConfig, build
 
 ALPHAS = (0.0, 0.35, 1.0)

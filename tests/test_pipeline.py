@@ -22,7 +22,7 @@ def quick_run(bundle, has_data, tmp_path_factory):
                          eval_per_class=60)
     task, eval_sets = cifar10_class_task(bundle.image_size, seed=0, sizes=sizes, forget_class="airplane")
     cfg = ThreeStageConfig(
-        forget=ForgetConfig(steps=15, fisher_samples=48),
+        forget=ForgetConfig(steps=30, fisher_samples=48),
         remind=RemindConfig(align_images=96, align_batch=48, align_steps=8, steps=10, ema_decay=0.6),  # 0.6**10 ~ 0.6 %
         restore=RestoreConfig(alphas=[0.0, 0.25, 0.5, 0.75, 1.0]),
     )

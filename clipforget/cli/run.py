@@ -21,6 +21,9 @@ def add_run_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--method", default="ours", help="unlearning method (see `methods`)")
     parser.add_argument("--quiet", action="store_true", help="no progress lines")
+    parser.add_argument("--no-prefix-cache", dest="prefix_cache", action="store_false",
+                        help="run the full network at every step (for checking; by default each image goes once "
+                             "through the layers before the first one the method can change)")
     add_model_args(parser)
     add_folder_args(parser)
 
@@ -72,7 +75,7 @@ def _execute(args: argparse.Namespace, setting_name: str, size: str, options: di
     seed_config(config, args.seed)
     result = run_method(bundle, task, args.out, args.method, config, eval_sets, progress_printer(args.quiet),
                         extra={"seed": args.seed, "setting": setting_name, "size": size, "options": options,
-                               "command": " ".join(sys.argv)})
+                               "command": " ".join(sys.argv)}, prefix_cache=args.prefix_cache)
     _print_summary(result)
     return 0
 

@@ -18,18 +18,19 @@ import numpy as np
 
 from clipforget.core.atomic import write_json
 from clipforget.core.paths import cache_dir
-from clipforget.core.progress import ProgressFn
+from clipforget.core.progress import ProgressFn, check_cancelled
 from clipforget.methods.registry import get_method, seed_config
+from clipforget.models.factory import ClipBundle
 from clipforget.models.weights import clone_state
 from clipforget.pipeline.folder import RunFolder
-from clipforget.pipeline.run import run_method
+from clipforget.pipeline.run import RunResult, run_method
 from clipforget.settings import get_setting
 from clipforget.stages.restore import alpha_curve
 from index_builder.alpha_grid import AlphaGridConfig, compute_alpha_grid
 
 from .galleries import ensure_gallery_index
 from .models import ModelCache
-from .profiles import get_profile
+from .profiles import RunProfile, get_profile
 from .spec import RunSpec
 
 EVAL_CURVE = "eval_curve.json"
@@ -67,11 +68,27 @@ def execute(spec: RunSpec, run_dir: Path, models: ModelCache, progress: Progress
     seed_config(config, spec.seed)
     result = run_method(bundle, task, run_dir, spec.method, config, eval_sets, progress,
                         extra={"app": {"owner": spec.owner, "profile": spec.profile}, "setting": spec.setting,
-                               "seed": spec.seed})
+                               "seed": spec.seed}, prefix_cache=profile.prefix_cache)
+    try:
+        _curves(spec, run_dir, models, progress, cancel, cache_root, profile, bundle, result)
+    finally:
+        if result.prefixed is not None:
+            result.prefixed.release()
+    return described
+
+
+def _curves(spec: RunSpec, run_dir: Path, models: ModelCache, progress: ProgressFn, cancel: threading.Event,
+            cache_root: Path, profile: RunProfile, bundle: ClipBundle, result: RunResult) -> None:
+    """The evaluation sets' accuracy-vs-alpha curves (on the run's prefix activations when it had them) and the
+    gallery's alpha grid."""
     progress("evaluate", 1.0, "done")
-    task.check_cancelled()
-    theta_u = result.output.unlearned_state or result.output.visual_state
-    theta_0 = clone_state(bundle.model.visual)
+    check_cancelled(cancel)
+    unlearned = result.output.unlearned_state or result.output.visual_state
+    theta_u, theta_0 = unlearned, clone_state(bundle.model.visual)
+    curve_bundle, eval_sets = bundle, result.eval_sets
+    if result.prefixed is not None:
+        curve_bundle = result.prefixed.bundle
+        theta_u, theta_0 = result.prefixed.cache.suffix_state(theta_u), result.prefixed.cache.suffix_state(theta_0)
     rng = np.random.default_rng(0)
     sets = {}
     for s in eval_sets:
@@ -83,7 +100,7 @@ def execute(spec: RunSpec, run_dir: Path, models: ModelCache, progress: Progress
     def curve_progress(stage: str, fraction: float, message: str) -> None:
         progress("curves", 0.5 * fraction if with_grid else fraction, f"evaluation curves, {message}")
 
-    curve = alpha_curve(bundle, theta_u, theta_0, sets, list(profile.curve_alphas), curve_progress, cancel)
+    curve = alpha_curve(curve_bundle, theta_u, theta_0, sets, list(profile.curve_alphas), curve_progress, cancel)
     write_json(Path(run_dir) / EVAL_CURVE, {"curve": curve, "images": {k: len(v[0]) for k, v in sets.items()}})
     if with_grid:
         progress("curves", 0.5, f"indexing gallery {spec.gallery} (once per model)")
@@ -96,8 +113,7 @@ def execute(spec: RunSpec, run_dir: Path, models: ModelCache, progress: Progress
         folder = RunFolder(run_dir)
         cfg = AlphaGridConfig(alphas=profile.grid_alphas, workers=loader_workers(models.device),
                               device=models.device)  # the app slider's steps
-        compute_alpha_grid(bundle, theta_u, index.path, folder.grid_dir(spec.gallery), cfg, grid_progress,
+        compute_alpha_grid(bundle, unlearned, index.path, folder.grid_dir(spec.gallery), cfg, grid_progress,
                            cancel=cancel, provenance={"run": folder.name, "gallery": spec.gallery},
                            rows=profile.grid_rows(len(index)))
     progress("curves", 1.0, "done")
-    return described

@@ -27,6 +27,7 @@ class RunProfile:
     description: str = ""
     grid_alphas: tuple[float, ...] = tuple(even_alphas(21))  # the app's alpha slider snaps to these
     grid_max_images: int | None = None  # the grid covers a fixed sample of at most this many gallery images
+    prefix_cache: bool = True  # each image once through the frozen prefix (False: full network, for checking)
 
     def grid_rows(self, gallery_size: int) -> list[int] | None:
         """The gallery rows the alpha grid covers: all, or a fixed (seed 0) sample of ``grid_max_images``."""

@@ -11,7 +11,7 @@ from clipforget.methods.registry import MethodOutput, register
 from clipforget.models.encode import text_classifier
 from clipforget.models.factory import ClipBundle
 from clipforget.models.weights import clone_state, soup
-from clipforget.stages.forget import ForgetConfig, forget, forget_texts
+from clipforget.stages.forget import ForgetConfig, forget, forget_texts, touched_layers
 from clipforget.stages.remind import RemindConfig, remind
 from clipforget.stages.restore import RestoreConfig, RetrievalProbe, alpha_curve, select_alpha
 
@@ -24,7 +24,13 @@ class ThreeStageConfig:
     skip_remind: bool = False
 
 
-@register("ours", ThreeStageConfig, "relative-Fisher LoRA forgetting, BN-aligned KD reminding with EMA, model soup")
+def touched(cfg: ThreeStageConfig, bundle: ClipBundle) -> list[str]:
+    """The forget stage's candidate layers (LoRA and the remind stage's training stay within them)."""
+    return touched_layers(bundle.tower_layers(), cfg.forget)
+
+
+@register("ours", ThreeStageConfig, "relative-Fisher LoRA forgetting, BN-aligned KD reminding with EMA, model soup",
+          layers=touched)
 def three_stage(
     bundle: ClipBundle, task: UnlearningTask, cfg: ThreeStageConfig, progress: ProgressFn
 ) -> MethodOutput:

@@ -1,7 +1,10 @@
 """The method registry: plug-ins behind one signature (like peft's tuners).
 
 A method is ``fn(bundle, task, config, progress) -> MethodOutput``; ``bundle.model`` is the original model and must
-be left untouched. Register with :func:`register`; look up with :func:`get_method` (importing
+be left untouched. A method that changes only some layers says which (``layers``); it may then be handed a bundle
+whose image tower is the part from the first of them on, fed with cached activations instead of pixels
+(:class:`clipforget.models.prefix.SuffixBundle`): the same code runs either way. Register with
+:func:`register`; look up with :func:`get_method` (importing
 :mod:`clipforget.methods` registers the built-in ones). Each method has a config
 dataclass whose defaults are its recommended settings.
 """
@@ -33,6 +36,12 @@ class MethodOutput:
 
 
 MethodFn = Callable[[ClipBundle, UnlearningTask, Any, ProgressFn], MethodOutput]
+# (config, bundle) -> the image-tower modules the method may change or take gradients of; None: any of them
+LayersFn = Callable[[Any, ClipBundle], "list[str] | None"]
+
+
+def any_layer(config: Any, bundle: ClipBundle) -> list[str] | None:
+    return None
 
 
 @dataclass
@@ -41,14 +50,18 @@ class MethodSpec:
     fn: MethodFn
     config_cls: type
     description: str
+    # which layers the method touches: the run caches the activations of everything before them
+    # (:mod:`clipforget.models.prefix`) and hands the method a bundle whose tower starts there
+    layers: LayersFn = any_layer
 
 
 _REGISTRY: dict[str, MethodSpec] = {}
 
 
-def register(name: str, config_cls: type, description: str) -> Callable[[MethodFn], MethodFn]:
+def register(name: str, config_cls: type, description: str,
+             layers: LayersFn = any_layer) -> Callable[[MethodFn], MethodFn]:
     def decorator(fn: MethodFn) -> MethodFn:
-        _REGISTRY[name] = MethodSpec(name, fn, config_cls, description)
+        _REGISTRY[name] = MethodSpec(name, fn, config_cls, description, layers)
         return fn
 
     return decorator

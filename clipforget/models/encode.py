@@ -50,9 +50,12 @@ def pixel_features(bundle: ClipBundle, visual: torch.nn.Module, pixels: torch.Te
 
 
 def tower_features(bundle: ClipBundle, visual: torch.nn.Module, inputs: torch.Tensor) -> torch.Tensor:
-    """Unit-norm embeddings of normalised inputs through ``visual`` (channels-last, under :func:`autocast`)."""
+    """Unit-norm embeddings of normalised inputs (or cached prefix activations) through ``visual`` (channels-last
+    for 4-d inputs, under :func:`autocast`)."""
+    if inputs.dim() == 4:
+        inputs = inputs.contiguous(memory_format=torch.channels_last)
     with autocast(bundle):
-        feats = visual(inputs.contiguous(memory_format=torch.channels_last))
+        feats = visual(inputs)
     return F.normalize(feats.float(), dim=-1)
 
 

@@ -27,6 +27,9 @@ from clipforget.core.atomic import write_atomic, write_json
 from clipforget.core.errors import ModelLoadError, WeightsNotFoundError
 from clipforget.core.paths import ASSETS_DIR, cache_dir
 
+from .inputs import PixelSpace
+from .layers import adaptable_layers
+
 CONFIG_DIR = Path(__file__).resolve().parent / "configs"
 CONFIG_FILE = "open_clip_config.json"
 WEIGHTS_FILE = "open_clip_model.safetensors"
@@ -74,13 +77,34 @@ class ClipBundle:
     def with_visual_state(self, visual_state: dict[str, torch.Tensor]) -> ClipBundle:
         """A bundle sharing the text tower with this one, whose image tower holds ``visual_state``."""
         import copy
+        import dataclasses
 
         model = copy.copy(self.model)
         model._modules = dict(self.model._modules)
         visual = copy.deepcopy(self.model.visual)
         visual.load_state_dict(visual_state)
         model._modules["visual"] = visual
-        return ClipBundle(model, self.tokenizer, self.spec, self.config, self.frozen_prefixes)
+        return dataclasses.replace(self, model=model)
+
+    def tower_layers(self) -> list[str]:
+        """The image tower's adaptable layers in forward order (:func:`clipforget.models.layers.adaptable_layers`)."""
+        visual = self.model.visual
+        was_training = visual.training
+        visual.eval()
+        size = self.image_size
+        try:
+            return adaptable_layers(visual, self.normalize(torch.zeros((2, 3, size, size), dtype=torch.uint8)))
+        finally:
+            visual.train(was_training)
+
+    @property
+    def input_space(self) -> PixelSpace:
+        """What the tower's inputs are (uint8 pixels here; cached activations for a prefix-cached bundle)."""
+        return PixelSpace(self.normalize_pixels)
+
+    @property
+    def caches_prefix(self) -> bool:
+        return False
 
 
 def _resolve_package_path(name: str) -> str:

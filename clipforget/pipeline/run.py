@@ -22,6 +22,7 @@ from clipforget.methods.registry import MethodOutput, get_method
 from clipforget.models.factory import ClipBundle, save_checkpoint
 
 from .folder import RunFolder
+from .prefixed import PrefixedRun
 
 
 @dataclass
@@ -30,6 +31,10 @@ class RunResult:
     metrics: dict[str, Any]
     output: MethodOutput
     final_visual: torch.nn.Module = field(repr=False)
+    # the run's prefix cache (None: full-network path), kept for follow-up work on the same images (the
+    # evaluation curves); call ``release()`` when done
+    prefixed: PrefixedRun | None = field(default=None, repr=False)
+    eval_sets: list[EvalSet] = field(default_factory=list, repr=False)  # as the method saw them (activations)
 
     @property
     def out_dir(self) -> Path:
@@ -55,12 +60,15 @@ def run_method(
     progress: ProgressFn = no_progress,
     extra: dict[str, Any] | None = None,
     cache_original: bool = True,
+    prefix_cache: bool = True,
 ) -> RunResult:
     """Unlearn ``task`` with ``method`` on ``bundle`` (left unchanged), evaluate, and write ``out_dir``.
 
     The original model's accuracies come from :func:`~clipforget.evaluation.original_accuracies`'s disk cache when
     ``cache_original`` (they are the same for every run of a setting); evaluation seconds are reported apart from
-    the method's.
+    the method's. With ``prefix_cache`` (the default) every image goes once through the layers before the first one
+    the method can change and the method and evaluation work from those activations (:mod:`.prefixed`);
+    ``prefix_cache=False`` runs the full network everywhere (for checking).
     """
     folder = RunFolder(out_dir)
     folder.path.mkdir(parents=True, exist_ok=True)
@@ -86,19 +94,31 @@ def run_method(
         **(extra or {}),
     }
     write_json(folder.path / RunFolder.CONFIG, run_config)
+    prefixed = None
     try:
+        prefixed = PrefixedRun.plan(bundle, spec, config) if prefix_cache else None
+        work_bundle, work_task, work_sets = bundle, task, eval_sets
+        if prefixed is not None:
+            work_bundle = prefixed.bundle
+            work_task, work_sets = prefixed.prepare(task, eval_sets, progress)
         t0 = time.perf_counter()
         progress("evaluate", 0.0, "zero-shot accuracy of the original model")
-        original = original_accuracies(bundle, eval_sets) if cache_original else evaluate_sets(bundle, None, eval_sets)
+        original = original_accuracies(work_bundle, work_sets) if cache_original \
+            else evaluate_sets(work_bundle, None, work_sets)
         eval_seconds = time.perf_counter() - t0
-        output = spec.fn(bundle, task, config, progress)
+        output = spec.fn(work_bundle, work_task, config, progress)
         task.check_cancelled()
         t0 = time.perf_counter()
         progress("evaluate", 0.5, "zero-shot accuracy of the unlearned model")
+        work_visual = copy.deepcopy(work_bundle.model.visual)
+        work_visual.load_state_dict(output.visual_state)
+        work_visual.eval()
+        final = evaluate_sets(work_bundle, work_visual, work_sets)
+        if prefixed is not None:
+            output = prefixed.full_output(output)
         final_visual = copy.deepcopy(bundle.model.visual)
         final_visual.load_state_dict(output.visual_state)
         final_visual.eval()
-        final = evaluate_sets(bundle, final_visual, eval_sets)
         eval_seconds += time.perf_counter() - t0
         summary = summarize(original, final, {s.name: s.role for s in eval_sets},
                             {s.name: len(s.images) for s in eval_sets})
@@ -116,6 +136,7 @@ def run_method(
             "stage_seconds": {k: round(v, 2) for k, v in output.stage_seconds.items()},
             "method_seconds": round(sum(output.stage_seconds.values()), 2),
             "evaluation_seconds": round(eval_seconds, 2),
+            "prefix_cache": prefixed.describe() if prefixed is not None else None,
             "total_seconds": round(time.time() - started, 2),
             "peak_rss_mb": round(peak_rss_mb(), 1),
             "skipped_files": [{"path": p, "reason": r} for p, r in skipped],
@@ -123,14 +144,18 @@ def run_method(
         }
         _write_outputs(bundle, folder, output, metrics)
     except RunCancelled:
+        if prefixed is not None:
+            prefixed.release()
         folder.write_status("cancelled", started=started, ended=time.time(), error="cancelled by the user")
         raise
     except BaseException as err:
+        if prefixed is not None:
+            prefixed.release()
         folder.write_status("failed", error=f"{type(err).__name__}: {err}", trace=traceback.format_exc(limit=5),
                             started=started, ended=time.time())
         raise
     folder.write_status("done", started=started, ended=time.time(), method=method)
-    return RunResult(folder, metrics, output, final_visual)
+    return RunResult(folder, metrics, output, final_visual, prefixed, work_sets)
 
 
 def _write_outputs(bundle: ClipBundle, folder: RunFolder, output: MethodOutput, metrics: dict) -> None:

@@ -18,7 +18,7 @@ from clipforget.core.progress import ProgressFn, no_progress
 from clipforget.data.task import UnlearningTask, batches, reference_batches
 from clipforget.models.encode import encode_images, encode_text, image_features, logits, text_classifier
 from clipforget.models.factory import ClipBundle
-from clipforget.models.layers import VisualOnly, adaptable_layers
+from clipforget.models.layers import VisualOnly
 
 
 @dataclass
@@ -197,15 +197,24 @@ def _as_clip(bundle: ClipBundle, visual_or_model: nn.Module) -> nn.Module:
     return visual_or_model if hasattr(visual_or_model, "visual") else VisualOnly(visual_or_model)
 
 
+def candidate_layers(tower_layers: list[str], cfg: ForgetConfig) -> list[str]:
+    """The ranking's candidates: the last ``candidate_share`` of the tower's adaptable layers, at least ``top_k``
+    (decisions D10)."""
+    return tower_layers[len(tower_layers) - max(cfg.top_k, round(len(tower_layers) * cfg.candidate_share)):]
+
+
+def touched_layers(tower_layers: list[str], cfg: ForgetConfig) -> list[str]:
+    """Every layer the forget stage reads gradients of or adapts: the candidates and the explicit ``cfg.layers``."""
+    return list(dict.fromkeys([*candidate_layers(tower_layers, cfg), *(cfg.layers or [])]))
+
+
 def relative_fisher(bundle: ClipBundle, task: UnlearningTask, cfg: ForgetConfig) -> list[LayerImportance]:
     """Rank the image tower's adaptable layers by relative Fisher information (forget vs retain)."""
     rng = np.random.default_rng(cfg.seed)
     classifier = text_classifier(bundle, task.classnames)
     visual = bundle.model.visual
     visual.eval()
-    example = bundle.normalize(task.retain.images[:2])
-    names = adaptable_layers(visual, example)
-    names = names[len(names) - max(cfg.top_k, round(len(names) * cfg.candidate_share)):]
+    names = candidate_layers(bundle.tower_layers(), cfg)
     loss_fn = zero_shot_ce(bundle, classifier)
 
     def sample(images):

@@ -33,6 +33,8 @@ class RemindConfig:
     align_steps: int = 20
     align_lr: float = 0.01
     epsilon: float = 16 / 255  # L-inf bound of the perturbation, in [0, 1] pixel units
+    # the bound when the inputs are cached prefix activations, in channel standard deviations (decisions D11)
+    activation_epsilon: float = 0.25
     steps: int = 80  # fine-tuning steps (paper Tab. 4: 20 on RN50; embedded-cifar: 40; v2: 80, decisions D10)
     batch_size: int = 64
     lr: float = 1e-3
@@ -89,9 +91,13 @@ def bn_mismatch(bundle: ClipBundle, visual: nn.Module, images: torch.Tensor) -> 
 def align_to_bn_statistics(
     bundle: ClipBundle, visual: nn.Module, images: torch.Tensor, cfg: RemindConfig, cancel=None
 ) -> tuple[torch.Tensor, dict]:
-    """Perturb uint8 ``images`` so their BN input statistics in ``visual`` match the running statistics."""
+    """Perturb ``images`` (the tower's inputs: uint8 pixels, or cached prefix activations) so their BN input
+    statistics in ``visual`` match the running statistics; the L-inf bound is ``cfg.epsilon`` in pixel units or
+    ``cfg.activation_epsilon`` channel standard deviations (:mod:`clipforget.models.inputs`, decisions D11)."""
     if not batchnorm_layers(visual):
         return images, {"aligned": False, "reason": "model has no BatchNorm layers; alignment skipped"}
+    space = bundle.input_space
+    epsilon = cfg.epsilon if space.kind == "pixels" else cfg.activation_epsilon
     visual.eval()
     flags = [p.requires_grad for p in visual.parameters()]
     for p in visual.parameters():
@@ -100,13 +106,15 @@ def align_to_bn_statistics(
     out, before, after = [], [], []
     try:
         for start in range(0, len(images), cfg.align_batch):
-            pixels = images[start : start + cfg.align_batch].to(bundle.device).float() / 255.0
-            delta = torch.zeros_like(pixels, requires_grad=True)
-            opt = torch.optim.Adam([delta], lr=cfg.align_lr)
+            x = space.to_float(images[start : start + cfg.align_batch], bundle.device)
+            bound = space.bound(x, epsilon)
+            delta = torch.zeros_like(x, requires_grad=True)
+            # the same step relative to the bound in both spaces
+            opt = torch.optim.Adam([delta], lr=cfg.align_lr / cfg.epsilon * float(bound.mean()))
             for step in range(cfg.align_steps + 1):
                 check_cancelled(cancel)
                 with autocast(bundle):
-                    visual(bundle.normalize_pixels((pixels + delta).clamp(0, 1)))
+                    visual(space.tower_input(x + delta))
                 loss = stats.mismatch()
                 if step == 0:
                     before.append(float(loss.detach()))
@@ -118,14 +126,15 @@ def align_to_bn_statistics(
                 loss.backward()
                 opt.step()
                 with torch.no_grad():
-                    delta.clamp_(-cfg.epsilon, cfg.epsilon)
-            out.append(((pixels + delta.detach()).clamp(0, 1) * 255).round().to(torch.uint8).cpu())
+                    delta.copy_(torch.maximum(torch.minimum(delta, bound), -bound))
+            out.append(space.store(x + delta.detach()))
     finally:
         stats.close()
         for p, flag in zip(visual.parameters(), flags, strict=True):
             p.requires_grad_(flag)
     return torch.cat(out), {
         "aligned": True,
+        "space": space.kind,
         "mismatch_before": float(np.mean(before)),
         "mismatch_after": float(np.mean(after)),
     }

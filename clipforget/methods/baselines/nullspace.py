@@ -43,7 +43,7 @@ def projector(directions: torch.Tensor, strength: float) -> torch.Tensor:
 def project_output(visual: torch.nn.Module, proj: torch.Tensor) -> str:
     """Fold ``proj`` (``D,D``) into the image tower's output map in place; returns the edited parameter's name."""
     with torch.no_grad():
-        for name in ("attnpool.c_proj", "head.proj"):
+        for name in OUTPUT_MAPS:
             linear = _linear_at(visual, name)
             if linear is not None:
                 linear.weight.copy_((proj @ linear.weight.float()).to(linear.weight.dtype))
@@ -61,7 +61,18 @@ def _linear_at(visual: torch.nn.Module, name: str) -> torch.nn.Linear | None:
     return module if isinstance(module, torch.nn.Linear) else None
 
 
-@register("nullspace", NullspaceConfig, "training-free: project the target text direction out of the image output")
+OUTPUT_MAPS = ("attnpool.c_proj", "head.proj")
+
+
+def output_map(cfg: NullspaceConfig, bundle: ClipBundle) -> list[str] | None:
+    """The one module the edit changes (``None`` for a ViT, whose ``proj`` is a bare parameter)."""
+    modules = dict(bundle.model.visual.named_modules())
+    found = [name for name in OUTPUT_MAPS if name in modules]
+    return found[:1] or None
+
+
+@register("nullspace", NullspaceConfig, "training-free: project the target text direction out of the image output",
+          layers=output_map)
 def nullspace(bundle: ClipBundle, task: UnlearningTask, cfg: NullspaceConfig, progress: ProgressFn) -> MethodOutput:
     start = time.perf_counter()
     classifier = text_classifier(bundle, task.classnames)
