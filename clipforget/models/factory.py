@@ -86,14 +86,18 @@ class ClipBundle:
         model._modules["visual"] = visual
         return dataclasses.replace(self, model=model)
 
+    def example_input(self, n: int = 2) -> torch.Tensor:
+        """A normalised batch of black images at the tower's input size (for forward-hook probes)."""
+        size = self.image_size
+        return self.normalize(torch.zeros((n, 3, size, size), dtype=torch.uint8))
+
     def tower_layers(self) -> list[str]:
         """The image tower's adaptable layers in forward order (:func:`clipforget.models.layers.adaptable_layers`)."""
         visual = self.model.visual
         was_training = visual.training
         visual.eval()
-        size = self.image_size
         try:
-            return adaptable_layers(visual, self.normalize(torch.zeros((2, 3, size, size), dtype=torch.uint8)))
+            return adaptable_layers(visual, self.example_input())
         finally:
             visual.train(was_training)
 
@@ -101,10 +105,6 @@ class ClipBundle:
     def input_space(self) -> PixelSpace:
         """What the tower's inputs are (uint8 pixels here; cached activations for a prefix-cached bundle)."""
         return PixelSpace(self.normalize_pixels)
-
-    @property
-    def caches_prefix(self) -> bool:
-        return False
 
 
 def _resolve_package_path(name: str) -> str:

@@ -195,11 +195,6 @@ def splitter_for(visual: nn.Module) -> Any:
     return next(s for s in SPLITTERS if s.applies(visual))
 
 
-def example_input(bundle: ClipBundle, n: int = 2) -> torch.Tensor:
-    size = bundle.image_size
-    return bundle.normalize(torch.zeros((n, 3, size, size), dtype=torch.uint8))
-
-
 def plan_cut(visual: nn.Module, example: torch.Tensor, layers: Sequence[str] | None) -> TowerCut | None:
     """The cut of ``visual`` just before the first stage that holds one of ``layers`` (module names), or ``None``
     when nothing can be cached: ``layers`` is ``None`` (the method may change any layer), the tower cannot be split,
@@ -280,10 +275,6 @@ class SuffixBundle(ClipBundle):
     def input_space(self) -> ActivationSpace:
         return ActivationSpace()
 
-    @property
-    def caches_prefix(self) -> bool:
-        return True
-
 
 def batch_size_for(device: torch.device) -> int:
     """Images per prefix batch: larger on a GPU (bounded by its memory), 256 on the CPU."""
@@ -301,7 +292,7 @@ class PrefixCache:
     """
 
     def __init__(self, bundle: ClipBundle, cut: TowerCut, batch_size: int | None = None,
-                 progress: Callable[[int], None] | None = None):
+                 on_encoded: Callable[[int], None] | None = None):
         self.bundle = bundle
         self.cut = cut
         self.batch_size = batch_size or batch_size_for(bundle.device)
@@ -317,7 +308,7 @@ class PrefixCache:
         self.suffix_bundle = SuffixBundle(**{**base, "model": model}, cut=cut, tower_layers_full=layers)
         self._memo: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
         self.images_encoded = 0
-        self._progress = progress
+        self.on_encoded = on_encoded  # called with the running count of encoded images
 
     def activations(self, images: torch.Tensor) -> torch.Tensor:
         """uint8 images ``N,3,S,S`` -> fp16 activations entering the suffix (memoised per tensor)."""
@@ -331,8 +322,8 @@ class PrefixCache:
                 h = prefix_activations(self._prefix, self.cut, x.contiguous(memory_format=torch.channels_last))
             parts.append(h.to(torch.float16).cpu())
             self.images_encoded += len(x)
-            if self._progress:
-                self._progress(self.images_encoded)
+            if self.on_encoded:
+                self.on_encoded(self.images_encoded)
         out = torch.cat(parts) if parts else torch.zeros((0,), dtype=torch.float16)
         self._memo[key] = (images, out)
         return out

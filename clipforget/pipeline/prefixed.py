@@ -17,7 +17,7 @@ from clipforget.core.progress import ProgressFn, no_progress
 from clipforget.data.task import EvalSet, UnlearningTask
 from clipforget.methods.registry import MethodOutput, MethodSpec
 from clipforget.models.factory import ClipBundle
-from clipforget.models.prefix import PrefixCache, SuffixBundle, example_input, plan_cut
+from clipforget.models.prefix import PrefixCache, SuffixBundle, plan_cut
 from clipforget.models.weights import State
 
 
@@ -32,7 +32,7 @@ class PrefixedRun:
     def plan(cls, bundle: ClipBundle, spec: MethodSpec, config: Any) -> PrefixedRun | None:
         """``None`` when the method may change any layer (or the tower cannot be cut before its layers)."""
         layers = spec.layers(config, bundle)
-        cut = plan_cut(bundle.model.visual, example_input(bundle), layers)
+        cut = plan_cut(bundle.model.visual, bundle.example_input(), layers)
         return cls(PrefixCache(bundle, cut)) if cut is not None else None
 
     @property
@@ -46,7 +46,7 @@ class PrefixedRun:
         total = sum(len(s) for s in (task.forget, task.retain, task.calibration_forget, task.calibration_retain,
                                       task.reference) if s is not None) + sum(len(s.images) for s in eval_sets)
         stage = self.cache.cut.first_suffix_stage
-        self.cache._progress = lambda done: progress("prefix", min(done / max(total, 1), 1.0),
+        self.cache.on_encoded = lambda done: progress("prefix", min(done / max(total, 1), 1.0),
                                                      f"{done}/{total} images up to {stage}")
         image_set = self.cache.image_set
         moved = dataclasses.replace(
