@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import io
+import re
 import socket
 import zipfile
 from pathlib import Path
 
+import httpx
 import pytest
 from gradio_client import Client, handle_file
 from test_service import make_fixture, make_service, model_spec  # same fixture as the service tests
@@ -94,8 +97,11 @@ def test_full_flow_through_the_client(app):
     markup = client.predict(1.0, "<img src=x onerror=alert(1)>", "tiny", api_name="/retrieve")[2]
     assert "<img" not in markup and "&lt;img" in markup  # a prompt is shown as text
 
-    exported = client.predict(1.0, api_name="/export")
-    with zipfile.ZipFile(exported) as zf:
+    link = client.predict(1.0, api_name="/export")
+    href = re.search(r'href="(clipforget/download/[^"]+)"', link).group(1)
+    download = httpx.get(demo.local_url + href, cookies=client.cookies, timeout=60)
+    assert download.status_code == 200 and download.headers["content-disposition"].startswith("attachment")
+    with zipfile.ZipFile(io.BytesIO(download.content)) as zf:
         names = zf.namelist()
     assert any(n.endswith("README.md") for n in names) and any(n.endswith(".safetensors") for n in names)
 
@@ -104,6 +110,14 @@ def test_full_flow_through_the_client(app):
     assert other.predict(api_name="/list_runs")["choices"] == []
     with pytest.raises(Exception, match="no such run"):
         other.predict(run_id, "airplane", "tiny", api_name="/open_run")
+    # the export link is no bearer secret: nobody but its workspace gets the file (issue 21)
+    assert httpx.get(demo.local_url + href, timeout=30).status_code == 403
+    assert httpx.get(demo.local_url + href, cookies=other.cookies, timeout=30).status_code == 404
+    exports = service.workspaces.exports_dir(_workspace_of(service, run_id))
+    assert [f.name for f in exports.iterdir()] == [href.rsplit("/", 1)[1]]
+    client.predict(run_id, api_name="/delete_run")  # the run's exports go with it
+    assert httpx.get(demo.local_url + href, cookies=client.cookies, timeout=30).status_code == 404
+    assert list(exports.iterdir()) == []
 
 
 def test_unavailable_model_shows_a_message_not_a_traceback(app):

@@ -90,15 +90,19 @@ def test_uploaded_html_and_svg_are_never_served_inline_from_the_app(app, tmp_pat
     assert [p.name for p in stored] == ["evil.html", "evil.svg"]
     # the app's copies -- and anything else of the cache -- are not served at all
     for path in [*stored, service.cache / "workspace.key", Path("/etc/passwd")]:
-        r = httpx.get(f"{url}/gradio_api/file={path}")
+        r = httpx.get(f"{url}/gradio_api/file={path}", cookies=attacker.cookies)  # not even to the uploader
         assert r.status_code == 404, (path, r.status_code)
         assert b"script" not in r.content
     # Gradio's own upload copies are served as downloads in a sandbox, never as a page of the app's origin
     gradio_copies = [p for p in Path(os.environ.get("GRADIO_TEMP_DIR", "/tmp/gradio")).rglob("evil.*")
                      if p.read_bytes() in (EVIL_HTML, EVIL_SVG)]
     assert gradio_copies
+    bystander = client(url)
+    bystander.predict(api_name="/list_runs")
     for path in gradio_copies:
-        r = httpx.get(f"{url}/gradio_api/file={path}")
+        assert httpx.get(f"{url}/gradio_api/file={path}").status_code == 403  # no workspace: nothing
+        assert httpx.get(f"{url}/gradio_api/file={path}", cookies=bystander.cookies).status_code == 404  # not theirs
+        r = httpx.get(f"{url}/gradio_api/file={path}", cookies=attacker.cookies)  # the uploader's own copy
         assert r.status_code == 200
         assert r.headers["content-disposition"].startswith("attachment")
         assert r.headers["content-type"] == "application/octet-stream"
@@ -122,18 +126,23 @@ def test_a_copied_or_forged_identity_opens_no_other_workspace(app):
     assert listed(victim) == [run_id]  # control: the victim sees the run
 
     attacker = client(url)
-    attacker.session_hash = victim.session_hash  # Gradio's session id is sent in the clear: it names nothing
     assert listed(attacker) == []
     with pytest.raises(Exception, match="no such run"):
         attacker.predict(run_id, "airplane", "tiny", api_name="/open_run")
+    attacker.session_hash = victim.session_hash  # Gradio's session id is sent in the clear: it opens nothing
+    with pytest.raises(httpx.HTTPStatusError, match="404"):
+        listed(attacker)
 
     forged = [victim_owner, f"{victim_owner}.AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA",
               service.tokens.issue(victim_owner, "api")]  # the raw id, a bad signature, a token of another kind
     for value in forged:
         stolen = client(url, httpx_kwargs={"cookies": {COOKIE: value}})
-        with pytest.raises(Exception, match="no workspace"):
+        with pytest.raises(httpx.HTTPStatusError, match="403"):
             stolen.predict(api_name="/list_runs")
-    with pytest.raises(Exception, match="not a valid token"):
+        r = httpx.post(f"{url}/gradio_api/queue/join", cookies={COOKIE: value},
+                       json={"data": [], "fn_index": 0, "session_hash": "forged0001"})
+        assert r.status_code == 403 and "no workspace" in r.json()["detail"]
+    with pytest.raises(httpx.HTTPStatusError, match="403"):
         client(url, headers={HEADER: victim.cookies[COOKIE]}).predict(api_name="/list_runs")
     assert listed(victim) == [run_id]
 
@@ -477,5 +486,139 @@ def test_an_oversized_upload_request_is_refused_before_gradio_reads_it(app):
         sock.sendall(f"POST /gradio_api/upload HTTP/1.1\r\nHost: {host}\r\nContent-Length: {limit + 1}\r\n"
                      "Content-Type: multipart/form-data; boundary=x\r\n\r\n".encode())
         assert sock.recv(200).split(b"\r\n")[0].endswith(b"413 Request Entity Too Large")
-    ok = httpx.post(f"{url}/gradio_api/upload", files={"files": ("a.txt", b"hello")})
+    anonymous = httpx.post(f"{url}/gradio_api/upload", files={"files": ("a.txt", b"hello")})
+    assert anonymous.status_code == 403  # an upload needs a workspace
+    cookies = httpx.get(url).cookies
+    ok = httpx.post(f"{url}/gradio_api/upload", files={"files": ("a.txt", b"hello")}, cookies=cookies)
     assert ok.status_code == 200 and len(ok.json()) == 1
+
+
+# 3. every event, handle and file bound to its workspace (issue 21) ---------------------------------------------------
+
+def fn_index(url: str, api_name: str) -> int:
+    return next(d["id"] for d in httpx.get(f"{url}/config").json()["dependencies"] if d.get("api_name") == api_name)
+
+
+def join(url: str, cookies, session_hash: str, api_name: str = "list_runs", data=None) -> httpx.Response:
+    return httpx.post(f"{url}/gradio_api/queue/join", cookies=cookies, timeout=30,
+                      json={"data": data or [], "fn_index": fn_index(url, api_name), "session_hash": session_hash})
+
+
+def stream(url: str, cookies, session_hash: str) -> tuple[int, str]:
+    """Status and body of the session's event stream, read until its first completed event (or refused)."""
+    with httpx.stream("GET", f"{url}/gradio_api/queue/data", params={"session_hash": session_hash},
+                      cookies=cookies, timeout=30) as r:
+        text = ""
+        for line in r.iter_lines():
+            text += line + "\n"
+            if "process_completed" in line or "close_stream" in line:
+                break
+        return r.status_code, text
+
+
+def test_the_event_stream_goes_only_to_its_workspace(app):
+    url, service, _, _ = app
+    url = url.rstrip("/")
+    victim, attacker = client(url), client(url)
+    plant_run(service, owner_of(victim, service), "secret title")
+    attacker.predict(api_name="/list_runs")
+    session = "victimsession" + os.urandom(4).hex()
+    joined = join(url, victim.cookies, session)
+    assert joined.status_code == 200
+    event_id = joined.json()["event_id"]
+    # the hole of issue 21: the stream of a known session hash, with no cookie, carried the victim's outputs
+    status, text = stream(url, None, session)
+    assert status == 403 and "secret title" not in text
+    status, text = stream(url, attacker.cookies, session)
+    assert status == 404 and "secret title" not in text
+    status, text = stream(url, victim.cookies, session)  # control: the owner gets it
+    assert status == 200 and "secret title" in text
+    # every other route that names the session or the event refuses the attacker as well
+    for method, route, body in (
+            ("GET", f"/gradio_api/heartbeat/{session}", None),
+            ("GET", f"/gradio_api/deep_link?session_hash={session}", None),
+            ("GET", f"/gradio_api/call/list_runs/{event_id}", None),
+            ("POST", "/gradio_api/cancel", {"session_hash": session, "fn_index": 0, "event_id": event_id}),
+            ("POST", "/gradio_api/reset", {"event_id": event_id})):
+        r = httpx.request(method, f"{url}{route}", json=body, cookies=attacker.cookies, timeout=10)
+        assert r.status_code == 404, (route, r.status_code)
+    assert join(url, attacker.cookies, session).status_code == 404  # nor can it join the victim's session
+
+
+def test_files_given_to_one_workspace_open_nowhere_else(app, tmp_path):
+    url, _, _, _ = app
+    url = url.rstrip("/")
+    owner, other = client(url, download_files=False), client(url)
+    other.predict(api_name="/list_runs")
+    picture = tmp_path / "private.png"
+    Image.fromarray(np.full((32, 32, 3), 200, np.uint8)).save(picture)
+    report, _, previews = owner.predict([handle_file(str(picture))], [], [], "x", "", api_name="/check_uploads")
+    assert previews, report
+    image = previews[0]["image"]  # a thumbnail Gradio serves from its cache, by content hash
+    preview = image["path"] if isinstance(image, dict) else image
+    served = httpx.get(f"{url}/gradio_api/file={preview}", cookies=owner.cookies)
+    assert served.status_code == 200 and served.content[:4] in (b"RIFF", b"\x89PNG", b"\xff\xd8\xff\xe0")
+    assert httpx.get(f"{url}/gradio_api/file={preview}").status_code == 403
+    assert httpx.get(f"{url}/gradio_api/file={preview}", cookies=other.cookies).status_code == 404
+    # an uploaded file named in another workspace's event inputs is refused before the app reads it
+    uploaded = httpx.post(f"{url}/gradio_api/upload", files={"files": ("p.png", picture.read_bytes())},
+                          cookies=owner.cookies).json()[0]
+    file_data = {"path": uploaded, "orig_name": "p.png", "meta": {"_type": "gradio.FileData"}}
+    assert join(url, other.cookies, "thief" + os.urandom(4).hex(), "check_uploads",
+                [[file_data], [], [], "x", ""]).status_code == 404
+    assert join(url, owner.cookies, "owner" + os.urandom(4).hex(), "check_uploads",
+                [[file_data], [], [], "x", ""]).status_code == 200
+
+
+def test_routes_not_in_the_route_table_are_closed(app):
+    url, _, _, _ = app
+    url = url.rstrip("/")
+    cookies = httpx.get(url).cookies
+    for method, route in (("GET", "/monitoring"), ("GET", "/monitoring/summary"), ("GET", "/gradio_api/runs"),
+                          ("GET", "/gradio_api/run-history/records"), ("POST", "/login"), ("GET", "/logout"),
+                          ("GET", "/gradio_api/proxy=http://127.0.0.1/"), ("GET", "/gradio_api/vibe-code"),
+                          ("POST", "/gradio_api/component_server"), ("GET", "/gradio_api/dev/reload"),
+                          ("GET", "/file=/etc/passwd"), ("GET", "/gradio_api/profiling/summary")):
+        r = httpx.request(method, f"{url}{route}", cookies=cookies, timeout=10)
+        assert r.status_code == 404, (route, r.status_code)
+    for route in ("/", "/config", "/gradio_api/info", "/theme.css", "/favicon.ico"):  # what a page needs stays
+        assert httpx.get(f"{url}{route}", cookies=cookies, timeout=10).status_code == 200, route
+
+
+@pytest.fixture(scope="module")
+def finished_run(app) -> Path:
+    """One real quick run of the upload fixture (its folder), for the tests that need a model to explore."""
+    url, service, fx, _ = app
+    c = client(url.rstrip("/"))
+    c.predict([handle_file(str(p)) for p in fx["forget"]], [handle_file(str(p)) for p in fx["retain"]], [],
+              "airplane", "", model_spec(), "quick", api_name="/start_upload")
+    final = c.predict(api_name="/watch_start_upload")
+    assert "done" in final, final
+    return service.runs.runs_dir / c.predict(api_name="/list_runs")["value"]
+
+
+@pytest.mark.parametrize("endpoint", ["/set_alpha", "/retrieve"])
+def test_odd_gallery_arguments_get_a_message_and_no_traceback(app, finished_run, endpoint, caplog, capfd):
+    url, service, _, _ = app
+    url = url.rstrip("/")
+    c = client(url)
+    run_id = give_run(service, finished_run, owner_of(c, service))
+    c.predict(run_id, "airplane", "tiny", api_name="/open_run")
+    capfd.readouterr()
+    for gallery in (None, 5, "g" * 10_000, ["tiny"], {"a": 1}):
+        with pytest.raises(Exception) as err:
+            c.predict(0.5, "airplane", gallery, api_name=endpoint)
+        text = str(err.value)
+        assert "gallery" in text and "could not do this" not in text, (gallery, text)
+    assert c.predict(0.5, "airplane", "tiny", api_name=endpoint)[4]  # control: a good call still answers
+    assert not [r for r in caplog.records if r.levelname in ("ERROR", "CRITICAL")]
+    assert "Traceback" not in capfd.readouterr().err
+
+
+def give_run(service: AppServices, source: Path, owner: str) -> str:
+    run_id = f"{source.name[:40]}-copy{os.urandom(4).hex()}"
+    target = service.runs.runs_dir / run_id
+    shutil.copytree(source, target, ignore=shutil.ignore_patterns("alpha_grid"))
+    spec = json.loads((source / "job.json").read_text())
+    (target / "job.json").write_text(json.dumps({**spec, "run_id": run_id, "owner": owner}))
+    return run_id

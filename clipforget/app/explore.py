@@ -207,20 +207,23 @@ class RunView:
 
     def _original_top(self, gallery: str, prompt: str, k: int) -> tuple[list[int], list[float]]:
         key = (gallery, prompt, k)
-        if key not in self._before:
+        found = self._before.get(key)
+        if found is None:
             gal = self.galleries.get(self.model_spec, gallery)
             query = self.galleries.text_embedding(self.model_spec, prompt)
             rows = self.grid(gallery).rows
             if rows is None:
                 scores, ids = search(gal.index, query, k)
-                self._before[key] = ([int(i) for i in ids[0] if i >= 0], [float(x) for x in scores[0]])
+                found = ([int(i) for i in ids[0] if i >= 0], [float(x) for x in scores[0]])
             else:  # a sampled grid: the original model's top-k among the same images
                 sims = gal.embeddings[rows] @ query
                 top = _top_k(sims, k)
-                self._before[key] = ([int(rows[i]) for i in top], [float(sims[i]) for i in top])
-            while len(self._before) > 64:
-                self._before.pop(next(iter(self._before)))
-        return self._before[key]
+                found = ([int(rows[i]) for i in top], [float(sims[i]) for i in top])
+            with self._lock:  # explore events run concurrently (clipforget.app.ui.blocks)
+                self._before[key] = found
+                while len(self._before) > 64:
+                    self._before.pop(next(iter(self._before)))
+        return found
 
     def retrieve(self, prompt: str, alpha: float, gallery: str, k: int | None = None) -> dict[str, Any]:
         """Top-k of ``prompt`` before (original index) and after (theta(alpha)), with what left / entered."""

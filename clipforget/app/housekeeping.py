@@ -1,12 +1,14 @@
-"""Clean-up the app does by itself: stale partial files, finished upload sets, old downloads, expired workspaces.
+"""Clean-up the app does by itself: stale partial files, finished upload sets, old exports, expired workspaces.
 
-* **At start-up** (:func:`startup`): every ``.partial`` file or folder a killed process left -- upload copies
-  (``sessions/<ws>/uploads/**/.*.partial``), unpacked zips (``unpacked/.*.partial``) and alpha grids
-  (``runs/<id>/alpha_grid/<gallery>/.*.partial``) of runs no backend is running -- is removed; then :func:`sweep`.
+* **At start-up** (:func:`startup`): every export (and the ``outbox/`` of earlier versions) is removed; every
+  ``.partial`` file or folder a killed process left -- upload copies (``sessions/<ws>/uploads/**/.*.partial``),
+  unpacked zips (``unpacked/.*.partial``) and alpha grids (``runs/<id>/alpha_grid/<gallery>/.*.partial``) of runs no
+  backend is running -- is removed; then :func:`sweep`.
 * **Every hour** (``AppConfig.housekeeping_interval_s``) and at start-up (:func:`sweep`):
   - the upload set of a run that has ended (done, failed, cancelled, interrupted) is deleted: the run read it when it
     started, and what it was made of is recorded in the run's ``task.json``;
-  - copies handed to Gradio for download (``outbox/``) older than an hour are deleted (Gradio keeps its own copy);
+  - exports (``sessions/<ws>/exports/``) older than a day are deleted (they are also deleted with their run, at
+    start-up and when the app stops: an export is made to be downloaded at once);
   - a workspace not used for ``--workspace-ttl-days`` days (default 30; its last request, or its newest run when it
     never made one) expires: its folder (uploads, exports) and its runs are deleted, unless a run is still queued or
     running. The browser's cookie lives as long, so a browser that comes back later starts an empty workspace.
@@ -40,20 +42,6 @@ def stale_partials(cache: Path, runs: Runs) -> list[Path]:
         if not runs.is_active(spec.run_id):
             found += list((folder / "alpha_grid").glob("*/.*.partial"))
     return sorted(set(found))
-
-
-def clean_outbox(outbox: Path, max_age_s: float = 3600.0, now: float | None = None) -> int:
-    now = time.time() if now is None else now
-    removed = 0
-    for entry in list(Path(outbox).iterdir()) if Path(outbox).is_dir() else []:
-        try:
-            old = now - entry.stat().st_mtime > max_age_s
-        except OSError:
-            continue
-        if old:
-            _remove(entry)
-            removed += 1
-    return removed
 
 
 def release_uploads(runs: Runs) -> int:
@@ -94,7 +82,7 @@ def expire_workspaces(workspaces: Workspaces, runs: Runs, ttl_s: float, now: flo
 
 def sweep(cache: Path, workspaces: Workspaces, runs: Runs, ttl_days: float, now: float | None = None) -> dict:
     return {"uploads_released": release_uploads(runs),
-            "downloads_removed": clean_outbox(Path(cache) / "outbox", now=now),
+            "exports_removed": workspaces.remove_exports(older_than_s=DAY),
             "workspaces_expired": len(expire_workspaces(workspaces, runs, ttl_days * DAY, now)) if ttl_days > 0 else 0}
 
 
@@ -102,7 +90,9 @@ def startup(cache: Path, workspaces: Workspaces, runs: Runs, ttl_days: float) ->
     partials = stale_partials(cache, runs)
     for path in partials:
         _remove(path)
-    return {"partials_removed": len(partials), **sweep(cache, workspaces, runs, ttl_days)}
+    _remove(Path(cache) / "outbox")  # download copies of earlier versions
+    return {"partials_removed": len(partials), "exports_at_start": workspaces.remove_exports(),
+            **sweep(cache, workspaces, runs, ttl_days)}
 
 
 class Sweeper:

@@ -291,6 +291,7 @@ class Runs:
             self._views.pop(run_id, None)
         self.workspaces.forget_size(folder)
         shutil.rmtree(folder, ignore_errors=True)
+        self.workspaces.remove_exports(owner, run_id)
         upload = (spec.source or {}).get("upload") if spec else None
         if upload and re.fullmatch(r"[A-Za-z0-9_-]{1,64}", str(upload)):
             shutil.rmtree(self.workspaces.root / owner / "uploads" / str(upload), ignore_errors=True)

@@ -1,15 +1,19 @@
-"""HTTP-level protections around the Gradio app: workspace cookies, what ``/file=`` may serve, response headers.
+"""HTTP-level protections around the Gradio app: workspace cookies, a guard on every route, response headers.
 
 :class:`SecurityMiddleware` is a plain ASGI middleware (it must not buffer Gradio's event streams), installed through
 ``demo.launch(app_kwargs={"middleware": [...]})`` (:func:`clipforget.app.ui.launch_kwargs`). On every HTTP request:
 
+* **route guard** -- the request is looked up in the route table (:mod:`clipforget.app.routes`); a route that is
+  not listed is answered 404. Event routes need a valid workspace token, and every Gradio handle they name (session
+  hash, event id, upload id, input file) must belong to the caller's workspace (:mod:`clipforget.app.bindings`);
+  event ids handed out and files in event outputs or upload responses are bound to it as they pass.
 * **workspace cookie** -- a request without a valid browser token gets one (``Set-Cookie``, ``HttpOnly``,
   ``SameSite=Lax``, ``Secure`` behind HTTPS); a page load refreshes its lifetime. See :mod:`clipforget.app.identity`.
-* **files** -- ``/gradio_api/file=<path>`` serves only files inside Gradio's own upload/cache folder (where Gradio
-  copies every file an event returns, under a content hash); anything else -- the app's cache, uploads as the app
-  stored them, remote URLs -- is refused with 404. File responses carry ``Content-Security-Policy: sandbox`` (a
-  document opened from there has an opaque origin: no script, no access to the app's storage or cookies), and every
-  type but raster images (PNG / JPEG / GIF / WebP) is sent as an attachment.
+* **files** -- ``/gradio_api/file=<path>`` serves only files inside Gradio's own upload/cache folder that were given
+  to the caller's workspace. File responses carry ``Content-Security-Policy: sandbox`` (a document opened from there
+  has an opaque origin: no script, no access to the app's storage or cookies), and every type but raster images (PNG
+  / JPEG / GIF / WebP) is sent as an attachment. Exports are served by the app itself
+  (``/clipforget/download/<name>``), from the caller's workspace only, as attachments.
 * **uploads** -- one request to Gradio's upload route may carry at most the upload limit (``--max-total-upload-mb``
   plus form overhead): a larger ``Content-Length`` is refused with 413 before Gradio reads it, a chunked body is cut
   off when it passes the limit.
@@ -21,20 +25,27 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from http.cookies import CookieError, SimpleCookie
 from pathlib import Path
+from urllib.parse import parse_qs, quote
 
-from .identity import COOKIE, WorkspaceTokens
+from .bindings import Bindings
+from .identity import COOKIE, HEADER, WorkspaceTokens
+from .routes import Route, find_route
 
-FILE_ROUTE = re.compile(r"/gradio_api/file(?:=|/)(.*)$", re.DOTALL)
-UPLOAD_ROUTE = re.compile(r"/(?:gradio_api/)?upload/?$")
+log = logging.getLogger("clipforget.app.security")
+
 INLINE_TYPES = ("image/png", "image/jpeg", "image/gif", "image/webp")
 PAGE_CSP = "frame-ancestors 'self'; object-src 'none'; base-uri 'self'; form-action 'self'"
 FILE_CSP = "default-src 'none'; img-src 'self' data:; style-src 'unsafe-inline'; sandbox"
 COMMON_HEADERS = (("x-content-type-options", "nosniff"), ("referrer-policy", "same-origin"))
+MAX_EVENT_BODY = 2_000_000  # a JSON event request: texts and file references, never file contents
+MAX_CAPTURED_RESPONSE = 20_000_000  # JSON responses read for the handles they hand out
+NO_WORKSPACE = "no workspace: reload the page (cookies must be enabled) or send a valid X-Clipforget-Token"
 
 
 def _cookies(scope) -> dict[str, str]:
@@ -60,41 +71,74 @@ def within(path: str | os.PathLike, folder: str | os.PathLike) -> bool:
     return True
 
 
+def file_key(path: str) -> str:
+    """One spelling of a served file's path (the key files are bound under)."""
+    return os.path.normpath(os.path.abspath(path))
+
+
+def file_paths(value) -> Iterator[str]:
+    """Paths of the files a Gradio payload carries (``FileData`` dicts, nested in lists and dicts)."""
+    if isinstance(value, dict):
+        path = value.get("path")
+        if isinstance(path, str) and path:
+            yield path
+        for item in value.values():
+            if isinstance(item, dict | list):
+                yield from file_paths(item)
+    elif isinstance(value, list):
+        for item in value:
+            yield from file_paths(item)
+
+
 class SecurityMiddleware:
-    """See the module docstring. ``served_roots`` returns the folders ``/file=`` may serve from (Gradio's cache)."""
+    """See the module docstring. ``served_roots`` returns the folders ``/file=`` may serve from (Gradio's cache);
+    ``download(owner, name)`` the export file ``name`` of workspace ``owner``, or ``None``."""
 
     def __init__(self, app, tokens: WorkspaceTokens, new_workspace: Callable[[], str],
-                 served_roots: Callable[[], list[str]], cookie_max_age: int = 30 * 86400,
+                 served_roots: Callable[[], list[str]], bindings: Bindings | None = None,
+                 download: Callable[[str, str], Path | None] | None = None, cookie_max_age: int = 30 * 86400,
                  max_upload_request_bytes: int | None = None):
         self.app = app
         self.tokens = tokens
         self.new_workspace = new_workspace
         self.served_roots = served_roots
+        self.bindings = bindings if bindings is not None else Bindings()
+        self.download = download
         self.cookie_max_age = int(cookie_max_age)
         self.max_upload_request_bytes = max_upload_request_bytes
 
+    # identity ------------------------------------------------------------------------------------------------------
+    def _owner(self, scope, cookie: str | None) -> str | None:
+        header = _header(scope, HEADER.encode())
+        if header:
+            return self.tokens.verify(header, "api")
+        return self.tokens.verify(cookie, "browser")
+
+    # the request ---------------------------------------------------------------------------------------------------
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
         path = scope.get("path", "")
-        match = FILE_ROUTE.search(path)
-        if match and not any(within(match.group(1), root) for root in self.served_roots()):
+        root = scope.get("root_path", "") or ""
+        if root and path.startswith(root):
+            path = path[len(root):] or "/"
+        method = scope.get("method", "GET")
+        found = find_route(method, path)
+        if found is None:
+            log.info("closed route: %s %s", method, path[:200])
             await self._refuse(send)
             return
-        if self.max_upload_request_bytes and UPLOAD_ROUTE.search(path):
-            declared = _header(scope, b"content-length")
-            if declared.isdigit() and int(declared) > self.max_upload_request_bytes:
-                await self._refuse(send, 413, "upload larger than the server accepts (--max-total-upload-mb)")
-                return
-            receive = self._counting(receive, self.max_upload_request_bytes)
-        token = _cookies(scope).get(COOKIE)
+        route, match = found
+        cookie = _cookies(scope).get(COOKIE)
+        owner = self._owner(scope, cookie)
         set_cookie = None
-        if self.tokens.verify(token, "browser") is None:
+        if self.tokens.verify(cookie, "browser") is None and not _header(scope, HEADER.encode()):
             set_cookie = self.tokens.issue(self.new_workspace(), "browser")
-        elif scope.get("method") == "GET" and path.endswith("/"):
-            set_cookie = token  # a page load: keep the workspace alive for another cookie lifetime
+        elif route.guard == "page" and method == "GET" and owner is not None:
+            set_cookie = cookie  # a page load: keep the workspace alive for another cookie lifetime
         secure = scope.get("scheme") == "https" or _header(scope, b"x-forwarded-proto") == "https"
+        is_file = route.guard in ("file", "download")
 
         async def send_with_headers(message):
             if message["type"] == "http.response.start":
@@ -103,33 +147,171 @@ class SecurityMiddleware:
                 for name, value in COMMON_HEADERS:
                     if name.encode() not in names:
                         headers.append((name.encode(), value.encode()))
-                if match:
+                if is_file and message.get("status", 200) < 400:  # a refusal stays a JSON answer
                     headers = self._file_headers(headers)
                 elif b"content-security-policy" not in names:
                     headers.append((b"content-security-policy", PAGE_CSP.encode()))
                     headers.append((b"x-frame-options", b"SAMEORIGIN"))
                 if set_cookie:
-                    cookie = (f"{COOKIE}={set_cookie}; Path=/; Max-Age={self.cookie_max_age}; HttpOnly; "
-                              f"SameSite=Lax{'; Secure' if secure else ''}")
-                    headers.append((b"set-cookie", cookie.encode("latin-1")))
+                    value = (f"{COOKIE}={set_cookie}; Path=/; Max-Age={self.cookie_max_age}; HttpOnly; "
+                             f"SameSite=Lax{'; Secure' if secure else ''}")
+                    headers.append((b"set-cookie", value.encode("latin-1")))
                 message = {**message, "headers": headers}
             await send(message)
 
-        await self.app(scope, receive, send_with_headers)
+        if route.guard in ("public", "page"):
+            await self.app(scope, receive, send_with_headers)
+            return
+        if route.guard == "upload":  # the size first: an oversized request is refused before anything is read
+            receive = self._upload_receive(scope, receive)
+            if receive is None:
+                await self._refuse(send_with_headers, 413, "upload larger than the server accepts "
+                                                           "(--max-total-upload-mb)")
+                return
+        if owner is None:
+            await self._refuse(send_with_headers, 403, NO_WORKSPACE)
+            return
+        if route.guard == "file":
+            target = match.group("path")
+            if not (any(within(target, r) for r in self.served_roots())
+                    and self.bindings.allowed("file", file_key(target), owner)):
+                await self._refuse(send_with_headers)
+                return
+            await self.app(scope, receive, send_with_headers)
+            return
+        if route.guard == "download":
+            await self._serve_download(owner, match.group("name"), method, send_with_headers)
+            return
+        query = parse_qs(scope.get("query_string", b"").decode("latin-1"))
+        body = None
+        if route.guard == "session" and method == "POST":
+            raw = await self._read_body(receive)
+            if raw is None:
+                await self._refuse(send_with_headers, 413, "request too large")
+                return
+            try:
+                body = json.loads(raw or b"{}")
+            except ValueError:
+                await self._refuse(send_with_headers, 400, "the request body is not JSON")
+                return
+            receive = self._replay(raw, receive)
+        if not self._handles_ok(route, match, query, body, owner):
+            await self._refuse(send_with_headers)
+            return
+        await self.app(scope, receive, self._binding_send(route, owner, send_with_headers))
+
+    def _handles_ok(self, route: Route, match: re.Match, query: dict, body, owner: str) -> bool:
+        """Every handle the request names belongs to ``owner`` (sessions and uploads are claimed on first use)."""
+        groups = match.groupdict()
+        sessions = [v for v in (groups.get("session"), *query.get("session_hash", [])) if v]
+        events = [v for v in (groups.get("event"),) if v]
+        uploads = list(query.get("upload_id", []))
+        files: list[str] = []
+        if isinstance(body, dict):
+            if isinstance(body.get("session_hash"), str):
+                sessions.append(body["session_hash"])
+            if isinstance(body.get("event_id"), str):
+                events.append(body["event_id"])
+            files = list(file_paths(body.get("data")))
+        elif body is not None:
+            return False
+        return (all(self.bindings.claim("session", s, owner) for s in sessions)
+                and all(self.bindings.allowed("event", e, owner) for e in events)
+                and all(self.bindings.claim("upload", u, owner) for u in uploads)
+                and all(self.bindings.allowed("file", file_key(f), owner) for f in files))
+
+    # responses: bind what they hand out ----------------------------------------------------------------------------
+    def _binding_send(self, route: Route, owner: str, send):
+        if not route.binds:
+            return send
+        bindings = self.bindings
+        captured = bytearray()
+        pending = bytearray()
+        state = {"capture": False}
+
+        def grant_from(payload) -> None:
+            if "event" in route.binds and isinstance(payload, dict) and isinstance(payload.get("event_id"), str):
+                bindings.grant("event", [payload["event_id"]], owner)
+            if "files" in route.binds:
+                paths = [p for p in payload if isinstance(p, str)] if isinstance(payload, list) else []
+                bindings.grant("file", [file_key(p) for p in [*paths, *file_paths(payload)]], owner)
+            if "stream" in route.binds:
+                bindings.grant("file", [file_key(p) for p in file_paths(payload)], owner)
+
+        async def wrapped(message):
+            if message["type"] == "http.response.start":
+                headers = {k.lower(): v for k, v in message.get("headers", [])}
+                state["capture"] = (b"content-encoding" not in headers and "stream" not in route.binds
+                                    and message.get("status", 200) == 200)
+                await send(message)
+                return
+            if message["type"] != "http.response.body":
+                await send(message)
+                return
+            chunk = message.get("body", b"")
+            if "stream" in route.binds:
+                pending.extend(chunk)
+                *lines, rest = bytes(pending).split(b"\n")
+                pending[:] = rest
+                for line in lines:
+                    if line.startswith(b"data:"):
+                        try:
+                            grant_from(json.loads(line[5:]))
+                        except ValueError:
+                            pass
+                await send(message)
+                return
+            if state["capture"]:
+                captured.extend(chunk)
+                if len(captured) > MAX_CAPTURED_RESPONSE:
+                    state["capture"] = False
+                    captured.clear()
+                elif not message.get("more_body", False):
+                    try:
+                        grant_from(json.loads(bytes(captured)))
+                    except ValueError:
+                        pass
+            await send(message)
+
+        return wrapped
+
+    # bodies --------------------------------------------------------------------------------------------------------
+    @staticmethod
+    async def _read_body(receive, limit: int = MAX_EVENT_BODY) -> bytes | None:
+        raw = bytearray()
+        while True:
+            message = await receive()
+            if message["type"] != "http.request":
+                break
+            raw.extend(message.get("body", b""))
+            if len(raw) > limit:
+                return None
+            if not message.get("more_body", False):
+                break
+        return bytes(raw)
 
     @staticmethod
-    def _file_headers(headers: list[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes]]:
-        ctype = next((v.decode("latin-1") for k, v in headers if k.lower() == b"content-type"), "")
-        inline = ctype.split(";")[0].strip().lower() in INLINE_TYPES
-        out = [(k, v) for k, v in headers if k.lower() not in (b"content-security-policy", b"content-disposition")
-               or (k.lower() == b"content-disposition" and inline)]
-        out.append((b"content-security-policy", FILE_CSP.encode()))
-        if not inline:
-            old = next((v.decode("latin-1") for k, v in headers if k.lower() == b"content-disposition"), "")
-            name = re.search(r"filename\*?=[^;]+", old)
-            out.append((b"content-disposition", ("attachment" + (f"; {name.group(0)}" if name else "")).encode()))
-            out = [(k, b"application/octet-stream") if k.lower() == b"content-type" else (k, v) for k, v in out]
-        return out
+    def _replay(raw: bytes, receive):
+        sent = False
+
+        async def replayed():
+            nonlocal sent
+            if not sent:
+                sent = True
+                return {"type": "http.request", "body": raw, "more_body": False}
+            return await receive()
+
+        return replayed
+
+    def _upload_receive(self, scope, receive):
+        """``receive`` of an upload within the request limit, or ``None`` when its Content-Length is over it."""
+        limit = self.max_upload_request_bytes
+        if not limit:
+            return receive
+        declared = _header(scope, b"content-length")
+        if declared.isdigit() and int(declared) > limit:
+            return None
+        return self._counting(receive, limit)
 
     @staticmethod
     def _counting(receive, limit: int):
@@ -147,6 +329,42 @@ class SecurityMiddleware:
             return message
 
         return wrapped
+
+    # files ---------------------------------------------------------------------------------------------------------
+    async def _serve_download(self, owner: str, name: str, method: str, send) -> None:
+        target = self.download(owner, name) if self.download else None
+        if target is None or not target.is_file():
+            await self._refuse(send)
+            return
+        size = target.stat().st_size
+        await send({"type": "http.response.start", "status": 200, "headers": [
+            (b"content-type", b"application/zip"), (b"content-length", str(size).encode()),
+            (b"content-disposition", f"attachment; filename*=UTF-8''{quote(name)}".encode("latin-1")),
+            (b"cache-control", b"no-store")]})
+        if method == "HEAD":
+            await send({"type": "http.response.body", "body": b""})
+            return
+        with open(target, "rb") as handle:
+            while True:
+                chunk = handle.read(1 << 20)
+                more = len(chunk) == 1 << 20
+                await send({"type": "http.response.body", "body": chunk, "more_body": more})
+                if not more:
+                    break
+
+    @staticmethod
+    def _file_headers(headers: list[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes]]:
+        ctype = next((v.decode("latin-1") for k, v in headers if k.lower() == b"content-type"), "")
+        inline = ctype.split(";")[0].strip().lower() in INLINE_TYPES
+        out = [(k, v) for k, v in headers if k.lower() not in (b"content-security-policy", b"content-disposition")
+               or (k.lower() == b"content-disposition" and inline)]
+        out.append((b"content-security-policy", FILE_CSP.encode()))
+        if not inline:
+            old = next((v.decode("latin-1") for k, v in headers if k.lower() == b"content-disposition"), "")
+            name = re.search(r"filename\*?=[^;]+", old)
+            out.append((b"content-disposition", ("attachment" + (f"; {name.group(0)}" if name else "")).encode()))
+            out = [(k, b"application/octet-stream") if k.lower() == b"content-type" else (k, v) for k, v in out]
+        return out
 
     @staticmethod
     async def _refuse(send, status: int = 404, detail: str = "Not found") -> None:

@@ -7,8 +7,6 @@ so the UI (:mod:`clipforget.app.ui`) and scripts reach each through one object.
 from __future__ import annotations
 
 import os
-import secrets
-import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -18,6 +16,7 @@ from clipforget.jobs.models import ModelCache
 from clipforget.models.factory import ClipBundle
 
 from . import housekeeping
+from .bindings import Bindings
 from .config import AppConfig
 from .export import export_run
 from .galleries import Galleries
@@ -42,6 +41,7 @@ class AppServices:
     runs: Runs
     tokens: WorkspaceTokens
     scrub: Scrubber
+    bindings: Bindings = field(default_factory=Bindings)  # Gradio's handles -> workspaces (the middleware's)
     startup_report: dict = field(default_factory=dict)
     _sweeper: housekeeping.Sweeper | None = None
 
@@ -71,6 +71,7 @@ class AppServices:
         if self._sweeper is not None:
             self._sweeper.stop()
         self.runs.backend.close()
+        self.workspaces.remove_exports()  # an export lives as long as the server that made it
 
     def bundle(self, spec: str | None = None) -> ClipBundle:
         return self.models.get(spec or self.config.model)
@@ -82,16 +83,8 @@ class AppServices:
     def export(self, owner: str, run_id: str, alpha: float | None = None) -> Path:
         """Zip theta(alpha) of the owner's run (default: the calibrated alpha) with a model card."""
         self.runs.require_quota(owner)
-        return export_run(self.runs.open(owner, run_id), self.workspaces.path(owner) / "exports", alpha)
+        return export_run(self.runs.open(owner, run_id), self.workspaces.exports_dir(owner), alpha)
 
-    def outbox_copy(self, path: Path) -> Path:
-        """A copy (hard link when possible) of a workspace file in ``<cache>/outbox/<random>/`` for Gradio to
-        pick up: Gradio may only read files from its allowed paths, and the workspaces must not be among them."""
-        folder = self.cache / "outbox" / secrets.token_hex(8)
-        folder.mkdir(parents=True)
-        target = folder / Path(path).name
-        try:
-            os.link(path, target)
-        except OSError:
-            shutil.copyfile(path, target)
-        return target
+    def download_path(self, owner: str, name: str) -> Path | None:
+        """The owner's export ``name`` for the download route, or ``None`` (another workspace's, or gone)."""
+        return self.workspaces.export_file(owner, name)

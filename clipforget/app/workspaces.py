@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import re
 import secrets
+import shutil
 import threading
 import time
 from collections.abc import Iterable
@@ -20,6 +21,7 @@ from clipforget.core.errors import DataError
 
 LAST_USED = ".last_used"
 _ID = re.compile(r"w[A-Za-z0-9]{8,63}")
+EXPORT_NAME = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9._-]{0,199}\.zip")
 
 
 def folder_bytes(path: Path) -> int:
@@ -67,6 +69,42 @@ class Workspaces:
         path = self.root / owner
         path.mkdir(parents=True, exist_ok=True)
         return path
+
+    def exports_dir(self, owner: str) -> Path:
+        """Where the owner's exports are written (served only to the owner, removed with the run or at stop)."""
+        return self.path(owner) / "exports"
+
+    def export_file(self, owner: str, name: str) -> Path | None:
+        """The owner's export ``name``, or ``None`` when there is no such file (or the name is not an export's)."""
+        if not self.valid(owner) or not isinstance(name, str) or not EXPORT_NAME.fullmatch(name):
+            return None
+        target = self.root / owner / "exports" / name
+        return target if target.is_file() and not target.is_symlink() else None
+
+    def remove_exports(self, owner: str | None = None, run_id: str | None = None,
+                       older_than_s: float | None = None) -> int:
+        """Delete exports: of one run of ``owner``, of one workspace, of all of them (``owner`` None), or only
+        those older than ``older_than_s``; returns how many files went."""
+        owners = [owner] if owner is not None else list(self.ids())
+        now = time.time()
+        removed = 0
+        for who in owners:
+            if not self.valid(who):
+                continue
+            for f in (self.root / who / "exports").glob("*"):
+                if run_id is not None and not f.name.startswith(f"{run_id}-alpha"):
+                    continue
+                try:
+                    if older_than_s is not None and now - f.stat().st_mtime <= older_than_s:
+                        continue
+                    if f.is_dir() and not f.is_symlink():
+                        shutil.rmtree(f, ignore_errors=True)
+                    else:
+                        f.unlink()
+                except OSError:
+                    continue
+                removed += 1
+        return removed
 
     def ids(self) -> list[str]:
         return [p.name for p in self.root.iterdir() if p.is_dir() and self.valid(p.name)] if self.root.is_dir() else []

@@ -17,7 +17,7 @@ from .render import CSS
 
 WRAPPED = ("init", "check_model", "check_uploads", "start_from_preset", "start_from_uploads", "after_run",
            "do_cancel", "refresh_runs", "delete_run", "open_run", "set_alpha", "gallery_changed", "do_export",
-           "new_api_token")
+           "new_api_token", "preset_changed", "watch")
 
 
 def build_ui(services: AppServices, default_profile: str = "fast") -> gr.Blocks:
@@ -29,10 +29,10 @@ def build_ui(services: AppServices, default_profile: str = "fast") -> gr.Blocks:
     with gr.Blocks(title="clipforget", delete_cache=(3600, 6 * 3600)) as demo:
         ui = build_layout(services, default_profile)
         demo.load(f["init"], None, [ui.job_id, ui.status, ui.runs, ui.model], api_visibility="private").then(
-            h.watch, [ui.job_id], [ui.status], concurrency_limit=None, show_progress="minimal",
+            f["watch"], [ui.job_id], [ui.status], concurrency_limit=None, show_progress="minimal",
             api_visibility="private")
         ui.model.change(f["check_model"], [ui.model], [ui.model_msg], api_name="check_model")
-        ui.preset.change(h.preset_changed, [ui.preset], [ui.option], api_visibility="private")
+        ui.preset.change(f["preset_changed"], [ui.preset], [ui.option], api_visibility="private")
         ui.check.click(f["check_uploads"], [ui.forget_files, ui.retain_files, ui.cal_files, ui.label, ui.retain_label],
                        [ui.upload_report, ui.skipped, ui.previews], api_name="check_uploads")
         for button, fn, inputs, name in (
@@ -41,7 +41,7 @@ def build_ui(services: AppServices, default_profile: str = "fast") -> gr.Blocks:
                                                         ui.retain_label, ui.model, ui.profile], "start_upload"),
         ):
             button.click(fn, inputs, [ui.job_id, ui.status], api_name=name).success(
-                h.watch, [ui.job_id], [ui.status], concurrency_limit=None, api_name=f"watch_{name}").then(
+                f["watch"], [ui.job_id], [ui.status], concurrency_limit=None, api_name=f"watch_{name}").then(
                 f["after_run"], [ui.job_id], [ui.runs, ui.model], api_visibility="private")
         ui.cancel.click(f["do_cancel"], [ui.job_id], [ui.status], api_name="cancel", concurrency_limit=None)
         ui.refresh.click(f["refresh_runs"], None, [ui.runs], api_name="list_runs")
@@ -76,14 +76,14 @@ def launch_kwargs(services: AppServices, host: str = "127.0.0.1", port: int = 78
     """Arguments for ``demo.launch``: address, sharing, upload size limit, allowed folders, the middleware.
 
     ``allowed_paths`` lists only what Gradio must be allowed to *copy* into its cache when an event returns it: the
-    shared gallery thumbnails and the download outbox; the security middleware keeps ``/file=`` from serving either
-    folder directly.
+    shared gallery thumbnails; the security middleware keeps ``/file=`` from serving that folder directly, and serves
+    exports itself (``/clipforget/download/<name>``, to their workspace only).
     """
     cfg = services.config
     middleware = Middleware(SecurityMiddleware, tokens=services.tokens, new_workspace=services.workspaces.new_id,
-                            served_roots=served_roots, cookie_max_age=int(cfg.workspace_ttl_days * 86400),
+                            served_roots=served_roots, bindings=services.bindings,
+                            download=services.download_path, cookie_max_age=int(cfg.workspace_ttl_days * 86400),
                             max_upload_request_bytes=int(cfg.max_total_upload_mb * 1e6) + 10_000_000)
-    (services.cache / "outbox").mkdir(parents=True, exist_ok=True)
     (services.cache / "thumbs").mkdir(parents=True, exist_ok=True)
     return {
         "server_name": host,
@@ -91,7 +91,7 @@ def launch_kwargs(services: AppServices, host: str = "127.0.0.1", port: int = 78
         "share": share,
         # a zip may hold many images: the per-file limit here is the gallery limit; images are checked one by one
         "max_file_size": f"{int(cfg.max_total_upload_mb * 1e6)}b",
-        "allowed_paths": [str(services.cache / "thumbs"), str(services.cache / "outbox")],
+        "allowed_paths": [str(services.cache / "thumbs")],
         "app_kwargs": {"middleware": [middleware]},
         "css": CSS,
         "theme": gr.themes.Soft(),

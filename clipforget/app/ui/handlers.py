@@ -9,6 +9,8 @@ logged on the server and reported without a traceback.
 from __future__ import annotations
 
 import functools
+import html
+import inspect
 import itertools
 import logging
 import shutil
@@ -54,25 +56,51 @@ class Handlers:
         self.s.workspaces.touch(owner)
         return owner
 
+    @staticmethod
+    def _run_id(rid: object, missing: str = "open a run first") -> str:
+        rid = validate.short_text(rid, "the run id", 120)
+        if not rid:
+            raise DataError(missing)
+        return rid
+
+    def _gallery(self, gal: object) -> str:
+        gal = validate.short_text(gal, "the gallery", 100)
+        self.s.galleries.sources(gal)  # unknown names are refused before any work
+        return gal
+
     def message(self, err: BaseException) -> str:
         """A user-facing error text: scrubbed of server paths, no markup."""
         return self.s.scrub(str(err).strip("'\"")).replace("<", "‹").replace(">", "›")
 
     def errors(self, fn):
-        """Turn library errors into a message box; unexpected errors are logged here and shown without detail."""
+        """Turn library errors into a message box; unexpected errors are logged here and shown without detail
+        (generator callbacks too: their errors happen while they are iterated)."""
+
+        def translate(err: Exception) -> gr.Error:
+            if isinstance(err, gr.Error):
+                return err
+            if isinstance(err, ClipforgetError | FileNotFoundError | KeyError):
+                return gr.Error(self.message(err), print_exception=False)
+            log.exception("unexpected error in %s", fn.__name__)
+            return gr.Error("the server could not do this (the error is logged on the server)",
+                            print_exception=False)
+
+        if inspect.isgeneratorfunction(fn):
+            @functools.wraps(fn)
+            def wrapped_gen(*args, **kwargs):
+                try:
+                    yield from fn(*args, **kwargs)
+                except Exception as err:
+                    raise translate(err) from None
+
+            return wrapped_gen
 
         @functools.wraps(fn)  # keeps the signature: Gradio injects gr.Request / gr.Progress by it
         def wrapped(*args, **kwargs):
             try:
                 return fn(*args, **kwargs)
-            except gr.Error:
-                raise
-            except (ClipforgetError, FileNotFoundError, KeyError) as err:
-                raise gr.Error(self.message(err), print_exception=False) from None
-            except Exception:
-                log.exception("unexpected error in %s", fn.__name__)
-                raise gr.Error("the server could not do this (the error is logged on the server)",
-                               print_exception=False) from None
+            except Exception as err:
+                raise translate(err) from None
 
         return wrapped
 
@@ -96,7 +124,7 @@ class Handlers:
 
     @staticmethod
     def preset_changed(name: str):
-        p = PRESETS.get(name)
+        p = PRESETS.get(validate.short_text(name, "the preset", 100))
         if p is None:
             return gr.update()
         return gr.update(choices=p.choices(), value=p.default_choice(), label=p.choice_label,
@@ -165,6 +193,7 @@ class Handlers:
     def watch(self, current: str, request: gr.Request, progress=gr.Progress()):
         """Follow the run until it ends (progress bar + per-stage table); other controls stay usable."""
         owner = self.owner(request)
+        current = validate.short_text(current, "the run id", 120)
         if not current or self.s.runs.snapshot(owner, current) is None:
             yield render_status(self.s.runs.status(owner), self.s.scrub)
             return
@@ -198,8 +227,7 @@ class Handlers:
 
     def delete_run(self, rid: str, request: gr.Request):
         owner = self.owner(request)
-        if not rid:
-            raise DataError("pick a run first")
+        rid = self._run_id(rid, "pick a run first")
         self.s.runs.delete(owner, rid)
         gr.Info("run deleted")
         choices = run_choices(self.s.runs.list_runs(owner))
@@ -224,11 +252,8 @@ class Handlers:
 
     def open_run(self, rid: str, text: str, gal: str, request: gr.Request, progress=gr.Progress()):
         owner = self.owner(request)
-        if not rid:
-            raise DataError("pick a run first")
-        view = self.s.runs.open(owner, validate.short_text(rid, "the run id", 120))
-        gal = validate.short_text(gal, "the gallery", 100)
-        self.s.galleries.sources(gal)  # unknown names are refused before any work
+        view = self.s.runs.open(owner, self._run_id(rid, "pick a run first"))
+        gal = self._gallery(gal)
         if not view.has_grid(gal):
             progress(0.0, desc=f"embedding gallery {gal} under θ(α) (once per run)")
         view.grid(gal, lambda s, f, m: progress(f, desc=m))
@@ -247,9 +272,8 @@ class Handlers:
     def set_alpha(self, a: float, rid: str, text: str, gal: str, request: gr.Request):
         owner = self.owner(request)
         a = validate.alpha(a)
-        if not rid:
-            raise DataError("open a run first")
-        view = self.s.runs.open(owner, rid)
+        view = self.s.runs.open(owner, self._run_id(rid))
+        gal = self._gallery(gal)
         if not view.has_grid(gal):
             raise DataError(f"gallery {gal} is not embedded for this run yet: press Open")
         return self._explore(view, a, text, gal)
@@ -262,9 +286,11 @@ class Handlers:
     def do_export(self, a: float, rid: str, request: gr.Request):
         owner = self.owner(request)
         a = validate.alpha(a)
-        if not rid:
-            raise DataError("open a run first")
-        return str(self.s.outbox_copy(self.s.export(owner, rid, a)))
+        archive = self.s.export(owner, self._run_id(rid), a)
+        size_mb = archive.stat().st_size / 1e6
+        return (f'<a href="clipforget/download/{html.escape(archive.name)}" download class="cf-download">'
+                f"⬇ {html.escape(archive.name)} ({size_mb:.1f} MB)</a> — served to this workspace only; removed "
+                "when the run is deleted or the server stops")
 
     def new_api_token(self) -> str:
         """A token for a new, empty workspace (for scripts: send it in the ``X-Clipforget-Token`` header)."""

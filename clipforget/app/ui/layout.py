@@ -58,7 +58,7 @@ class Layout:
     before: gr.Gallery
     after: gr.Gallery
     export_btn: gr.Button
-    export_file: gr.File
+    export_file: gr.HTML
     api_token: gr.Button
     api_token_out: gr.Textbox
 
@@ -146,7 +146,7 @@ def build_layout(services: AppServices, default_profile: str = "fast") -> Layout
                                    object_fit="contain", elem_id="cf-after", allow_preview=False)
             with gr.Row():
                 export_btn = gr.Button("Export θ(α) (safetensors + model card)")
-                export_file = gr.File(label="Download", interactive=False, height=90)
+                export_file = gr.HTML("", label="Download")
             with gr.Accordion("API access", open=False):
                 gr.Markdown("Scripts (gradio_client) get a workspace of their own automatically. To come back to "
                             "the same workspace later, create a token here once and send it in the "

@@ -1,0 +1,83 @@
+"""Which workspace owns each of Gradio's own handles: session hashes, event ids, upload ids and the files it serves.
+
+Gradio names a page's events by a ``session_hash`` the client picks, its events by ``event_id`` s the server returns,
+and the files it serves by their path in its cache folder; none of them is a secret worth the name (the hash travels
+in the clear, file paths come back in every event). :class:`Bindings` ties each handle to the workspace that first
+used it with a valid token, so that the security middleware can refuse any other caller (docs/security.md):
+
+* a session hash or upload id is *claimed* by the first authenticated request that names it; a later request from
+  another workspace (or from nobody) is refused;
+* an event id is bound when the server hands it out (the response of ``queue/join`` / ``call/<api>``);
+* a file is bound to every workspace it was delivered to (an event's output, an upload's response): the same
+  thumbnail may go to many workspaces, each may fetch it, nobody else may.
+
+Everything is kept in memory, bounded (least recently used entries go first): after a restart the old handles open
+nothing, and a page reload makes new ones.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import OrderedDict
+from collections.abc import Iterable
+
+KINDS = ("session", "event", "upload", "file")
+
+
+class Bindings:
+    """Thread-safe owner maps for the handles above (see the module docstring)."""
+
+    def __init__(self, max_entries: int = 200_000):
+        self.max_entries = int(max_entries)
+        self._owners: dict[str, OrderedDict[str, set[str]]] = {kind: OrderedDict() for kind in KINDS}
+        self._lock = threading.Lock()
+
+    def _touch(self, kind: str, key: str) -> set[str] | None:
+        table = self._owners[kind]
+        owners = table.get(key)
+        if owners is not None:
+            table.move_to_end(key)
+        return owners
+
+    def _add(self, kind: str, key: str, owner: str) -> None:
+        table = self._owners[kind]
+        table.setdefault(key, set()).add(owner)
+        table.move_to_end(key)
+        while len(table) > self.max_entries:
+            table.popitem(last=False)
+
+    def claim(self, kind: str, key: str, owner: str) -> bool:
+        """Bind ``key`` to ``owner`` if nobody holds it; ``True`` when ``owner`` holds it now (session, upload)."""
+        with self._lock:
+            owners = self._touch(kind, key)
+            if owners is None:
+                self._add(kind, key, owner)
+                return True
+            return owner in owners
+
+    def grant(self, kind: str, keys: Iterable[str], owner: str) -> None:
+        """Let ``owner`` use ``keys`` as well (events handed out, files delivered)."""
+        with self._lock:
+            for key in keys:
+                self._add(kind, key, owner)
+
+    def allowed(self, kind: str, key: str, owner: str | None) -> bool:
+        """``owner`` holds ``key`` (never true for an unknown key or no owner)."""
+        if owner is None:
+            return False
+        with self._lock:
+            owners = self._touch(kind, key)
+            return owners is not None and owner in owners
+
+    def holds(self, kind: str, key: str) -> bool:
+        with self._lock:
+            return key in self._owners[kind]
+
+    def forget(self, kind: str, keys: Iterable[str]) -> None:
+        with self._lock:
+            for key in keys:
+                self._owners[kind].pop(key, None)
+
+    def size(self, kind: str) -> int:
+        with self._lock:
+            return len(self._owners[kind])
