@@ -38,6 +38,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="disk per workspace: uploads, exports and runs (0: no quota)")
     p.add_argument("--workspace-ttl-days", type=float, default=defaults.workspace_ttl_days,
                    help="a workspace unused this long is deleted with its runs (0: never)")
+    p.add_argument("--explore-concurrency", type=int, default=defaults.explore_concurrency,
+                   help="explore events (open, alpha, retrieval) served at once (default: 4 x CPU cores)")
     p.add_argument("--backend", choices=BACKENDS, default=defaults.backend,
                    help="where runs train: local worker processes (default), a ray cluster, or a thread of this app")
     p.add_argument("--workers", type=int, default=None,
@@ -60,6 +62,7 @@ def main(argv: list[str] | None = None) -> None:
         allowed_models=args.allow_model, allow_any_model=args.allow_any_model,
         workspace_quota_mb=args.workspace_quota_mb, workspace_ttl_days=args.workspace_ttl_days,
         backend=args.backend, workers=args.workers, ray_address=args.ray_address,
+        explore_concurrency=max(1, args.explore_concurrency),
     )
     if args.default_gallery:
         config.default_gallery = args.default_gallery

@@ -1,5 +1,5 @@
 """Web app under load: N concurrent clients, each in its own workspace with its own finished run, moving the alpha
-slider and typing prompts for a fixed time against one server (``python app.py`` in a subprocess).
+slider, typing prompts and reloading the page for a fixed time against one server (``python app.py`` in a subprocess).
 
     nice -n 10 .venv/bin/python benchmarks/bench_app_load.py --clients 20 --seconds 60 [--cache-dir DIR]
 
@@ -8,7 +8,8 @@ with ``--reuse``), copied into every client's workspace (hard links; the owner i
 are API clients: each gets a token from ``/new_api_token`` (the benchmark reads the token's workspace with the
 server's key) and runs in one of ``--procs`` client processes, so the clients' own JSON / SSE work does not share one
 GIL. Each client opens its run once, then loops: ``/set_alpha`` to a random grid alpha or ``/retrieve`` with a random
-prompt (half each). Prints per-endpoint and overall p50 / p95 / p99 / max latency (client -> server -> client,
+prompt (40 % each) or loads the page (``/`` and ``/config``, 20 %).
+Prints per-endpoint and overall p50 / p95 / p99 / max latency (client -> server -> client,
 thumbnails not downloaded), throughput, errors, and the server's resident memory before and after.
 """
 
@@ -95,7 +96,7 @@ def run_clients(jobs: list[tuple]) -> dict:
     """One worker process: a thread per client; each opens its run, then moves alpha / queries until time is up."""
     from gradio_client import Client
 
-    results: dict[str, list[float]] = {"set_alpha": [], "retrieve": []}
+    results: dict[str, list[float]] = {"set_alpha": [], "retrieve": [], "page": []}
     errors: list[str] = []
     lock = threading.Lock()
     clients = []
@@ -111,14 +112,20 @@ def run_clients(jobs: list[tuple]) -> dict:
         rng = random.Random(i)
         prompt = "airplane"
         while time.time() < stop_at:
-            endpoint = "set_alpha" if rng.random() < 0.5 else "retrieve"
+            draw = rng.random()
+            endpoint = "page" if draw < 0.2 else "set_alpha" if draw < 0.6 else "retrieve"
             if endpoint == "retrieve":
                 prompt = rng.choice(PROMPTS)
             a = rng.choice(alphas)
             t = time.perf_counter()
             try:
-                out = c.predict(a, prompt, gallery, api_name=f"/{endpoint}")
-                ok = len(out) == 5 and len(out[4]) > 0
+                if endpoint == "page":  # what a browser's page load asks for: the page and its layout
+                    pages = [httpx.get(jobs[0][1] + path, headers=c.headers, timeout=60) for path in ("/", "/config")]
+                    out = [r.status_code for r in pages]
+                    ok = out == [200, 200]
+                else:
+                    out = c.predict(a, prompt, gallery, api_name=f"/{endpoint}")
+                    ok = len(out) == 5 and len(out[4]) > 0
             except Exception as err:  # counted, not raised: the load goes on
                 ok, out = False, repr(err)
             ms = 1000 * (time.perf_counter() - t)
@@ -181,7 +188,7 @@ def main(argv: list[str] | None = None) -> None:
         with multiprocessing.get_context("spawn").Pool(procs) as pool:
             outcomes = pool.map(run_clients, [jobs[k::procs] for k in range(procs)])
         wall = time.perf_counter() - t0 - max(o["open_s"] for o in outcomes)
-        results: dict[str, list[float]] = {"set_alpha": [], "retrieve": []}
+        results: dict[str, list[float]] = {"set_alpha": [], "retrieve": [], "page": []}
         errors: list[str] = []
         for o in outcomes:
             for name in results:
@@ -193,7 +200,7 @@ def main(argv: list[str] | None = None) -> None:
         server.terminate()
         server.wait(30)
 
-    every = results["set_alpha"] + results["retrieve"]
+    every = results["set_alpha"] + results["retrieve"] + results["page"]
     print(f"{args.clients} clients x {args.seconds:g} s against one server (model {args.model}, quick run on "
           f"{gallery}, {grid['count']} grid images x {len(alphas)} alphas, each client its own workspace and run)")
     print(f"set-up: run {setup_run:.1f} s, {args.clients} x open_run {setup_open:.1f} s")

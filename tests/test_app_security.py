@@ -284,6 +284,19 @@ def test_corrupt_zip_members_are_skipped_with_their_reason(app, tmp_path):
     assert "unsupported compression" in reasons["d64.jpg"]
 
 
+def test_a_zip_members_skip_is_listed_with_the_zip_name(app, tmp_path):
+    url, _, _, _ = app
+    archive = tmp_path / "holiday.zip"
+    picture = io.BytesIO()
+    Image.fromarray(np.full((16, 16, 3), 90, np.uint8)).save(picture, "PNG")
+    with zipfile.ZipFile(archive, "w") as zf:
+        zf.writestr("pics/a.png", picture.getvalue())
+        zf.writestr("pics/notes.txt", "not an image")
+    _, skipped, _ = client(url.rstrip("/")).predict([handle_file(str(archive))], [], [], "x", "",
+                                                    api_name="/check_uploads")
+    assert [row[1] for row in skipped["data"]] == ["holiday.zip/pics/notes.txt"]
+
+
 def test_every_uploaded_file_is_kept_whatever_its_name(app, tmp_path):
     url, service, _, _ = app
     url = url.rstrip("/")

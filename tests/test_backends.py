@@ -133,7 +133,7 @@ def test_tickets_store_run_folders_relative_to_the_cache(tmp_path):
     assert moved.pending_tickets()[0].run_dir == (tmp_path / "elsewhere" / "runs" / spec.run_id).resolve()
 
 
-def test_a_dead_workers_run_is_failed_with_the_reason(tmp_path):
+def test_a_dead_workers_run_is_interrupted_with_the_reason(tmp_path):
     queue = WorkQueue(tmp_path / "queue")
     spec = _spec()
     run_dir = tmp_path / "runs" / spec.run_id
@@ -150,7 +150,8 @@ def test_a_dead_workers_run_is_failed_with_the_reason(tmp_path):
     RunFolder(run_dir).write_status("running", pid=pid)
     assert queue.reap() == [spec.run_id]
     progress, status = RunFolder(run_dir).progress(), RunFolder(run_dir).status()
-    assert progress["state"] == status["state"] == "failed"
+    assert progress["state"] == status["state"] == "interrupted"  # docs/security.md: killed from outside
+    assert "start it again" in progress["message"]
     assert "cpu0@x" in progress["error"] and "process is gone" in progress["error"]
     assert not folder.exists() and queue.claimed_tickets() == []
 
@@ -221,7 +222,7 @@ def folders(tmp_path_factory) -> dict[str, Path]:
     return tiny_folders(tmp_path_factory.mktemp("backend_data"))
 
 
-def test_two_workers_run_at_once_and_a_killed_worker_fails_only_its_run(folders, tmp_path):
+def test_two_workers_run_at_once_and_a_killed_worker_interrupts_only_its_run(folders, tmp_path):
     """Two runs at once on two worker processes; ``kill -9`` of one worker mid-run fails that run with the reason,
     a replacement worker takes the queued run, the other run finishes, and the app answers throughout."""
     service = AppServices.create(local_config(tmp_path / "cache", folders["gallery"], workers=2))
@@ -263,10 +264,10 @@ def test_two_workers_run_at_once_and_a_killed_worker_fails_only_its_run(folders,
 
         victim = worker_pid(service.runs.snapshot(owner, a["id"]))
         os.kill(victim, signal.SIGKILL)
-        failed = wait_for(lambda: (lambda s: s if s["state"] == "failed" else None)(
-            service.runs.snapshot(owner, a["id"])), 30, "the killed worker's run to fail")
+        failed = wait_for(lambda: (lambda s: s if s["state"] == "interrupted" else None)(
+            service.runs.snapshot(owner, a["id"])), 30, "the killed worker's run to be interrupted")
         assert "killed by signal 9 (SIGKILL)" in failed["error"], failed
-        assert RunFolder(service.runs.runs_dir / a["id"]).status()["state"] == "failed"
+        assert RunFolder(service.runs.runs_dir / a["id"]).status()["state"] == "interrupted"
         assert victim not in pool.worker_pids().values()
         wait_for(lambda: service.runs.snapshot(owner, c["id"])["state"] == "running", 120,
                  "the queued run to start on the replacement worker")
@@ -278,7 +279,7 @@ def test_two_workers_run_at_once_and_a_killed_worker_fails_only_its_run(folders,
         assert worker_pid(done_c) not in (victim,)
         view = service.runs.open(owner, b["id"])  # a worker's run opens in the app, grid included
         assert view.has_grid("tiny") and view.retrieve("airplane", 1.0, "tiny")["after"]
-        assert service.runs.snapshot(owner, a["id"])["state"] == "failed"  # stays failed
+        assert service.runs.snapshot(owner, a["id"])["state"] == "interrupted"  # stays so
     finally:
         stop.set()
         poller.join(5)

@@ -46,6 +46,9 @@ class AppConfig:
     # per workspace: disk held by its uploads, exports and runs; expiry after this many days without use
     workspace_quota_mb: float = field(default_factory=lambda: _env_float("CLIPFORGET_WORKSPACE_QUOTA_MB", 3000.0))
     workspace_ttl_days: float = field(default_factory=lambda: _env_float("CLIPFORGET_WORKSPACE_TTL_DAYS", 30.0))
+    # read-only explore events (open, alpha, retrieval, run list) served at once: they share this many slots
+    explore_concurrency: int = field(default_factory=lambda: int(_env_float(
+        "CLIPFORGET_EXPLORE_CONCURRENCY", max(4, 4 * (os.cpu_count() or 1)))))
     housekeeping_interval_s: float = 3600.0  # expiry and clean-up also run this often while the app is up
 
     @property

@@ -116,11 +116,13 @@ def save_files(dest: Path, kind: str, files: list[str | os.PathLike] | None, lim
         tmp.mkdir(parents=True)
         taken: set[str] = set()
         count, written, ignored = 0, 0, 0
+        archives: dict[str, str] = {}  # storage folder -> the zip's name as uploaded (shown with its members)
         for f in paths:
             shown = _display_name(f)
             size = f.stat().st_size
             if f.suffix.lower() == ".zip":
                 folder = tmp / storage_name(Path(shown).stem, taken)
+                archives[folder.name] = shown
                 try:
                     result = unpack_zip(f, folder, limits.archive_limits(written, count), label=shown)
                 except DataError as err:
@@ -143,7 +145,7 @@ def save_files(dest: Path, kind: str, files: list[str | os.PathLike] | None, lim
                 written += size
             if count > limits.max_files:
                 raise DataError(f"{kind} upload has more than {limits.max_files} files")
-        write_json(tmp / META, {"skipped": skipped, "ignored": ignored, "received": len(paths)})
+        write_json(tmp / META, {"skipped": skipped, "ignored": ignored, "received": len(paths), "archives": archives})
         shutil.rmtree(dest, ignore_errors=True)
         os.replace(tmp, dest)
     except BaseException:
@@ -189,8 +191,18 @@ def inspect_folder(folder: Path, label: str | None, max_pixels: int, size: int =
         return UploadReport(folder, len(skipped), 0, {}, skipped, ignored)
     root = flatten_single_folder(folder)
     images = read_folder(root, size, label, max_pixels)
-    skipped += [(str(Path(p).relative_to(root)) if is_within(Path(p), root) else Path(p).name, r)
-                for p, r in images.skipped]
+    archives = meta.get("archives", {})
+
+    def shown(path: str) -> str:  # a zip member is named with its zip: photos.zip/notes.txt
+        p = Path(path)
+        if not is_within(p, folder):
+            return p.name
+        parts = p.relative_to(folder).parts
+        if parts and parts[0] in archives:
+            return "/".join((archives[parts[0]], *parts[1:]))
+        return str(p.relative_to(root)) if is_within(p, root) else p.name
+
+    skipped += [(shown(p), r) for p, r in images.skipped]
     return UploadReport(root, len(images) + len(skipped), len(images), images.label_counts(), skipped, ignored)
 
 

@@ -143,15 +143,17 @@ def request_cancel(run_dir: Path) -> None:
     path.write_text(f"{time.time()}\n", encoding="utf-8")
 
 
-def mark_dead(run_dir: Path, reason: str, state: str = "failed") -> None:
+def mark_dead(run_dir: Path, reason: str, state: str = "interrupted") -> None:
     """Record that the process running ``run_dir`` died: ``progress.json`` and (unless the method had finished)
-    ``status.json`` say ``state`` with ``reason``. Used by supervisors that outlive their workers."""
+    ``status.json`` say ``state`` (``interrupted``: it was stopped from outside and can be started again; ``failed``
+    for a run that cannot run) with ``reason``. Used by supervisors that outlive their workers."""
     folder = RunFolder(run_dir)
     now = time.time()
     progress = folder.progress()
     if progress.get("state") in ("done", "failed", "cancelled"):
         return  # it got to record its own end
-    progress.update(state=state, error=reason, message=state, ended=now, queue_position=0)
+    message = "interrupted before it finished; start it again" if state == "interrupted" else state
+    progress.update(state=state, error=reason, message=message, ended=now, queue_position=0)
     if progress.get("started"):
         progress["elapsed"] = round(now - float(progress["started"]), 1)
     folder.write_progress(progress)

@@ -253,7 +253,7 @@ class RayBackend:
         except ray.exceptions.RayActorError as err:
             mark_dead(run.run_dir, f"the Ray actor running this run died: {_first_line(err)}")
         except ray.exceptions.RayError as err:
-            mark_dead(run.run_dir, f"Ray could not run this run: {_first_line(err)}")
+            mark_dead(run.run_dir, f"Ray could not run this run: {_first_line(err)}", "failed")
         run.finished = True
         try:
             ray.kill(run.actor, no_restart=True)

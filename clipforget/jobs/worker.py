@@ -142,7 +142,7 @@ class Worker:
     def _run(self, ticket: Ticket, models: ModelCache, cache_root: Path) -> None:
         spec = RunSpec.read(ticket.run_dir)
         if spec is None:
-            mark_dead(ticket.run_dir, f"the run folder {ticket.run_dir} has no readable job.json")
+            mark_dead(ticket.run_dir, f"the run folder {ticket.run_dir} has no readable job.json", "failed")
             ticket_path = self.dir / ticket.name
             ticket_path.unlink(missing_ok=True)
             return

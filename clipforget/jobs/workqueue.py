@@ -167,8 +167,8 @@ class WorkQueue:
         return time.time() - updated < timeout
 
     def retire(self, wid: str, reason: str) -> list[str]:
-        """A worker is gone: each run it had claimed is marked failed with ``reason``; its folder is removed.
-        Returns the run ids it failed."""
+        """A worker is gone: each run it had claimed is marked interrupted with ``reason``; its folder is removed.
+        Returns the run ids it interrupted."""
         folder = self.worker_dir(wid)
         failed = []
         for path in _json_files(folder):
@@ -184,7 +184,7 @@ class WorkQueue:
 
     def reap(self, timeout: float = 60.0, skip: set[str] | None = None) -> list[str]:
         """Retire every dead worker (except ids in ``skip``: a supervisor's own children, retired with their exit
-        status); returns the run ids this failed."""
+        status); returns the run ids this interrupted."""
         failed = []
         for beat in self.heartbeats():
             if skip and beat["id"] in skip:

@@ -23,6 +23,8 @@ WRAPPED = ("init", "check_model", "check_uploads", "start_from_preset", "start_f
 def build_ui(services: AppServices, default_profile: str = "fast") -> gr.Blocks:
     """The app's Blocks (launch it with ``demo.launch(**launch_kwargs(services, ...))``)."""
     h = Handlers(services)
+    # the read-only explore events share one pool of slots sized to the machine; training stays in the workers
+    explore = {"concurrency_limit": services.config.explore_concurrency, "concurrency_id": "explore"}
     f = h.wrap_all(list(WRAPPED))
     # Gradio keeps every uploaded file and every returned file in its cache folder: clear what is older than 6 h,
     # hourly (a file handed out again is touched, so thumbnails in use stay)
@@ -44,20 +46,21 @@ def build_ui(services: AppServices, default_profile: str = "fast") -> gr.Blocks:
                 f["watch"], [ui.job_id], [ui.status], concurrency_limit=None, api_name=f"watch_{name}").then(
                 f["after_run"], [ui.job_id], [ui.runs, ui.model], api_visibility="private")
         ui.cancel.click(f["do_cancel"], [ui.job_id], [ui.status], api_name="cancel", concurrency_limit=None)
-        ui.refresh.click(f["refresh_runs"], None, [ui.runs], api_name="list_runs")
+        ui.refresh.click(f["refresh_runs"], None, [ui.runs], api_name="list_runs", **explore)
         ui.delete_btn.click(f["delete_run"], [ui.runs], [ui.runs, ui.run_id], api_name="delete_run")
         explore_out = ui.explore_outputs
         ui.open_btn.click(f["open_run"], [ui.runs, ui.prompt, ui.gallery_name],
-                          [ui.run_id, ui.run_info, ui.alpha, *explore_out], api_name="open_run")
+                          [ui.run_id, ui.run_info, ui.alpha, *explore_out], api_name="open_run", **explore)
         # events with the slider among their inputs skip Gradio's preprocessing, which lets NaN through and answers
         # a non-number without a message: the handlers check every input themselves (clipforget.app.validate)
         alpha_inputs = [ui.alpha, ui.run_id, ui.prompt, ui.gallery_name]
         ui.alpha.change(f["set_alpha"], alpha_inputs, explore_out, api_name="set_alpha", trigger_mode="always_last",
-                        show_progress="hidden", concurrency_limit=8, preprocess=False)
+                        show_progress="hidden", preprocess=False, **explore)
         ui.prompt.change(f["set_alpha"], alpha_inputs, explore_out, api_name="retrieve", show_progress="hidden",
-                         trigger_mode="always_last", preprocess=False)  # examples and typing update the galleries
+                         trigger_mode="always_last", preprocess=False, **explore)  # examples, typing
         ui.gallery_name.change(f["gallery_changed"], [ui.run_id, ui.prompt, ui.gallery_name],
-                               [ui.run_id, ui.run_info, ui.alpha, *explore_out], api_visibility="private")
+                               [ui.run_id, ui.run_info, ui.alpha, *explore_out], api_visibility="private",
+                               **explore)
         ui.export_btn.click(f["do_export"], [ui.alpha, ui.run_id], [ui.export_file], api_name="export",
                             preprocess=False)
         ui.api_token.click(f["new_api_token"], None, [ui.api_token_out], api_name="new_api_token")
