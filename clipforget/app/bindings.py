@@ -68,16 +68,3 @@ class Bindings:
         with self._lock:
             owners = self._touch(kind, key)
             return owners is not None and owner in owners
-
-    def holds(self, kind: str, key: str) -> bool:
-        with self._lock:
-            return key in self._owners[kind]
-
-    def forget(self, kind: str, keys: Iterable[str]) -> None:
-        with self._lock:
-            for key in keys:
-                self._owners[kind].pop(key, None)
-
-    def size(self, kind: str) -> int:
-        with self._lock:
-            return len(self._owners[kind])

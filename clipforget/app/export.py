@@ -12,13 +12,13 @@ from clipforget.models.weights import soup
 
 from . import validate
 from .explore import RunView
+from .workspaces import export_stem
 
 
 def export_run(view: RunView, exports_dir: Path, alpha: float | None = None) -> Path:
     """Zip theta(alpha) (default: the calibrated alpha) as ``open_clip_config.json`` + safetensors + README.md."""
     alpha = view.chosen_alpha if alpha is None else validate.alpha(alpha)
-    tag = f"alpha{alpha:.2f}".replace(".", "_")
-    out = Path(exports_dir) / f"{view.dir.name}-{tag}"
+    out = Path(exports_dir) / export_stem(view.dir.name, alpha)
     if out.exists():
         shutil.rmtree(out)
     model_dir = out / "model"

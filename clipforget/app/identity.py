@@ -90,18 +90,20 @@ class WorkspaceTokens:
             return None
         return workspace
 
+    def resolve(self, header: str | None, cookie: str | None) -> str | None:
+        """The workspace a request names: its API header token when it sends one (a bad header names nothing, the
+        cookie does not stand in for it), else its browser cookie; ``None`` when that token is not valid."""
+        return self.verify(header, "api") if header else self.verify(cookie, "browser")
+
     def owner(self, headers, cookies) -> str:
         """The caller's workspace: a valid API header token, else a valid browser cookie; else :class:`NoWorkspace`.
 
         ``headers`` / ``cookies`` are mappings (a ``gr.Request``'s or a Starlette request's).
         """
         header = (headers or {}).get(HEADER)
-        if header:
-            owner = self.verify(header, "api")
-            if owner is None:
-                raise NoWorkspace("the X-Clipforget-Token header is not a valid token of this server")
-            return owner
-        owner = self.verify((cookies or {}).get(COOKIE), "browser")
+        owner = self.resolve(header, (cookies or {}).get(COOKIE))
+        if owner is None and header:
+            raise NoWorkspace("the X-Clipforget-Token header is not a valid token of this server")
         if owner is None:
             raise NoWorkspace("no workspace: reload the page (cookies must be enabled); API clients: keep the "
                               "cookie the server sets, or call /new_api_token and send the token in the "

@@ -107,13 +107,6 @@ class SecurityMiddleware:
         self.cookie_max_age = int(cookie_max_age)
         self.max_upload_request_bytes = max_upload_request_bytes
 
-    # identity ------------------------------------------------------------------------------------------------------
-    def _owner(self, scope, cookie: str | None) -> str | None:
-        header = _header(scope, HEADER.encode())
-        if header:
-            return self.tokens.verify(header, "api")
-        return self.tokens.verify(cookie, "browser")
-
     # the request ---------------------------------------------------------------------------------------------------
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http":
@@ -131,9 +124,10 @@ class SecurityMiddleware:
             return
         route, match = found
         cookie = _cookies(scope).get(COOKIE)
-        owner = self._owner(scope, cookie)
+        header = _header(scope, HEADER.encode())
+        owner = self.tokens.resolve(header, cookie)
         set_cookie = None
-        if self.tokens.verify(cookie, "browser") is None and not _header(scope, HEADER.encode()):
+        if not header and owner is None:  # a browser without a valid cookie gets a workspace of its own
             set_cookie = self.tokens.issue(self.new_workspace(), "browser")
         elif route.guard == "page" and method == "GET" and owner is not None:
             set_cookie = cookie  # a page load: keep the workspace alive for another cookie lifetime

@@ -24,6 +24,12 @@ _ID = re.compile(r"w[A-Za-z0-9]{8,63}")
 EXPORT_NAME = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9._-]{0,199}\.zip")
 
 
+def export_stem(run_id: str, alpha: float) -> str:
+    """The name (without ``.zip``) of run ``run_id``'s export at ``alpha``: one place for the pattern that
+    :meth:`Workspaces.remove_exports` matches."""
+    return f"{run_id}-" + f"alpha{alpha:.2f}".replace(".", "_")
+
+
 def folder_bytes(path: Path) -> int:
     """Bytes of the files under ``path`` (0 when it does not exist; links are not followed)."""
     total = 0
@@ -92,7 +98,7 @@ class Workspaces:
             if not self.valid(who):
                 continue
             for f in (self.root / who / "exports").glob("*"):
-                if run_id is not None and not f.name.startswith(f"{run_id}-alpha"):
+                if run_id is not None and not f.name.startswith(f"{run_id}-alpha"):  # export_stem's pattern
                     continue
                 try:
                     if older_than_s is not None and now - f.stat().st_mtime <= older_than_s:
