@@ -4,18 +4,25 @@ slider, typing prompts and reloading the page for a fixed time against one serve
     nice -n 10 .venv/bin/python benchmarks/bench_app_load.py --clients 20 --seconds 60 [--cache-dir DIR]
 
 Set-up: one quick run of the CIFAR-10 preset on the default gallery (or the newest finished run in ``--cache-dir``
-with ``--reuse``), copied into every client's workspace (hard links; the owner in ``job.json`` rewritten). Clients
-are API clients: each gets a token from ``/new_api_token`` (the benchmark reads the token's workspace with the
-server's key) and runs in one of ``--procs`` client processes, so the clients' own JSON / SSE work does not share one
-GIL. Each client opens its run once, then loops: ``/set_alpha`` to a random grid alpha or ``/retrieve`` with a random
-prompt (40 % each) or loads the page (``/`` and ``/config``, 20 %).
-Prints per-endpoint and overall p50 / p95 / p99 / max latency (client -> server -> client,
-thumbnails not downloaded), throughput, errors, and the server's resident memory before and after.
+with ``--reuse``), copied into every client's workspace (hard links; the owner in ``job.json`` rewritten). Each
+client gets a token from ``/new_api_token`` (the benchmark reads the token's workspace with the server's key), opens
+its run once, then loops: ``/set_alpha`` to a random grid alpha or ``/retrieve`` with a random prompt (40 % each) or
+loads the page (``/`` and ``/config``, 20 %).
+
+The load runs in **one separate process** (``--client raw``, default): an asyncio client speaking the protocol the
+browser speaks -- ``POST /gradio_api/queue/join``, then the session's event stream ``GET /gradio_api/queue/data``
+until the event's ``process_completed`` -- with its own session hash and the workspace token, about 6 ms of CPU per
+call. ``--client gradio`` uses ``gradio_client`` instead (threads in ``--procs`` processes, about 55 ms of CPU per
+call, which on a 2-core machine competes with the server for the cores).
+Prints per-endpoint and overall p50 / p95 / p99 / max latency (client -> server -> client, thumbnails not
+downloaded), throughput, errors, and the server's resident memory before the clients open their runs, once every
+run is open, and after the load (the growth the issue bounds is the last two).
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
 import multiprocessing
 import os
@@ -92,6 +99,85 @@ def client_api_token(url: str) -> str:
     return Client(url, verbose=False, download_files=False).predict(api_name="/new_api_token")
 
 
+class QueueClient:
+    """One browser-like client: its workspace token, its own session hash, one event at a time."""
+
+    def __init__(self, http: httpx.AsyncClient, token: str, fn_index: dict[str, int]):
+        self.http, self.fn_index = http, fn_index
+        self.headers = {HEADER: token}
+        self.session = os.urandom(8).hex()
+
+    async def call(self, api_name: str, data: list) -> list:
+        """Join the queue and read the session's stream until this event completes; its output data."""
+        join = await self.http.post("/gradio_api/queue/join", headers=self.headers, json={
+            "data": data, "event_data": None, "fn_index": self.fn_index[api_name], "trigger_id": None,
+            "session_hash": self.session})
+        join.raise_for_status()
+        event_id = join.json()["event_id"]
+        async with self.http.stream("GET", "/gradio_api/queue/data", headers=self.headers,
+                                    params={"session_hash": self.session}) as stream:
+            stream.raise_for_status()
+            async for line in stream.aiter_lines():
+                if not line.startswith("data:"):
+                    continue
+                message = json.loads(line[5:])
+                if message.get("msg") == "process_completed" and message.get("event_id") == event_id:
+                    if not message.get("success"):
+                        raise RuntimeError(str(message.get("output"))[:200])
+                    return message["output"]["data"]
+        raise RuntimeError("the event stream ended before the event completed")
+
+    async def page(self) -> bool:
+        pages = [await self.http.get(path, headers=self.headers) for path in ("/", "/config")]
+        return [r.status_code for r in pages] == [200, 200]
+
+
+async def run_raw_clients(jobs: list[tuple], opened: threading.Event | None = None) -> dict:
+    """Every client as a task of one event loop (see the module docstring)."""
+    url, seconds = jobs[0][1], jobs[0][-1]
+    results: dict[str, list[float]] = {"set_alpha": [], "retrieve": [], "page": []}
+    errors: list[str] = []
+    limits = httpx.Limits(max_connections=4 * len(jobs), max_keepalive_connections=4 * len(jobs))
+    async with httpx.AsyncClient(base_url=url, timeout=120, limits=limits) as http:
+        config = (await http.get("/config", headers={HEADER: jobs[0][2]})).json()
+        fn_index = {d["api_name"]: d["id"] for d in config["dependencies"] if d.get("api_name")}
+        clients = [QueueClient(http, token, fn_index) for _, _, token, *_ in jobs]
+        t0 = time.perf_counter()
+        await asyncio.gather(*(c.call("open_run", [run_id, "airplane", gallery])
+                               for c, (_, _, _, run_id, gallery, *_) in zip(clients, jobs, strict=True)))
+        open_s = time.perf_counter() - t0
+        if opened is not None:
+            opened.set()
+        stop_at = time.time() + seconds
+
+        async def worker(i: int, c: QueueClient, run_id: str, gallery: str, alphas: list[float]) -> None:
+            rng = random.Random(i)
+            prompt = "airplane"
+            while time.time() < stop_at:
+                draw = rng.random()
+                endpoint = "page" if draw < 0.2 else "set_alpha" if draw < 0.6 else "retrieve"
+                if endpoint == "retrieve":
+                    prompt = rng.choice(PROMPTS)
+                t = time.perf_counter()
+                try:
+                    if endpoint == "page":
+                        ok, out = await c.page(), "page"
+                    else:
+                        out = await c.call(endpoint, [rng.choice(alphas), run_id, prompt, gallery])
+                        ok = len(out) == 5 and len(out[4]) > 0
+                except Exception as err:  # counted, not raised: the load goes on
+                    ok, out = False, repr(err)
+                ms = 1000 * (time.perf_counter() - t)
+                if ok:
+                    results[endpoint].append(ms)
+                else:
+                    errors.append(f"{endpoint}: {str(out)[:200]}")
+
+        await asyncio.gather(*(worker(i, c, run_id, gallery, alphas)
+                               for c, (i, _, _, run_id, gallery, alphas, _) in zip(clients, jobs, strict=True)))
+    return {"results": results, "errors": errors, "open_s": open_s}
+
+
 def run_clients(jobs: list[tuple]) -> dict:
     """One worker process: a thread per client; each opens its run, then moves alpha / queries until time is up."""
     from gradio_client import Client
@@ -151,7 +237,9 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--model", default=DEFAULT_MODEL)
     p.add_argument("--port", type=int, default=7871)
     p.add_argument("--reuse", action="store_true", help="copy the newest finished run of --cache-dir")
-    p.add_argument("--procs", type=int, default=4, help="client processes (threads share them evenly)")
+    p.add_argument("--client", choices=("raw", "gradio"), default="raw",
+                   help="raw: one asyncio process speaking the queue protocol; gradio: gradio_client threads")
+    p.add_argument("--procs", type=int, default=4, help="--client gradio: client processes (threads share them)")
     args = p.parse_args(argv)
     from gradio_client import Client
 
@@ -181,12 +269,22 @@ def main(argv: list[str] | None = None) -> None:
         run_ids = [give_run(cache, source, owner) for owner in owners]
         grid = json.loads(next((source / "alpha_grid").glob("*/grid.json")).read_text())
         alphas = [float(a) for a in grid["alphas"]]
-        rss_before = rss_mb(server.pid)
+        rss_start = rss_mb(server.pid)
         jobs = [(i, url, tokens[i], run_ids[i], gallery, alphas, args.seconds) for i in range(args.clients)]
-        procs = max(1, min(args.procs, args.clients))
+        rss_open: list[float] = []
         t0 = time.perf_counter()
-        with multiprocessing.get_context("spawn").Pool(procs) as pool:
-            outcomes = pool.map(run_clients, [jobs[k::procs] for k in range(procs)])
+        if args.client == "raw":
+            opened = threading.Event()
+            watcher = threading.Thread(target=lambda: opened.wait() and rss_open.append(rss_mb(server.pid)),
+                                       daemon=True)
+            watcher.start()
+            outcomes = [asyncio.run(run_raw_clients(jobs, opened))]
+            opened.set()
+            watcher.join()
+        else:
+            procs = max(1, min(args.procs, args.clients))
+            with multiprocessing.get_context("spawn").Pool(procs) as pool:
+                outcomes = pool.map(run_clients, [jobs[k::procs] for k in range(procs)])
         wall = time.perf_counter() - t0 - max(o["open_s"] for o in outcomes)
         results: dict[str, list[float]] = {"set_alpha": [], "retrieve": [], "page": []}
         errors: list[str] = []
@@ -202,7 +300,8 @@ def main(argv: list[str] | None = None) -> None:
 
     every = results["set_alpha"] + results["retrieve"] + results["page"]
     print(f"{args.clients} clients x {args.seconds:g} s against one server (model {args.model}, quick run on "
-          f"{gallery}, {grid['count']} grid images x {len(alphas)} alphas, each client its own workspace and run)")
+          f"{gallery}, {grid['count']} grid images x {len(alphas)} alphas, each client its own workspace and run; "
+          f"{args.client} client)")
     print(f"set-up: run {setup_run:.1f} s, {args.clients} x open_run {setup_open:.1f} s")
     for name, values in (*results.items(), ("all", every)):
         if values:
@@ -212,7 +311,9 @@ def main(argv: list[str] | None = None) -> None:
     print(f"throughput {len(every) / wall:.1f} requests/s; errors {len(errors)}")
     for e in errors[:5]:
         print("  error:", e)
-    print(f"server RSS {rss_before:.0f} MB after opening the runs, {rss_after:.0f} MB after the load")
+    opened_mb = f"{rss_open[0]:.0f} MB once every run was open, " if rss_open else ""
+    print(f"server RSS {rss_start:.0f} MB before the clients opened their runs, {opened_mb}{rss_after:.0f} MB after "
+          f"the load" + (f" (growth under load {rss_after - rss_open[0]:+.0f} MB)" if rss_open else ""))
 
 
 if __name__ == "__main__":

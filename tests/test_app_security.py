@@ -628,6 +628,28 @@ def test_odd_gallery_arguments_get_a_message_and_no_traceback(app, finished_run,
     assert "Traceback" not in capfd.readouterr().err
 
 
+def test_result_thumbnails_come_from_the_apps_route_to_workspaces_only(app, finished_run):
+    url, service, _, _ = app
+    url = url.rstrip("/")
+    c = client(url, download_files=False)
+    run_id = give_run(service, finished_run, owner_of(c, service))
+    before = c.predict(run_id, "airplane", "tiny", api_name="/open_run")[6]
+    assert before
+    links = [item["image"]["url"] for item in before]
+    assert all(link.startswith(f"{url}/clipforget/thumb/") for link in links), links[:2]
+    assert all(item["image"]["path"] == item["image"]["url"] for item in before)  # no server path in the output
+    served = httpx.get(links[0], cookies=c.cookies)
+    assert served.status_code == 200 and served.content[:4] == b"\x89PNG"
+    assert served.headers["content-type"] == "image/png" and "sandbox" in served.headers["content-security-policy"]
+    assert httpx.get(links[0]).status_code == 403  # no workspace, no thumbnail
+    # gradio_client (download_files=True, its default) fetches output files as file=<path>: that works too
+    fetched = httpx.get(f"{url}/gradio_api/file={links[0]}", cookies=c.cookies)
+    assert fetched.status_code == 200 and fetched.content == served.content
+    assert httpx.get(f"{url}/gradio_api/file={links[0]}").status_code == 403
+    for bad in ("0" * 20 + ".png", "../workspace.key", "%2e%2e/workspace.key", links[0].rsplit("/", 1)[1][:-4]):
+        assert httpx.get(f"{url}/clipforget/thumb/{bad}", cookies=c.cookies).status_code == 404, bad
+
+
 def give_run(service: AppServices, source: Path, owner: str) -> str:
     run_id = f"{source.name[:40]}-copy{os.urandom(4).hex()}"
     target = service.runs.runs_dir / run_id

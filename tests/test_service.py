@@ -182,6 +182,11 @@ def test_metrics_table_and_curves_follow_alpha(finished, service):
     xs = [shape.x0 for shape in fig.layout.shapes]
     assert 0.35 in xs and view.chosen_alpha in xs
     assert len(fig.data) >= 2 + len(view.metrics["zero_shot"])
+    assert fig.layout.yaxis.range[1] > 100  # lines at 100 % are not cut by the top edge
+    # what the slider sends (the base figure once, the marker as JSON) is the figure plotly builds
+    for alpha in (0.35, 0.95, 0.35):
+        assert json.loads(view.figure_json(alpha)) == json.loads(view.figure(alpha).to_json())
+    assert view.figure_json(0.35) != view.figure_json(0.95)
 
 
 def test_retrieval_before_after_marks_left_and_entered(finished, service):
@@ -227,7 +232,8 @@ def test_export_is_a_loadable_checkpoint_with_a_model_card(finished, service, tm
 
 
 def test_workspaces_do_not_see_each_others_runs(finished, service):
-    _, job = finished
+    owner, job = finished
+    service.runs.open(owner, job["id"])  # the owner's view is open (kept in memory): others still get nothing
     other = service.workspaces.new_id()
     assert service.runs.list_runs(other) == []
     with pytest.raises(DataError):

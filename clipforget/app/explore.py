@@ -8,11 +8,13 @@ a top-k partition. Models, galleries and prompt embeddings come from the shared 
 
 from __future__ import annotations
 
+import json
 import threading
 from collections import OrderedDict
 from typing import Any
 
 import numpy as np
+from plotly.utils import PlotlyJSONEncoder
 
 from clipforget.core.atomic import read_json
 from clipforget.core.errors import DataError
@@ -56,7 +58,9 @@ class RunView:
         self._grid_f32: dict[str, np.ndarray] = {}
         self._sims: OrderedDict[tuple[str, str], np.ndarray] = OrderedDict()
         self._before: dict[tuple[str, str, int], tuple[list[int], list[float]]] = {}
+        self._base: dict[str, Any] | None = None
         self._figures: dict[float, str] = {}
+        self._tables: dict[float, tuple[list[str], list[list[Any]]]] = {}
         self._lock = threading.Lock()
 
     # weights
@@ -92,6 +96,9 @@ class RunView:
     def metrics_table(self, alpha: float) -> tuple[list[str], list[list[Any]]]:
         """Rows ``set, role, images, acc original %, acc at alpha %, ratio`` and a final ``Score`` row."""
         alpha = validate.alpha(alpha)
+        found = self._tables.get(round(alpha, 4))
+        if found is not None:
+            return found
         headers = ["set", "role", "images", "original %", f"θ(α={alpha:.2f}) %", "ratio"]
         acc, original = self.accuracy_at(alpha), self.accuracy_at(0.0)
         sets = self.eval_sets()
@@ -102,6 +109,10 @@ class RunView:
                  round(100 * v["acc_original"], 1), round(100 * v["acc"], 1), round(v["ratio"], 3)]
                 for name, v in summary["zero_shot"].items()]
         rows.append(["Score", "", "", "", "", round(summary["score"], 1)])
+        with self._lock:
+            self._tables[round(alpha, 4)] = headers, rows
+            while len(self._tables) > 64:
+                self._tables.pop(next(iter(self._tables)))
         return headers, rows
 
     def figure(self, alpha: float):
@@ -109,6 +120,17 @@ class RunView:
         import plotly.graph_objects as go
 
         alpha = validate.alpha(alpha)
+        fig = go.Figure(self._base_figure())
+        fig.add_shape(_alpha_line(alpha))
+        fig.add_annotation(_alpha_label(alpha))
+        return fig
+
+    def _base_figure(self) -> dict[str, Any]:
+        """The figure without the current-alpha marker, as plotly's JSON-ready dict (built once per view)."""
+        if self._base is not None:
+            return self._base
+        import plotly.graph_objects as go
+
         fig = go.Figure()
         roles = {s["name"]: s.get("role") for s in self.eval_sets()}
         for key, dash in (("forget", "dash"), ("retain", "dash")):
@@ -123,12 +145,12 @@ class RunView:
                                          y=[100 * r[key] for r in self.eval_curve], name=label, mode="lines"))
         fig.add_vline(x=self.chosen_alpha, line_dash="dot", line_color="gray",
                       annotation_text=f"calibrated α*={self.chosen_alpha:.2f}", annotation_position="top left")
-        fig.add_vline(x=alpha, line_color="crimson", annotation_text=f"α={alpha:.2f}",
-                      annotation_position="bottom left" if alpha > 0.8 else "bottom right")
+        # the y range leaves room above 100 % so a line at 100 % is not cut by the plot's top edge
         fig.update_layout(xaxis_title="α (0 = original, 1 = unlearned)", yaxis_title="zero-shot accuracy %",
-                          xaxis_range=[0, 1], yaxis_range=[0, 100], height=360, margin={"l": 50, "r": 20, "t": 30,
+                          xaxis_range=[0, 1], yaxis_range=[-2, 106], height=360, margin={"l": 50, "r": 20, "t": 30,
                           "b": 40}, legend={"orientation": "h", "y": -0.25})
-        return fig
+        self._base = fig.to_plotly_json()
+        return self._base
 
     # retrieval
     def has_grid(self, gallery: str) -> bool:
@@ -255,12 +277,35 @@ class RunView:
         return sum(a.nbytes for a in self._grid_f32.values()) + sum(a.nbytes for a in self._sims.values())
 
     def figure_json(self, alpha: float) -> str:
-        """:meth:`figure` as plotly JSON, cached per alpha (the slider revisits the same 21 values)."""
+        """:meth:`figure` as plotly JSON: the base figure built once, the alpha marker added as plain JSON (a plotly
+        figure object costs about 0.1 s to build; the slider moves many times a second), cached per alpha."""
         alpha = validate.alpha(alpha)
         key = round(alpha, 4)
-        if key not in self._figures:
-            self._figures[key] = self.figure(alpha).to_json()
-        return self._figures[key]
+        found = self._figures.get(key)
+        if found is None:
+            base = self._base_figure()
+            layout = base.get("layout", {})
+            found = json.dumps({**base, "layout": {
+                **layout, "shapes": [*layout.get("shapes", []), _alpha_line(alpha)],
+                "annotations": [*layout.get("annotations", []), _alpha_label(alpha)]}},
+                cls=PlotlyJSONEncoder)
+            with self._lock:
+                self._figures[key] = found
+                while len(self._figures) > 64:
+                    self._figures.pop(next(iter(self._figures)))
+        return found
+
+
+def _alpha_line(alpha: float) -> dict[str, Any]:
+    """The current-alpha marker: a vertical line over the plot's height (what ``add_vline`` makes)."""
+    return {"type": "line", "x0": alpha, "x1": alpha, "xref": "x", "y0": 0, "y1": 1, "yref": "y domain",
+            "line": {"color": "crimson"}}
+
+
+def _alpha_label(alpha: float) -> dict[str, Any]:
+    right = alpha > 0.8  # the label stays inside the plot
+    return {"text": f"α={alpha:.2f}", "x": alpha, "xref": "x", "y": 0, "yref": "y domain", "showarrow": False,
+            "xanchor": "right" if right else "left", "yanchor": "bottom"}
 
 
 def _top_k(scores: np.ndarray, k: int) -> np.ndarray:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 import io
 import os
+import re
 import threading
 from collections import OrderedDict
 from dataclasses import dataclass, field
@@ -23,6 +24,8 @@ from clipforget.models.encode import encode_text
 from clipforget.retrieval.index import GalleryIndex
 
 from .config import BUILTIN_GALLERIES, AppConfig
+
+THUMBNAIL_NAME = re.compile(r"[0-9a-f]{20}\.png")
 
 
 @dataclass
@@ -56,6 +59,8 @@ class Galleries:
         self.cache_root = Path(cache_root)
         self._loaded: dict[tuple[str, str], Gallery] = {}
         self._texts: OrderedDict[tuple[str, str], np.ndarray] = OrderedDict()
+        self._encoding: dict[tuple[str, str], threading.Lock] = {}
+        self._thumbnails: set[str] = set()  # thumbnails known to be on disk (no stat per result)
         self._lock = threading.Lock()
 
     def names(self) -> list[str]:
@@ -83,27 +88,54 @@ class Galleries:
         return self._loaded[key]
 
     def text_embedding(self, spec: str, prompt: str) -> np.ndarray:
+        """The prompt's text embedding (cached; concurrent first asks for one prompt encode it once)."""
         key = (spec, prompt)
         with self._lock:
             if key in self._texts:
                 self._texts.move_to_end(key)
                 return self._texts[key]
-        vec = encode_text(self.models.get(spec), [prompt])[0].cpu().numpy().astype(np.float32)
-        with self._lock:
-            self._texts[key] = vec
-            while len(self._texts) > 256:
-                self._texts.popitem(last=False)
+            pending = self._encoding.setdefault(key, threading.Lock())
+        with pending:  # the first caller encodes, the others wait for it
+            with self._lock:
+                if key in self._texts:
+                    return self._texts[key]
+            vec = encode_text(self.models.get(spec), [prompt])[0].cpu().numpy().astype(np.float32)
+            with self._lock:
+                self._texts[key] = vec
+                self._encoding.pop(key, None)
+                while len(self._texts) > 256:
+                    self._texts.popitem(last=False)
         return vec
+
+    @property
+    def thumbnail_root(self) -> Path:
+        return self.cache_root / "thumbs"
+
+    @staticmethod
+    def thumbnail_name(path: str, size: int = 96) -> str:
+        """The file name of an image's thumbnail: a digest of its path and size (``<20 hex>.png``)."""
+        return hashlib.sha1(f"{path}|{size}".encode()).hexdigest()[:20] + ".png"
+
+    def thumbnail_file(self, name: str) -> Path | None:
+        """The thumbnail called ``name`` if it was made (``None`` for any other name)."""
+        if not THUMBNAIL_NAME.fullmatch(name):
+            return None
+        path = self.thumbnail_root / name[:2] / name
+        return path if path.is_file() else None
 
     def thumbnail(self, path: str, size: int = 96) -> Path:
         """A small PNG of a gallery image (cached by path), re-encoded from the decoded pixels."""
         from PIL import Image
 
-        digest = hashlib.sha1(f"{path}|{size}".encode()).hexdigest()[:20]
-        out = self.cache_root / "thumbs" / digest[:2] / f"{digest}.png"
+        name = self.thumbnail_name(path, size)
+        out = self.thumbnail_root / name[:2] / name
+        if name in self._thumbnails:
+            return out
         if not out.is_file():
             pixels = to_model_size(open_image(path, self.config.max_pixels), size).permute(1, 2, 0).numpy()
             buf = io.BytesIO()
             Image.fromarray(pixels).save(buf, format="PNG")
             write_atomic(out, lambda tmp: Path(tmp).write_bytes(buf.getvalue()))
+        with self._lock:
+            self._thumbnails.add(name)
         return out

@@ -265,6 +265,12 @@ class Runs:
         return folder
 
     def open(self, owner: str, run_id: str) -> RunView:
+        """The opened view of the owner's finished run (kept in memory; every slider move asks for it)."""
+        with self._lock:
+            view = self._views.get(run_id) if isinstance(run_id, str) else None
+            if view is not None and view.spec is not None and view.spec.owner == owner and view.dir.is_dir():
+                self._views.move_to_end(run_id)  # an opened run is finished: only its deletion ends the view
+                return view
         folder = self.run_dir(owner, run_id)
         snap, _ = self._state(folder)
         state = snap.get("state")

@@ -13,7 +13,8 @@
   to the caller's workspace. File responses carry ``Content-Security-Policy: sandbox`` (a document opened from there
   has an opaque origin: no script, no access to the app's storage or cookies), and every type but raster images (PNG
   / JPEG / GIF / WebP) is sent as an attachment. Exports are served by the app itself
-  (``/clipforget/download/<name>``), from the caller's workspace only, as attachments.
+  (``/clipforget/download/<name>``), from the caller's workspace only, as attachments; retrieval thumbnails
+  (``/clipforget/thumb/<name>.png``, shared galleries) to any valid workspace, inline, with the same sandbox.
 * **uploads** -- one request to Gradio's upload route may carry at most the upload limit (``--max-total-upload-mb``
   plus form overhead): a larger ``Content-Length`` is refused with 413 before Gradio reads it, a chunked body is cut
   off when it passes the limit.
@@ -45,6 +46,7 @@ FILE_CSP = "default-src 'none'; img-src 'self' data:; style-src 'unsafe-inline';
 COMMON_HEADERS = (("x-content-type-options", "nosniff"), ("referrer-policy", "same-origin"))
 MAX_EVENT_BODY = 2_000_000  # a JSON event request: texts and file references, never file contents
 MAX_CAPTURED_RESPONSE = 20_000_000  # JSON responses read for the handles they hand out
+THUMBNAIL_LINK = re.compile(r"https?:/{1,2}[^/]+(?:/[^?#]*)?/clipforget/thumb/(?P<name>[0-9a-f]{20}\.png)")
 NO_WORKSPACE = "no workspace: reload the page (cookies must be enabled) or send a valid X-Clipforget-Token"
 
 
@@ -92,11 +94,13 @@ def file_paths(value) -> Iterator[str]:
 
 class SecurityMiddleware:
     """See the module docstring. ``served_roots`` returns the folders ``/file=`` may serve from (Gradio's cache);
-    ``download(owner, name)`` the export file ``name`` of workspace ``owner``, or ``None``."""
+    ``download(owner, name)`` the export file ``name`` of workspace ``owner``, or ``None``; ``thumbnail(name)`` the
+    thumbnail file ``name``, or ``None``."""
 
     def __init__(self, app, tokens: WorkspaceTokens, new_workspace: Callable[[], str],
                  served_roots: Callable[[], list[str]], bindings: Bindings | None = None,
-                 download: Callable[[str, str], Path | None] | None = None, cookie_max_age: int = 30 * 86400,
+                 download: Callable[[str, str], Path | None] | None = None,
+                 thumbnail: Callable[[str], Path | None] | None = None, cookie_max_age: int = 30 * 86400,
                  max_upload_request_bytes: int | None = None):
         self.app = app
         self.tokens = tokens
@@ -104,6 +108,7 @@ class SecurityMiddleware:
         self.served_roots = served_roots
         self.bindings = bindings if bindings is not None else Bindings()
         self.download = download
+        self.thumbnail = thumbnail
         self.cookie_max_age = int(cookie_max_age)
         self.max_upload_request_bytes = max_upload_request_bytes
 
@@ -132,7 +137,7 @@ class SecurityMiddleware:
         elif route.guard == "page" and method == "GET" and owner is not None:
             set_cookie = cookie  # a page load: keep the workspace alive for another cookie lifetime
         secure = scope.get("scheme") == "https" or _header(scope, b"x-forwarded-proto") == "https"
-        is_file = route.guard in ("file", "download")
+        is_file = route.guard in ("file", "download", "thumbnail")
 
         async def send_with_headers(message):
             if message["type"] == "http.response.start":
@@ -167,6 +172,10 @@ class SecurityMiddleware:
             return
         if route.guard == "file":
             target = match.group("path")
+            linked = THUMBNAIL_LINK.fullmatch(target)
+            if linked:  # gradio_client fetches every output file as file=<its path>; a thumbnail's path is its link
+                await self._serve_thumbnail(linked.group("name"), method, send_with_headers)
+                return
             if not (any(within(target, r) for r in self.served_roots())
                     and self.bindings.allowed("file", file_key(target), owner)):
                 await self._refuse(send_with_headers)
@@ -174,7 +183,14 @@ class SecurityMiddleware:
             await self.app(scope, receive, send_with_headers)
             return
         if route.guard == "download":
-            await self._serve_download(owner, match.group("name"), method, send_with_headers)
+            name = match.group("name")
+            target = self.download(owner, name) if self.download else None
+            await self._serve_file(target, method, send_with_headers, b"application/zip", [
+                (b"content-disposition", f"attachment; filename*=UTF-8''{quote(name)}".encode("latin-1")),
+                (b"cache-control", b"no-store")])
+            return
+        if route.guard == "thumbnail":
+            await self._serve_thumbnail(match.group("name"), method, send_with_headers)
             return
         query = parse_qs(scope.get("query_string", b"").decode("latin-1"))
         body = None
@@ -325,16 +341,19 @@ class SecurityMiddleware:
         return wrapped
 
     # files ---------------------------------------------------------------------------------------------------------
-    async def _serve_download(self, owner: str, name: str, method: str, send) -> None:
-        target = self.download(owner, name) if self.download else None
+    async def _serve_thumbnail(self, name: str, method: str, send) -> None:
+        target = self.thumbnail(name) if self.thumbnail else None
+        await self._serve_file(target, method, send, b"image/png", [(b"cache-control", b"private, max-age=86400")])
+
+    async def _serve_file(self, target: Path | None, method: str, send, content_type: bytes,
+                          headers: list[tuple[bytes, bytes]]) -> None:
+        """Send the app's own file ``target`` (an export, a thumbnail), or 404 when there is none."""
         if target is None or not target.is_file():
             await self._refuse(send)
             return
         size = target.stat().st_size
         await send({"type": "http.response.start", "status": 200, "headers": [
-            (b"content-type", b"application/zip"), (b"content-length", str(size).encode()),
-            (b"content-disposition", f"attachment; filename*=UTF-8''{quote(name)}".encode("latin-1")),
-            (b"cache-control", b"no-store")]})
+            (b"content-type", content_type), (b"content-length", str(size).encode()), *headers]})
         if method == "HEAD":
             await send({"type": "http.response.body", "body": b""})
             return

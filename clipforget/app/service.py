@@ -85,6 +85,10 @@ class AppServices:
         self.runs.require_quota(owner)
         return export_run(self.runs.open(owner, run_id), self.workspaces.exports_dir(owner), alpha)
 
+    def thumbnail_path(self, name: str) -> Path | None:
+        """A gallery thumbnail for the thumbnail route (galleries are shared: any workspace may see them)."""
+        return self.galleries.thumbnail_file(name)
+
     def download_path(self, owner: str, name: str) -> Path | None:
         """The owner's export ``name`` for the download route, or ``None`` (another workspace's, or gone)."""
         return self.workspaces.export_file(owner, name)

@@ -3,6 +3,10 @@ serve it (address, upload limit, the few folders Gradio may read, the security m
 
 from __future__ import annotations
 
+import importlib.util
+import os
+import sys
+from pathlib import Path
 from typing import Any
 
 import gradio as gr
@@ -20,8 +24,20 @@ WRAPPED = ("init", "check_model", "check_uploads", "start_from_preset", "start_f
            "new_api_token", "preset_changed", "watch")
 
 
+# Gradio recomputes its monitoring summary (a pandas group-by over the last 10,000 events) after every event unless
+# told otherwise; the app closes the monitoring routes, so once per 1,000 events is plenty (docs/decisions.md D12)
+ANALYTICS_CACHE_FREQUENCY = "1000"
+
+
 def build_ui(services: AppServices, default_profile: str = "fast") -> gr.Blocks:
     """The app's Blocks (launch it with ``demo.launch(**launch_kwargs(services, ...))``)."""
+    os.environ.setdefault("GRADIO_ANALYTICS_CACHE_FREQUENCY", ANALYTICS_CACHE_FREQUENCY)  # read by Blocks' queue
+    if importlib.util.find_spec("matplotlib") is None:
+        # Gradio tries ``import matplotlib`` twice per event; without it installed each try searches sys.path:
+        # a None entry makes the failing import immediate (docs/decisions.md D12)
+        sys.modules.setdefault("matplotlib", None)  # type: ignore[arg-type]
+    # retrieval thumbnails are Gradio static files: served from where they are, not hashed and copied per event
+    gr.set_static_paths([thumbnail_root(services)])
     h = Handlers(services)
     # the read-only explore events share one pool of slots sized to the machine; training stays in the workers
     explore = {"concurrency_limit": services.config.explore_concurrency, "concurrency_id": "explore"}
@@ -68,10 +84,19 @@ def build_ui(services: AppServices, default_profile: str = "fast") -> gr.Blocks:
     return demo
 
 
-def served_roots() -> list[str]:
+def thumbnail_root(services: AppServices) -> Path:
+    """The shared gallery thumbnails (:meth:`clipforget.app.galleries.Galleries.thumbnail`)."""
+    root = services.galleries.thumbnail_root
+    root.mkdir(parents=True, exist_ok=True)
+    return root
+
+
+def served_roots(services: AppServices):
     """Where ``/gradio_api/file=`` may read: Gradio's own upload / cache folder (it copies every returned file
-    there under a content hash), nothing of the app's cache."""
-    return [get_upload_folder()]
+    there under a content hash) and the gallery thumbnails, nothing else of the app's cache. Within them the
+    middleware serves a file only to a workspace it was handed to."""
+    roots = [get_upload_folder(), str(thumbnail_root(services))]
+    return lambda: roots
 
 
 def launch_kwargs(services: AppServices, host: str = "127.0.0.1", port: int = 7860, share: bool = False
@@ -84,17 +109,17 @@ def launch_kwargs(services: AppServices, host: str = "127.0.0.1", port: int = 78
     """
     cfg = services.config
     middleware = Middleware(SecurityMiddleware, tokens=services.tokens, new_workspace=services.workspaces.new_id,
-                            served_roots=served_roots, bindings=services.bindings,
-                            download=services.download_path, cookie_max_age=int(cfg.workspace_ttl_days * 86400),
+                            served_roots=served_roots(services), bindings=services.bindings,
+                            download=services.download_path, thumbnail=services.thumbnail_path,
+                            cookie_max_age=int(cfg.workspace_ttl_days * 86400),
                             max_upload_request_bytes=int(cfg.max_total_upload_mb * 1e6) + 10_000_000)
-    (services.cache / "thumbs").mkdir(parents=True, exist_ok=True)
     return {
         "server_name": host,
         "server_port": port,
         "share": share,
         # a zip may hold many images: the per-file limit here is the gallery limit; images are checked one by one
         "max_file_size": f"{int(cfg.max_total_upload_mb * 1e6)}b",
-        "allowed_paths": [str(services.cache / "thumbs")],
+        "allowed_paths": [str(thumbnail_root(services))],
         "app_kwargs": {"middleware": [middleware]},
         "css": CSS,
         "theme": gr.themes.Soft(),

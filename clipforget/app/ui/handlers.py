@@ -19,6 +19,7 @@ from typing import Any
 
 import gradio as gr
 import pandas as pd
+from gradio import route_utils
 from gradio.components.plot import PlotData
 
 from clipforget.core.errors import ClipforgetError, DataError
@@ -233,7 +234,28 @@ class Handlers:
         choices = run_choices(self.s.runs.list_runs(owner))
         return gr.update(choices=choices, value=choices[0][1] if choices else None), ""
 
-    def _explore(self, view, a: float, prompt: str, gallery: str):
+    def _thumbnail_url(self, request: gr.Request | None):
+        """``image path -> thumbnail URL``: the app's own thumbnail route, as an absolute URL so that Gradio hands it
+        to the page as it is (a local path would be checked, hashed and copied into Gradio's cache on every event);
+        the path itself where the request does not tell the app's public address."""
+        thumbnail = self.s.galleries.thumbnail
+        raw = getattr(request, "request", None) if request is not None else None
+        try:
+            root = route_utils.get_root_url(raw, route_utils.get_api_call_path(raw),
+                                            getattr(raw.app, "root_path", None) or None) if raw is not None else ""
+        except (ValueError, AttributeError, KeyError):
+            root = ""
+        if not root:
+            return thumbnail
+        names = self.s.galleries.thumbnail_name
+
+        def url(path: str) -> str:
+            thumbnail(path)  # made once, kept in the thumbnail folder
+            return f"{root}/clipforget/thumb/{names(path)}"
+
+        return url
+
+    def _explore(self, view, a: float, prompt: str, gallery: str, request: gr.Request | None = None):
         fig = PlotData(type="plotly", plot=view.figure_json(a))
         headers, rows = view.metrics_table(a)
         table = pd.DataFrame(rows, columns=headers)
@@ -247,7 +269,7 @@ class Handlers:
         note = view.sample_note(gallery)
         msg = (f"**{md(prompt)}** in *{md(gallery)}*: top-{len(res['before'])} at α={res['grid_alpha']:.2f} — "
                f"{len(res['left'])} left, {len(res['entered'])} entered." + (f" ({md(note)})" if note else ""))
-        thumb = self.s.galleries.thumbnail
+        thumb = self._thumbnail_url(request)
         return fig, table, msg, gallery_items(thumb, res["before"]), gallery_items(thumb, res["after"])
 
     def open_run(self, rid: str, text: str, gal: str, request: gr.Request, progress=gr.Progress()):
@@ -267,7 +289,7 @@ class Handlers:
         alphas = view.alphas(gal)
         step = round(min((b - a for a, b in itertools.pairwise(alphas)), default=0.05), 4)
         a = view.chosen_alpha
-        return (rid, summary, gr.update(value=a, step=step), *self._explore(view, a, text, gal))
+        return (rid, summary, gr.update(value=a, step=step), *self._explore(view, a, text, gal, request))
 
     def set_alpha(self, a: float, rid: str, text: str, gal: str, request: gr.Request):
         owner = self.owner(request)
@@ -276,7 +298,7 @@ class Handlers:
         gal = self._gallery(gal)
         if not view.has_grid(gal):
             raise DataError(f"gallery {gal} is not embedded for this run yet: press Open")
-        return self._explore(view, a, text, gal)
+        return self._explore(view, a, text, gal, request)
 
     def gallery_changed(self, rid: str, text: str, gal: str, request: gr.Request, progress=gr.Progress()):
         if not rid:  # nothing opened yet: the choice applies when a run is opened

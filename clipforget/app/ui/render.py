@@ -68,8 +68,8 @@ def run_choices(runs: list[dict[str, Any]]) -> list[tuple[str, str]]:
     return out
 
 
-def gallery_items(thumbnail: Callable[[str], Path], hits: list[dict[str, Any]]) -> list[tuple[str, str]]:
-    """``(thumbnail path, caption)`` per retrieval hit; captions carry the ⬅ LEFT / ➡ NEW marks."""
+def gallery_items(thumbnail: Callable[[str], Path | str], hits: list[dict[str, Any]]) -> list[tuple[str, str]]:
+    """``(thumbnail path or URL, caption)`` per retrieval hit; captions carry the ⬅ LEFT / ➡ NEW marks."""
     items = []
     for h in hits:
         mark = {"left": "⬅ LEFT ", "entered": "➡ NEW "}.get(h["mark"], "")

@@ -1,0 +1,91 @@
+"""Forget texts found automatically: the names a model retrieves the forget images by, and the retain images not.
+
+A person forgetting "marmosets inside monkeys" names the coarse label ("monkey"); the model also knows the
+subgroup as "marmoset" (and maybe "titi"), and a retrieval audit for those names must come up empty too. The miner
+scores every name of a vocabulary (ImageNet-1k's WordNet synonyms and Tiny-ImageNet's names, plus the task's classes)
+under the *original* model: a name qualifies when the forget images hold most of its top ranks among forget + retain
+(+ reference) images and are, on average, clearly closer to it than the retain images. The forget stage then pushes
+the forget images below the retain images' typical similarity to each mined text, while the anchor keeps the retain
+images where they were. Choice and measurements: docs/decisions.md D13.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from clipforget.data.task import UnlearningTask
+from clipforget.models.encode import encode_images, encode_text
+from clipforget.models.factory import ClipBundle
+
+MINING_TEMPLATE = "a photo of a {}."
+
+
+@dataclass
+class MinedText:
+    text: str  # the prompt the forget stage uses
+    name: str  # the vocabulary name in it
+    precision: float  # share of forget images in the name's top ranks (forget + retain + reference images)
+    gap: float  # mean cosine of the forget images minus that of the retain images
+
+
+@dataclass
+class MiningConfig:
+    max_texts: int = 5  # at most this many mined texts (0: none)
+    min_precision: float = 0.6  # forget images' share of the name's top ranks
+    min_gap: float = 0.02  # forget minus retain mean cosine
+    samples: int = 256  # images per set scored
+
+
+def mining_vocabulary(root=None, extra: list[str] | None = None) -> list[str]:
+    """Candidate names: ImageNet-1k's WordNet synonyms, Tiny-ImageNet's names, ``extra``; those the data root lacks
+    are left out (an empty vocabulary mines nothing)."""
+    from clipforget.core.errors import DataError
+    from clipforget.data.imagenet import imagenet_classes
+    from clipforget.data.tiny_imagenet import tiny_imagenet_names
+
+    names: list[str] = list(extra or [])
+    try:
+        for c in imagenet_classes(root):
+            names += [n.strip() for n in str(c["name"]).split(",")]
+    except (DataError, OSError):
+        pass
+    try:
+        names += tiny_imagenet_names(root)
+    except (DataError, OSError):
+        pass
+    return list(dict.fromkeys(n.replace("_", " ").strip().lower() for n in names if n and n.strip()))
+
+
+@torch.no_grad()
+def mine_forget_texts(bundle: ClipBundle, task: UnlearningTask, vocabulary: list[str],
+                      cfg: MiningConfig | None = None) -> list[MinedText]:
+    """The vocabulary names the forget images are retrieved by and the retain images are not (best first)."""
+    cfg = cfg or MiningConfig()
+    forget_labels = {str(x).lower() for x in task.forget.labels}
+    retain_labels = {str(x).lower() for x in task.retain.labels}
+    names = [n for n in vocabulary if n not in forget_labels and n not in retain_labels]
+    if cfg.max_texts <= 0 or not names:
+        return []
+    generator = torch.Generator().manual_seed(0)
+
+    def sample(images) -> torch.Tensor:
+        idx = torch.randperm(len(images), generator=generator)[: cfg.samples]
+        return encode_images(bundle, images.images[idx]).float()
+
+    forget, retain = sample(task.forget), sample(task.retain)
+    negatives = torch.cat([retain, sample(task.reference)]) if task.reference is not None and len(task.reference) \
+        else retain
+    texts = torch.cat([encode_text(bundle, [MINING_TEMPLATE.format(n) for n in names[i:i + 256]]).float()
+                       for i in range(0, len(names), 256)]).to(forget.device)
+    sims_f, sims_n = forget @ texts.T, negatives.to(forget.device) @ texts.T  # F,V and N,V
+    top = min(len(forget), 20)
+    ranked = torch.cat([sims_f, sims_n]).topk(top, dim=0).indices  # top,V: rows < len(forget) are forget images
+    precision = (ranked < len(forget)).float().mean(0)
+    gap = sims_f.mean(0) - (retain.to(forget.device) @ texts.T).mean(0)
+    keep = (precision >= cfg.min_precision) & (gap >= cfg.min_gap)
+    order = torch.argsort(gap * precision, descending=True)
+    found = [MinedText(MINING_TEMPLATE.format(names[i]), names[i], float(precision[i]), float(gap[i]))
+             for i in order.tolist() if keep[i]]
+    return found[: cfg.max_texts]
