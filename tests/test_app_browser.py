@@ -94,7 +94,11 @@ def test_preset_run_slider_and_retrieval_in_chromium(app_url):
             changed = _wait_for(lambda: (c := _captions(page, "cf-after")) != at_zero and c, 60,
                                 "the θ(α) gallery to change")
             assert changed != at_zero
-            assert page.locator(".js-plotly-plot").count() >= 1
+            # the plot is redrawn for the new alpha after the galleries: wait for it rather than sample one instant
+            _wait_for(lambda: page.locator(".js-plotly-plot").count() >= 1, 60, "the α plot")
+            widths = "Array.from(document.querySelectorAll('#cf-after img')).map(i => i.naturalWidth)"
+            _wait_for(lambda: (w := page.evaluate(widths)) and all(x > 0 for x in w), 60,
+                      "the thumbnails (the app's thumbnail route) to load")
             ARTIFACTS.mkdir(exist_ok=True)
             shot = ARTIFACTS / "app_browser.png"
             page.screenshot(path=str(shot), full_page=True)

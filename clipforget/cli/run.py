@@ -58,6 +58,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                          help="label of every retain image (default: its sub-folder name)")
     unlearn.add_argument("--classes", default="", help="extra zero-shot class names, comma separated")
     unlearn.add_argument("--calibration", default=None, help="folder with forget/ and retain/ for choosing alpha")
+    unlearn.add_argument("--forget-prompt", action="append", default=[], dest="forget_prompts", metavar="TEXT",
+                         help="a text the forget images must stop matching, besides the label and the names the "
+                              "method finds itself (repeatable)")
     add_run_args(unlearn)
     unlearn.set_defaults(func=cmd_unlearn)
 
@@ -95,7 +98,8 @@ def cmd_run(args: argparse.Namespace) -> int:
 def cmd_unlearn(args: argparse.Namespace) -> int:
     options = {"forget_dir": args.forget, "retain_dir": args.retain, "label": args.label,
                "retain_label": args.retain_label, "calibration_dir": args.calibration,
-               "classnames": [c.strip() for c in args.classes.split(",") if c.strip()] or None}
+               "classnames": [c.strip() for c in args.classes.split(",") if c.strip()] or None,
+               "forget_prompts": args.forget_prompts or None}
     return _execute(args, "folders", "paper", options)
 
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 
 from clipforget.core.progress import ProgressFn
 from clipforget.data.task import UnlearningTask
@@ -12,6 +12,7 @@ from clipforget.models.encode import text_classifier
 from clipforget.models.factory import ClipBundle
 from clipforget.models.weights import clone_state, soup
 from clipforget.stages.forget import ForgetConfig, forget, forget_texts, touched_layers
+from clipforget.stages.mining import MiningConfig, mine_forget_texts, mining_vocabulary
 from clipforget.stages.remind import RemindConfig, remind
 from clipforget.stages.restore import RestoreConfig, RetrievalProbe, alpha_curve, select_alpha
 
@@ -19,6 +20,7 @@ from clipforget.stages.restore import RestoreConfig, RetrievalProbe, alpha_curve
 @dataclass
 class ThreeStageConfig:
     forget: ForgetConfig = field(default_factory=ForgetConfig)
+    mining: MiningConfig = field(default_factory=MiningConfig)  # forget texts found from the images (D13)
     remind: RemindConfig = field(default_factory=RemindConfig)
     restore: RestoreConfig = field(default_factory=RestoreConfig)
     skip_remind: bool = False
@@ -38,6 +40,13 @@ def three_stage(
     theta_0 = clone_state(bundle.model.visual)
 
     start = time.perf_counter()
+    mined = []
+    if cfg.mining.max_texts > 0:
+        progress("forget", 0.0, "finding the names the model knows the forget images by")
+        mined = mine_forget_texts(bundle, task, mining_vocabulary(extra=task.classnames), cfg.mining)
+        known = set(task.forget_prompts)
+        extra = tuple(m.text for m in mined if m.text not in known)
+        task = replace(task, forget_prompts=(*task.forget_prompts, *extra), cancel=task.cancel)
     forgotten, ranking, forget_log = forget(bundle, task, cfg.forget, progress)
     seconds["forget"] = time.perf_counter() - start
 
@@ -67,6 +76,8 @@ def three_stage(
 
     log = {
         "config": asdict(cfg),
+        "forget_texts": list(task.forget_prompts),
+        "mined_texts": [asdict(m) for m in mined],
         "forget": forget_log,
         "remind": remind_log,
         "calibration_sizes": {k: len(v[0]) for k, v in calibration.items()},

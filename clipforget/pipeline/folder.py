@@ -44,6 +44,7 @@ class RunFolder:
     PROGRESS = "progress.json"
     METRICS = "metrics.json"
     ALPHA_CURVE = "alpha_curve.json"
+    METHOD_LOG = "method_log.json"
 
     def __init__(self, path: str | os.PathLike):
         self.path = Path(path)
@@ -95,6 +96,14 @@ class RunFolder:
 
     def progress(self) -> dict[str, Any]:
         return read_json(self.path / self.PROGRESS)
+
+    def method_log(self) -> dict[str, Any]:
+        return read_json(self.path / self.METHOD_LOG)
+
+    def forget_texts(self) -> list[str]:
+        """The texts the run made the forget images stop matching besides their label: the user's and the ones the
+        method found (``mined``); empty for methods without them."""
+        return [str(t) for t in self.method_log().get("forget_texts") or []]
 
     def write_progress(self, progress: dict[str, Any]) -> None:
         write_json(self.path / self.PROGRESS, {**progress, "updated": time.time()})

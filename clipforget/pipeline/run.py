@@ -164,7 +164,7 @@ def _write_outputs(bundle: ClipBundle, folder: RunFolder, output: MethodOutput, 
         write_json(out / "layer_ranking.json", output.ranking)
     if output.alpha_curve is not None:
         write_json(out / RunFolder.ALPHA_CURVE, {"alpha": output.alpha, "curve": output.alpha_curve})
-    write_json(out / "method_log.json", output.log)
+    write_json(out / RunFolder.METHOD_LOG, output.log)
     meta = {"run": out.name, "method": metrics["method"], "task": metrics["task"], "alpha": output.alpha,
             "score": metrics["score"], "base_model": bundle.spec}
     save_checkpoint(bundle.with_visual_state(output.visual_state), out / "model", metadata=meta)

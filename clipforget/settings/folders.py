@@ -11,6 +11,7 @@ import numpy as np
 from clipforget.core.errors import DataError
 from clipforget.data.cifar10 import CIFAR10_CLASSES, cifar10
 from clipforget.data.images import DEFAULT_MAX_PIXELS, ImageSet, read_folder
+from clipforget.data.reference import reference_images
 from clipforget.data.task import EvalSet, UnlearningTask
 
 from .registry import Setting, register_setting
@@ -20,6 +21,11 @@ from .registry import Setting, register_setting
 class FolderSizes:
     holdout: float = 0.2  # share of each folder held out for calibration and evaluation (without calibration_dir)
     cifar_eval_per_class: int = 0  # CIFAR-10 test images per class added as a kept evaluation set (0: none)
+    # unlabelled training images of what else the model must keep knowing, where the data root has them
+    # (Tiny-ImageNet train per class, CIFAR-10 train per class; 0: none): distillation targets and the negatives
+    # forget texts are mined against (decisions D10, D13)
+    reference_tiny_per_class: int = 2
+    reference_cifar_per_class: int = 10
 
 
 def folder_task(
@@ -35,6 +41,7 @@ def folder_task(
     max_pixels: int = DEFAULT_MAX_PIXELS,
     root: str | os.PathLike | None = None,
     prior_skipped: list[tuple[str, str]] | None = None,
+    forget_prompts: list[str] | None = None,
 ) -> tuple[UnlearningTask, list[EvalSet]]:
     """Generic task from folders: forget images all carry ``label``; retain images carry ``retain_label`` if given
     (e.g. the same coarse label, for subgroup forgetting) or their sub-folder names.
@@ -43,7 +50,8 @@ def folder_task(
     inputs), ``sizes.holdout`` of each set is held out for calibration and evaluation and never trained on. Where
     the data root has CIFAR-10, ``sizes.cifar_eval_per_class`` test images per class are added as a kept set (does
     the model still know what it was not asked to forget?). ``prior_skipped`` lists files dropped before the
-    folders were read (e.g. by upload limits); they are reported with the files skipped here.
+    folders were read (e.g. by upload limits); they are reported with the files skipped here. ``forget_prompts``:
+    texts the forget images must stop matching besides their label (the method also finds some itself, D13).
     """
     sizes = sizes or FolderSizes()
     if forget_dir is None or retain_dir is None:
@@ -67,7 +75,14 @@ def folder_task(
         forget, cal_forget = _split(forget, sizes.holdout, seed)
         retain, cal_retain = _split(retain, sizes.holdout, seed)
     skipped = [*(tuple(x) for x in prior_skipped or ()), *forget.skipped], retain.skipped
-    task = UnlearningTask(forget, retain, names, cal_forget, cal_retain, name=f"folders-{label}")
+    try:
+        reference = reference_images(image_size, sizes.reference_tiny_per_class, sizes.reference_cifar_per_class,
+                                     seed, root)
+    except (DataError, OSError):  # a data root without them: no reference images
+        reference = None
+    prompts = tuple(dict.fromkeys(p.strip() for p in forget_prompts or () if p and p.strip()))
+    task = UnlearningTask(forget, retain, names, cal_forget, cal_retain, name=f"folders-{label}",
+                          forget_prompts=prompts, reference=reference)
     task.forget.skipped, task.retain.skipped = skipped
     eval_sets = [
         EvalSet("forget_heldout", cal_forget, names, "target"),

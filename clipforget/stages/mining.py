@@ -33,8 +33,9 @@ class MinedText:
 @dataclass
 class MiningConfig:
     max_texts: int = 5  # at most this many mined texts (0: none)
-    min_precision: float = 0.6  # forget images' share of the name's top ranks
-    min_gap: float = 0.02  # forget minus retain mean cosine
+    min_precision: float = 0.8  # forget images' share of the name's top ranks among forget + retain + reference
+    min_gap: float = 0.05  # forget minus retain mean cosine, at least ...
+    relative_gap: float = 0.6  # ... and at least this share of the best name's gap
     samples: int = 256  # images per set scored
 
 
@@ -84,7 +85,8 @@ def mine_forget_texts(bundle: ClipBundle, task: UnlearningTask, vocabulary: list
     ranked = torch.cat([sims_f, sims_n]).topk(top, dim=0).indices  # top,V: rows < len(forget) are forget images
     precision = (ranked < len(forget)).float().mean(0)
     gap = sims_f.mean(0) - (retain.to(forget.device) @ texts.T).mean(0)
-    keep = (precision >= cfg.min_precision) & (gap >= cfg.min_gap)
+    best = float(gap[precision >= cfg.min_precision].max()) if bool((precision >= cfg.min_precision).any()) else 0.0
+    keep = (precision >= cfg.min_precision) & (gap >= max(cfg.min_gap, cfg.relative_gap * best))
     order = torch.argsort(gap * precision, descending=True)
     found = [MinedText(MINING_TEMPLATE.format(names[i]), names[i], float(precision[i]), float(gap[i]))
              for i in order.tolist() if keep[i]]
