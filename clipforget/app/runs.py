@@ -121,8 +121,10 @@ class Runs:
                           source={"preset": name, "option": choice, "described": preset.describe(choice)})
 
     def start_upload(self, owner: str, upload_id: str, label: str, retain_label: str | None = None,
-                     model: str | None = None, profile: str = "fast") -> Snapshot:
-        """A run on the uploaded forget / retain (/ calibration) galleries of ``upload_id``."""
+                     model: str | None = None, profile: str = "fast", forget_prompts: list[str] | None = None
+                     ) -> Snapshot:
+        """A run on the uploaded forget / retain (/ calibration) galleries of ``upload_id``; ``forget_prompts``: texts
+        the forget images must stop matching besides the label (the method mines more itself)."""
         root = self.upload_root(owner, upload_id)
         forget_dir, retain_dir, cal_dir = root / "forget", root / "retain", root / "calibration"
         label = (label or "").strip()
@@ -151,7 +153,8 @@ class Runs:
         shared = uploads.shared_files(forget_dir, retain_dir)
         options = {"forget_dir": str(uploads.flatten_single_folder(forget_dir)), "retain_dir": str(retain_root),
                    "label": label, "retain_label": retain_label, "calibration_dir": calibration,
-                   "max_pixels": self.config.max_pixels, "root": self.config.data_root, "prior_skipped": prior}
+                   "max_pixels": self.config.max_pixels, "root": self.config.data_root, "prior_skipped": prior,
+                   "forget_prompts": [str(p)[:300] for p in forget_prompts or []][:20] or None}
         described = {"forget": "uploaded gallery", "retain": "uploaded gallery",
                      "calibration": "uploaded" if calibration else "held out from the uploads"}
         return self.start(owner, f"Uploads: forget '{label}'", "folders", options, model, profile,

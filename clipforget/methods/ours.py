@@ -20,10 +20,10 @@ from clipforget.stages.restore import RestoreConfig, RetrievalProbe, alpha_curve
 @dataclass
 class ThreeStageConfig:
     forget: ForgetConfig = field(default_factory=ForgetConfig)
-    mining: MiningConfig = field(default_factory=MiningConfig)  # forget texts found from the images (D13)
     remind: RemindConfig = field(default_factory=RemindConfig)
     restore: RestoreConfig = field(default_factory=RestoreConfig)
     skip_remind: bool = False
+    mining: MiningConfig = field(default_factory=MiningConfig)  # forget texts found from the images (D13)
 
 
 def touched(cfg: ThreeStageConfig, bundle: ClipBundle) -> list[str]:
@@ -41,7 +41,11 @@ def three_stage(
 
     start = time.perf_counter()
     mined = []
-    if cfg.mining.max_texts > 0:
+    # a subgroup under a label the retain images share ("marmoset" in "monkey") needs its own names found; a class
+    # forgotten under its own name (CIFAR-10 "airplane") is forgotten under that name already, and mining would add
+    # its other domains' names ("airliner"), which the setting keeps (D13)
+    subgroup = bool(set(task.forget.labels) & set(task.retain.labels))
+    if cfg.mining.max_texts > 0 and subgroup:
         progress("forget", 0.0, "finding the names the model knows the forget images by")
         mined = mine_forget_texts(bundle, task, mining_vocabulary(extra=task.classnames), cfg.mining)
         known = set(task.forget_prompts)

@@ -109,7 +109,7 @@ def _split(images: ImageSet, holdout: float, seed: int) -> tuple[ImageSet, Image
 
 
 SIZES = {
-    "quick": FolderSizes(cifar_eval_per_class=2),
+    "quick": FolderSizes(cifar_eval_per_class=2, reference_tiny_per_class=1, reference_cifar_per_class=5),
     "small": FolderSizes(cifar_eval_per_class=20),
     "paper": FolderSizes(cifar_eval_per_class=0),
 }

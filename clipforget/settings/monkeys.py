@@ -24,7 +24,6 @@ from clipforget.data.tiny_imagenet import tiny_imagenet, tiny_imagenet_names
 from .registry import Setting, register_setting
 
 COARSE = "monkey"
-FORGET_PROMPTS = ("a photo of a marmoset",)  # the subgroup's own name: forgotten in retrieval too (decisions D9)
 
 
 @dataclass
@@ -67,7 +66,7 @@ def monkeys_task(
     reference = reference_images(image_size, sizes.reference_tiny_per_class, sizes.reference_cifar_per_class, seed,
                                  root)
     task = UnlearningTask(forget, retain, classes, cal_forget, cal_retain, name="monkeys-marmoset_in_monkey",
-                          forget_prompts=FORGET_PROMPTS, reference=reference)
+                          reference=reference)  # the subgroup's own names are mined by the method (D13)
     task.forget.skipped = train.skipped
     val = monkeys10("val", image_size, root)
     is_marmoset = [x in MARMOSETS for x in val.labels]

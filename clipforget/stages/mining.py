@@ -15,7 +15,11 @@ from dataclasses import dataclass
 
 import torch
 
+from clipforget.core.errors import DataError
+from clipforget.data.cifar10 import CIFAR10_CLASSES
+from clipforget.data.imagenet import imagenet_classes
 from clipforget.data.task import UnlearningTask
+from clipforget.data.tiny_imagenet import tiny_imagenet_names
 from clipforget.models.encode import encode_images, encode_text
 from clipforget.models.factory import ClipBundle
 
@@ -40,13 +44,9 @@ class MiningConfig:
 
 
 def mining_vocabulary(root=None, extra: list[str] | None = None) -> list[str]:
-    """Candidate names: ImageNet-1k's WordNet synonyms, Tiny-ImageNet's names, ``extra``; those the data root lacks
-    are left out (an empty vocabulary mines nothing)."""
-    from clipforget.core.errors import DataError
-    from clipforget.data.imagenet import imagenet_classes
-    from clipforget.data.tiny_imagenet import tiny_imagenet_names
-
-    names: list[str] = list(extra or [])
+    """Candidate names: ``extra``, CIFAR-10's classes, ImageNet-1k's WordNet synonyms, Tiny-ImageNet's names; those
+    the data root lacks are left out."""
+    names: list[str] = [*(extra or []), *CIFAR10_CLASSES]
     try:
         for c in imagenet_classes(root):
             names += [n.strip() for n in str(c["name"]).split(",")]

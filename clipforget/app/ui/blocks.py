@@ -56,7 +56,8 @@ def build_ui(services: AppServices, default_profile: str = "fast") -> gr.Blocks:
         for button, fn, inputs, name in (
             (ui.start_preset, f["start_from_preset"], [ui.preset, ui.option, ui.model, ui.profile], "start_preset"),
             (ui.start_upload, f["start_from_uploads"], [ui.forget_files, ui.retain_files, ui.cal_files, ui.label,
-                                                        ui.retain_label, ui.model, ui.profile], "start_upload"),
+                                                        ui.retain_label, ui.model, ui.profile, ui.forget_prompts],
+             "start_upload"),
         ):
             button.click(fn, inputs, [ui.job_id, ui.status], api_name=name).success(
                 f["watch"], [ui.job_id], [ui.status], concurrency_limit=None, api_name=f"watch_{name}").then(

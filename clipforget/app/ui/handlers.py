@@ -180,8 +180,11 @@ class Handlers:
                                             prof, "the profile", 20) or "fast")
         return snap["id"], render_status(snap, self.s.scrub)
 
-    def start_from_uploads(self, f, r, c, label_text, retain_text, spec, prof, request: gr.Request):
+    def start_from_uploads(self, f, r, c, label_text, retain_text, spec, prof, also: object = None,
+                           request: gr.Request = None):
         owner = self.owner(request)
+        also = validate.short_text(also, "the 'also forget as' names", 300)
+        prompts = [f"a photo of a {name.strip()}." for name in also.split(",") if name.strip()]
         label_text = validate.short_text(label_text, "the label", 100)
         retain_text = validate.short_text(retain_text, "the retain label", 100)
         spec = validate.short_text(spec, "the model", 300)
@@ -192,7 +195,7 @@ class Handlers:
         try:
             self._save_all(owner, upload_id, f, r, c)
             shared = shared_files(root / "forget", root / "retain")
-            snap = self.s.runs.start_upload(owner, upload_id, label_text, retain_text, spec, prof)
+            snap = self.s.runs.start_upload(owner, upload_id, label_text, retain_text, spec, prof, prompts)
         except BaseException:
             shutil.rmtree(root, ignore_errors=True)  # a refused run leaves no copy of its uploads
             raise

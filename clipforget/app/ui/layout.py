@@ -61,6 +61,7 @@ class Layout:
     export_file: gr.HTML
     api_token: gr.Button
     api_token_out: gr.Textbox
+    forget_prompts: gr.Textbox
 
     @property
     def explore_outputs(self) -> list:
@@ -106,6 +107,9 @@ def build_layout(services: AppServices, default_profile: str = "fast") -> Layout
                                            max_length=100)
                         retain_label = gr.Textbox(label="Retain label (blank: sub-folder names of the zip)",
                                                   placeholder="monkey", max_length=100)
+                        forget_prompts = gr.Textbox(
+                            label="Also forget as (optional, comma separated; the method finds names itself too)",
+                            placeholder="marmoset", max_length=300)
                     quota = f", {cfg.workspace_quota_mb:g} MB per workspace" if cfg.quota_bytes else ""
                     gr.Markdown(f"Limits: {cfg.max_upload_mb:g} MB per file, {cfg.max_total_upload_mb:g} MB per "
                                 f"gallery, {cfg.max_pixels / 1e6:g} Mpixel per image{quota}. Labels come from the "
@@ -157,4 +161,5 @@ def build_layout(services: AppServices, default_profile: str = "fast") -> Layout
     return Layout(job_id, run_id, model, profile, model_msg, preset, option, start_preset, forget_files,
                   retain_files, cal_files, label, retain_label, check, start_upload, upload_report, previews, skipped,
                   status, cancel, runs, refresh, open_btn, delete_btn, run_info, alpha, plot, metrics, prompt,
-                  gallery_name, retrieval_msg, before, after, export_btn, export_file, api_token, api_token_out)
+                  gallery_name, retrieval_msg, before, after, export_btn, export_file, api_token, api_token_out,
+                  forget_prompts)
