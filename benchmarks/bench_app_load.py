@@ -99,6 +99,33 @@ def client_api_token(url: str) -> str:
     return Client(url, verbose=False, download_files=False).predict(api_name="/new_api_token")
 
 
+class RequestMix:
+    """One client's random sequence of requests: 20 % page loads, 40 % alpha moves, 40 % searches (a new prompt)."""
+
+    def __init__(self, seed: int, alphas: list[float]):
+        self.rng, self.alphas, self.prompt = random.Random(seed), alphas, "airplane"
+
+    def next(self) -> tuple[str, float, str]:
+        """``(endpoint, alpha, prompt)`` of the next request."""
+        draw = self.rng.random()
+        endpoint = "page" if draw < 0.2 else "set_alpha" if draw < 0.6 else "retrieve"
+        if endpoint == "retrieve":
+            self.prompt = self.rng.choice(PROMPTS)
+        return endpoint, self.rng.choice(self.alphas), self.prompt
+
+
+def answered(out) -> bool:
+    """An explore event's output holds its five components and a non-empty theta(alpha) gallery."""
+    return len(out) == 5 and len(out[4]) > 0
+
+
+def record(results: dict[str, list[float]], errors: list[str], endpoint: str, ok: bool, out, ms: float) -> None:
+    if ok:
+        results[endpoint].append(ms)
+    else:
+        errors.append(f"{endpoint}: {str(out)[:200]}")
+
+
 class QueueClient:
     """One browser-like client: its workspace token, its own session hash, one event at a time."""
 
@@ -151,27 +178,19 @@ async def run_raw_clients(jobs: list[tuple], opened: threading.Event | None = No
         stop_at = time.time() + seconds
 
         async def worker(i: int, c: QueueClient, run_id: str, gallery: str, alphas: list[float]) -> None:
-            rng = random.Random(i)
-            prompt = "airplane"
+            mix = RequestMix(i, alphas)
             while time.time() < stop_at:
-                draw = rng.random()
-                endpoint = "page" if draw < 0.2 else "set_alpha" if draw < 0.6 else "retrieve"
-                if endpoint == "retrieve":
-                    prompt = rng.choice(PROMPTS)
+                endpoint, a, prompt = mix.next()
                 t = time.perf_counter()
                 try:
                     if endpoint == "page":
                         ok, out = await c.page(), "page"
                     else:
-                        out = await c.call(endpoint, [rng.choice(alphas), run_id, prompt, gallery])
-                        ok = len(out) == 5 and len(out[4]) > 0
+                        out = await c.call(endpoint, [a, run_id, prompt, gallery])
+                        ok = answered(out)
                 except Exception as err:  # counted, not raised: the load goes on
                     ok, out = False, repr(err)
-                ms = 1000 * (time.perf_counter() - t)
-                if ok:
-                    results[endpoint].append(ms)
-                else:
-                    errors.append(f"{endpoint}: {str(out)[:200]}")
+                record(results, errors, endpoint, ok, out, 1000 * (time.perf_counter() - t))
 
         await asyncio.gather(*(worker(i, c, run_id, gallery, alphas)
                                for c, (i, _, _, run_id, gallery, alphas, _) in zip(clients, jobs, strict=True)))
@@ -195,14 +214,9 @@ def run_clients(jobs: list[tuple]) -> dict:
     stop_at = time.time() + jobs[0][-1]
 
     def worker(i: int, c, gallery: str, alphas: list[float]) -> None:
-        rng = random.Random(i)
-        prompt = "airplane"
+        mix = RequestMix(i, alphas)
         while time.time() < stop_at:
-            draw = rng.random()
-            endpoint = "page" if draw < 0.2 else "set_alpha" if draw < 0.6 else "retrieve"
-            if endpoint == "retrieve":
-                prompt = rng.choice(PROMPTS)
-            a = rng.choice(alphas)
+            endpoint, a, prompt = mix.next()
             t = time.perf_counter()
             try:
                 if endpoint == "page":  # what a browser's page load asks for: the page and its layout
@@ -211,15 +225,11 @@ def run_clients(jobs: list[tuple]) -> dict:
                     ok = out == [200, 200]
                 else:
                     out = c.predict(a, prompt, gallery, api_name=f"/{endpoint}")
-                    ok = len(out) == 5 and len(out[4]) > 0
+                    ok = answered(out)
             except Exception as err:  # counted, not raised: the load goes on
                 ok, out = False, repr(err)
-            ms = 1000 * (time.perf_counter() - t)
             with lock:
-                if ok:
-                    results[endpoint].append(ms)
-                else:
-                    errors.append(f"{endpoint}: {str(out)[:200]}")
+                record(results, errors, endpoint, ok, out, 1000 * (time.perf_counter() - t))
 
     threads = [threading.Thread(target=worker, args=job) for job in clients]
     for t in threads:

@@ -59,6 +59,21 @@ def mining_vocabulary(root=None, extra: list[str] | None = None) -> list[str]:
     return list(dict.fromkeys(n.replace("_", " ").strip().lower() for n in names if n and n.strip()))
 
 
+_NAME_CACHE: dict[tuple[str, tuple[str, ...]], torch.Tensor] = {}
+
+
+@torch.no_grad()
+def _name_embeddings(bundle: ClipBundle, names: tuple[str, ...]) -> torch.Tensor:
+    """The vocabulary's prompt embeddings, kept per model (unlearning never changes the text tower, so a worker
+    encodes the ~1,850 names once, not once per run)."""
+    key = (str(bundle.spec), names)
+    if key not in _NAME_CACHE:
+        _NAME_CACHE.clear()  # one vocabulary of one model at a time
+        _NAME_CACHE[key] = torch.cat([encode_text(bundle, [MINING_TEMPLATE.format(n) for n in names[i:i + 256]])
+                                      .float().cpu() for i in range(0, len(names), 256)])
+    return _NAME_CACHE[key]
+
+
 @torch.no_grad()
 def mine_forget_texts(bundle: ClipBundle, task: UnlearningTask, vocabulary: list[str],
                       cfg: MiningConfig | None = None) -> list[MinedText]:
@@ -78,8 +93,7 @@ def mine_forget_texts(bundle: ClipBundle, task: UnlearningTask, vocabulary: list
     forget, retain = sample(task.forget), sample(task.retain)
     negatives = torch.cat([retain, sample(task.reference)]) if task.reference is not None and len(task.reference) \
         else retain
-    texts = torch.cat([encode_text(bundle, [MINING_TEMPLATE.format(n) for n in names[i:i + 256]]).float()
-                       for i in range(0, len(names), 256)]).to(forget.device)
+    texts = _name_embeddings(bundle, tuple(names)).to(forget.device)
     sims_f, sims_n = forget @ texts.T, negatives.to(forget.device) @ texts.T  # F,V and N,V
     top = min(len(forget), 20)
     ranked = torch.cat([sims_f, sims_n]).topk(top, dim=0).indices  # top,V: rows < len(forget) are forget images
