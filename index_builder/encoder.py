@@ -14,7 +14,7 @@ from clipforget.models.factory import ClipBundle, create_model
 class ClipImageEncoder:
     """Wraps a :class:`ClipBundle`'s image tower (or another ``model`` with ``.visual``) as ``images -> embeddings``.
 
-    Uses :func:`clipforget.models.encode.image_features` (bf16 autocast on CPU and recent GPUs, channels-last), so index
+    Uses :func:`clipforget.models.encode.image_features` (its autocast: bf16 where native, channels-last), so index
     embeddings equal what zero-shot evaluation and the alpha grid compute for the same pixels.
     """
 

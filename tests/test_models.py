@@ -56,3 +56,18 @@ def test_cli_reports_missing_weights_without_traceback(tmp_path):
     assert proc.returncode == 2
     assert "error: pretrained weights for RN50:openai are not available" in proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+def test_cpu_autocast_follows_the_processor_and_the_override(bundle, monkeypatch):
+    from clipforget.core import devices
+    from clipforget.models.encode import autocast
+
+    monkeypatch.setenv("CLIPFORGET_CPU_AUTOCAST", "")
+    native = devices.cpu_has_native_bf16()
+    assert devices.autocast_dtype("cpu") == (torch.bfloat16 if native else torch.float32)
+    for choice, dtype in (("bf16", torch.bfloat16), ("fp32", torch.float32)):
+        monkeypatch.setenv("CLIPFORGET_CPU_AUTOCAST", choice)
+        assert devices.autocast_dtype("cpu") == dtype
+        with autocast(bundle):
+            out = torch.nn.functional.linear(torch.randn(2, 4), torch.randn(3, 4))
+        assert out.dtype == dtype

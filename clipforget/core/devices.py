@@ -2,15 +2,17 @@
 
 * :func:`resolve_device` -- ``auto`` means the first visible GPU, else the CPU;
 * :func:`configure_backends` -- TF32 matmuls / convolutions and cuDNN autotuning on CUDA (inputs have fixed sizes);
-* :func:`autocast_dtype` -- bf16 on the CPU and on GPUs that have it (Ampere and later), fp16 on older GPUs. Training
-  runs under the same autocast as inference and clipforget uses no gradient scaler, so bf16 (fp32's exponent range)
-  is what keeps small gradients from underflowing; it is also what the CPU path has always used (docs/decisions.md
-  D8-backends);
+* :func:`autocast_dtype` -- bf16 on GPUs that have it (Ampere and later), fp16 on older GPUs; on the CPU bf16 only
+  where the processor computes it natively (AMX or AVX-512 BF16), else fp32 (emulated bf16 made forward + backward
+  2.5x slower on the project's machines: docs/decisions.md D15). Training runs under the same autocast as inference
+  and clipforget uses no gradient scaler, so bf16 (fp32's exponent range) is what keeps small gradients from
+  underflowing (docs/decisions.md D8-backends). ``CLIPFORGET_CPU_AUTOCAST=bf16|fp32`` overrides the CPU choice;
 * :func:`worker_devices` -- one local worker per visible GPU, else one on the CPU.
 """
 
 from __future__ import annotations
 
+import functools
 import os
 
 import torch
@@ -56,11 +58,25 @@ def configure_threads(threads: int | None) -> None:
 
 
 def autocast_dtype(device: str | torch.device) -> torch.dtype:
-    """The autocast dtype of the module docstring."""
+    """The autocast dtype of the module docstring (``torch.float32``: no autocast)."""
     kind = torch.device(device).type
     if kind == "cuda":
         return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-    return torch.bfloat16
+    choice = os.environ.get("CLIPFORGET_CPU_AUTOCAST", "").strip().lower()
+    if choice in ("bf16", "fp32"):
+        return torch.bfloat16 if choice == "bf16" else torch.float32
+    return torch.bfloat16 if cpu_has_native_bf16() else torch.float32
+
+
+@functools.cache
+def cpu_has_native_bf16() -> bool:
+    """Whether this CPU computes bf16 in hardware (AMX-BF16 or AVX-512 BF16; read from ``/proc/cpuinfo``)."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as fh:
+            flags = {flag for line in fh if line.startswith("flags") for flag in line.split(":", 1)[1].split()}
+    except OSError:
+        return False
+    return bool(flags & {"amx_bf16", "avx512_bf16"})
 
 
 def describe_device(device: str | torch.device, local: str | torch.device | None = None) -> str:

@@ -14,9 +14,12 @@ from .factory import ClipBundle
 
 
 def autocast(bundle: ClipBundle) -> torch.autocast:
-    """bf16 autocast on CPU (AMX/AVX-512 make it ~2x faster) and on GPUs with bf16, fp16 on older GPUs
-    (:func:`clipforget.core.devices.autocast_dtype`); numerics stay fp32 where it matters."""
-    return torch.autocast(bundle.device.type, dtype=autocast_dtype(bundle.device))
+    """bf16 autocast on GPUs with bf16 and on CPUs that compute it natively, fp16 on older GPUs, none (fp32) on other
+    CPUs (:func:`clipforget.core.devices.autocast_dtype`); numerics stay fp32 where it matters."""
+    dtype = autocast_dtype(bundle.device)
+    if dtype == torch.float32:
+        return torch.autocast(bundle.device.type, enabled=False)
+    return torch.autocast(bundle.device.type, dtype=dtype)
 
 
 @torch.no_grad()

@@ -24,7 +24,7 @@ from .training_data import imagenet_display_names
 
 @torch.no_grad()
 def image_embeddings(bundle: ClipBundle, images: torch.Tensor, batch: int = 500) -> torch.Tensor:
-    """Eval-mode unit image embeddings exactly as clipforget encodes them (bf16 autocast, channels_last)."""
+    """Eval-mode unit image embeddings exactly as clipforget encodes them (its autocast, channels_last)."""
     return encode_images(bundle, images, batch_size=batch)
 
 
