@@ -8,7 +8,8 @@ image tower, so the result is an ordinary weight edit:
 * ModifiedResNet (RN50, embedded): ``attnpool.c_proj`` -- ``W <- P W``, ``b <- P b`` (it is the attention pool's
   output projection, whose output is the embedding);
 * VisionTransformer: ``proj`` -- ``proj <- proj P``;
-* open_clip's timm tower (the v2 ``embedded``): ``head.proj`` -- a linear map, ``W <- P W``, ``b <- P b``.
+* open_clip's timm tower: ``head.proj`` (linear projection, the v2 ``embedded``) or ``head.mlp.fc2`` (MLP projection,
+  ``embedded`` v3) -- a linear map, ``W <- P W``, ``b <- P b``.
 
 Limitation (by design): it acts on the whole label, not on a subgroup -- when forget and retain images share the
 label (subgroup settings) the retained images lose it too.
@@ -53,7 +54,7 @@ def project_output(visual: torch.nn.Module, proj: torch.Tensor) -> str:
         if getattr(visual, "proj", None) is not None:
             visual.proj.copy_((visual.proj.float() @ proj).to(visual.proj.dtype))
             return "proj"
-    raise ValueError("image tower has none of attnpool.c_proj, head.proj, proj: cannot fold the projection")
+    raise ValueError(f"image tower has none of {', '.join(OUTPUT_MAPS)}, proj: cannot fold the projection")
 
 
 def _linear_at(visual: torch.nn.Module, name: str) -> torch.nn.Linear | None:
@@ -61,7 +62,7 @@ def _linear_at(visual: torch.nn.Module, name: str) -> torch.nn.Linear | None:
     return module if isinstance(module, torch.nn.Linear) else None
 
 
-OUTPUT_MAPS = ("attnpool.c_proj", "head.proj")
+OUTPUT_MAPS = ("attnpool.c_proj", "head.proj", "head.mlp.fc2")
 
 
 def output_map(cfg: NullspaceConfig, bundle: ClipBundle) -> list[str] | None:

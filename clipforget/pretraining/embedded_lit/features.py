@@ -1,0 +1,183 @@
+"""Pooled trunk features of the recipe's training images, streamed through the locked tower and cached.
+
+The image trunk never trains in this recipe, so each training image goes through it exactly once: images are decoded
+a chunk at a time at model size (never a whole decoded data set in memory), encoded in eval mode, and only the pooled
+``F``-dim features are kept (fp16). One file per source under ``<cache>/features/``, keyed by the source, the trunk,
+the size and the selection, written atomically; a later build (any head or objective setting) reuses them.
+
+Sources (training splits only; evaluation images are never read here):
+
+* ``tiny``: Tiny-ImageNet ``train.zip``, the first ``tiny_per_class`` members of each wnid in name order; label = wnid;
+* ``cifar``: CIFAR-10 train, the first ``cifar_per_class`` images of each class; label = class name;
+* ``cifar-<style>``: the first ``style_per_class`` CIFAR-10 train images of each class in a PIL style (sketch, poster
+  art, black-and-white drawing: ``clipforget.data.styles``), styled at model size; label = class name;
+* ``monkeys``: every monkeys10 train photo; label = species folder name.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+import time
+import zipfile
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+from torch import nn
+
+from clipforget.core.atomic import write_atomic
+from clipforget.data.cifar10 import CIFAR10_CLASSES, load_cifar10_arrays
+from clipforget.data.images import IMAGE_SUFFIXES, list_image_files, open_image, to_model_size
+from clipforget.data.styles import STYLES, stylize
+
+from ..embedded.readers import data_root
+
+FORMAT_VERSION = 1
+CHUNK = 128
+
+Sample = tuple[torch.Tensor, str]  # uint8 3,S,S image and its label
+
+
+@dataclass(frozen=True)
+class FeatureSet:
+    """Pooled trunk features (fp16 ``N,F``) with one label per row."""
+
+    feats: torch.Tensor
+    labels: list[str]
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+
+def _tiny(root: Path, size: int, per_class: int) -> Iterator[Sample]:
+    archive = root / "tiny-imagenet" / "train.zip"
+    with zipfile.ZipFile(archive) as zf:
+        members: dict[str, list[zipfile.ZipInfo]] = {}
+        for info in sorted(zf.infolist(), key=lambda i: i.filename):
+            parts = Path(info.filename).parts
+            if info.is_dir() or len(parts) != 2 or Path(info.filename).suffix.lower() not in IMAGE_SUFFIXES:
+                continue
+            members.setdefault(parts[0], []).append(info)
+        for wnid, infos in members.items():
+            for info in infos[:per_class]:
+                try:
+                    with Image.open(io.BytesIO(zf.read(info))) as img:
+                        yield to_model_size(img.convert("RGB"), size), wnid
+                except Exception:  # a bad member is skipped, never fatal
+                    continue
+
+
+def _cifar(root: Path, size: int, per_class: int, style: str) -> Iterator[Sample]:
+    arrays, ids = load_cifar10_arrays("train", root)
+    ids = np.asarray(ids)
+    chosen = np.sort(np.concatenate([np.flatnonzero(ids == c)[:per_class] for c in range(len(CIFAR10_CLASSES))]))
+    for start in range(0, len(chosen), CHUNK):
+        part = chosen[start : start + CHUNK]
+        images = torch.stack([to_model_size(Image.fromarray(arrays[i]), size) for i in part])
+        if style != "photo":
+            images = stylize(images, style)
+        yield from zip(images, (CIFAR10_CLASSES[int(ids[i])] for i in part), strict=True)
+
+
+def _monkeys(root: Path, size: int) -> Iterator[Sample]:
+    folder = root / "monkeys10" / "train"
+    for path in list_image_files(folder):
+        if len(path.relative_to(folder).parts) != 2 or path.suffix.lower() not in IMAGE_SUFFIXES:
+            continue
+        try:
+            yield to_model_size(open_image(path), size), path.parent.name
+        except Exception:  # unreadable files are skipped, as every clipforget reader does
+            continue
+
+
+def style_source(style: str) -> str:
+    return "cifar-" + style.replace(" ", "_").replace("-", "_")
+
+
+def sources(
+    tiny_per_class: int, cifar_per_class: int, style_per_class: int
+) -> dict[str, tuple[str, Callable[[Path, int], Iterator[Sample]]]]:
+    """``name -> (selection, samples(root, size))`` for every training source of the recipe."""
+    out: dict[str, tuple[str, Callable[[Path, int], Iterator[Sample]]]] = {
+        "tiny": (f"first {tiny_per_class}", lambda root, size: _tiny(root, size, tiny_per_class)),
+        "cifar": (f"first {cifar_per_class}", lambda root, size: _cifar(root, size, cifar_per_class, "photo")),
+        "monkeys": ("all", _monkeys),
+    }
+    for style in STYLES[1:]:
+        out[style_source(style)] = (
+            f"first {style_per_class}",
+            lambda root, size, style=style: _cifar(root, size, style_per_class, style),
+        )
+    return out
+
+
+@torch.no_grad()
+def pooled_features(trunk: nn.Module, images: torch.Tensor) -> torch.Tensor:
+    """Eval-mode pooled trunk features of uint8 images, inputs normalised ``(x - 0.5) / 0.5``."""
+    x = (images.float() / 255.0 - 0.5) / 0.5
+    return trunk(x.contiguous(memory_format=torch.channels_last)).float()
+
+
+def encode_source(trunk: nn.Module, samples: Iterator[Sample], log: Callable[[str], None] | None = None) -> FeatureSet:
+    """Stream ``samples`` through ``trunk`` a chunk at a time."""
+    feats: list[torch.Tensor] = []
+    labels: list[str] = []
+    chunk: list[torch.Tensor] = []
+    chunk_labels: list[str] = []
+    started = time.perf_counter()
+
+    def flush() -> None:
+        if chunk:
+            feats.append(pooled_features(trunk, torch.stack(chunk)).half())
+            labels.extend(chunk_labels)
+            chunk.clear()
+            chunk_labels.clear()
+            if log and len(labels) % (CHUNK * 40) == 0:
+                log(f"{len(labels)} images, {len(labels) / (time.perf_counter() - started):.0f} img/s")
+
+    for image, label in samples:
+        chunk.append(image)
+        chunk_labels.append(label)
+        if len(chunk) == CHUNK:
+            flush()
+    flush()
+    return FeatureSet(torch.cat(feats) if feats else torch.zeros((0, 0), dtype=torch.float16), labels)
+
+
+def _path(cache: Path, name: str, trunk_name: str, size: int, selection: str, root: Path) -> Path:
+    key = hashlib.sha1(f"{name}|{trunk_name}|{size}|{selection}|{root.resolve()}|v{FORMAT_VERSION}".encode())
+    return cache / "features" / f"{name}-{trunk_name}-{size}px-{key.hexdigest()[:12]}.pt"
+
+
+def training_features(
+    trunk: nn.Module,
+    trunk_name: str,
+    size: int,
+    cache: Path,
+    root: str | os.PathLike | None,
+    tiny_per_class: int,
+    cifar_per_class: int,
+    style_per_class: int,
+    log: Callable[[str], None] = print,
+) -> dict[str, FeatureSet]:
+    """Features of every training source, computed once per (source, trunk, size, selection) and cached."""
+    base = data_root(root)
+    trunk = trunk.eval().to(memory_format=torch.channels_last)
+    out: dict[str, FeatureSet] = {}
+    for name, (selection, samples) in sources(tiny_per_class, cifar_per_class, style_per_class).items():
+        path = _path(cache, name, trunk_name, size, selection, base)
+        if path.is_file():
+            saved = torch.load(path, weights_only=True)
+            out[name] = FeatureSet(saved["feats"], list(saved["labels"]))
+            continue
+        started = time.perf_counter()
+        out[name] = encode_source(trunk, samples(base, size), lambda msg, name=name: log(f"features {name}: {msg}"))
+        state = {"feats": out[name].feats, "labels": out[name].labels}
+        write_atomic(path, lambda tmp, state=state: torch.save(state, tmp))
+        log(f"features {name}: {len(out[name])} images in {time.perf_counter() - started:.0f} s")
+    return out

