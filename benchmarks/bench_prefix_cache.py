@@ -94,8 +94,11 @@ def main() -> int:
                 folder = out / f"{task}-s{seed}-{mode}"
                 if not (folder / "metrics.json").exists():
                     cmd = [python(), "-m", "clipforget", *base, "--seed", str(seed), "--quiet", "--out", str(folder)]
+                    load_before = os.getloadavg()[0]
                     wall = run(cmd + ([] if mode == "cache" else ["--no-prefix-cache"]), env)
                     (folder / "wall_seconds.txt").write_text(f"{wall:.1f}\n")
+                    # the machine is shared: the 1-minute load average before and after the run
+                    (folder / "load.txt").write_text(f"{load_before:.2f} {os.getloadavg()[0]:.2f}\n")
                 m = json.loads((folder / "metrics.json").read_text())
                 wall = float((folder / "wall_seconds.txt").read_text())
                 prefix = (m.get("prefix_cache") or {}).get("seconds", 0.0)
@@ -103,7 +106,9 @@ def main() -> int:
                 row = {"task": task, "seed": seed, "mode": mode, "stages": m["stage_seconds"],
                        "evaluation": m["evaluation_seconds"], "prefix": prefix, "stages+eval": round(work, 1),
                        "wall": wall, "peak_rss_mb": m["peak_rss_mb"], "score": round(m["score"], 2),
-                       "alpha": m["alpha"], "prefix_cache": m.get("prefix_cache")}
+                       "alpha": m["alpha"], "prefix_cache": m.get("prefix_cache"),
+                       "load_1min": (folder / "load.txt").read_text().split() if (folder / "load.txt").exists()
+                       else None}
                 if index is not None:
                     row["audit"] = audit(folder, index, prompts, env)
                 pair[mode] = row

@@ -1,8 +1,10 @@
 import math
 
 import pytest
+import torch
 
 from clipforget.evaluation import ratio, score, summarize, zero_shot_accuracy
+from clipforget.models import encode
 
 
 def test_score_matches_paper_table1_rn50_ft_row():
@@ -57,3 +59,34 @@ def test_original_accuracies_are_cached_per_model_and_set(bundle, cifar_small, m
     changed = [EvalSet("a", cifar_small.subset(range(1, 100, 2)), classes)]  # same name, other images
     with pytest.raises(AssertionError, match="must not be recomputed"):
         evaluation.original_accuracies(bundle, changed)
+
+
+def test_class_texts_are_encoded_once_per_text_tower_and_kept_on_disk(bundle, tmp_path, monkeypatch):
+    """Evaluations, stages and curves ask for the same class texts many times (ImageNet's 1,000 classes: ~50 s on
+    one core); the text tower is encoded once per (text weights, templates, names), in the process or on disk."""
+    monkeypatch.setenv("CLIPFORGET_CACHE", str(tmp_path))
+    monkeypatch.setattr(encode, "_CLASS_TEXTS", {})
+    calls: list[int] = []
+    original_encode = bundle.model.encode_text
+    monkeypatch.setattr(bundle.model, "encode_text",
+                        lambda tokens: calls.append(len(tokens)) or original_encode(tokens))
+    names = ["cat", "dog", "monkey"]
+    first = encode.text_classifier(bundle, names)
+    assert len(calls) == 1 and first.shape[0] == 3
+    first.mul_(0)  # a caller changing its copy changes nothing kept
+    again = encode.text_classifier(bundle, names)
+    assert len(calls) == 1 and float(again.norm(dim=-1).min()) > 0.99
+    encode._CLASS_TEXTS.clear()  # a new process: read from disk
+    from_disk = encode.text_classifier(bundle, names)
+    assert len(calls) == 1 and torch.equal(from_disk, again)
+    assert list(tmp_path.glob("class_texts/*.safetensors"))
+    encode.text_classifier(bundle, ["cat", "dog"])  # other names: encoded
+    assert len(calls) == 2
+    text_param = [p for n, p in bundle.model.named_parameters() if n.startswith("text.")][-1]
+    with torch.no_grad():
+        text_param.add_(0.01)
+        try:
+            changed = encode.text_classifier(bundle, names)  # other text weights: encoded again
+        finally:
+            text_param.sub_(0.01)
+    assert len(calls) == 3 and not torch.equal(changed, again)

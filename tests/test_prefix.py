@@ -5,9 +5,16 @@ from __future__ import annotations
 import pytest
 import torch
 
+from clipforget.data.task import EvalSet
+from clipforget.methods.ours import ThreeStageConfig
 from clipforget.models.factory import create_model
 from clipforget.models.layers import adaptable_layers
 from clipforget.models.prefix import PrefixCache, plan_cut, prefix_activations, suffix_tower
+from clipforget.pipeline.run import run_method
+from clipforget.settings.cifar10 import Cifar10Sizes, cifar10_class_task
+from clipforget.stages.forget import ForgetConfig
+from clipforget.stages.remind import RemindConfig
+from clipforget.stages.restore import RestoreConfig
 
 
 def _last_third(visual: torch.nn.Module, x: torch.Tensor) -> list[str]:
@@ -83,3 +90,33 @@ def test_prefix_cache_encodes_each_set_once_and_round_trips_states() -> None:
     assert all(torch.equal(merged[k], full[k]) for k in full if k not in suffix)
     cache.release()
     assert cache.cached_bytes == 0
+
+
+def test_run_sends_every_image_once_through_the_prefix_and_none_through_the_full_tower(bundle, has_data,
+                                                                                       tmp_path) -> None:
+    """Every image of a run (task sets and every evaluation set, the original model's evaluation included) passes
+    the frozen layers once, inside the prefix cache; an evaluation set that bypassed the cache would go through the
+    tower's first stage again and break the count."""
+    sizes = Cifar10Sizes(forget=20, retain_per_class=4, calibration_forget=8, calibration_retain_per_class=2,
+                         eval_per_class=6, reference_tiny_per_class=0)
+    task, eval_sets = cifar10_class_task(bundle.image_size, seed=0, sizes=sizes, forget_class="airplane")
+    eval_sets.append(EvalSet("cifar10_again", eval_sets[1].images.subset(range(12)), eval_sets[1].classnames,
+                             "retain"))  # a second set of other tensors: it must be encoded too
+    cfg = ThreeStageConfig(forget=ForgetConfig(steps=2, fisher_samples=8),
+                           remind=RemindConfig(align_images=8, align_batch=8, align_steps=1, steps=2),
+                           restore=RestoreConfig(alphas=[0.0, 1.0]))
+    first_stage = bundle.model.visual.get_submodule(
+        plan_cut(bundle.model.visual, bundle.example_input(), bundle.tower_layers()[-3:]).stages[0])
+    seen: list[int] = []
+    hook = first_stage.register_forward_hook(lambda module, args, out: seen.append(int(args[0].shape[0])))
+    try:
+        result = run_method(bundle, task, tmp_path / "run", "ours", cfg, eval_sets, cache_original=False)
+    finally:
+        hook.remove()
+    assert result.prefixed is not None
+    images = sum(len(s) for s in (task.forget, task.retain, task.calibration_forget, task.calibration_retain,
+                                  task.reference) if s is not None) + sum(len(s.images) for s in eval_sets)
+    assert result.prefixed.cache.images_encoded == images
+    probes = sum(n for n in seen if n <= 2)  # forward-hook probes of the tower on example inputs (2 black images)
+    assert sum(seen) - probes == images, "an image went through the full tower outside the prefix cache"
+    result.prefixed.release()

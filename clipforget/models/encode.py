@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
+from safetensors.torch import load_file, save_file
 
+from clipforget.core.atomic import write_atomic
 from clipforget.core.devices import autocast_dtype
+from clipforget.core.paths import cache_dir
 from clipforget.data.prompts import fill, templates_for
 
 from .factory import ClipBundle
@@ -26,8 +30,47 @@ def autocast(bundle: ClipBundle) -> torch.autocast:
 def text_classifier(
     bundle: ClipBundle, classnames: Sequence[str], templates: Sequence[str] | None = None
 ) -> torch.Tensor:
-    """``C,D`` unit-norm class embeddings, each the normalised mean over templates (CLIP's prompt ensembling)."""
+    """``C,D`` unit-norm class embeddings, each the normalised mean over templates (CLIP's prompt ensembling).
+
+    Unlearning changes only the image tower, so the class texts of a model are the same for every run, stage, alpha
+    and path (prefix cache or full network): they are kept in the process and on disk (``<cache>/class_texts/``),
+    keyed by :func:`class_text_key` (the text side's weights, the templates and the class names).
+    """
     templates = tuple(templates or templates_for(bundle.config))
+    key = class_text_key(bundle, classnames, templates)
+    cached = _CLASS_TEXTS.get(key)
+    if cached is None:
+        path = cache_dir() / "class_texts" / f"{key}.safetensors"
+        try:
+            cached = load_file(str(path))["classifier"] if path.is_file() else None
+        except (OSError, RuntimeError, KeyError):  # a damaged file is recomputed
+            cached = None
+        if cached is None or cached.shape[0] != len(classnames):
+            cached = _encode_class_texts(bundle, classnames, templates).cpu()
+            write_atomic(path, lambda tmp: save_file({"classifier": cached.contiguous()}, tmp))
+        if len(_CLASS_TEXTS) >= _CLASS_TEXTS_KEPT:
+            _CLASS_TEXTS.pop(next(iter(_CLASS_TEXTS)))
+        _CLASS_TEXTS[key] = cached
+    return cached.to(bundle.device, copy=True)
+
+
+_CLASS_TEXTS: dict[str, torch.Tensor] = {}  # class_text_key -> C,D on the CPU, oldest first
+_CLASS_TEXTS_KEPT = 64
+
+
+def class_text_key(bundle: ClipBundle, classnames: Sequence[str], templates: Sequence[str]) -> str:
+    """What a text classifier depends on: the model spec, every parameter outside the image tower (by a float64
+    checksum, so a changed text tower never reuses old embeddings), the templates and the class names."""
+    digest = hashlib.sha1(str(bundle.spec).encode())
+    for name, param in bundle.model.named_parameters():
+        if not name.startswith("visual."):
+            digest.update(f"{name}:{tuple(param.shape)}:{float(param.detach().double().sum())!r}".encode())
+    for part in ("|", *templates, "|", *classnames):
+        digest.update(part.encode("utf-8", "replace") + b"\0")
+    return digest.hexdigest()[:24]
+
+
+def _encode_class_texts(bundle: ClipBundle, classnames: Sequence[str], templates: tuple[str, ...]) -> torch.Tensor:
     texts = [fill(t, name) for name in classnames for t in templates]
     tokens = bundle.tokenizer(texts).to(bundle.device)
     feats = F.normalize(bundle.model.encode_text(tokens).float(), dim=-1)
