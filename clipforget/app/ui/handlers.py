@@ -42,15 +42,6 @@ def _paths(files) -> list[str]:
     return [f if isinstance(f, str) else getattr(f, "name", None) or getattr(f, "path", str(f)) for f in files]
 
 
-def _subject(text: str) -> str:
-    """``a photo of a marmoset.`` -> ``marmoset`` (a forget text as the page names it)."""
-    text = text.strip().rstrip(".")
-    for lead in ("a photo of a ", "a photo of an ", "a photo of "):
-        if text.lower().startswith(lead):
-            return text[len(lead):]
-    return text
-
-
 class Handlers:
     """Callbacks bound to one :class:`AppServices` (see the module docstring)."""
 
@@ -298,7 +289,7 @@ class Handlers:
                    f"Score at α*: {view.metrics.get('score', float('nan')):.1f}")
         if d.get("skipped"):
             summary += f" · {len(d['skipped'])} input files skipped"
-        also = [_subject(t) for t in view.folder.forget_texts()]
+        also = view.folder.forgotten_names()
         if also:
             summary += f" · also forgotten as: {md(', '.join(also), 300)}"
         alphas = view.alphas(gal)
