@@ -186,7 +186,8 @@ def render_report(folder: RunFolder, inputs: ReportInputs) -> str:
         ("Also forgotten as", e(", ".join(forgotten)) or "—"),
         ("Timings", e(", ".join(f"{k} {v:.1f} s" for k, v in seconds.items())
                       + f"; method {metrics.get('method_seconds', 0):.1f} s, evaluation "
-                        f"{metrics.get('evaluation_seconds', 0):.1f} s, total {metrics.get('total_seconds', 0):.1f} s")),
+                      f"{metrics.get('evaluation_seconds', 0):.1f} s, total "
+                      f"{metrics.get('total_seconds', 0):.1f} s")),
     ]
     parts = [
         "<!doctype html><html lang='en'><head><meta charset='utf-8'>",
@@ -230,10 +231,10 @@ def _prompt_section(result: PromptResult) -> str:
                         f"<figcaption>{e(h.caption)}</figcaption></figure>" for h in hits)
         return f"<div class='side'><h4>{side}</h4><div class='strip'>{cells}</div></div>"
 
+    after_title = "θ(α) (➡ NEW: entered the top-k; ⚠ NEW FORGOTTEN: entered, of the forgotten subgroup)"
     return (f"<section class='prompt'><h3>“{e(result.prompt)}”</h3><p>{verdict}{where}; held-out images only.</p>"
             f"<div class='pair'>{strip(result.before, 'Original model (⬅ LEFT: gone from θ(α)’s top-k)')}"
-            f"{strip(result.after, 'θ(α) (➡ NEW: entered the top-k; ⚠ NEW FORGOTTEN: entered, of the forgotten subgroup)')}"
-            "</div></section>")
+            f"{strip(result.after, after_title)}</div></section>")
 
 
 def _jsonable(value: Any) -> Any:
