@@ -85,8 +85,8 @@ def gallery_items(thumbnail: Callable[[str], Path | str], hits: list[dict[str, A
     """``(thumbnail path or URL, caption)`` per retrieval hit; captions carry the marks of :func:`hit_mark`."""
     items = []
     for h in hits:
-        items_mark = hit_mark(h)
-        mark = f"{items_mark} " if items_mark else ""
+        marks = hit_mark(h)
+        mark = f"{marks} " if marks else ""
         try:
             path = str(thumbnail(h["path"]))
         except (ClipforgetError, OSError):
