@@ -26,6 +26,7 @@ from clipforget.jobs.spec import RunSpec
 from clipforget.models.weights import State, clone_state
 from clipforget.pipeline.curves import accuracy_figure
 from clipforget.pipeline.folder import RunFolder
+from clipforget.pipeline.report import run_gallery_masks
 from clipforget.retrieval.alpha_grid import AlphaGrid, same_alphas
 from clipforget.retrieval.search import search, top_k_rows
 from index_builder.alpha_grid import AlphaGridConfig, compute_alpha_grid
@@ -60,8 +61,7 @@ class RunView:
         self._before: dict[tuple[str, str, int], tuple[list[int], list[float]]] = {}
         self._base: dict[str, Any] | None = None
         self._figures: dict[float, str] = {}
-        self._trained: dict[str, np.ndarray] = {}
-        self._forgotten: dict[str, np.ndarray] = {}
+        self._gallery_masks: dict[str, tuple[np.ndarray, np.ndarray]] = {}
         self._tables: dict[float, tuple[list[str], list[list[Any]]]] = {}
         self._lock = threading.Lock()
 
@@ -208,34 +208,21 @@ class RunView:
         return (f"retrieval over a fixed sample of {len(rows):,} of the gallery's "
                 f"{len(self.galleries.get(self.model_spec, gallery)):,} images ({self.profile.name} run)")
 
+    def _masks(self, gallery: str) -> tuple[np.ndarray, np.ndarray]:
+        found = self._gallery_masks.get(gallery)
+        if found is None:
+            gal = self.galleries.get(self.model_spec, gallery)
+            found = self._gallery_masks[gallery] = run_gallery_masks(self.folder, gal.paths, gal.labels)
+        return found
+
     def trained_mask(self, gallery: str) -> np.ndarray:
         """``N`` booleans over the gallery's rows: images this run was trained on (a run made from a selection of
         this gallery; none otherwise). An audit scores a model on the other, held-out images only."""
-        found = self._trained.get(gallery)
-        if found is None:
-            gal = self.galleries.get(self.model_spec, gallery)
-            record = self.folder.trained_on()
-            trained = set(record.get("trained", [])) if record.get("gallery") == gallery else set()
-            found = np.fromiter((p in trained for p in gal.paths), dtype=bool, count=len(gal))
-            self._trained[gallery] = found
-        return found
+        return self._masks(gallery)[0]
 
     def forgotten_mask(self, gallery: str) -> np.ndarray:
-        """``N`` booleans: images of the forgotten subgroup -- the selection's forget images (both shares), or for
-        other runs the images whose gallery label names one of the texts the run forgot (``marmoset``)."""
-        found = self._forgotten.get(gallery)
-        if found is None:
-            gal = self.galleries.get(self.model_spec, gallery)
-            record = self.folder.trained_on()
-            if record.get("gallery") == gallery:
-                forget = set(record.get("forget", []))
-                found = np.fromiter((p in forget for p in gal.paths), dtype=bool, count=len(gal))
-            else:
-                names = [n.lower() for n in self.folder.forgotten_names() if n]
-                found = np.fromiter((any(n in label.lower() for n in names) for label in gal.labels), dtype=bool,
-                                    count=len(gal))
-            self._forgotten[gallery] = found
-        return found
+        """``N`` booleans: images of the forgotten subgroup (:func:`clipforget.pipeline.report.run_gallery_masks`)."""
+        return self._masks(gallery)[1]
 
     def _original_top(self, gallery: str, prompt: str, k: int, held_out_only: bool = False
                       ) -> tuple[list[int], list[float]]:

@@ -10,7 +10,6 @@ the run trained on, recorded in its ``trained_on.json``, are left out); without 
 from __future__ import annotations
 
 import argparse
-import os
 import time
 from pathlib import Path
 
@@ -20,7 +19,7 @@ from clipforget.core.devices import resolve_device
 from clipforget.jobs.spec import RunSpec
 from clipforget.models.encode import encode_text
 from clipforget.pipeline.folder import RunFolder
-from clipforget.pipeline.report import ReportInputs, held_out_audit, write_report
+from clipforget.pipeline.report import ReportInputs, held_out_audit, run_gallery_masks, write_report
 from clipforget.retrieval.index import load_index
 from index_builder.alpha_grid import embeddings_at
 
@@ -40,23 +39,6 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=cmd_report)
 
 
-def gallery_masks(run: RunFolder, paths: list[str], labels: list[str]) -> tuple[np.ndarray, np.ndarray]:
-    """``(trained, forgotten)`` booleans over a gallery's rows: images the run trained on, and images of the
-    forgotten subgroup (the selection's forget images, else labels naming a text the run forgot)."""
-    record = run.trained_on()
-    real = [os.path.realpath(p) for p in paths]
-    trained_paths = {os.path.realpath(p) for p in record.get("trained", [])}
-    trained = np.fromiter((p in trained_paths for p in real), dtype=bool, count=len(paths))
-    if record.get("forget"):
-        forget_paths = {os.path.realpath(p) for p in record["forget"]}
-        forgotten = np.fromiter((p in forget_paths for p in real), dtype=bool, count=len(paths))
-    else:
-        names = [n.lower() for n in run.forgotten_names() if n]
-        forgotten = np.fromiter((any(n in label.lower() for n in names) for label in labels), dtype=bool,
-                                count=len(paths))
-    return trained, forgotten
-
-
 def cmd_report(args: argparse.Namespace) -> int:
     apply_folders(args)
     started = time.perf_counter()
@@ -71,7 +53,7 @@ def cmd_report(args: argparse.Namespace) -> int:
         original = run.original_model(device)
         after = embeddings_at(original, run.unlearned_state(device), gallery, alpha, run.grid_dir(gallery.name))
         before = np.asarray(gallery.embeddings, dtype=np.float32)
-        trained, forgotten = gallery_masks(run, gallery.paths, gallery.labels)
+        trained, forgotten = run_gallery_masks(run, gallery.paths, gallery.labels)
         for prompt in args.prompt:
             query = encode_text(original, [prompt])[0].cpu().numpy().astype(np.float32)
             prompts.append(held_out_audit(prompt, query, before, after, args.k, gallery.labels, gallery.paths,

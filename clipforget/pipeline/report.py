@@ -91,6 +91,26 @@ def held_out_audit(prompt: str, query: np.ndarray, before: np.ndarray, after: np
                         "entered"), int(trained.sum()), gallery, len(paths))
 
 
+def run_gallery_masks(folder: RunFolder, paths: list[str], labels: list[str]) -> tuple[np.ndarray, np.ndarray]:
+    """``(trained, forgotten)`` booleans over a gallery's rows: the images the run trained on (a run made from a
+    selection of this gallery, ``trained_on.json``), and the images of the forgotten subgroup -- the selection's
+    forget images, and every image whose gallery label names a text the run forgot (``marmoset``)."""
+    import os
+
+    record = folder.trained_on()
+    real = [os.path.realpath(p) for p in paths] if record else []
+    trained_paths = {os.path.realpath(p) for p in record.get("trained", [])}
+    forget_paths = {os.path.realpath(p) for p in record.get("forget", [])}
+    trained = np.fromiter((p in trained_paths for p in real), dtype=bool, count=len(real)) if record \
+        else np.zeros(len(paths), dtype=bool)
+    names = [n.lower() for n in folder.forgotten_names() if n]
+    forgotten = np.fromiter((any(n in label.lower() for n in names) for label in labels), dtype=bool,
+                            count=len(labels))
+    if forget_paths:
+        forgotten |= np.fromiter((p in forget_paths for p in real), dtype=bool, count=len(real))
+    return trained, forgotten
+
+
 @dataclass
 class ReportInputs:
     """What a report shows besides the run folder's own files."""
