@@ -78,7 +78,7 @@ def main(argv: list[str] | None = None) -> None:
     for v in views:
         v.grid("demo")
     timings = []
-    for attempt in range(4):  # the first one fills the views' caches (prompt similarities)
+    for _ in range(4):  # the first one fills the views' caches (prompt similarities)
         started = time.perf_counter()
         compare.compare_runs(views, "marmoset", "demo")
         timings.append(round(time.perf_counter() - started, 3))

@@ -22,19 +22,20 @@ def demo_app_url(tmp_path_factory):
     sync_playwright = _playwright()
     from test_app_client import free_port
 
-    from clipforget.app.config import AppConfig
+    from clipforget.app.config import BUILTIN_GALLERIES, AppConfig
     from clipforget.app.service import AppServices
     from clipforget.app.ui import build_ui, launch_kwargs
+    from clipforget.core.paths import data_root
     from clipforget.models.factory import DEFAULT_MODEL, find_bundled_checkpoint
 
     if find_bundled_checkpoint(DEFAULT_MODEL) is None:
         pytest.skip(f"assets/{DEFAULT_MODEL} is not built")
+    missing = [part for part in BUILTIN_GALLERIES["demo"] if not (data_root() / part).is_dir()]
+    if missing:
+        pytest.skip(f"the demo gallery's folders are missing under the data root: {', '.join(missing)}")
     cache = tmp_path_factory.mktemp("browser_loop") / "cache"
     service = AppServices.create(AppConfig(model=DEFAULT_MODEL, cache_dir=str(cache), backend="thread"))
-    try:
-        service.galleries.get(DEFAULT_MODEL, "demo")  # what the first search of a new server builds (once)
-    except Exception as err:  # noqa: BLE001 - no demo data on this machine
-        pytest.skip(f"the demo gallery cannot be indexed here: {err}")
+    service.galleries.get(DEFAULT_MODEL, "demo")  # what the first search of a new server builds (once)
     demo = build_ui(service, default_profile="quick")
     demo.launch(prevent_thread_lock=True, quiet=True, **launch_kwargs(service, "127.0.0.1", free_port()))
     yield demo.local_url, sync_playwright

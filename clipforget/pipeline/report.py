@@ -246,7 +246,7 @@ def _prompt_section(result: PromptResult) -> str:
     where = f" in <i>{e(result.gallery)}</i> ({result.gallery_images:,} images{excluded})" if result.gallery else ""
 
     def strip(hits: list[ReportHit], side: str) -> str:
-        cells = "".join(f"<figure class='{e(h.mark)}{' forgotten' if h.forgotten else ''}'>"
+        cells = "".join(f"<figure class='{' '.join(c for c in (h.mark, 'forgotten' if h.forgotten else '') if c)}'>"
                         f"<img alt='{e(h.label)}' src='{thumbnail_data_uri(h.image_path)}'>"
                         f"<figcaption>{e(h.caption)}</figcaption></figure>" for h in hits)
         return f"<div class='side'><h4>{side}</h4><div class='strip'>{cells}</div></div>"
