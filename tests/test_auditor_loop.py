@@ -179,3 +179,22 @@ def test_report_command_writes_the_same_kind_of_file(selection_run, tmp_path, ca
     own = out.read_text(encoding="utf-8").replace(get_plotlyjs(), "")
     assert own.count("data:image/jpeg;base64,") == 10 and str(tmp) not in own
     assert "python -m clipforget unlearn --forget forget/ --retain retain/ --label airplane" in own
+
+
+def test_a_clicked_thumbnail_becomes_a_pick_of_this_workspace_only(selection_run):
+    service, owner, run_id, _ = selection_run
+    handlers = Handlers(service)
+    view = service.runs.open(owner, run_id)
+    shown = view.retrieve("a photo of a ship", 0.0, "tiny")["after"]
+    empty = {"gallery": "", "forget": [], "retain": []}
+    picks, text = handlers.pick_after("retain", empty, run_id, 0.0, "a photo of a ship", "tiny",
+                                      SimpleNamespace(index=2), _request(service, owner))
+    assert picks["gallery"] == "tiny" and len(picks["retain"]) == 1 and "1 for the retain set" in text
+    assert service.tokens.image_row(owner, "tiny", picks["retain"][0]) == shown[2]["id"]
+    unchanged, _ = handlers.pick_after("off", picks, run_id, 0.0, "a photo of a ship", "tiny",
+                                       SimpleNamespace(index=0), _request(service, owner))
+    assert unchanged == picks  # picking is off: a click adds nothing
+    intruder = service.workspaces.new_id()
+    with pytest.raises(DataError):  # another workspace cannot even open the run the picks come from
+        handlers.pick_after("forget", empty, run_id, 0.0, "a photo of a ship", "tiny", SimpleNamespace(index=0),
+                            _request(service, intruder))
