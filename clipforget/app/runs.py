@@ -208,7 +208,8 @@ class Runs:
                      "calibration": f"held out from the selection ({counts['forget_heldout']} forget / "
                                     f"{counts['retain_heldout']} retain), never trained on"}
         try:
-            title = f"Gallery {request.gallery}: forget '{(label or '').strip()}'"
+            what = request.forget_prompt.strip() or f"{len(request.forget_rows)} picked images"
+            title = f"Gallery {request.gallery}: forget '{what}' from '{(label or '').strip()}'"
             return self.start_upload(owner, upload_id, label, retain_label, model, profile, forget_prompts,
                                      from_selection={"described": described, "trained_on": record, "title": title})
         except BaseException:
