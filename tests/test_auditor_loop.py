@@ -70,7 +70,7 @@ def test_new_images_of_the_forgotten_subgroup_get_their_own_mark():
     assert hit_mark({"mark": "entered", "forgotten": True}) == "⚠ NEW FORGOTTEN"
     assert hit_mark({"mark": "entered", "forgotten": False}) == "➡ NEW"
     assert hit_mark({"mark": "left", "forgotten": True}) == "⬅ LEFT"
-    assert hit_mark({"mark": "", "trained": True}) == "🎓 TRAINED ON"
+    assert hit_mark({"mark": "", "trained": True}) == "● TRAINED ON"
 
 
 def _request(service, owner: str):

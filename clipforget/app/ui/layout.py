@@ -180,7 +180,7 @@ def build_layout(services: AppServices, default_profile: str = "fast") -> Layout
                 gr.Markdown("A prompt's top-k (the original model's ranking in this gallery) and images you pick "
                             "become the forget set; another prompt's top-k minus those, and picked images, the "
                             "retain set. A fifth of each is held out for calibration and evaluation and never "
-                            "trained on; the retrieval panel marks images a run trained on (🎓 TRAINED ON).")
+                            "trained on; the retrieval panel marks images a run trained on (● TRAINED ON).")
                 with gr.Row():
                     sel_forget_prompt = gr.Textbox(value="marmoset", label="Forget: prompt", max_length=200, scale=3)
                     sel_forget_k = gr.Number(value=40, precision=0, minimum=0, maximum=2000, label="top-k", scale=1)

@@ -70,14 +70,14 @@ def run_choices(runs: list[dict[str, Any]]) -> list[tuple[str, str]]:
 
 def hit_mark(hit: dict[str, Any]) -> str:
     """A retrieval hit's marks: ``⬅ LEFT`` (gone from θ(α)'s top-k), ``➡ NEW`` (entered it), ``⚠ NEW FORGOTTEN``
-    (entered it but of the forgotten subgroup), ``🎓 TRAINED ON`` (an image the run trained on: not an audit's)."""
+    (entered it but of the forgotten subgroup), ``● TRAINED ON`` (an image the run trained on: not an audit's)."""
     marks = []
     if hit.get("mark") == "entered" and hit.get("forgotten"):
         marks.append("⚠ NEW FORGOTTEN")
     elif hit.get("mark"):
         marks.append({"left": "⬅ LEFT", "entered": "➡ NEW"}.get(hit["mark"], ""))
     if hit.get("trained"):
-        marks.append("🎓 TRAINED ON")
+        marks.append("● TRAINED ON")
     return " ".join(m for m in marks if m)
 
 
