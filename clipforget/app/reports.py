@@ -17,8 +17,10 @@ MAX_PROMPTS = 6
 
 def report_prompts(view: RunView, prompt: str) -> list[str]:
     """The audit prompts: the one typed in the retrieval panel, then the texts the run forgot (at most six)."""
-    texts = [prompt.strip(), *view.folder.forget_texts()]
-    return [t for t in dict.fromkeys(texts) if t][:MAX_PROMPTS]
+    texts: dict[str, str] = {}
+    for text in [prompt.strip(), *view.folder.forget_texts()]:
+        texts.setdefault(text.rstrip(".").lower(), text)  # "a photo of a marmoset." is the typed prompt again
+    return [t for t in texts.values() if t][:MAX_PROMPTS]
 
 
 def prompt_result(view: RunView, prompt: str, alpha: float, gallery: str, k: int = REPORT_K) -> PromptResult:
