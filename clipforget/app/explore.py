@@ -50,7 +50,6 @@ class RunView:
         self.config = folder.config()
         self.metrics = folder.metrics()
         self.chosen_alpha = folder.chosen_alpha
-        self.calibration_curve = folder.calibration().get("curve", [])
         self.eval_curve = folder.eval_curve()
         self.model_spec = folder.model_spec or config.model
         self.profile = get_profile(self.spec.profile if self.spec and self.spec.profile in PROFILES else "fast")
@@ -58,7 +57,7 @@ class RunView:
         self._grids: dict[str, Any] = {}  # gallery -> clipforget.alpha_grid.AlphaGrid
         self._grid_f32: dict[str, np.ndarray] = {}
         self._sims: OrderedDict[tuple[str, str], np.ndarray] = OrderedDict()
-        self._before: dict[tuple[str, str, int], tuple[list[int], list[float]]] = {}
+        self._before: dict[tuple[str, str, int, bool], tuple[list[int], list[float]]] = {}
         self._base: dict[str, Any] | None = None
         self._figures: dict[float, str] = {}
         self._gallery_masks: dict[str, tuple[np.ndarray, np.ndarray]] = {}
