@@ -20,14 +20,15 @@ from clipforget.core.atomic import read_json
 from clipforget.core.errors import DataError
 from clipforget.core.progress import ProgressFn
 from clipforget.evaluation import summarize
-from clipforget.jobs.execute import EVAL_CURVE
 from clipforget.jobs.models import ModelCache
 from clipforget.jobs.profiles import PROFILES, get_profile
 from clipforget.jobs.spec import RunSpec
 from clipforget.models.weights import State, clone_state
+from clipforget.pipeline.curves import accuracy_figure
 from clipforget.pipeline.folder import RunFolder
+from clipforget.pipeline.report import run_gallery_masks
 from clipforget.retrieval.alpha_grid import AlphaGrid, same_alphas
-from clipforget.retrieval.search import search
+from clipforget.retrieval.search import search, top_k_rows
 from index_builder.alpha_grid import AlphaGridConfig, compute_alpha_grid
 
 from . import validate
@@ -49,17 +50,17 @@ class RunView:
         self.config = folder.config()
         self.metrics = folder.metrics()
         self.chosen_alpha = folder.chosen_alpha
-        self.calibration_curve = folder.calibration().get("curve", [])
-        self.eval_curve = read_json(folder.path / EVAL_CURVE).get("curve", [])
+        self.eval_curve = folder.eval_curve()
         self.model_spec = folder.model_spec or config.model
         self.profile = get_profile(self.spec.profile if self.spec and self.spec.profile in PROFILES else "fast")
         self._states: tuple[dict, dict] | None = None
         self._grids: dict[str, Any] = {}  # gallery -> clipforget.alpha_grid.AlphaGrid
         self._grid_f32: dict[str, np.ndarray] = {}
         self._sims: OrderedDict[tuple[str, str], np.ndarray] = OrderedDict()
-        self._before: dict[tuple[str, str, int], tuple[list[int], list[float]]] = {}
+        self._before: dict[tuple[str, str, int, bool], tuple[list[int], list[float]]] = {}
         self._base: dict[str, Any] | None = None
         self._figures: dict[float, str] = {}
+        self._gallery_masks: dict[str, tuple[np.ndarray, np.ndarray]] = {}
         self._tables: dict[float, tuple[list[str], list[list[Any]]]] = {}
         self._lock = threading.Lock()
 
@@ -127,29 +128,8 @@ class RunView:
 
     def _base_figure(self) -> dict[str, Any]:
         """The figure without the current-alpha marker, as plotly's JSON-ready dict (built once per view)."""
-        if self._base is not None:
-            return self._base
-        import plotly.graph_objects as go
-
-        fig = go.Figure()
-        roles = {s["name"]: s.get("role") for s in self.eval_sets()}
-        for key, dash in (("forget", "dash"), ("retain", "dash")):
-            if self.calibration_curve and key in self.calibration_curve[0]:
-                fig.add_trace(go.Scatter(
-                    x=[r["alpha"] for r in self.calibration_curve], y=[100 * r[key] for r in self.calibration_curve],
-                    name=f"calibration {key}", mode="lines+markers", line={"dash": dash}))
-        if self.eval_curve:
-            for key in (k for k in self.eval_curve[0] if k != "alpha"):
-                label = f"{key} ({'forget' if roles.get(key) == 'target' else 'keep'})"
-                fig.add_trace(go.Scatter(x=[r["alpha"] for r in self.eval_curve],
-                                         y=[100 * r[key] for r in self.eval_curve], name=label, mode="lines"))
-        fig.add_vline(x=self.chosen_alpha, line_dash="dot", line_color="gray",
-                      annotation_text=f"calibrated α*={self.chosen_alpha:.2f}", annotation_position="top left")
-        # the y range leaves room above 100 % so a line at 100 % is not cut by the plot's top edge
-        fig.update_layout(xaxis_title="α (0 = original, 1 = unlearned)", yaxis_title="zero-shot accuracy %",
-                          xaxis_range=[0, 1], yaxis_range=[-2, 106], height=360, margin={"l": 50, "r": 20, "t": 30,
-                          "b": 40}, legend={"orientation": "h", "y": -0.25})
-        self._base = fig.to_plotly_json()
+        if self._base is None:
+            self._base = accuracy_figure(self.folder)
         return self._base
 
     # retrieval
@@ -227,19 +207,39 @@ class RunView:
         return (f"retrieval over a fixed sample of {len(rows):,} of the gallery's "
                 f"{len(self.galleries.get(self.model_spec, gallery)):,} images ({self.profile.name} run)")
 
-    def _original_top(self, gallery: str, prompt: str, k: int) -> tuple[list[int], list[float]]:
-        key = (gallery, prompt, k)
+    def _masks(self, gallery: str) -> tuple[np.ndarray, np.ndarray]:
+        found = self._gallery_masks.get(gallery)
+        if found is None:
+            gal = self.galleries.get(self.model_spec, gallery)
+            found = self._gallery_masks[gallery] = run_gallery_masks(self.folder, gal.paths, gal.labels)
+        return found
+
+    def trained_mask(self, gallery: str) -> np.ndarray:
+        """``N`` booleans over the gallery's rows: images this run was trained on (a run made from a selection of
+        this gallery; none otherwise). An audit scores a model on the other, held-out images only."""
+        return self._masks(gallery)[0]
+
+    def forgotten_mask(self, gallery: str) -> np.ndarray:
+        """``N`` booleans: images of the forgotten subgroup (:func:`clipforget.pipeline.report.run_gallery_masks`)."""
+        return self._masks(gallery)[1]
+
+    def _original_top(self, gallery: str, prompt: str, k: int, held_out_only: bool = False
+                      ) -> tuple[list[int], list[float]]:
+        excluded = self.trained_mask(gallery) if held_out_only else None
+        held_out_only = excluded is not None and bool(excluded.any())
+        key = (gallery, prompt, k, held_out_only)
         found = self._before.get(key)
         if found is None:
             gal = self.galleries.get(self.model_spec, gallery)
             query = self.galleries.text_embedding(self.model_spec, prompt)
             rows = self.grid(gallery).rows
-            if rows is None:
+            if rows is None and not held_out_only:
                 scores, ids = search(gal.index, query, k)
                 found = ([int(i) for i in ids[0] if i >= 0], [float(x) for x in scores[0]])
-            else:  # a sampled grid: the original model's top-k among the same images
+            else:  # a sampled grid (the original model's top-k among the same images) or a held-out audit
+                rows = np.arange(len(gal)) if rows is None else np.asarray(rows)
                 sims = gal.embeddings[rows] @ query
-                top = _top_k(sims, k)
+                top = top_k_rows(sims, k, excluded[rows] if held_out_only else None)
                 found = ([int(rows[i]) for i in top], [float(sims[i]) for i in top])
             with self._lock:  # explore events run concurrently (clipforget.app.ui.blocks)
                 self._before[key] = found
@@ -247,8 +247,11 @@ class RunView:
                     self._before.pop(next(iter(self._before)))
         return found
 
-    def retrieve(self, prompt: str, alpha: float, gallery: str, k: int | None = None) -> dict[str, Any]:
-        """Top-k of ``prompt`` before (original index) and after (theta(alpha)), with what left / entered."""
+    def retrieve(self, prompt: str, alpha: float, gallery: str, k: int | None = None, held_out_only: bool = False
+                 ) -> dict[str, Any]:
+        """Top-k of ``prompt`` before (original index) and after (theta(alpha)), with what left / entered; every hit
+        says whether the run trained on it and whether it is of the forgotten subgroup. ``held_out_only``: images
+        the run trained on are left out of both top-ks (an audit's view)."""
         alpha = validate.alpha(alpha)
         prompt = validate.short_text(prompt, "the prompt")
         if not prompt:
@@ -256,21 +259,25 @@ class RunView:
         gal = self.galleries.get(self.model_spec, gallery)
         grid = self.grid(gallery)
         k = min(k or self.app_config.top_k, len(grid))
-        before, before_scores = self._original_top(gallery, prompt, k)
+        trained, forgotten = self.trained_mask(gallery), self.forgotten_mask(gallery)
+        before, before_scores = self._original_top(gallery, prompt, k, held_out_only)
         sims = self._similarities(gallery, prompt)[grid.nearest(alpha)]
-        top = _top_k(sims, k)
         rows = grid.rows
-        after = [int(rows[i]) if rows is not None else int(i) for i in top]
+        grid_rows = np.asarray(rows) if rows is not None else np.arange(len(gal))
+        top = top_k_rows(sims, k, trained[grid_rows] if held_out_only else None)
+        after = [int(grid_rows[i]) for i in top]
         left, entered = set(before) - set(after), set(after) - set(before)
 
         def items(ids, sc, marks, mark):
             return [{"id": i, "label": gal.labels[i], "path": gal.paths[i], "score": float(s),
-                     "mark": mark if i in marks else ""} for i, s in zip(ids, sc, strict=True)]
+                     "mark": mark if i in marks else "", "trained": bool(trained[i]),
+                     "forgotten": bool(forgotten[i])} for i, s in zip(ids, sc, strict=True)]
 
         return {"before": items(before, before_scores, left, "left"),
                 "after": items(after, sims[top], entered, "entered"),
                 "grid_alpha": float(grid.alphas[grid.nearest(alpha)]),
-                "left": sorted(left), "entered": sorted(entered), "gallery": gallery, "alpha": alpha}
+                "left": sorted(left), "entered": sorted(entered), "gallery": gallery, "alpha": alpha,
+                "held_out_only": held_out_only, "trained_in_gallery": int(trained.sum())}
 
     def memory_bytes(self) -> int:
         """Roughly what this view holds in memory (float32 grids and per-prompt similarities)."""
@@ -306,9 +313,3 @@ def _alpha_label(alpha: float) -> dict[str, Any]:
     right = alpha > 0.8  # the label stays inside the plot
     return {"text": f"α={alpha:.2f}", "x": alpha, "xref": "x", "y": 0, "yref": "y domain", "showarrow": False,
             "xanchor": "right" if right else "left", "yanchor": "bottom"}
-
-
-def _top_k(scores: np.ndarray, k: int) -> np.ndarray:
-    """Positions of the ``k`` highest ``scores``, best first (ties: lower position first)."""
-    top = np.argpartition(-scores, k - 1)[:k] if k < len(scores) else np.arange(len(scores))
-    return top[np.lexsort((top, -scores[top]))]

@@ -90,6 +90,21 @@ class WorkspaceTokens:
             return None
         return workspace
 
+    def image_handle(self, workspace: str, gallery: str, row: int) -> str:
+        """A handle of gallery image ``row`` that only ``workspace`` can use (a picked image in the retrieval panel):
+        ``<row>-<signature>``; another workspace's handle, or a made-up one, resolves to nothing."""
+        return f"{int(row)}-{self._signature(f'{gallery}|{int(row)}', f'image|{workspace}')}"
+
+    def image_row(self, workspace: str, gallery: str, handle: object) -> int | None:
+        """The gallery row ``handle`` names for ``workspace`` (``None``: not one of its handles)."""
+        if not isinstance(handle, str) or len(handle) > 100 or "-" not in handle:
+            return None
+        row, _, signature = handle.partition("-")
+        if not row.isdigit() or len(row) > 9:
+            return None
+        expected = self._signature(f"{gallery}|{int(row)}", f"image|{workspace}")
+        return int(row) if hmac.compare_digest(signature, expected) else None
+
     def resolve(self, header: str | None, cookie: str | None) -> str | None:
         """The workspace a request names: its API header token when it sends one (a bad header names nothing, the
         cookie does not stand in for it), else its browser cookie; ``None`` when that token is not valid."""

@@ -15,7 +15,7 @@ Guards:
   event ids handed out and files in the outputs are bound to it;
 * ``upload`` -- Gradio's upload route: a token is required; the stored files are bound to the caller;
 * ``file`` -- Gradio's file route: only files given to the caller's workspace (an upload's, an event's output);
-* ``download`` -- the app's own export download: only the caller's workspace's exports;
+* ``download`` -- the app's own export and report downloads: only the caller's workspace's files;
 * ``thumbnail`` -- the app's own thumbnails of the shared retrieval galleries: any valid workspace token (every
   workspace may search every gallery), never a file outside the thumbnail folder.
 """
@@ -85,7 +85,7 @@ ROUTES: tuple[Route, ...] = (
     Route("upload", POST, rf"{API}/upload/?", "upload", ("files",), "Gradio's file upload"),
     Route("file", GET, rf"{API}/file(?:=|/)(?P<path>.+)", "file", purpose="a file Gradio gave this workspace"),
     Route("download", GET, r"/clipforget/download/(?P<name>[A-Za-z0-9_.\-]{1,200})", "download",
-          purpose="an export of this workspace (attachment)"),
+          purpose="an export or report of this workspace (attachment)"),
     Route("thumbnail", GET, r"/clipforget/thumb/(?P<name>[0-9a-f]{20}\.png)", "thumbnail",
           purpose="a retrieval result's thumbnail (shared galleries)"),
 )

@@ -16,7 +16,7 @@ from collections import OrderedDict
 from pathlib import Path
 from typing import Any
 
-from clipforget.core.atomic import read_json
+from clipforget.core.atomic import read_json, write_json
 from clipforget.core.errors import DataError
 from clipforget.jobs.backend import Backend, Snapshot
 from clipforget.jobs.models import ModelCache
@@ -24,7 +24,7 @@ from clipforget.jobs.profiles import get_profile
 from clipforget.jobs.spec import RunSpec
 from clipforget.pipeline.folder import STATES_ACTIVE, RunFolder
 
-from . import uploads
+from . import selection, uploads
 from .config import AppConfig
 from .explore import RunView
 from .galleries import Galleries
@@ -98,8 +98,10 @@ class Runs:
 
     # starting ------------------------------------------------------------------------------------------------------
     def start(self, owner: str, title: str, setting: str, options: dict[str, Any], model: str | None = None,
-              profile: str = "fast", gallery: str | None = None, source: dict[str, Any] | None = None) -> Snapshot:
-        """Queue a run; returns at once. The job's snapshot tells state, per-stage progress and elapsed time."""
+              profile: str = "fast", gallery: str | None = None, source: dict[str, Any] | None = None,
+              run_files: dict[str, Any] | None = None) -> Snapshot:
+        """Queue a run; returns at once. The job's snapshot tells state, per-stage progress and elapsed time.
+        ``run_files``: JSON files written into the run folder before it is queued (e.g. ``trained_on.json``)."""
         get_profile(profile)
         self.workspaces.path(owner)
         resolved = self.policy.resolve(model, owner)
@@ -110,6 +112,8 @@ class Runs:
                        gallery=gallery or None,
                        gallery_sources=[str(p) for p in self.galleries.sources(gallery)] if gallery else [],
                        source=source)
+        for name, value in (run_files or {}).items():
+            write_json(self.runs_dir / spec.run_id / name, value)
         return self._public(self.backend.submit(spec, self.runs_dir / spec.run_id), spec)
 
     def start_preset(self, owner: str, name: str, choice: str | None, model: str | None = None,
@@ -121,8 +125,8 @@ class Runs:
                           source={"preset": name, "option": choice, "described": preset.describe(choice)})
 
     def start_upload(self, owner: str, upload_id: str, label: str, retain_label: str | None = None,
-                     model: str | None = None, profile: str = "fast", forget_prompts: list[str] | None = None
-                     ) -> Snapshot:
+                     model: str | None = None, profile: str = "fast", forget_prompts: list[str] | None = None,
+                     from_selection: dict[str, Any] | None = None) -> Snapshot:
         """A run on the uploaded forget / retain (/ calibration) galleries of ``upload_id``; ``forget_prompts``: texts
         the forget images must stop matching besides the label (the method mines more itself)."""
         root = self.upload_root(owner, upload_id)
@@ -157,9 +161,60 @@ class Runs:
                    "forget_prompts": [str(p)[:300] for p in forget_prompts or []][:20] or None}
         described = {"forget": "uploaded gallery", "retain": "uploaded gallery",
                      "calibration": "uploaded" if calibration else "held out from the uploads"}
-        return self.start(owner, f"Uploads: forget '{label}'", "folders", options, model, profile,
+        title, run_files = f"Uploads: forget '{label}'", None
+        if from_selection is not None:  # made from a gallery selection (start_selection)
+            described, title = from_selection["described"], from_selection["title"]
+            run_files = {RunFolder.TRAINED_ON: from_selection["trained_on"]}
+        return self.start(owner, title, "folders", options, model, profile,
                           source={"upload": upload_id, "label": label, "retain_label": retain_label,
-                                  "described": described, "shared_files": len(shared)})
+                                  "described": described, "shared_files": len(shared)}, run_files=run_files)
+
+    def start_selection(self, owner: str, request: selection.SelectionRequest, label: str,
+                        retain_label: str | None = None, model: str | None = None, profile: str = "fast",
+                        forget_prompts: list[str] | None = None, index_model: str | None = None) -> Snapshot:
+        """A run on images of a retrieval gallery: ``request``'s prompts' top-k (the original model ``index_model``'s
+        ranking, default the app's model) and picked rows become upload folders in the caller's workspace, a fifth
+        held out; the run folder records which gallery images trained it (``trained_on.json``)."""
+        self.policy.resolve(model, owner)  # refuse before copying anything
+        gallery = self.galleries.get(index_model or self.config.model, request.gallery)
+        for row in [*request.forget_rows, *request.retain_rows]:
+            if not 0 <= row < len(gallery):
+                raise DataError("a picked image is not in this gallery")
+
+        def query(prompt: str):
+            prompt = (prompt or "").strip()
+            return self.galleries.text_embedding(index_model or self.config.model, prompt) if prompt else None
+
+        chosen = selection.build_selection(gallery, query(request.forget_prompt), query(request.retain_prompt),
+                                           request)
+        upload_id = self.new_upload_id()
+        root = self.upload_root(owner, upload_id)
+        left = self.quota_left(owner)
+        c = self.config
+        limits = uploads.UploadLimits(c.max_upload_mb, c.max_total_upload_mb, c.max_files, c.max_pixels, left)
+        selection.write_selection(chosen, root, limits, (retain_label or "").strip() or None)
+
+        def said(prompt: str, k: int, picked: int) -> str:
+            parts = [f"top-{k} of '{prompt.strip()}'" if prompt.strip() and k else "", f"{picked} picked"
+                     if picked else ""]
+            return " + ".join(p for p in parts if p) + f" in gallery {request.gallery}"
+
+        record = selection.trained_on_record(chosen)
+        counts = record["counts"]
+        forget_said = said(request.forget_prompt, request.forget_k, len(request.forget_rows))
+        retain_said = said(request.retain_prompt, request.retain_k, len(request.retain_rows))
+        described = {"forget": f"{len(chosen.forget)} images: {forget_said}",
+                     "retain": f"{len(chosen.retain)} images: {retain_said} (minus the forget images)",
+                     "calibration": f"held out from the selection ({counts['forget_heldout']} forget / "
+                                    f"{counts['retain_heldout']} retain), never trained on"}
+        try:
+            what = request.forget_prompt.strip() or f"{len(request.forget_rows)} picked images"
+            title = f"Gallery {request.gallery}: forget '{what}' from '{(label or '').strip()}'"
+            return self.start_upload(owner, upload_id, label, retain_label, model, profile, forget_prompts,
+                                     from_selection={"described": described, "trained_on": record, "title": title})
+        except BaseException:
+            shutil.rmtree(root, ignore_errors=True)  # a refused run leaves no copy of the selection
+            raise
 
     # uploads and disk ----------------------------------------------------------------------------------------------
     def upload_root(self, owner: str, upload_id: str) -> Path:

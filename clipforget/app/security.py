@@ -185,9 +185,11 @@ class SecurityMiddleware:
         if route.guard == "download":
             name = match.group("name")
             target = self.download(owner, name) if self.download else None
-            await self._serve_file(target, method, send_with_headers, b"application/zip", [
+            # a report (HTML) is a download too, never a page of the app's origin: no type a browser renders
+            kind = b"application/zip" if name.endswith(".zip") else b"application/octet-stream"
+            await self._serve_file(target, method, send_with_headers, kind, [
                 (b"content-disposition", f"attachment; filename*=UTF-8''{quote(name)}".encode("latin-1")),
-                (b"cache-control", b"no-store")])
+                (b"cache-control", b"no-store"), (b"content-security-policy", FILE_CSP.encode())])
             return
         if route.guard == "thumbnail":
             await self._serve_thumbnail(match.group("name"), method, send_with_headers)

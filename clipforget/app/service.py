@@ -22,6 +22,7 @@ from .export import export_run
 from .galleries import Galleries
 from .identity import WorkspaceTokens
 from .messages import Scrubber
+from .reports import report_prompts, write_view_report
 from .runs import Runs
 from .workspaces import Workspaces
 
@@ -84,6 +85,13 @@ class AppServices:
         """Zip theta(alpha) of the owner's run (default: the calibrated alpha) with a model card."""
         self.runs.require_quota(owner)
         return export_run(self.runs.open(owner, run_id), self.workspaces.exports_dir(owner), alpha)
+
+    def report(self, owner: str, run_id: str, alpha: float, prompt: str, gallery: str) -> Path:
+        """Write the owner's run's audit report (one self-contained HTML file) into the workspace's exports."""
+        self.runs.require_quota(owner)
+        view = self.runs.open(owner, run_id)
+        return write_view_report(view, self.workspaces.exports_dir(owner), alpha, report_prompts(view, prompt),
+                                 gallery)
 
     def thumbnail_path(self, name: str) -> Path | None:
         """A gallery thumbnail for the thumbnail route (galleries are shared: any workspace may see them)."""

@@ -21,7 +21,7 @@ from clipforget.core.errors import DataError
 
 LAST_USED = ".last_used"
 _ID = re.compile(r"w[A-Za-z0-9]{8,63}")
-EXPORT_NAME = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9._-]{0,199}\.zip")
+EXPORT_NAME = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9._-]{0,199}\.(?:zip|html)")  # model zips, audit reports
 
 
 def export_stem(run_id: str, alpha: float) -> str:

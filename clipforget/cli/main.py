@@ -7,9 +7,9 @@ import sys
 
 from clipforget.core.errors import ClipforgetError
 
-from . import audit, bench, pretrain, run, worker
+from . import audit, bench, pretrain, report, run, worker
 
-COMMANDS = (run, bench, audit, pretrain, worker)  # each has register(subparsers), setting `func(args) -> int`
+COMMANDS = (run, bench, audit, report, pretrain, worker)  # each has register(subparsers), setting `func(args) -> int`
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -33,7 +33,7 @@ from .models import ModelCache
 from .profiles import RunProfile, get_profile
 from .spec import RunSpec
 
-EVAL_CURVE = "eval_curve.json"
+EVAL_CURVE = RunFolder.EVAL_CURVE
 
 
 def loader_workers(device: str) -> int:

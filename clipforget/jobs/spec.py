@@ -47,3 +47,31 @@ class RunSpec:
             return None
         known = {f for f in cls.__dataclass_fields__}
         return cls(**{k: v for k, v in data.items() if k in known})
+
+    def reproduce_command(self) -> str:
+        """The CLI command that runs this spec again (folders named by their role, never by their server path;
+        the app's profile is the CLI's size preset of the same name's data)."""
+        model = str(self.source.get("model", self.model))
+        model = model if ":" in model or "/" not in model else Path(model).name
+        if self.setting == "folders":
+            opts = self.options
+            parts = ["python -m clipforget unlearn --forget forget/ --retain retain/",
+                     f"--label {_quote(str(opts.get('label', '')))}"]
+            if opts.get("retain_label"):
+                parts.append(f"--retain-label {_quote(str(opts['retain_label']))}")
+            if opts.get("calibration_dir"):
+                parts.append("--calibration calibration/")
+            parts += [f"--forget-prompt {_quote(str(p))}" for p in opts.get("forget_prompts") or []]
+        else:
+            parts = [f"python -m clipforget run {self.setting}"]
+            parts += [f"--{k.replace('_', '-')} {_quote(str(v))}" for k, v in self.options.items()
+                      if k in ("forget_class", "forget_style") and v is not None]
+        parts += [f"--model {_quote(model)}", f"--method {self.method}", f"--seed {self.seed}",
+                  f"--out runs/{self.run_id}", f"  # app profile '{self.profile}'"]
+        return " ".join(parts)
+
+
+def _quote(text: str) -> str:
+    import shlex
+
+    return shlex.quote(text)

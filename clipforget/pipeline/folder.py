@@ -36,6 +36,15 @@ def pid_alive(pid: int | None) -> bool:
     return True
 
 
+def forget_text_subject(text: str) -> str:
+    """``a photo of a marmoset.`` -> ``marmoset`` (a forget text as a person names it)."""
+    text = text.strip().rstrip(".")
+    for lead in ("a photo of a ", "a photo of an ", "a photo of "):
+        if text.lower().startswith(lead):
+            return text[len(lead):]
+    return text
+
+
 class RunFolder:
     """One run on disk (see the module docstring)."""
 
@@ -45,6 +54,8 @@ class RunFolder:
     METRICS = "metrics.json"
     ALPHA_CURVE = "alpha_curve.json"
     METHOD_LOG = "method_log.json"
+    EVAL_CURVE = "eval_curve.json"  # every evaluation set's accuracy on the alpha grid (written by the app's worker)
+    TRAINED_ON = "trained_on.json"  # which gallery images trained the run and which were held out (selections)
 
     def __init__(self, path: str | os.PathLike):
         self.path = Path(path)
@@ -104,6 +115,19 @@ class RunFolder:
         """The texts the run made the forget images stop matching besides their label: the user's and the ones the
         method found (``mined``); empty for methods without them."""
         return [str(t) for t in self.method_log().get("forget_texts") or []]
+
+    def forgotten_names(self) -> list[str]:
+        """:meth:`forget_texts` as the names they say (``a photo of a marmoset.`` -> ``marmoset``)."""
+        return [forget_text_subject(t) for t in self.forget_texts()]
+
+    def eval_curve(self) -> list[dict[str, float]]:
+        return list(read_json(self.path / self.EVAL_CURVE).get("curve", []))
+
+    def trained_on(self) -> dict[str, Any]:
+        """For a run made from a gallery selection: ``{"gallery": name, "trained": [paths], "heldout": [paths],
+        "forget": [paths]}`` (the gallery images it trained on, those held out for calibration and evaluation, and
+        the selection's forget images, both shares); empty for other runs."""
+        return read_json(self.path / self.TRAINED_ON)
 
     def write_progress(self, progress: dict[str, Any]) -> None:
         write_json(self.path / self.PROGRESS, {**progress, "updated": time.time()})

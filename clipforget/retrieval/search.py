@@ -192,3 +192,17 @@ def compare(before_hits: Sequence[Hit], after_hits: Sequence[Hit], subgroup: Sub
         share_before = sum(map(pred, before)) / len(before) if before else 0.0
         share_after = sum(map(pred, after)) / len(after) if after else 0.0
     return Comparison(before, after, left, entered, share_before, share_after, rank_change)
+
+
+def top_k_rows(scores: np.ndarray, k: int, excluded: np.ndarray | None = None) -> np.ndarray:
+    """Positions of the ``k`` highest ``scores``, best first (ties: lower position first), never a position where
+    the boolean mask ``excluded`` is set (e.g. images the model was trained on, for a held-out audit)."""
+    scores = np.asarray(scores, dtype=np.float32)
+    if excluded is not None and excluded.any():
+        allowed = np.flatnonzero(~excluded)
+        return allowed[top_k_rows(scores[allowed], k)]
+    k = min(k, len(scores))
+    if k <= 0:
+        return np.zeros(0, dtype=np.int64)
+    top = np.argpartition(-scores, k - 1)[:k] if k < len(scores) else np.arange(len(scores))
+    return top[np.lexsort((top, -scores[top]))]

@@ -21,7 +21,8 @@ from .render import CSS
 
 WRAPPED = ("init", "check_model", "check_uploads", "start_from_preset", "start_from_uploads", "after_run",
            "do_cancel", "refresh_runs", "delete_run", "open_run", "set_alpha", "gallery_changed", "do_export",
-           "new_api_token", "preset_changed", "watch")
+           "new_api_token", "preset_changed", "watch", "do_report", "pick", "pick_after", "clear",
+           "start_from_selection", "compare_choices", "compare")
 
 
 # Gradio recomputes its monitoring summary (a pandas group-by over the last 10,000 events) after every event unless
@@ -80,6 +81,22 @@ def build_ui(services: AppServices, default_profile: str = "fast") -> gr.Blocks:
                                **explore)
         ui.export_btn.click(f["do_export"], [ui.alpha, ui.run_id], [ui.export_file], api_name="export",
                             preprocess=False)
+        ui.report_btn.click(f["do_report"], [ui.alpha, ui.run_id, ui.prompt, ui.gallery_name], [ui.report_file],
+                            api_name="report", preprocess=False)
+        pick_inputs = [ui.pick_target, ui.picks, ui.run_id, ui.alpha, ui.prompt, ui.gallery_name]
+        ui.before.select(f["pick"], pick_inputs, [ui.picks, ui.picks_msg], api_visibility="private")
+        ui.after.select(f["pick_after"], pick_inputs, [ui.picks, ui.picks_msg], api_visibility="private")
+        ui.clear_picks.click(f["clear"], None, [ui.picks, ui.picks_msg], api_visibility="private")
+        ui.start_selection.click(
+            f["start_from_selection"], [ui.gallery_name, ui.sel_forget_prompt, ui.sel_forget_k, ui.sel_retain_prompt,
+                                        ui.sel_retain_k, ui.sel_label, ui.sel_retain_label, ui.sel_also, ui.picks,
+                                        ui.run_id, ui.model, ui.profile],
+            [ui.job_id, ui.status, ui.selection_msg], api_name="start_selection").success(
+            f["watch"], [ui.job_id], [ui.status], concurrency_limit=None, api_name="watch_start_selection").then(
+            f["after_run"], [ui.job_id], [ui.runs, ui.model], api_visibility="private")
+        ui.compare_refresh.click(f["compare_choices"], None, [ui.compare_runs], api_name="compare_choices", **explore)
+        ui.compare_btn.click(f["compare"], [ui.compare_runs, ui.compare_prompt, ui.gallery_name],
+                             [ui.compare_plot, ui.compare_metrics, ui.compare_top], api_name="compare", **explore)
         ui.api_token.click(f["new_api_token"], None, [ui.api_token_out], api_name="new_api_token")
     demo.queue(default_concurrency_limit=4)
     return demo

@@ -25,7 +25,7 @@ from gradio.components.plot import PlotData
 from clipforget.core.errors import ClipforgetError, DataError
 from clipforget.pipeline.folder import STATES_ACTIVE
 
-from .. import validate
+from .. import compare, selection, validate
 from ..messages import md
 from ..presets import PRESETS
 from ..service import AppServices
@@ -40,15 +40,6 @@ def _paths(files) -> list[str]:
         return []
     files = files if isinstance(files, list) else [files]
     return [f if isinstance(f, str) else getattr(f, "name", None) or getattr(f, "path", str(f)) for f in files]
-
-
-def _subject(text: str) -> str:
-    """``a photo of a marmoset.`` -> ``marmoset`` (a forget text as the page names it)."""
-    text = text.strip().rstrip(".")
-    for lead in ("a photo of a ", "a photo of an ", "a photo of "):
-        if text.lower().startswith(lead):
-            return text[len(lead):]
-    return text
 
 
 class Handlers:
@@ -298,7 +289,7 @@ class Handlers:
                    f"Score at α*: {view.metrics.get('score', float('nan')):.1f}")
         if d.get("skipped"):
             summary += f" · {len(d['skipped'])} input files skipped"
-        also = [_subject(t) for t in view.folder.forget_texts()]
+        also = view.folder.forgotten_names()
         if also:
             summary += f" · also forgotten as: {md(', '.join(also), 300)}"
         alphas = view.alphas(gal)
@@ -328,6 +319,121 @@ class Handlers:
         return (f'<a href="clipforget/download/{html.escape(archive.name)}" download class="cf-download">'
                 f"⬇ {html.escape(archive.name)} ({size_mb:.1f} MB)</a> — served to this workspace only; removed "
                 "when the run is deleted or the server stops")
+
+    def do_report(self, a: float, rid: str, text: str, gal: str, request: gr.Request):
+        """Write the opened run's report (held-out audits at α) into the workspace's exports; a download link."""
+        owner = self.owner(request)
+        a = validate.alpha(a)
+        started = time.perf_counter()
+        report = self.s.report(owner, self._run_id(rid), a, validate.short_text(text, "the prompt"),
+                               self._gallery(gal))
+        size_kb = report.stat().st_size / 1e3
+        return (f'<a href="clipforget/download/{html.escape(report.name)}" download class="cf-download" '
+                f'id="cf-report-link">⬇ {html.escape(report.name)} ({size_kb:,.0f} KB, written in '
+                f"{time.perf_counter() - started:.1f} s)</a> — opens offline in any browser; served to this "
+                "workspace only, as a download")
+
+    # forget from the gallery -----------------------------------------------------------------------------------------
+    def pick(self, target: str, picks: dict, rid: str, a: float, text: str, gal: str, evt: gr.SelectData,
+             request: gr.Request):
+        """A click on a retrieval thumbnail adds that image (as a handle only this workspace can use) to the forget
+        or the retain picks."""
+        return self._pick(target, picks, rid, a, text, gal, evt, request, "before")
+
+    def pick_after(self, target: str, picks: dict, rid: str, a: float, text: str, gal: str, evt: gr.SelectData,
+                   request: gr.Request):
+        return self._pick(target, picks, rid, a, text, gal, evt, request, "after")
+
+    def _pick(self, target, picks, rid, a, text, gal, evt, request, side: str):
+        owner = self.owner(request)
+        picks = self._picks(picks)
+        if target not in ("forget", "retain"):
+            return picks, self._picks_text(picks)
+        gal = self._gallery(gal)
+        view = self.s.runs.open(owner, self._run_id(rid))
+        hits = view.retrieve(validate.short_text(text, "the prompt"), validate.alpha(a), gal)[side]
+        index = evt.index if isinstance(evt.index, int) else (evt.index or [0])[0]
+        if not isinstance(index, int) or not 0 <= index < len(hits):
+            raise DataError("pick a thumbnail of the retrieval panel")
+        if picks["gallery"] != gal:
+            picks = {"gallery": gal, "forget": [], "retain": []}
+        handle = self.s.tokens.image_handle(owner, gal, hits[index]["id"])
+        if handle not in picks[target]:
+            picks[target] = [*picks[target], handle][:500]
+        return picks, self._picks_text(picks)
+
+    @staticmethod
+    def _picks(picks: object) -> dict:
+        if not isinstance(picks, dict):
+            return {"gallery": "", "forget": [], "retain": []}
+        return {"gallery": str(picks.get("gallery") or ""), "forget": list(picks.get("forget") or [])[:500],
+                "retain": list(picks.get("retain") or [])[:500]}
+
+    @staticmethod
+    def _picks_text(picks: dict) -> str:
+        if not picks["forget"] and not picks["retain"]:
+            return "No images picked."
+        return (f"Picked in *{md(picks['gallery'])}*: {len(picks['forget'])} for the forget set, "
+                f"{len(picks['retain'])} for the retain set.")
+
+    def clear(self):
+        empty = {"gallery": "", "forget": [], "retain": []}
+        return empty, self._picks_text(empty)
+
+    def start_from_selection(self, gal: str, fprompt: str, fk: float, rprompt: str, rk: float, label_text: str,
+                             retain_text: str, also: str, picks: dict, rid: str, spec: str, prof: str,
+                             request: gr.Request):
+        """Start a run on the selection: prompts' top-k and picks of the gallery become its forget / retain sets."""
+        owner = self.owner(request)
+        gal = self._gallery(gal)
+        picks = self._picks(picks)
+        rows = {}
+        for side in ("forget", "retain"):
+            handles = picks[side] if picks["gallery"] == gal else []
+            rows[side] = [self.s.tokens.image_row(owner, gal, h) for h in handles]
+            if any(r is None for r in rows[side]):
+                raise DataError("some picked images are not this workspace's picks: pick them again")
+        asked = selection.SelectionRequest(
+            gal, validate.short_text(fprompt, "the forget prompt"), selection.check_k(fk, "the forget top-k"),
+            rows["forget"], validate.short_text(rprompt, "the retain prompt"),
+            selection.check_k(rk, "the retain top-k"), rows["retain"])
+        also = validate.short_text(also, "the 'also forget as' names", 300)
+        prompts = [f"a photo of a {name.strip()}." for name in also.split(",") if name.strip()]
+        index_model = None
+        rid = validate.short_text(rid, "the run id", 120)
+        if rid:  # the ranking the panel showed: the opened run's original model
+            index_model = self.s.runs.open(owner, rid).model_spec
+        snap = self.s.runs.start_selection(owner, asked, validate.short_text(label_text, "the label", 100),
+                                           validate.short_text(retain_text, "the retain label", 100) or None,
+                                           validate.short_text(spec, "the model", 300),
+                                           validate.short_text(prof, "the profile", 20) or "fast", prompts,
+                                           index_model)
+        msg = (f"Started **{md(snap.get('title', ''))}**: progress in tab 1; the run appears in the run list when "
+               "it is done.")
+        return snap["id"], render_status(snap, self.s.scrub), msg
+
+    # compare -------------------------------------------------------------------------------------------------------
+    def compare_choices(self, request: gr.Request):
+        runs = [r for r in self.s.runs.list_runs(self.owner(request)) if r["state"] == "done"]
+        choices = run_choices(runs)
+        return gr.update(choices=choices, value=[c[1] for c in choices[:3]] if len(choices) >= 2 else [])
+
+    def compare(self, rids: list, text: str, gal: str, request: gr.Request):
+        owner = self.owner(request)
+        rids = rids if isinstance(rids, list) else [rids]
+        ids = [self._run_id(r, "pick runs to compare") for r in rids][:compare.MAX_RUNS + 1]
+        views = [self.s.runs.open(owner, r) for r in ids]
+        result = compare.compare_runs(views, validate.short_text(text, "the prompt"), self._gallery(gal))
+        thumb = self._thumbnail_url(request)
+        blocks = []
+        for title, hits in result.top_k:
+            cells = "".join(f"<figure style='display:inline-block;margin:2px;width:100px;font-size:.7em'>"
+                            f"<img src='{html.escape(str(url))}' width='96' height='96' style='object-fit:contain'>"
+                            f"<figcaption>{html.escape(caption)}</figcaption></figure>"
+                            for url, caption in gallery_items(thumb, hits))
+            blocks.append(f"<div class='cf-compare-run'><b>{html.escape(title)}</b><div>{cells}</div></div>")
+        return (PlotData(type="plotly", plot=result.figure_json), pd.DataFrame(result.rows, columns=result.headers),
+                "\n".join(blocks))
 
     def new_api_token(self) -> str:
         """A token for a new, empty workspace (for scripts: send it in the ``X-Clipforget-Token`` header)."""

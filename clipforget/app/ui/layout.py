@@ -62,6 +62,28 @@ class Layout:
     api_token: gr.Button
     api_token_out: gr.Textbox
     forget_prompts: gr.Textbox
+    report_btn: gr.Button
+    report_file: gr.HTML
+    sel_forget_prompt: gr.Textbox
+    sel_forget_k: gr.Number
+    sel_retain_prompt: gr.Textbox
+    sel_retain_k: gr.Number
+    sel_label: gr.Textbox
+    sel_retain_label: gr.Textbox
+    sel_also: gr.Textbox
+    pick_target: gr.Radio
+    picks: gr.State
+    picks_msg: gr.Markdown
+    clear_picks: gr.Button
+    start_selection: gr.Button
+    selection_msg: gr.Markdown
+    compare_runs: gr.Dropdown
+    compare_refresh: gr.Button
+    compare_prompt: gr.Textbox
+    compare_btn: gr.Button
+    compare_plot: gr.Plot
+    compare_metrics: gr.Dataframe
+    compare_top: gr.HTML
 
     @property
     def explore_outputs(self) -> list:
@@ -151,6 +173,35 @@ def build_layout(services: AppServices, default_profile: str = "fast") -> Layout
             with gr.Row():
                 export_btn = gr.Button("Export θ(α) (safetensors + model card)")
                 export_file = gr.HTML("", label="Download")
+            with gr.Row():
+                report_btn = gr.Button("Report (one HTML file: curves, metrics, before / after top-k)")
+                report_file = gr.HTML("", label="Report", elem_id="cf-report")
+            with gr.Accordion("Forget from the gallery", open=False, elem_id="cf-selection"):
+                gr.Markdown("A prompt's top-k (the original model's ranking in this gallery) and images you pick "
+                            "become the forget set; another prompt's top-k minus those, and picked images, the "
+                            "retain set. A fifth of each is held out for calibration and evaluation and never "
+                            "trained on; the retrieval panel marks images a run trained on (● TRAINED ON).")
+                with gr.Row():
+                    sel_forget_prompt = gr.Textbox(value="marmoset", label="Forget: prompt", max_length=200, scale=3)
+                    sel_forget_k = gr.Number(value=40, precision=0, minimum=0, maximum=2000, label="top-k", scale=1)
+                    sel_retain_prompt = gr.Textbox(value="monkey", label="Retain: prompt", max_length=200, scale=3)
+                    sel_retain_k = gr.Number(value=200, precision=0, minimum=0, maximum=2000, label="top-k",
+                                             scale=1)
+                with gr.Row():
+                    sel_label = gr.Textbox(value="monkey", label="Coarse label the forget images lose",
+                                           max_length=100)
+                    sel_retain_label = gr.Textbox(value="monkey",
+                                                  label="Retain label (blank: each image's gallery label)",
+                                                  max_length=100)
+                    sel_also = gr.Textbox(label="Also forget as (optional, comma separated)", max_length=300)
+                with gr.Row():
+                    pick_target = gr.Radio(["off", "forget", "retain"], value="off",
+                                           label="A click on a retrieval thumbnail adds it to", scale=2)
+                    picks_msg = gr.Markdown("No images picked.")
+                    clear_picks = gr.Button("Clear picks", scale=1)
+                picks = gr.State({"gallery": "", "forget": [], "retain": []})
+                start_selection = gr.Button("Run on this selection", variant="primary")
+                selection_msg = gr.Markdown()
             with gr.Accordion("API access", open=False):
                 gr.Markdown("Scripts (gradio_client) get a workspace of their own automatically. To come back to "
                             "the same workspace later, create a token here once and send it in the "
@@ -158,8 +209,26 @@ def build_layout(services: AppServices, default_profile: str = "fast") -> Layout
                             "A token opens a new, empty workspace, never this page's.")
                 api_token = gr.Button("New API token")
                 api_token_out = gr.Textbox(label="API token (shown once; keep it secret)", interactive=False)
+        with gr.Tab("3 · Compare runs"):
+            with gr.Row():
+                compare_runs = gr.Dropdown([], multiselect=True, label="Finished runs to compare (2 or more)",
+                                           scale=4, elem_id="cf-compare-runs")
+                compare_refresh = gr.Button("↻ Refresh runs", scale=1)
+            with gr.Row():
+                compare_prompt = gr.Textbox(value="marmoset", label="Prompt (top-k under each run's θ(α*), held-out "
+                                            "images)", max_length=200, scale=4)
+                compare_btn = gr.Button("Compare", variant="primary", scale=1)
+            compare_plot = gr.Plot(label="Accuracy vs α, runs overlaid")
+            compare_metrics = gr.Dataframe(label="Metrics at each run's α*", interactive=False)
+            compare_top = gr.HTML("", elem_id="cf-compare-top")
     return Layout(job_id, run_id, model, profile, model_msg, preset, option, start_preset, forget_files,
                   retain_files, cal_files, label, retain_label, check, start_upload, upload_report, previews, skipped,
                   status, cancel, runs, refresh, open_btn, delete_btn, run_info, alpha, plot, metrics, prompt,
                   gallery_name, retrieval_msg, before, after, export_btn, export_file, api_token, api_token_out,
-                  forget_prompts)
+                  forget_prompts, report_btn=report_btn, report_file=report_file,
+                  sel_forget_prompt=sel_forget_prompt, sel_forget_k=sel_forget_k, sel_retain_prompt=sel_retain_prompt,
+                  sel_retain_k=sel_retain_k, sel_label=sel_label, sel_retain_label=sel_retain_label, sel_also=sel_also,
+                  pick_target=pick_target, picks=picks, picks_msg=picks_msg, clear_picks=clear_picks,
+                  start_selection=start_selection, selection_msg=selection_msg, compare_runs=compare_runs,
+                  compare_refresh=compare_refresh, compare_prompt=compare_prompt, compare_btn=compare_btn,
+                  compare_plot=compare_plot, compare_metrics=compare_metrics, compare_top=compare_top)

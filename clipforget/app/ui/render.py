@@ -68,11 +68,25 @@ def run_choices(runs: list[dict[str, Any]]) -> list[tuple[str, str]]:
     return out
 
 
+def hit_mark(hit: dict[str, Any]) -> str:
+    """A retrieval hit's marks: ``⬅ LEFT`` (gone from θ(α)'s top-k), ``➡ NEW`` (entered it), ``⚠ NEW FORGOTTEN``
+    (entered it but of the forgotten subgroup), ``● TRAINED ON`` (an image the run trained on: not an audit's)."""
+    marks = []
+    if hit.get("mark") == "entered" and hit.get("forgotten"):
+        marks.append("⚠ NEW FORGOTTEN")
+    elif hit.get("mark"):
+        marks.append({"left": "⬅ LEFT", "entered": "➡ NEW"}.get(hit["mark"], ""))
+    if hit.get("trained"):
+        marks.append("● TRAINED ON")
+    return " ".join(m for m in marks if m)
+
+
 def gallery_items(thumbnail: Callable[[str], Path | str], hits: list[dict[str, Any]]) -> list[tuple[str, str]]:
-    """``(thumbnail path or URL, caption)`` per retrieval hit; captions carry the ⬅ LEFT / ➡ NEW marks."""
+    """``(thumbnail path or URL, caption)`` per retrieval hit; captions carry the marks of :func:`hit_mark`."""
     items = []
     for h in hits:
-        mark = {"left": "⬅ LEFT ", "entered": "➡ NEW "}.get(h["mark"], "")
+        marks = hit_mark(h)
+        mark = f"{marks} " if marks else ""
         try:
             path = str(thumbnail(h["path"]))
         except (ClipforgetError, OSError):

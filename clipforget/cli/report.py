@@ -1,0 +1,72 @@
+"""``report``: a run's audit report as one self-contained HTML file (opens offline, small enough to e-mail).
+
+    python -m clipforget report --run runs/marmoset --index indexes/demo --prompt "a photo of a marmoset" \\
+        --prompt "a photo of a monkey" --out marmoset-report.html
+
+With ``--index`` the report holds each prompt's top-k before / after over that gallery's held-out images (images
+the run trained on, recorded in its ``trained_on.json``, are left out); without it, the curves and metrics only.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+
+import numpy as np
+
+from clipforget.core.devices import resolve_device
+from clipforget.jobs.spec import RunSpec
+from clipforget.models.encode import encode_text
+from clipforget.pipeline.folder import RunFolder
+from clipforget.pipeline.report import ReportInputs, held_out_audit, run_gallery_masks, write_report
+from clipforget.retrieval.index import load_index
+from index_builder.alpha_grid import embeddings_at
+
+from .common import add_folder_args, apply_folders
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("report", help="a run's audit report: one self-contained HTML file")
+    p.add_argument("--run", required=True, help="finished run folder")
+    p.add_argument("--index", default=None, help="gallery index folder for the retrieval audits")
+    p.add_argument("--prompt", action="append", default=[], help="audit prompt (repeatable)")
+    p.add_argument("--alpha", type=float, default=None, help="soup coefficient (default: the run's chosen alpha)")
+    p.add_argument("-k", "--k", type=int, default=20, help="top-k")
+    p.add_argument("--out", required=True, help="HTML file to write")
+    p.add_argument("--device", default="auto")
+    add_folder_args(p)
+    p.set_defaults(func=cmd_report)
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    apply_folders(args)
+    started = time.perf_counter()
+    run = RunFolder(args.run)
+    run.require_done()
+    alpha = run.chosen_alpha if args.alpha is None else float(args.alpha)
+    spec = RunSpec.read(run.path)
+    prompts = []
+    if args.index and args.prompt:
+        gallery = load_index(args.index)
+        device = resolve_device(args.device)
+        original = run.original_model(device)
+        after = embeddings_at(original, run.unlearned_state(device), gallery, alpha, run.grid_dir(gallery.name))
+        before = np.asarray(gallery.embeddings, dtype=np.float32)
+        trained, forgotten = run_gallery_masks(run, gallery.paths, gallery.labels)
+        for prompt in args.prompt:
+            query = encode_text(original, [prompt])[0].cpu().numpy().astype(np.float32)
+            prompts.append(held_out_audit(prompt, query, before, after, args.k, gallery.labels, gallery.paths,
+                                          trained, forgotten, gallery.name))
+    inputs = ReportInputs(alpha, prompts, title=spec.title if spec else run.name,
+                          model_label=str(spec.source.get("model", spec.model)) if spec else "",
+                          profile=spec.profile if spec else "", described=(spec.source or {}).get("described", {})
+                          if spec else {}, command=spec.reproduce_command() if spec else "")
+    out = write_report(run, inputs, Path(args.out))
+    for result in prompts:
+        b, a = result.forgotten_counts
+        fall = result.fall()
+        print(f'"{result.prompt}": forgotten subgroup in the held-out top-{args.k}: {b} -> {a}'
+              + (f" (fall {100 * fall:.0f} %)" if fall is not None else ""))
+    print(f"{out}: {out.stat().st_size / 1e3:.0f} KB in {time.perf_counter() - started:.1f} s")
+    return 0

@@ -1,0 +1,286 @@
+"""A run's audit report: one self-contained HTML file that opens offline in any browser and can be e-mailed.
+
+It holds the task, the model and the data (with hashes), alpha*, the metrics table with the Score, the accuracy-vs-
+alpha curves (plotly, its JavaScript inlined), the top-k before / after of the audit prompts as downscaled JPEG
+thumbnails (data URIs) with their marks, the texts forgotten, timings and the command that reproduces the run.
+
+Audits count only held-out images: whoever builds a :class:`PromptResult` leaves out the images the run trained on
+(:func:`held_out_audit` does, from a boolean mask), and the report says how many were left out. Nothing in the file
+names a server path: images are embedded, models and data are named as the user named them and by their hashes.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import html
+import io
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from clipforget.core.atomic import write_text
+from clipforget.retrieval.search import top_k_rows
+
+from .curves import accuracy_figure
+from .folder import RunFolder
+
+THUMBNAIL_PX = 96
+JPEG_QUALITY = 70
+MARKS = {"left": "⬅ LEFT", "entered": "➡ NEW"}
+
+
+@dataclass
+class ReportHit:
+    """One image of a top-k: where to read it (server side, never written out), its label, score and marks."""
+
+    image_path: str
+    label: str
+    score: float
+    mark: str = ""  # "left" (before: gone from theta(alpha)'s top-k) / "entered" (after: new in it) / ""
+    forgotten: bool = False  # of the forgotten subgroup
+
+    @property
+    def caption(self) -> str:
+        marks = ["⚠ NEW FORGOTTEN"] if self.mark == "entered" and self.forgotten else [MARKS.get(self.mark, "")]
+        return " ".join(m for m in (*marks, f"{self.score:.2f}", self.label) if m)
+
+
+@dataclass
+class PromptResult:
+    """One audit prompt: top-k before (original model) and after (theta(alpha)) over the held-out images."""
+
+    prompt: str
+    before: list[ReportHit]
+    after: list[ReportHit]
+    excluded_trained: int = 0  # gallery images left out because the run trained on them
+    gallery: str = ""
+    gallery_images: int = 0
+
+    @property
+    def forgotten_counts(self) -> tuple[int, int]:
+        return sum(h.forgotten for h in self.before), sum(h.forgotten for h in self.after)
+
+    def fall(self) -> float | None:
+        """Share of the forgotten subgroup's images in the top-k that are gone after unlearning (``None``: none
+        were there)."""
+        b, a = self.forgotten_counts
+        return None if b == 0 else 1.0 - a / b
+
+
+def held_out_audit(prompt: str, query: np.ndarray, before: np.ndarray, after: np.ndarray, k: int,
+                   labels: list[str], paths: list[str], trained: np.ndarray, forgotten: np.ndarray,
+                   gallery: str = "") -> PromptResult:
+    """The top-``k`` of ``query`` among the images the run did not train on (``trained`` False), with the original
+    embeddings ``before`` and theta(alpha)'s ``after`` (``N,D``, unit norm); marks what left and entered."""
+    sims_before = np.asarray(before, dtype=np.float32) @ query
+    sims_after = np.asarray(after, dtype=np.float32) @ query
+    top_before = [int(i) for i in top_k_rows(sims_before, k, trained)]
+    top_after = [int(i) for i in top_k_rows(sims_after, k, trained)]
+    left, entered = set(top_before) - set(top_after), set(top_after) - set(top_before)
+
+    def hits(rows: list[int], sims: np.ndarray, moved: set[int], mark: str) -> list[ReportHit]:
+        return [ReportHit(paths[i], labels[i], float(sims[i]), mark if i in moved else "", bool(forgotten[i]))
+                for i in rows]
+
+    return PromptResult(prompt, hits(top_before, sims_before, left, "left"), hits(top_after, sims_after, entered,
+                        "entered"), int(trained.sum()), gallery, len(paths))
+
+
+def run_gallery_masks(folder: RunFolder, paths: list[str], labels: list[str]) -> tuple[np.ndarray, np.ndarray]:
+    """``(trained, forgotten)`` booleans over a gallery's rows: the images the run trained on (a run made from a
+    selection of this gallery, ``trained_on.json``), and the images of the forgotten subgroup -- the selection's
+    forget images, and every image whose gallery label names a text the run forgot (``marmoset``)."""
+    import os
+
+    record = folder.trained_on()
+    real = [os.path.realpath(p) for p in paths] if record else []
+    trained_paths = {os.path.realpath(p) for p in record.get("trained", [])}
+    forget_paths = {os.path.realpath(p) for p in record.get("forget", [])}
+    trained = np.fromiter((p in trained_paths for p in real), dtype=bool, count=len(real)) if record \
+        else np.zeros(len(paths), dtype=bool)
+    names = [n.lower() for n in folder.forgotten_names() if n]
+    forgotten = np.fromiter((any(n in label.lower() for n in names) for label in labels), dtype=bool,
+                            count=len(labels))
+    if forget_paths:
+        forgotten |= np.fromiter((p in forget_paths for p in real), dtype=bool, count=len(real))
+    return trained, forgotten
+
+
+@dataclass
+class ReportInputs:
+    """What a report shows besides the run folder's own files."""
+
+    alpha: float
+    prompts: list[PromptResult] = field(default_factory=list)
+    title: str = ""
+    model_label: str = ""  # the base model as the user named it
+    profile: str = ""
+    described: dict[str, Any] = field(default_factory=dict)  # forget / retain / calibration, in words
+    command: str = ""  # the command that reproduces the run
+    metrics_table: tuple[list[str], list[list[Any]]] | None = None  # default: metrics.json (at alpha*)
+
+
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while chunk := handle.read(1 << 20):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def model_hash(folder: RunFolder) -> str:
+    """sha256 of theta(alpha*)'s weights file (``model/*.safetensors``)."""
+    files = sorted((folder.path / "model").glob("*.safetensors"))
+    return file_sha256(files[0]) if files else ""
+
+
+def data_hash(folder: RunFolder) -> str:
+    """The data's hash: a selection's (sha256 over its images' bytes, recorded when it was made), else sha256 of
+    what the run recorded about its task (``task.json``: counts, classes)."""
+    recorded = folder.trained_on().get("data_sha256")
+    if recorded:
+        return str(recorded)
+    task = folder.path / "task.json"
+    return file_sha256(task) if task.is_file() else ""
+
+
+def saved_metrics_table(folder: RunFolder) -> tuple[list[str], list[list[Any]]]:
+    """The run's metrics at alpha* (``metrics.json``) with the Score row."""
+    metrics = folder.metrics()
+    headers = ["set", "role", "images", "original %", f"θ(α*={folder.chosen_alpha:.2f}) %", "ratio"]
+    rows: list[list[Any]] = [[name, v.get("role", ""), v.get("images", ""), round(100 * v["acc_original"], 1),
+                              round(100 * v["acc"], 1), round(v["ratio"], 3)]
+                             for name, v in metrics.get("zero_shot", {}).items()]
+    rows.append(["Score", "", "", "", "", round(float(metrics.get("score", float("nan"))), 1)])
+    return headers, rows
+
+
+def thumbnail_data_uri(path: str, size: int = THUMBNAIL_PX, quality: int = JPEG_QUALITY) -> str:
+    """A downscaled JPEG of the image as a ``data:`` URI (re-encoded from decoded pixels)."""
+    from PIL import Image
+
+    with Image.open(path) as image:
+        image = image.convert("RGB")
+        image.thumbnail((size, size))
+        buf = io.BytesIO()
+        image.save(buf, format="JPEG", quality=quality, optimize=True)
+    return "data:image/jpeg;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
+
+
+def render_report(folder: RunFolder, inputs: ReportInputs) -> str:
+    """The report as one HTML document (see the module docstring)."""
+    import plotly.offline
+
+    e = html.escape
+    metrics = folder.metrics()
+    config = folder.config()
+    headers, rows = inputs.metrics_table or saved_metrics_table(folder)
+    figure = accuracy_figure(folder)
+    layout = figure.setdefault("layout", {})
+    layout.setdefault("shapes", []).append({"type": "line", "x0": inputs.alpha, "x1": inputs.alpha, "xref": "x",
+                                            "y0": 0, "y1": 1, "yref": "y domain", "line": {"color": "crimson"}})
+    sizes = config.get("sizes", {})
+    seconds = metrics.get("stage_seconds", {})
+    forgotten = folder.forgotten_names()
+    table = "".join(["<tr>" + "".join(f"<th>{e(str(h))}</th>" for h in headers) + "</tr>"]
+                    + ["<tr>" + "".join(f"<td>{e(str(c))}</td>" for c in row) + "</tr>" for row in rows])
+    facts = [
+        ("Task", f"{inputs.title or folder.name} (task <code>{e(str(config.get('task', '')))}</code>)"),
+        ("Forgotten", e(str(inputs.described.get("forget", config.get("task", ""))))),
+        ("Kept", e(str(inputs.described.get("retain", "")))),
+        ("Base model", f"<code>{e(inputs.model_label or Path(folder.model_spec).name)}</code>"),
+        ("θ(α*) weights sha256", f"<code>{e(model_hash(folder))}</code>"),
+        ("Data", f"{sizes.get('forget', '?')} forget / {sizes.get('retain', '?')} retain training images; "
+                 f"calibration and evaluation (held out, never trained on) {sizes.get('calibration_forget', '?')} "
+                 f"forget / {sizes.get('calibration_retain', '?')} retain"),
+        ("Data sha256", f"<code>{e(data_hash(folder))}</code>"),
+        ("Zero-shot classes", e(", ".join(config.get("classnames", [])))),
+        ("Calibrated α*", f"{folder.chosen_alpha:.2f}"),
+        ("Audit α", f"{inputs.alpha:.2f}"),
+        ("Run profile", e(inputs.profile or "?")),
+        ("Also forgotten as", e(", ".join(forgotten)) or "—"),
+        ("Timings", e(", ".join(f"{k} {v:.1f} s" for k, v in seconds.items())
+                      + f"; method {metrics.get('method_seconds', 0):.1f} s, evaluation "
+                      f"{metrics.get('evaluation_seconds', 0):.1f} s, total "
+                      f"{metrics.get('total_seconds', 0):.1f} s")),
+    ]
+    parts = [
+        "<!doctype html><html lang='en'><head><meta charset='utf-8'>",
+        f"<title>clipforget report: {e(inputs.title or folder.name)}</title>",
+        f"<style>{STYLE}</style>",
+        f"<script type='text/javascript'>{plotly.offline.get_plotlyjs()}</script></head><body>",
+        f"<h1>clipforget audit report</h1><p class='sub'>{e(inputs.title or folder.name)} · run "
+        f"<code>{e(folder.name)}</code> · written {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}</p>",
+        "<table class='facts'>" + "".join(f"<tr><th>{k}</th><td>{v}</td></tr>" for k, v in facts) + "</table>",
+        "<h2>Zero-shot accuracy</h2><table class='metrics'>" + table + "</table>",
+        "<p class='note'>Score = mean of (1 − target ratio) and every kept set's ratio, ratio = min(acc / "
+        "acc_original, 1), in percent.</p>",
+        "<h2>Accuracy vs α</h2><div id='curves' class='plot'></div>",
+        f"<script>const curves = {json.dumps(figure, default=_jsonable)};\n"
+        "Plotly.newPlot('curves', curves.data, curves.layout, {displaylogo: false});</script>",
+    ]
+    if inputs.prompts:
+        parts.append(f"<h2>Retrieval audits (α = {inputs.alpha:.2f})</h2>")
+    for result in inputs.prompts:
+        parts.append(_prompt_section(result))
+    if inputs.command:
+        parts.append(f"<h2>Reproduce</h2><pre>{e(inputs.command)}</pre>")
+    parts.append("</body></html>")
+    return "\n".join(parts)
+
+
+def _prompt_section(result: PromptResult) -> str:
+    e = html.escape
+    b, a = result.forgotten_counts
+    fall = result.fall()
+    k = len(result.before)
+    verdict = (f"images of the forgotten subgroup in the top-{k}: <b>{b} → {a}</b>"
+               + (f" (fall <b>{100 * fall:.0f} %</b>)" if fall is not None else ""))
+    excluded = (f"; {result.excluded_trained:,} images the run trained on were left out of both top-ks"
+                if result.excluded_trained else "")
+    where = f" in <i>{e(result.gallery)}</i> ({result.gallery_images:,} images{excluded})" if result.gallery else ""
+
+    def strip(hits: list[ReportHit], side: str) -> str:
+        cells = "".join(f"<figure class='{' '.join(c for c in (h.mark, 'forgotten' if h.forgotten else '') if c)}'>"
+                        f"<img alt='{e(h.label)}' src='{thumbnail_data_uri(h.image_path)}'>"
+                        f"<figcaption>{e(h.caption)}</figcaption></figure>" for h in hits)
+        return f"<div class='side'><h4>{side}</h4><div class='strip'>{cells}</div></div>"
+
+    after_title = "θ(α) (➡ NEW: entered the top-k; ⚠ NEW FORGOTTEN: entered, of the forgotten subgroup)"
+    return (f"<section class='prompt'><h3>“{e(result.prompt)}”</h3><p>{verdict}{where}; held-out images only.</p>"
+            f"<div class='pair'>{strip(result.before, 'Original model (⬅ LEFT: gone from θ(α)’s top-k)')}"
+            f"{strip(result.after, after_title)}</div></section>")
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if isinstance(value, np.generic):
+        return value.item()
+    raise TypeError(f"not JSON serialisable: {type(value).__name__}")
+
+
+def write_report(folder: RunFolder, inputs: ReportInputs, out: Path) -> Path:
+    """Render the report and write it atomically to ``out``."""
+    out = Path(out)
+    write_text(out, render_report(folder, inputs))
+    return out
+
+
+STYLE = """
+body {font-family: system-ui, sans-serif; margin: 2em auto; max-width: 1200px; color: #222}
+h1 {margin-bottom: .2em} .sub, .note {color: #666; font-size: .9em}
+table {border-collapse: collapse; margin: .5em 0} th, td {border: 1px solid #ddd; padding: .25em .6em; text-align: left}
+table.facts th {background: #f5f5f5; width: 14em} table.metrics tr:last-child {font-weight: bold}
+.plot {width: 100%; height: 380px}
+.pair {display: flex; gap: 1em} .side {flex: 1} .strip {display: flex; flex-wrap: wrap; gap: 4px}
+figure {margin: 0; width: 104px; font-size: .7em; text-align: center; border: 2px solid transparent}
+figure img {width: 96px; height: 96px; object-fit: contain; background: #eee}
+figure.left {border-color: #c33} figure.entered {border-color: #393} figure.entered.forgotten {border-color: #e90}
+pre {background: #f5f5f5; padding: .8em; white-space: pre-wrap}
+"""
