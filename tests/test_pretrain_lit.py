@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import argparse
 import json
 
 import pytest
 import torch
 import torch.nn.functional as F
-from recipe_data import fake_pooled, mini_data_root, missing_sources
+from recipe_data import build_with_recipe, fake_pooled
 from safetensors.torch import load_file
 
 from clipforget.core.paths import data_root
@@ -61,25 +60,13 @@ def test_cached_trunk_features_feed_the_head_like_the_full_model(samples):
 
 
 def test_tiny_lit_build_loads_with_create_model(tmp_path, monkeypatch):
-    src = data_root()
-    missing = missing_sources(src)
-    if missing:
-        pytest.skip(f"the data root {src} lacks {', '.join(missing)}")
-    mini_data_root(src, tmp_path / "data")
-    monkeypatch.setenv("CLIPFORGET_CACHE", str(tmp_path / "cache"))
-    monkeypatch.setattr(PooledText, "__call__", fake_pooled)
-    threads = torch.get_num_threads()
-    parser = argparse.ArgumentParser()
-    embedded_lit.add_arguments(parser)
-    args = parser.parse_args(
+    out = build_with_recipe(
+        embedded_lit,
         ["--image-size", "64", "--steps", "3", "--batch", "8", "--tiny-per-class", "2", "--cifar-per-class", "1",
-         "--style-per-class", "1", "--threads", "1", "--cache", str(tmp_path / "recipe-cache")]
+         "--style-per-class", "1", "--threads", "1"],
+        tmp_path,
+        monkeypatch,
     )
-    args.data_root = str(tmp_path / "data")
-    try:
-        out = embedded_lit.build(args, tmp_path / "model")
-    finally:
-        torch.set_num_threads(threads)
     report = json.loads((out / "training_report.json").read_text(encoding="utf-8"))
     assert report["training_images"] == {"tiny": 8, "cifar": 10, "monkeys": 10, "styles": 30}
     assert "imagenet_samples_top1" in report["eval"] and report["fit"]["tiny"] > 0

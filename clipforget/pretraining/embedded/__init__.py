@@ -22,13 +22,10 @@ distillation scale are trained. Deterministic for a seed and a thread count.
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
-import torch
-
 from .config import RecipeConfig
-from .evaluate import evaluate_checkpoint
+from .evaluate import print_checkpoint_evaluation
 from .train import resolve_cache, train
 
 __all__ = ["RecipeConfig", "add_arguments", "build", "train"]
@@ -115,7 +112,6 @@ def build(args: argparse.Namespace, out: Path) -> Path:
     """Train, evaluate and export the model to ``out`` (or, with ``--eval-only``, evaluate what is there)."""
     cfg = config_from_args(args)
     if args.eval_only:
-        torch.set_num_threads(cfg.threads)
-        print(json.dumps(evaluate_checkpoint(out, cfg.data_root, resolve_cache(cfg)), indent=1))
+        print_checkpoint_evaluation(out, cfg.data_root, resolve_cache(cfg), cfg.threads)
         return out
     return train(cfg, out, run_eval=args.eval)

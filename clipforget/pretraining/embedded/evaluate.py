@@ -125,3 +125,11 @@ def evaluate_checkpoint(folder: str | os.PathLike, root: str | None, cache: Path
     bundle = load_checkpoint(folder)
     text = PooledText(bundle, cache / "text" / "minilm_pooled.pt")
     return evaluate(bundle, text, root, cache / "readers")
+
+
+def print_checkpoint_evaluation(folder: str | os.PathLike, root: str | None, cache: Path, threads: int) -> None:
+    """``pretrain NAME --eval-only``: evaluate the checkpoint in ``folder`` on ``threads`` threads and print it."""
+    import json
+
+    torch.set_num_threads(threads)
+    print(json.dumps(evaluate_checkpoint(folder, root, cache), indent=1))

@@ -35,7 +35,7 @@ from clipforget.models.factory import ClipBundle, save_checkpoint
 
 from ..embedded import readers as dr
 from ..embedded import vocabulary as vocab
-from ..embedded.evaluate import evaluate, evaluate_checkpoint
+from ..embedded.evaluate import evaluate, print_checkpoint_evaluation
 from ..embedded.text import PooledText
 from ..embedded.training_data import imagenet_display_names
 from .config import LitConfig
@@ -162,7 +162,6 @@ def build(args: argparse.Namespace, out: Path) -> Path:
     """Train, evaluate and export the model to ``out`` (or, with ``--eval-only``, evaluate what is there)."""
     cfg = config_from_args(args)
     if args.eval_only:
-        torch.set_num_threads(cfg.threads)
-        print(json.dumps(evaluate_checkpoint(out, cfg.data_root, resolve_cache(cfg)), indent=1))
+        print_checkpoint_evaluation(out, cfg.data_root, resolve_cache(cfg), cfg.threads)
         return out
     return train(cfg, out, run_eval=args.eval)
