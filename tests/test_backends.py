@@ -183,7 +183,11 @@ def test_pending_runs_are_cancelled_without_a_worker(tmp_path):
 
 
 def test_autocast_dtype_bf16_where_the_device_has_it(monkeypatch):
+    monkeypatch.delenv("CLIPFORGET_CPU_AUTOCAST", raising=False)
+    monkeypatch.setattr(devices, "cpu_has_native_bf16", lambda: True)  # AMX / AVX-512 BF16
     assert devices.autocast_dtype("cpu") == torch.bfloat16
+    monkeypatch.setattr(devices, "cpu_has_native_bf16", lambda: False)  # emulated bf16 is slower: fp32 (D15)
+    assert devices.autocast_dtype("cpu") == torch.float32
     monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: False)
     assert devices.autocast_dtype("cuda:0") == torch.float16  # pre-Ampere GPUs
     monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: True)
