@@ -63,7 +63,7 @@ def test_tiny_lit_build_loads_with_create_model(tmp_path, monkeypatch):
     out = build_with_recipe(
         embedded_lit,
         ["--image-size", "64", "--steps", "3", "--batch", "8", "--tiny-per-class", "2", "--cifar-per-class", "1",
-         "--style-per-class", "1", "--threads", "1"],
+         "--style-per-class", "1", "--threads", "1", "--train-from", ""],
         tmp_path,
         monkeypatch,
     )
@@ -83,6 +83,35 @@ def test_tiny_lit_build_loads_with_create_model(tmp_path, monkeypatch):
     trunk = {k.removeprefix("visual.trunk."): v for k, v in weights.items() if k.startswith("visual.trunk.")}
     source = pretrained.lite_state_dict("efficientnet_lite0")
     assert all(torch.equal(v, source[k].half()) for k, v in trunk.items() if k.endswith("weight"))
+
+
+def test_train_from_trains_the_last_stage_on_cached_activations(tmp_path, monkeypatch):
+    """``--train-from trunk.blocks.6.0``: the stages before it are the wheel's, that stage and the head move, and the
+    cached training inputs are the activations entering it."""
+    out = build_with_recipe(
+        embedded_lit,
+        ["--image-size", "64", "--steps", "3", "--batch", "8", "--tiny-per-class", "2", "--cifar-per-class", "1",
+         "--style-per-class", "1", "--threads", "1", "--train-from", "trunk.blocks.6.0", "--trunk-lr", "1e-2",
+         "--no-eval"],
+        tmp_path,
+        monkeypatch,
+    )
+    cached = sorted((tmp_path / "recipe-cache" / "features").glob("cifar-efficientnet_lite0-*trunk.blocks.6.0-*.pt"))
+    assert len(cached) == 1 and torch.load(cached[0], weights_only=True)["feats"].shape[1:] == (192, 2, 2)
+    weights = load_file(out / "open_clip_model.safetensors")
+    trunk = {k.removeprefix("visual.trunk."): v for k, v in weights.items() if k.startswith("visual.trunk.")}
+    source = pretrained.lite_state_dict("efficientnet_lite0")
+    changed = {k for k, v in trunk.items() if k.endswith("weight") and not torch.equal(v, source[k].half())}
+    assert changed and all(k.startswith(("blocks.6.", "conv_head.", "bn2.")) for k in changed), sorted(changed)
+    assert any(k.startswith("blocks.6.") for k in changed)
+    bundle = create_model(str(out))
+    assert encode_images(bundle, torch.randint(0, 256, (2, 3, 64, 64), dtype=torch.uint8)).shape == (2, 512)
+
+
+def test_a_stage_the_tower_cannot_be_cut_before_is_refused():
+    cfg = embedded_lit.LitConfig(image_size=SIZE, train_from="trunk.blocks.6.0.conv_pwl")
+    with pytest.raises(ValueError, match="not a stage"):
+        embedded_lit.trained_cut(build_bundle(cfg), cfg)
 
 
 def test_nullspace_folds_into_the_mlp_heads_output_map(samples):

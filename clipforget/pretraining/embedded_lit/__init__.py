@@ -7,12 +7,14 @@
 2. ConSE initialisation (``head``): the ImageNet head's logits feed the MLP, whose output map holds the MiniLM
    embeddings of the 1000 class names.
 3. Features (``features``): each training image (Tiny-ImageNet train, CIFAR-10 train and its PIL-styled copies,
-   monkeys10 train) goes once through the locked trunk; pooled features are cached.
-4. Fit (``fit``): the MLP, the text projection and the logit scale, on those features.
+   monkeys10 train) goes once through the locked part of the trunk; what leaves it is cached (pooled features, or
+   with ``--train-from STAGE`` the activations entering that stage).
+4. Fit (``fit``): the MLP, the text projection, the logit scale (and the trunk from ``train_from`` on) on those.
 5. Evaluation on the held-out sets (``clipforget.pretraining.embedded.evaluate``, the full model on pixels) and
    export: open_clip config + fp16 safetensors + ``training_report.json``.
 
-The trunk is never trained, so the ImageNet knowledge the wheel holds stays where it is (docs/decisions.md D16).
+The trunk before ``train_from`` is never trained, so the ImageNet knowledge the wheel holds stays where it is
+(docs/decisions.md D16, D17).
 Deterministic for a seed and a thread count.
 """
 
@@ -32,6 +34,7 @@ from clipforget.core.paths import cache_dir
 from clipforget.data.cifar10 import CIFAR10_CLASSES
 from clipforget.data.styles import STYLES
 from clipforget.models.factory import ClipBundle, save_checkpoint
+from clipforget.models.prefix import TowerCut, plan_cut
 
 from ..embedded import readers as dr
 from ..embedded import vocabulary as vocab
@@ -39,11 +42,11 @@ from ..embedded.evaluate import evaluate, print_checkpoint_evaluation
 from ..embedded.text import PooledText
 from ..embedded.training_data import imagenet_display_names
 from .config import LitConfig
-from .features import FeatureSet, style_source, training_features
+from .features import FeatureSet, normalised, style_source, training_features
 from .fit import Source, fit
 from .head import build_bundle, conse_init, prompt_embeddings
 
-__all__ = ["LitConfig", "add_arguments", "build", "train"]
+__all__ = ["LitConfig", "add_arguments", "build", "prepare", "train", "trained_cut"]
 
 REPORT_FILE = "training_report.json"
 
@@ -85,15 +88,30 @@ def class_texts(text: PooledText, root: str | None) -> dict[str, torch.Tensor]:
     }
 
 
-def prepare(cfg: LitConfig, log=print) -> tuple[ClipBundle, PooledText, dict[str, Source], torch.Tensor]:
-    """The ConSE-initialised model, its text cache, the training sources and the ImageNet class texts."""
+def trained_cut(bundle: ClipBundle, cfg: LitConfig) -> TowerCut | None:
+    """Where the trained part of the tower starts: ``None`` for a locked trunk, else the cut before ``train_from``."""
+    if not cfg.train_from:
+        return None
+    example = normalised(torch.zeros(2, 3, cfg.image_size, cfg.image_size, dtype=torch.uint8))
+    cut = plan_cut(bundle.model.visual, example, [cfg.train_from])
+    if cut is None or cut.first_suffix_stage != cfg.train_from:
+        raise ValueError(f"train_from={cfg.train_from!r} is not a stage the tower can be cut before")
+    return cut
+
+
+def prepare(
+    cfg: LitConfig, log=print
+) -> tuple[ClipBundle, PooledText, dict[str, Source], torch.Tensor, TowerCut | None]:
+    """The ConSE-initialised model, its text cache, the training sources, the ImageNet class texts and the cut."""
     cache = resolve_cache(cfg)
     bundle = build_bundle(cfg)
     text = PooledText(bundle, cache / "text" / "minilm_pooled.pt")
     texts = class_texts(text, cfg.data_root)
     conse_init(bundle, cfg, texts["imagenet"])
+    cut = trained_cut(bundle, cfg)
     feats = training_features(
-        bundle.model.visual.trunk,
+        bundle.model.visual,
+        cut,
         cfg.model_name,
         cfg.image_size,
         cache,
@@ -123,7 +141,7 @@ def prepare(cfg: LitConfig, log=print) -> tuple[ClipBundle, PooledText, dict[str
     sources["styles"] = Source(
         merged, targets(merged.labels, CIFAR10_CLASSES.index), texts["cifar"], cfg.style_weight, False
     )
-    return bundle, text, sources, texts["imagenet"]
+    return bundle, text, sources, texts["imagenet"], cut
 
 
 def train(cfg: LitConfig, out: Path, run_eval: bool = True) -> Path:
@@ -131,9 +149,9 @@ def train(cfg: LitConfig, out: Path, run_eval: bool = True) -> Path:
     torch.manual_seed(cfg.seed)
     torch.set_num_threads(cfg.threads)
     started = time.perf_counter()
-    bundle, text, sources, imagenet_text = prepare(cfg)
+    bundle, text, sources, imagenet_text, cut = prepare(cfg)
     prepared = time.perf_counter()
-    fitted = fit(bundle, cfg, sources, imagenet_text)
+    fitted = fit(bundle, cfg, sources, imagenet_text, cut)
     report: dict = {
         "config": asdict(cfg),
         "config_key": cfg.key(),

@@ -1,4 +1,4 @@
-"""The recipe's settings (``LitConfig``); the defaults are the released model's (choices: docs/decisions.md D16)."""
+"""The recipe's settings (``LitConfig``); the defaults are the released model's (docs/decisions.md D16, D17)."""
 
 from __future__ import annotations
 
@@ -17,11 +17,11 @@ class LitConfig:
     shift: float = 5.0
     # training sets (train splits only)
     tiny_per_class: int = 75
-    cifar_per_class: int = 500
-    style_per_class: int = 100
+    cifar_per_class: int = 2000
+    style_per_class: int = 300
     # the fit on cached features
-    steps: int = 400
-    batch: int = 256
+    steps: int = 600
+    batch: int = 128
     lr: float = 2e-3
     weight_decay: float = 0.0
     kd_weight: float = 1.0  # KL(ImageNet head softmax || softmax over the 1000 class texts)
@@ -32,6 +32,11 @@ class LitConfig:
     monkeys_weight: float = 1.0
     train_text: bool = True
     train_fc1: bool = True  # False: only the output map, the text projection and the scale (hidden units stay logits)
+    # "" = the trunk is locked (cached pooled features); else the first trunk stage the fit trains, e.g.
+    # "trunk.blocks.6.0": the activations entering it are cached and that stage onwards trains at ``trunk_lr``
+    train_from: str = "trunk.blocks.6.0"
+    trunk_lr: float = 3e-4
+    flip: bool = False  # mirror cached activation maps at random (a cheap stand-in for flipping the image)
     seed: int = 0
     threads: int = 1
     data_root: str | None = None

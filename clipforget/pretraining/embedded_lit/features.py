@@ -1,9 +1,11 @@
-"""Pooled trunk features of the recipe's training images, streamed through the locked tower and cached.
+"""What the fit reads of each training image, streamed once through the frozen part of the tower and cached.
 
-The image trunk never trains in this recipe, so each training image goes through it exactly once: images are decoded
-a chunk at a time at model size (never a whole decoded data set in memory), encoded in eval mode, and only the pooled
-``F``-dim features are kept (fp16). One file per source under ``<cache>/features/``, keyed by the source, the trunk,
-the size and the selection, written atomically; a later build (any head or objective setting) reuses them.
+Everything before the first trained layer never changes, so each training image goes through it exactly once: images
+are decoded a chunk at a time at model size (never a whole decoded data set in memory), encoded in eval mode, and
+only what enters the trained part is kept (fp16): the pooled ``F``-dim trunk features when the trunk is locked, or
+the activations entering ``cut.first_suffix_stage`` (``clipforget.models.prefix``) when the fit trains the trunk's
+last stages. One file per source under ``<cache>/features/``, keyed by the source, the trunk, the size, the
+selection and the cut, written atomically; a later build (any head or objective setting) reuses them.
 
 Sources (training splits only; evaluation images are never read here):
 
@@ -34,6 +36,7 @@ from clipforget.core.atomic import write_atomic
 from clipforget.data.cifar10 import CIFAR10_CLASSES, load_cifar10_arrays
 from clipforget.data.images import IMAGE_SUFFIXES, list_image_files, open_image, to_model_size
 from clipforget.data.styles import STYLES, stylize
+from clipforget.models.prefix import TowerCut, prefix_activations
 
 from ..embedded.readers import data_root
 
@@ -45,7 +48,7 @@ Sample = tuple[torch.Tensor, str]  # uint8 3,S,S image and its label
 
 @dataclass(frozen=True)
 class FeatureSet:
-    """Pooled trunk features (fp16 ``N,F``) with one label per row."""
+    """Cached inputs of the trained part (fp16 ``N,F`` pooled features or ``N,C,H,W`` activations), a label per row."""
 
     feats: torch.Tensor
     labels: list[str]
@@ -116,15 +119,30 @@ def sources(
     return out
 
 
+def normalised(images: torch.Tensor) -> torch.Tensor:
+    """uint8 images -> the tower's input, ``(x - 0.5) / 0.5``, channels last."""
+    return ((images.float() / 255.0 - 0.5) / 0.5).contiguous(memory_format=torch.channels_last)
+
+
 @torch.no_grad()
 def pooled_features(trunk: nn.Module, images: torch.Tensor) -> torch.Tensor:
-    """Eval-mode pooled trunk features of uint8 images, inputs normalised ``(x - 0.5) / 0.5``."""
-    x = (images.float() / 255.0 - 0.5) / 0.5
-    return trunk(x.contiguous(memory_format=torch.channels_last)).float()
+    """Eval-mode pooled trunk features of uint8 images."""
+    return trunk(normalised(images)).float()
 
 
-def encode_source(trunk: nn.Module, samples: Iterator[Sample], log: Callable[[str], None] | None = None) -> FeatureSet:
-    """Stream ``samples`` through ``trunk`` a chunk at a time."""
+Encoder = Callable[[torch.Tensor], torch.Tensor]  # uint8 images -> what the fit reads
+
+
+def encoder_for(visual: nn.Module, cut: TowerCut | None) -> Encoder:
+    """Pooled trunk features (``cut`` None: the trunk is locked) or the activations entering the cut."""
+    visual.eval().to(memory_format=torch.channels_last)
+    if cut is None:
+        return lambda images: pooled_features(visual.trunk, images)
+    return lambda images: prefix_activations(visual, cut, normalised(images)).float()
+
+
+def encode_source(encode: Encoder, samples: Iterator[Sample], log: Callable[[str], None] | None = None) -> FeatureSet:
+    """Stream ``samples`` through ``encode`` a chunk at a time."""
     feats: list[torch.Tensor] = []
     labels: list[str] = []
     chunk: list[torch.Tensor] = []
@@ -133,7 +151,7 @@ def encode_source(trunk: nn.Module, samples: Iterator[Sample], log: Callable[[st
 
     def flush() -> None:
         if chunk:
-            feats.append(pooled_features(trunk, torch.stack(chunk)).half())
+            feats.append(encode(torch.stack(chunk)).half().contiguous())
             labels.extend(chunk_labels)
             chunk.clear()
             chunk_labels.clear()
@@ -149,13 +167,16 @@ def encode_source(trunk: nn.Module, samples: Iterator[Sample], log: Callable[[st
     return FeatureSet(torch.cat(feats) if feats else torch.zeros((0, 0), dtype=torch.float16), labels)
 
 
-def _path(cache: Path, name: str, trunk_name: str, size: int, selection: str, root: Path) -> Path:
-    key = hashlib.sha1(f"{name}|{trunk_name}|{size}|{selection}|{root.resolve()}|v{FORMAT_VERSION}".encode())
-    return cache / "features" / f"{name}-{trunk_name}-{size}px-{key.hexdigest()[:12]}.pt"
+def _path(cache: Path, name: str, trunk_name: str, size: int, selection: str, root: Path, at: str) -> Path:
+    """``at``: "" for pooled features (the key of the files earlier builds wrote), else the cut's first stage."""
+    where = f"|{at}" if at else ""
+    key = hashlib.sha1(f"{name}|{trunk_name}|{size}|{selection}|{root.resolve()}|v{FORMAT_VERSION}{where}".encode())
+    return cache / "features" / f"{name}-{trunk_name}-{size}px{'-' + at if at else ''}-{key.hexdigest()[:12]}.pt"
 
 
 def training_features(
-    trunk: nn.Module,
+    visual: nn.Module,
+    cut: TowerCut | None,
     trunk_name: str,
     size: int,
     cache: Path,
@@ -165,18 +186,20 @@ def training_features(
     style_per_class: int,
     log: Callable[[str], None] = print,
 ) -> dict[str, FeatureSet]:
-    """Features of every training source, computed once per (source, trunk, size, selection) and cached."""
+    """What the fit reads of every training source (:func:`encoder_for`), computed once per (source, trunk, size,
+    selection, cut) and cached."""
     base = data_root(root)
-    trunk = trunk.eval().to(memory_format=torch.channels_last)
+    encode = encoder_for(visual, cut)
+    at = cut.first_suffix_stage if cut else ""
     out: dict[str, FeatureSet] = {}
     for name, (selection, samples) in sources(tiny_per_class, cifar_per_class, style_per_class).items():
-        path = _path(cache, name, trunk_name, size, selection, base)
+        path = _path(cache, name, trunk_name, size, selection, base, at)
         if path.is_file():
             saved = torch.load(path, weights_only=True)
             out[name] = FeatureSet(saved["feats"], list(saved["labels"]))
             continue
         started = time.perf_counter()
-        out[name] = encode_source(trunk, samples(base, size), lambda msg, name=name: log(f"features {name}: {msg}"))
+        out[name] = encode_source(encode, samples(base, size), lambda msg, name=name: log(f"features {name}: {msg}"))
         state = {"feats": out[name].feats, "labels": out[name].labels}
         write_atomic(path, lambda tmp, state=state: torch.save(state, tmp))
         log(f"features {name}: {len(out[name])} images in {time.perf_counter() - started:.0f} s")
