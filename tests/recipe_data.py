@@ -13,6 +13,8 @@ import pytest
 import torch
 
 from clipforget.core.paths import data_root
+from clipforget.models.encode import encode_images, encode_text
+from clipforget.models.factory import create_model
 from clipforget.pretraining.embedded.text import PooledText
 
 NEEDED = (
@@ -77,6 +79,17 @@ def fake_pooled(self: PooledText, texts, batch: int = 256) -> torch.Tensor:
         seed = int(hashlib.sha1(t.encode()).hexdigest()[:8], 16)
         out.append(torch.randn(384, generator=torch.Generator().manual_seed(seed)))
     return torch.stack(out)
+
+
+def check_loads_as_clip(out: Path, weights: dict[str, torch.Tensor], size: int, dim: int) -> None:
+    """The exported model: fp16 weights, open_clip loads it, and images and texts encode to unit ``dim`` vectors."""
+    assert all(v.dtype == torch.float16 for v in weights.values() if v.is_floating_point())
+    bundle = create_model(str(out))
+    assert bundle.image_size == size and bundle.embed_dim == dim
+    images = torch.randint(0, 256, (3, 3, size, size), dtype=torch.uint8)
+    for feats in (encode_images(bundle, images), encode_text(bundle, ["a photo of a monkey", "a car"])):
+        assert feats.shape[1] == dim
+        assert torch.allclose(feats.norm(dim=-1), torch.ones(len(feats)), atol=1e-3)
 
 
 def build_with_recipe(recipe, argv: list[str], tmp_path: Path, monkeypatch) -> Path:

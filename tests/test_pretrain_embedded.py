@@ -5,12 +5,9 @@ from __future__ import annotations
 import json
 
 import pytest
-import torch
-from recipe_data import build_with_recipe
+from recipe_data import build_with_recipe, check_loads_as_clip
 from safetensors.torch import load_file
 
-from clipforget.models.encode import encode_images, encode_text
-from clipforget.models.factory import create_model
 from clipforget.pretraining import embedded
 from clipforget.pretraining.embedded import pretrained
 
@@ -72,11 +69,4 @@ def test_tiny_build_loads_with_create_model(tmp_path, monkeypatch):
     ]
     report = json.loads((out / "training_report.json").read_text(encoding="utf-8"))
     assert report["history"][0]["epoch"] == 1 and "cifar10_test_top1" in report["eval"]
-    weights = load_file(out / "open_clip_model.safetensors").values()
-    assert all(v.dtype == torch.float16 for v in weights if v.is_floating_point())
-    bundle = create_model(str(out))
-    assert bundle.image_size == 64 and bundle.embed_dim == 32
-    images = torch.randint(0, 256, (3, 3, 64, 64), dtype=torch.uint8)
-    for feats in (encode_images(bundle, images), encode_text(bundle, ["a photo of a monkey", "a car"])):
-        assert feats.shape[1] == 32
-        assert torch.allclose(feats.norm(dim=-1), torch.ones(len(feats)), atol=1e-3)
+    check_loads_as_clip(out, load_file(out / "open_clip_model.safetensors"), 64, 32)
