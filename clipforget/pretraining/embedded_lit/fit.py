@@ -61,7 +61,7 @@ def fit(
     teacher = copy.deepcopy(tower.trunk).eval() if tower is not None else None
     head_w, head_b = pretrained.imagenet_head(cfg.model_name)
     trained = [*mlp.parameters()] if cfg.train_fc1 else [*mlp.fc2.parameters()]
-    trunk_params = [p for p in tower.trunk.parameters()] if tower is not None else []
+    trunk_params = list(tower.trunk.parameters()) if tower is not None else []
     params = [*trained, model.logit_scale] + ([proj.weight] if cfg.train_text else [])
     for p in [*model.parameters(), *(tower.parameters() if tower is not None else ())]:
         p.requires_grad_(False)
@@ -84,10 +84,10 @@ def fit(
     def pooled(x: torch.Tensor) -> torch.Tensor:
         return tower.trunk(x) if tower is not None else x
 
+    _train_mode(mlp, tower)
     started = time.perf_counter()
     losses: dict[str, float] = {}
     for step in range(cfg.steps):
-        _train_mode(mlp, tower)
         total = torch.zeros(())
         scale = model.logit_scale.exp().clamp(max=100.0)
         imagenet_cls = F.normalize(proj(imagenet_text), dim=-1)
