@@ -33,14 +33,16 @@ from torch import nn
 
 from clipforget.core.atomic import write_json
 from clipforget.core.devices import resolve_device
+from clipforget.core.locks import file_lock
 from clipforget.core.progress import ProgressFn, check_cancelled, no_progress
 from clipforget.models.encode import autocast
-from clipforget.models.factory import ClipBundle
+from clipforget.models.factory import ClipBundle, weights_fingerprint
 from clipforget.models.prefix import sequential_stages
 from clipforget.models.weights import State, significant_changes, soup
 from clipforget.retrieval.alpha_grid import GRID_EMBEDDINGS, GRID_INFO, AlphaGrid, same_alphas
 from clipforget.retrieval.index import METADATA_FILE, GalleryIndex, read_records
 
+from .activations import MAX_STORED_BYTES, find_stored, store
 from .encoder import ClipImageEncoder
 from .reader import FolderReader, GalleryFile
 
@@ -53,6 +55,7 @@ class AlphaGridConfig:
     batch_size: int = 256
     workers: int | None = None  # DataLoader decoding processes (None = min(8, CPUs))
     cache_bytes: int = 1 << 30  # activations cached per chunk of the gallery
+    store_at: str | None = None  # stage whose input to store with the index (None: the grid's first recomputed one)
     rel_tol: float = 1e-6  # relative change below which a tensor counts as unchanged (EMA rounding noise)
     device: str | None = None  # None = cuda if available else cpu
 
@@ -159,11 +162,26 @@ class SplitForward:
             self.alpha = alpha
 
     @torch.no_grad()
-    def prefix(self, images: torch.Tensor) -> torch.Tensor:
-        """uint8 images -> the activations entering stage ``split`` (what gets cached)."""
+    def prefix(self, images: torch.Tensor, capture: int | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """uint8 images -> the activations entering stage ``split`` (what gets cached), and those entering stage
+        ``capture`` (``<= split``) when asked."""
         x = self.bundle.normalize(images).contiguous(memory_format=torch.channels_last)
+        captured = x if capture == 0 else None
         with autocast(self.bundle):
-            for _, stage in self.stages[: self.split]:
+            for i, (_, stage) in enumerate(self.stages[: self.split], start=1):
+                x = stage(x)
+                if i == capture:
+                    captured = x
+        return x, captured
+
+    @torch.no_grad()
+    def advance(self, h: torch.Tensor, start: int) -> torch.Tensor:
+        """Activations entering stage ``start`` (``<= split``; stored float16) -> those entering stage ``split``."""
+        x = h.to(self.bundle.device, torch.float32)
+        if x.ndim == 4:
+            x = x.contiguous(memory_format=torch.channels_last)
+        with autocast(self.bundle):
+            for _, stage in self.stages[start : self.split]:
                 x = stage(x)
         return x
 
@@ -190,14 +208,21 @@ def compute_alpha_grid(
     cancel: threading.Event | None = None,
     provenance: dict[str, Any] | None = None,
     rows: Sequence[int] | None = None,
+    first: Sequence[float] = (),
+    stop_after_first: bool = False,
 ) -> Path:
     """Write the alpha grid of ``theta_u`` against ``original`` for the gallery of ``index_dir`` into ``out``.
 
     ``rows`` restricts the grid to those index rows (ascending; recorded in ``grid.json``), e.g. a fixed sample of a
-    large gallery for a quick run. An existing grid with the same alphas and rows is kept unless ``overwrite``.
-    Setting ``cancel`` stops the computation between batches and between alphas with
-    :class:`~clipforget.core.errors.RunCancelled`; the partial file is removed and an existing grid is left as it
-    was. ``provenance`` is recorded in ``grid.json``.
+    large gallery for a quick run. An existing grid with the same alphas and rows is kept unless ``overwrite``; a
+    partial one (see below) is completed.
+
+    ``first``: grid points (nearest to these alphas) computed before the others; the grid becomes readable once they
+    are, with ``grid.json``'s ``ready`` listing the points done, and grows point by point. ``stop_after_first``
+    returns then, leaving a partial grid that a later call completes. Setting ``cancel`` stops the computation
+    between batches and between alphas with :class:`~clipforget.core.errors.RunCancelled`: before the grid became
+    readable the partial file is removed and an existing grid is left as it was; afterwards the points done stay.
+    ``provenance`` is recorded in ``grid.json``.
     """
     cfg = config or AlphaGridConfig()
     index_dir, out = Path(index_dir), Path(out)
@@ -207,98 +232,189 @@ def compute_alpha_grid(
         rows = sorted({int(r) for r in rows})
         if rows and not 0 <= rows[0] <= rows[-1] < len(records):
             raise ValueError(f"grid rows outside the index's {len(records)} rows")
-        records = [records[r] for r in rows]
         provenance["rows"] = rows
-    if not overwrite and (out / GRID_INFO).is_file():
-        old = json.loads((out / GRID_INFO).read_text(encoding="utf-8"))
-        if same_alphas(old.get("alphas", []), list(cfg.alphas)) and old.get("count") == len(records) \
-                and old.get("rows") == provenance.get("rows"):
-            return out
-    tmp = out / f".{GRID_EMBEDDINGS}.partial"
-    try:
-        return _compute_grid(original, theta_u, index_dir, records, out, tmp, cfg, progress, cancel, provenance)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+    alphas = [float(a) for a in cfg.alphas]
+    priority = list(dict.fromkeys(int(np.abs(np.asarray(alphas) - float(a)).argmin()) for a in first))
+    out.mkdir(parents=True, exist_ok=True)
+    with file_lock(out / ".grid.lock"):  # one process computes a grid at a time; the next finds it done
+        ready: set[int] | None = None
+        if not overwrite and (out / GRID_INFO).is_file():
+            old = json.loads((out / GRID_INFO).read_text(encoding="utf-8"))
+            if same_alphas(old.get("alphas", []), alphas) \
+                    and old.get("count") == (len(rows) if rows is not None else len(records)) \
+                    and old.get("rows") == provenance.get("rows"):
+                ready = set(old.get("ready", range(len(alphas))))
+                if len(ready) == len(alphas) or (stop_after_first and set(priority) <= ready):
+                    return out
+                provenance = {k: v for k, v in old.items() if k not in _COMPUTED_KEYS}
+        plan = GridPlan(alphas, priority, ready, stop_after_first)
+        tmp = out / f".{GRID_EMBEDDINGS}.partial"
+        try:
+            return _compute_grid(original, theta_u, index_dir, records, rows, out, tmp, cfg, plan, progress, cancel,
+                                 provenance)
+        finally:
+            tmp.unlink(missing_ok=True)
 
 
-def _compute_grid(original: ClipBundle, theta_u: State, index_dir: Path, records: list[dict], out: Path, tmp: Path,
-                  cfg: AlphaGridConfig, progress: ProgressFn, cancel: threading.Event | None,
-                  provenance: dict[str, Any]) -> Path:
+_COMPUTED_KEYS = {"alphas", "count", "dim", "ready", "sequential_split", "stages", "first_recomputed_stage",
+                  "cached_activation_shape", "activations", "changed_tensors", "negligible_changes", "config",
+                  "seconds"}
+
+
+@dataclass
+class GridPlan:
+    """Which grid points to compute, in which order: ``priority`` first (one pass), then the rest."""
+
+    alphas: list[float]
+    priority: list[int]
+    ready: set[int] | None  # points of an existing partial grid (None: a new grid)
+    stop_after_first: bool
+
+    def passes(self) -> list[list[int]]:
+        done = self.ready or set()
+        first = [i for i in self.priority if i not in done]
+        rest = [i for i in range(len(self.alphas)) if i not in done and i not in first]
+        if not first:
+            return [rest] if rest else []
+        return [first] if self.stop_after_first or not rest else [first, rest]
+
+
+def _compute_grid(original: ClipBundle, theta_u: State, index_dir: Path, records: list[dict],
+                  rows: list[int] | None, out: Path, tmp: Path, cfg: AlphaGridConfig, plan: GridPlan,
+                  progress: ProgressFn, cancel: threading.Event | None, provenance: dict[str, Any]) -> Path:
     device = resolve_device(cfg.device)
     if original.device.type != device:
         original.model.to(device)
     t_start = time.perf_counter()
     split = SplitForward(original, theta_u, original.visual_state(), cfg.rel_tol)
-    files = [GalleryFile.from_record(r) for r in records]
-    reader = FolderReader(files, original.image_size, cfg.batch_size, cfg.workers)
-    dim = original.embed_dim
-    alphas = [float(a) for a in cfg.alphas]
-    out.mkdir(parents=True, exist_ok=True)
-    grid = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float16, shape=(len(alphas), len(files), dim))
+    source = GallerySource(original, split, index_dir, records, rows, cfg)
+    count, dim, alphas = len(source), original.embed_dim, plan.alphas
     timing = {"load_models": time.perf_counter() - t_start, "decode_and_prefix": 0.0, "suffix": 0.0}
-    chunk: list[tuple[list[int], torch.Tensor]] = []
-    chunk_bytes = 0
-    done = 0
-    cached_shape: list[int] = []
+    ready = set(plan.ready or ())
+    if plan.ready is None:
+        grid = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float16, shape=(len(alphas), count, dim))
+    else:
+        grid = np.load(out / GRID_EMBEDDINGS, mmap_mode="r+")
+    varying = split.split < len(split.stages)
 
-    def flush() -> None:
-        nonlocal chunk, chunk_bytes
+    def info() -> dict[str, Any]:
+        return {
+            "alphas": alphas, "count": count, "dim": dim, "index_dir": str(index_dir.resolve()),
+            "index_name": out.name, **provenance, "model": original.spec,
+            **({} if len(ready) == len(alphas) else {"ready": sorted(ready)}),
+            "sequential_split": split.sequential, "stages": [name for name, _ in split.stages],
+            "first_recomputed_stage": split.split_name, "cached_activation_shape": source.shape,
+            "activations": source.origin, "changed_tensors": split.changed, "negligible_changes": split.negligible,
+            "config": asdict(cfg), "seconds": {k: round(v, 3) for k, v in timing.items()},
+        }
+
+    def publish(points: list[int]) -> None:
+        """Mark ``points`` done; the first time, move the new grid into place (readers see it from then on)."""
+        grid.flush()
+        ready.update(points)
+        timing["total"] = time.perf_counter() - t_start
+        if tmp.exists():  # the first points of a new grid: no reader may pair an old grid.json with the new file
+            (out / GRID_INFO).unlink(missing_ok=True)
+            os.replace(tmp, out / GRID_EMBEDDINGS)
+        write_json(out / GRID_INFO, info())
+
+    def compute(chunk: list[tuple[list[int], torch.Tensor]], points: list[int]) -> None:
         t0 = time.perf_counter()
-        varying = split.split < len(split.stages)
-        all_rows = [r for rows, _ in chunk for r in rows]
-        for a_i, alpha in enumerate(alphas):
-            if not varying and a_i > 0:
-                grid[a_i, all_rows] = grid[0, all_rows]
-                continue
+        positions = [p for pos, _ in chunk for p in pos]
+        for i in points:
             check_cancelled(cancel, "alpha grid")
-            split.set_alpha(alpha)
-            for rows, h in chunk:
-                grid[a_i, rows] = split.suffix(h).cpu().numpy().astype(np.float16)
+            if not varying:  # nothing changed: every alpha is the original model
+                source_point = next(iter(ready), None)
+                if source_point is not None:
+                    grid[i, positions] = grid[source_point, positions]
+                    continue
+            split.set_alpha(alphas[i])
+            for pos, h in chunk:
+                grid[i, pos] = split.suffix(h).cpu().numpy().astype(np.float16)
         timing["suffix"] += time.perf_counter() - t0
-        chunk, chunk_bytes = [], 0
 
-    t0 = time.perf_counter()
-    for batch in reader:
-        check_cancelled(cancel, "alpha grid")
-        if batch.failed:
-            bad = ", ".join(f"{files[i].path} ({reason})" for i, reason in batch.failed[:3])
-            raise ValueError(f"gallery files changed since the index was built; rebuild it: {bad}")
-        h = split.prefix(batch.images)
-        cached_shape = list(h.shape[1:])
-        chunk.append((batch.positions, h))
-        chunk_bytes += h.numel() * h.element_size()
-        done += len(batch.positions)
-        if chunk_bytes >= cfg.cache_bytes:
-            timing["decode_and_prefix"] += time.perf_counter() - t0
-            flush()
+    resident: list[tuple[list[int], torch.Tensor]] | None = None
+    for points in plan.passes():
+        if resident is None:
+            chunk: list[tuple[list[int], torch.Tensor]] = []
+            chunk_bytes, flushed = 0, False
             t0 = time.perf_counter()
-        progress("alpha grid", done / max(len(files), 1), f"{done}/{len(files)} images")
-    timing["decode_and_prefix"] += time.perf_counter() - t0
-    if chunk:
-        flush()
-    grid.flush()
-    os.replace(tmp, out / GRID_EMBEDDINGS)
-    timing["total"] = time.perf_counter() - t_start
-    info = {
-        "alphas": alphas,
-        "count": len(files),
-        "dim": dim,
-        "index_dir": str(index_dir.resolve()),
-        "index_name": out.name,
-        **provenance,
-        "model": original.spec,
-        "sequential_split": split.sequential,
-        "stages": [name for name, _ in split.stages],
-        "first_recomputed_stage": split.split_name,
-        "cached_activation_shape": cached_shape,
-        "changed_tensors": split.changed,
-        "negligible_changes": split.negligible,
-        "config": asdict(cfg),
-        "seconds": {k: round(v, 3) for k, v in timing.items()},
-    }
-    write_json(out / GRID_INFO, info)
+            for positions, h in source.batches(cancel, progress):
+                chunk.append((positions, h))
+                chunk_bytes += h.numel() * h.element_size()
+                if chunk_bytes >= cfg.cache_bytes:  # too large to hold: each chunk goes through every point
+                    timing["decode_and_prefix"] += time.perf_counter() - t0
+                    compute(chunk, points)
+                    chunk, chunk_bytes, flushed = [], 0, True
+                    t0 = time.perf_counter()
+            timing["decode_and_prefix"] += time.perf_counter() - t0
+            if flushed:
+                compute(chunk, points)
+                publish(points)
+                continue
+            resident = chunk  # the whole gallery's activations fit: kept for every point and pass
+        for i in points:  # point by point, so a partial grid grows one alpha at a time
+            compute(resident, [i])
+            publish([i])
+            progress("alpha grid", len(ready) / len(alphas), f"{len(ready)}/{len(alphas)} alphas")
     return out
+
+
+class GallerySource:
+    """The activations entering the grid's first recomputed stage, batch by batch, in grid row order: from the
+    index's stored activations when it has valid ones at or before that stage (:mod:`index_builder.activations`),
+    else by decoding the gallery -- storing them for the next grid when the grid covers the whole index."""
+
+    def __init__(self, original: ClipBundle, split: SplitForward, index_dir: Path, records: list[dict],
+                 rows: list[int] | None, cfg: AlphaGridConfig):
+        self.split, self.index_dir, self.cfg = split, index_dir, cfg
+        self.rows = rows
+        self.files = [GalleryFile.from_record(r) for r in (records if rows is None else [records[r] for r in rows])]
+        self.fingerprint = weights_fingerprint(original)
+        names = [name for name, _ in split.stages]
+        self.stored = find_stored(index_dir, names, split.split, self.fingerprint) \
+            if split.sequential and 0 < split.split < len(names) else None
+        store_at = names.index(cfg.store_at) if cfg.store_at in names else split.split
+        self.store_at = store_at if rows is None and split.sequential and 0 < store_at <= split.split < len(names) \
+            else None
+        self.shape: list[int] = []
+        self.origin = f"stored at {names[self.stored[0]]}" if self.stored else "decoded"
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+    def batches(self, cancel: threading.Event | None, progress: ProgressFn):
+        """``(grid positions, activations)`` for every image, in order."""
+        n, size = len(self.files), self.cfg.batch_size
+        if self.stored is not None:
+            start, array = self.stored
+            index_rows = np.arange(len(array)) if self.rows is None else np.asarray(self.rows)
+            for lo in range(0, n, size):
+                check_cancelled(cancel, "alpha grid")
+                h = torch.from_numpy(np.ascontiguousarray(array[index_rows[lo : lo + size]]))
+                h = self.split.advance(h, start)
+                self.shape = list(h.shape[1:])
+                yield list(range(lo, min(lo + size, n))), h
+            return
+        kept: list[np.ndarray] = []
+        keep = self.store_at is not None
+        for batch in FolderReader(self.files, self.split.bundle.image_size, size, self.cfg.workers):
+            check_cancelled(cancel, "alpha grid")
+            if batch.failed:
+                bad = ", ".join(f"{self.files[i].path} ({reason})" for i, reason in batch.failed[:3])
+                raise ValueError(f"gallery files changed since the index was built; rebuild it: {bad}")
+            h, at_store = self.split.prefix(batch.images, self.store_at)
+            if keep and at_store is not None:
+                kept.append(at_store.to(torch.float16).cpu().numpy())
+                keep = sum(k.nbytes for k in kept) <= MAX_STORED_BYTES
+            self.shape = list(h.shape[1:])
+            yield batch.positions, h
+            progress("alpha grid", 0.0, f"{batch.positions[-1] + 1}/{n} images decoded")
+        if keep and kept and self.store_at is not None:
+            stage = self.split.stages[self.store_at][0]
+            if store(self.index_dir, stage, kept, self.fingerprint) is not None:
+                self.stored = find_stored(self.index_dir, [s for s, _ in self.split.stages], self.store_at,
+                                          self.fingerprint)
 
 
 def embeddings_at(original: ClipBundle, theta_u: State, gallery: GalleryIndex, alpha: float,

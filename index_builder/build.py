@@ -21,6 +21,7 @@ import faiss
 import numpy as np
 from tqdm import tqdm
 
+from clipforget.models.factory import weights_fingerprint
 from clipforget.retrieval.index import (
     EMBEDDINGS_FILE,
     INDEX_FILE,
@@ -31,6 +32,7 @@ from clipforget.retrieval.index import (
     read_records,
 )
 
+from .activations import MAX_STORED_BYTES, store
 from .encoder import ClipImageEncoder
 from .indexing import DEFAULT_INDEX_MEMORY, EXACT_THRESHOLD, choose_index_key
 from .reader import FolderReader, GalleryFile, list_gallery, shard_files
@@ -52,6 +54,7 @@ class BuildConfig:
     exact_threshold: int = EXACT_THRESHOLD
     max_index_memory: int = DEFAULT_INDEX_MEMORY
     progress: bool = True
+    activations_at: str | None = None  # also store what enters this tower stage (index_builder.activations)
 
 
 def encode_files(
@@ -62,8 +65,10 @@ def encode_files(
     workers: int | None = None,
     progress: bool = True,
     desc: str = "encoding",
+    captured: list[np.ndarray] | None = None,
 ) -> dict[str, float]:
-    """Decode and encode ``files`` into ``writer`` (failures go to ``writer.skip``); returns timing figures."""
+    """Decode and encode ``files`` into ``writer`` (failures go to ``writer.skip``); returns timing figures.
+    ``captured`` collects the encoder's captured activations (:attr:`ClipImageEncoder.capture_at`) in row order."""
     reader = FolderReader(files, encoder.image_size, batch_size, workers)
     start = time.perf_counter()
     encode_seconds = 0.0
@@ -76,6 +81,8 @@ def encode_files(
                 feats = encoder(batch.images)
                 encode_seconds += time.perf_counter() - t0
                 writer.add(feats, [files[p].record() for p in batch.positions])
+                if captured is not None and encoder.captured is not None:
+                    captured.append(encoder.captured)
             bar.update(len(batch.positions) + len(batch.failed))
     seconds = time.perf_counter() - start
     return {
@@ -102,7 +109,13 @@ def build(
             writer.skip(path, reason)
     shard_text = f"{cfg.shard[0]}/{cfg.shard[1]}"
     desc = "encoding" if cfg.shard[1] == 1 else f"shard {shard_text}"
-    timing = encode_files(mine, encoder, writer, cfg.batch_size, cfg.workers, cfg.progress, desc)
+    capture = cfg.activations_at is not None and cfg.shard[1] == 1
+    encoder.capture_at = cfg.activations_at if capture else None
+    captured: list[np.ndarray] | None = [] if capture else None
+    try:
+        timing = encode_files(mine, encoder, writer, cfg.batch_size, cfg.workers, cfg.progress, desc, captured)
+    finally:
+        encoder.capture_at = None
     info = {
         "model": encoder.bundle.spec,
         "image_size": encoder.image_size,
@@ -115,9 +128,12 @@ def build(
         "exact_threshold": cfg.exact_threshold,
         "max_index_memory": cfg.max_index_memory,
     }
-    return writer.finish(
+    out = writer.finish(
         info, index_key=cfg.index_key, exact_threshold=cfg.exact_threshold, max_index_memory=cfg.max_index_memory
     )
+    if captured and cfg.activations_at and sum(c.nbytes for c in captured) <= MAX_STORED_BYTES:
+        store(out, cfg.activations_at, captured, weights_fingerprint(encoder.bundle))
+    return out
 
 
 def _read_info(folder: Path) -> dict[str, Any]:

@@ -227,3 +227,80 @@ def test_audit_uses_the_grid_or_encodes_the_same_embeddings(setup, tmp_path):
     report = json.loads(out.read_text())
     assert report["alpha"] == 1.0 and len(report["prompts"][0]["top_after"]) == 4
     assert main(["audit", "--run", str(tmp_path), "--index", str(setup["index"]), "--prompt", "a cat"]) == 2
+
+
+def test_later_grids_read_the_activations_stored_with_the_index(setup, tmp_path):
+    """The fixture's grid decoded the gallery and stored what enters its first recomputed stage next to the index;
+    a second grid reads those instead of decoding (equal to fp16 rounding), and a stale store is ignored."""
+    stored = setup["index"] / "activations" / "layer4.1.f16.npy"
+    assert stored.is_file() and json.loads(stored.with_name("layer4.1.json").read_text())["stage"] == "layer4.1"
+    assert json.loads((setup["folder"] / "grid.json").read_text())["activations"] == "decoded"
+    cfg = AlphaGridConfig(alphas=ALPHAS, batch_size=4, workers=0)
+    again = compute_alpha_grid(setup["original"], setup["theta_u"], setup["index"], tmp_path / "again", cfg)
+    assert json.loads((again / "grid.json").read_text())["activations"] == "stored at layer4.1"
+    first, second = AlphaGrid(setup["folder"]), AlphaGrid(again)
+    for alpha in ALPHAS:
+        np.testing.assert_allclose(second.embeddings(alpha), first.embeddings(alpha), atol=2e-3)
+    info_path = stored.with_name("layer4.1.json")
+    info = json.loads(info_path.read_text())
+    info_path.write_text(json.dumps({**info, "weights": "another model"}))
+    try:
+        other = compute_alpha_grid(setup["original"], setup["theta_u"], setup["index"], tmp_path / "other", cfg)
+        assert json.loads((other / "grid.json").read_text())["activations"] == "decoded"
+    finally:
+        assert json.loads(info_path.read_text())["weights"] != "another model"  # the decode wrote a fresh store
+
+
+def test_partial_grid_is_readable_at_its_first_alpha_and_is_completed_later(setup, tmp_path):
+    cfg = AlphaGridConfig(alphas=ALPHAS, batch_size=4, workers=0)
+    out = tmp_path / "partial"
+    compute_alpha_grid(setup["original"], setup["theta_u"], setup["index"], out, cfg, first=[0.3],
+                       stop_after_first=True)
+    grid = AlphaGrid(out)
+    assert grid.info["ready"] == [1] and not grid.complete and grid.ready_alphas == [0.35]
+    assert grid.nearest(0.0) == 1 and grid.nearest(1.0) == 1  # snaps to the one ready point
+    np.testing.assert_allclose(grid.embeddings(0.35), AlphaGrid(setup["folder"]).embeddings(0.35), atol=2e-3)
+    compute_alpha_grid(setup["original"], setup["theta_u"], setup["index"], out, cfg)  # resumes the other points
+    assert grid.nearest(0.0) == 0 and grid.complete  # the open reader sees them without reopening
+    assert "ready" not in json.loads((out / "grid.json").read_text())
+    for alpha in ALPHAS:
+        np.testing.assert_allclose(grid.embeddings(alpha), AlphaGrid(setup["folder"]).embeddings(alpha), atol=2e-3)
+
+
+def test_a_cancelled_fill_keeps_the_points_already_done(setup, tmp_path):
+    import threading
+
+    from clipforget.core.errors import RunCancelled
+
+    cfg = AlphaGridConfig(alphas=ALPHAS, batch_size=4, workers=0)
+    out = tmp_path / "cancelled"
+    cancel = threading.Event()
+
+    def stop_after_two(stage: str, fraction: float, message: str) -> None:
+        if fraction >= 2 / 3 - 1e-9:
+            cancel.set()
+
+    with pytest.raises(RunCancelled):
+        compute_alpha_grid(setup["original"], setup["theta_u"], setup["index"], out, cfg, stop_after_two,
+                           cancel=cancel, first=[1.0])
+    assert AlphaGrid(out).info["ready"] == [0, 2]  # alpha 1.0 first, then 0.0; 0.35 was stopped
+    assert not list(out.glob(".*partial"))
+
+
+def test_an_index_built_with_activations_serves_grids_cut_later(setup, tmp_path):
+    """``BuildConfig.activations_at`` stores the input of an earlier stage while indexing (no second decode); a grid
+    whose first changed stage comes later runs the unchanged stages in between once and matches the decoded grid."""
+    from test_index_builder import make_gallery
+
+    spec = setup["original"].spec
+    gallery = make_gallery(tmp_path / "gallery", per_class=3)
+    index = build([gallery], tmp_path / "index", BuildConfig(model=spec, workers=0, batch_size=4, progress=False,
+                                                             activations_at="layer3.0"))
+    stored = np.load(index / "activations" / "layer3.0.f16.npy")
+    assert len(stored) == len(load_index(index)) and stored.dtype == np.float16
+    cfg = AlphaGridConfig(alphas=ALPHAS, batch_size=4, workers=0)
+    out = compute_alpha_grid(setup["original"], setup["theta_u"], index, tmp_path / "grid", cfg)
+    assert json.loads((out / "grid.json").read_text())["activations"] == "stored at layer3.0"
+    for alpha in ALPHAS:
+        np.testing.assert_allclose(AlphaGrid(out).embeddings(alpha), AlphaGrid(setup["folder"]).embeddings(alpha),
+                                   atol=3e-3)

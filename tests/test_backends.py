@@ -378,3 +378,28 @@ def test_a_worker_that_cannot_start_is_retried_with_a_back_off(tmp_path):
     pool.check()  # after the back-off: tried again
     assert "cpu0" in pool.procs and pool.procs["cpu0"] is not first
     pool.stop()
+
+
+def test_deferred_work_runs_when_idle_stops_for_a_queued_run_and_resumes(tmp_path):
+    """What a finished run leaves (the rest of its alpha grid) is done while no run waits; a queued run stops it,
+    and it is taken up again afterwards."""
+    from clipforget.core.progress import check_cancelled
+    from clipforget.jobs.worker import Worker, WorkerConfig
+
+    worker = Worker(WorkerConfig(queue=tmp_path / "queue", poll=0.05))
+    steps: list[int] = []
+
+    def work(stop: threading.Event) -> None:
+        while len(steps) < 20:
+            check_cancelled(stop, "test")
+            steps.append(len(steps))
+            time.sleep(0.05)
+
+    worker.deferred.append(("r1", work))
+    spec = _spec()
+    threading.Timer(0.3, lambda: worker.queue.put(spec, tmp_path / "runs" / spec.run_id)).start()
+    worker._finish_deferred()
+    assert 0 < len(steps) < 20 and len(worker.deferred) == 1  # stopped by the queued run, kept for later
+    worker.queue.withdraw(spec.run_id)
+    worker._finish_deferred()
+    assert len(steps) == 20 and worker.deferred == []

@@ -385,3 +385,27 @@ def test_export_and_views_refuse_bad_alphas(finished, service, alpha):
             continue
         with pytest.raises(DataError, match="α must be"):
             call()
+
+
+def test_retrieval_while_the_grid_is_being_filled_shows_the_nearest_ready_alpha(finished, service):
+    """A run is done once its grid holds the calibrated alpha (docs/decisions.md D18); until the other points are
+    written, retrieval at any alpha shows the nearest ready one and says so, then follows the grid as it grows."""
+    from clipforget.app.explore import RunView
+
+    owner, job = finished
+    folder = service.runs.open(owner, job["id"]).folder
+    info_path = folder.grid_dir("tiny") / "grid.json"
+    complete = info_path.read_text()
+    info = json.loads(complete)
+    last = len(info["alphas"]) - 1
+    try:
+        info_path.write_text(json.dumps({**info, "ready": [last]}))
+        view = RunView(folder, service.models, service.galleries, service.config)  # opened while being filled
+        partial = view.retrieve("airplane", 0.0, "tiny")
+        assert partial["grid_alpha"] == info["alphas"][last]
+        assert "ready at 1 of" in view.sample_note("tiny")
+        assert [h["id"] for h in partial["after"]] == [h["id"] for h in view.retrieve("airplane", 1.0, "tiny")["after"]]
+    finally:
+        info_path.write_text(complete)
+    time.sleep(0.01)
+    assert view.retrieve("airplane", 0.0, "tiny")["grid_alpha"] == 0.0 and "ready" not in view.sample_note("tiny")

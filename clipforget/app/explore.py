@@ -56,7 +56,7 @@ class RunView:
         self._states: tuple[dict, dict] | None = None
         self._grids: dict[str, Any] = {}  # gallery -> clipforget.alpha_grid.AlphaGrid
         self._grid_f32: dict[str, np.ndarray] = {}
-        self._sims: OrderedDict[tuple[str, str], np.ndarray] = OrderedDict()
+        self._sims: OrderedDict[tuple[str, str, int], np.ndarray] = OrderedDict()
         self._before: dict[tuple[str, str, int, bool], tuple[list[int], list[float]]] = {}
         self._base: dict[str, Any] | None = None
         self._figures: dict[float, str] = {}
@@ -171,22 +171,27 @@ class RunView:
     def _similarities(self, gallery: str, prompt: str) -> np.ndarray:
         """Cosine similarity of ``prompt`` to every gallery image at every grid alpha (``A,N``), cached per prompt.
 
-        One matrix product per new prompt; afterwards a slider move is a row lookup and a top-k partition.
+        One matrix product per new prompt; afterwards a slider move is a row lookup and a top-k partition. While the
+        grid is being filled (a run that just finished), only its ready points are computed (rows of the others are
+        zero; :meth:`AlphaGrid.nearest` never picks them) and the cache entry lasts until more points are ready.
         """
-        key = (gallery, prompt)
+        grid = self.grid(gallery)
+        complete = grid.complete or (grid.refresh() and grid.complete)
+        key = (gallery, prompt, -1 if complete else len(grid.ready))
         with self._lock:
             if key in self._sims:
                 self._sims.move_to_end(key)
                 return self._sims[key]
-        grid = self.grid(gallery)
         query = self.galleries.text_embedding(self.model_spec, prompt)
         full = self._grid_f32.get(gallery)
-        if full is None and grid.array.nbytes * 2 <= self.app_config.max_grid_bytes:
+        if complete and full is None and grid.array.nbytes * 2 <= self.app_config.max_grid_bytes:
             full = self._grid_f32[gallery] = np.asarray(grid.array, dtype=np.float32)
-        if full is not None:
+        if complete and full is not None:
             sims = (full.reshape(-1, full.shape[-1]) @ query).reshape(full.shape[:2])
-        else:  # too large to hold as float32: one grid point at a time
-            sims = np.stack([grid.embeddings(float(a)) @ query for a in grid.alphas])
+        else:  # too large to hold as float32, or partial: one (ready) grid point at a time
+            sims = np.zeros(grid.array.shape[:2], np.float32)
+            for i in grid.ready:
+                sims[i] = grid.embeddings(float(grid.alphas[i])) @ query
         with self._lock:
             self._sims[key] = sims
             while len(self._sims) > 32:
@@ -200,12 +205,19 @@ class RunView:
         return [float(a) for a in self.profile.grid_alphas]
 
     def sample_note(self, gallery: str) -> str:
-        """Says so when retrieval runs over a sample of the gallery (quick runs on large galleries)."""
-        rows = self.grid(gallery).rows
-        if rows is None:
-            return ""
-        return (f"retrieval over a fixed sample of {len(rows):,} of the gallery's "
-                f"{len(self.galleries.get(self.model_spec, gallery)):,} images ({self.profile.name} run)")
+        """Says so when retrieval runs over a sample of the gallery (quick runs on large galleries) or while the
+        grid's other alphas are still being computed."""
+        grid = self.grid(gallery)
+        notes = []
+        if not grid.complete and not (grid.refresh() and grid.complete):
+            notes.append(f"θ(α) of this gallery is ready at {len(grid.ready)} of {len(grid.alphas)} slider steps "
+                         f"(α = {', '.join(f'{a:.2f}' for a in grid.ready_alphas)}); the others are being computed, "
+                         "and the slider shows the nearest ready one until then")
+        rows = grid.rows
+        if rows is not None:
+            notes.append(f"retrieval over a fixed sample of {len(rows):,} of the gallery's "
+                         f"{len(self.galleries.get(self.model_spec, gallery)):,} images ({self.profile.name} run)")
+        return "; ".join(notes)
 
     def _masks(self, gallery: str) -> tuple[np.ndarray, np.ndarray]:
         found = self._gallery_masks.get(gallery)

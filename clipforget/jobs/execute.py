@@ -4,6 +4,10 @@ Steps, each reported through ``progress`` (stages ``prepare``, the method's, ``e
 model, build the task from the settings registry with the profile's data sizes, run the method
 (:func:`clipforget.pipeline.run.run_method`), compute the evaluation sets' accuracy-vs-alpha curves
 (``eval_curve.json``) and the gallery's alpha grid, so that opening the run in the app is instant.
+
+With ``deferred`` (a worker that keeps working after a run is done), the run ends once the grid holds the calibrated
+alpha; the rest of the grid is left as a callable in ``deferred`` that the worker runs when it has nothing else to do
+(docs/decisions.md D18).
 """
 
 from __future__ import annotations
@@ -11,6 +15,7 @@ from __future__ import annotations
 import copy
 import os
 import threading
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +23,7 @@ import numpy as np
 
 from clipforget.core.atomic import write_json
 from clipforget.core.paths import cache_dir
-from clipforget.core.progress import ProgressFn, check_cancelled
+from clipforget.core.progress import ProgressFn, check_cancelled, no_progress
 from clipforget.methods.registry import get_method, seed_config
 from clipforget.models.factory import ClipBundle
 from clipforget.models.weights import clone_state
@@ -34,6 +39,7 @@ from .profiles import RunProfile, get_profile
 from .spec import RunSpec
 
 EVAL_CURVE = RunFolder.EVAL_CURVE
+Deferred = Callable[[threading.Event], None]  # work left for after the run: call with an Event that stops it
 
 
 def loader_workers(device: str) -> int:
@@ -45,8 +51,10 @@ def loader_workers(device: str) -> int:
 
 
 def execute(spec: RunSpec, run_dir: Path, models: ModelCache, progress: ProgressFn,
-            cancel: threading.Event | None = None, cache_root: Path | None = None) -> dict[str, Any]:
-    """Run ``spec`` into ``run_dir``; returns what the task was made of (counts, class names, skipped files)."""
+            cancel: threading.Event | None = None, cache_root: Path | None = None,
+            deferred: list[Deferred] | None = None) -> dict[str, Any]:
+    """Run ``spec`` into ``run_dir``; returns what the task was made of (counts, class names, skipped files).
+    ``deferred``: where to leave the alpha grid's points other than the calibrated alpha (None: compute them now)."""
     cancel = cancel or threading.Event()
     cache_root = Path(cache_root) if cache_root else cache_dir()
     profile = get_profile(spec.profile)
@@ -70,7 +78,7 @@ def execute(spec: RunSpec, run_dir: Path, models: ModelCache, progress: Progress
                         extra={"app": {"owner": spec.owner, "profile": spec.profile}, "setting": spec.setting,
                                "seed": spec.seed}, prefix_cache=profile.prefix_cache)
     try:
-        _curves(spec, run_dir, models, progress, cancel, cache_root, profile, bundle, result)
+        _curves(spec, run_dir, models, progress, cancel, cache_root, profile, bundle, result, deferred)
     finally:
         if result.prefixed is not None:
             result.prefixed.release()
@@ -78,7 +86,8 @@ def execute(spec: RunSpec, run_dir: Path, models: ModelCache, progress: Progress
 
 
 def _curves(spec: RunSpec, run_dir: Path, models: ModelCache, progress: ProgressFn, cancel: threading.Event,
-            cache_root: Path, profile: RunProfile, bundle: ClipBundle, result: RunResult) -> None:
+            cache_root: Path, profile: RunProfile, bundle: ClipBundle, result: RunResult,
+            deferred: list[Deferred] | None) -> None:
     """The evaluation sets' accuracy-vs-alpha curves (on the run's prefix activations when it had them) and the
     gallery's alpha grid."""
     progress("evaluate", 1.0, "done")
@@ -111,9 +120,18 @@ def _curves(spec: RunSpec, run_dir: Path, models: ModelCache, progress: Progress
             progress("curves", 0.5 + 0.5 * fraction, f"gallery {spec.gallery} under θ(α): {message}")
 
         folder = RunFolder(run_dir)
+        store_at = result.prefixed.cache.cut.first_suffix_stage if result.prefixed is not None else None
         cfg = AlphaGridConfig(alphas=profile.grid_alphas, workers=loader_workers(models.device),
-                              device=models.device)  # the app slider's steps
-        compute_alpha_grid(bundle, unlearned, index.path, folder.grid_dir(spec.gallery), cfg, grid_progress,
-                           cancel=cancel, provenance={"run": folder.name, "gallery": spec.gallery},
-                           rows=profile.grid_rows(len(index)))
+                              device=models.device, store_at=store_at)  # the app slider's steps
+
+        def grid(stop: threading.Event, first_only: bool = False) -> None:
+            compute_alpha_grid(bundle, unlearned, index.path, folder.grid_dir(spec.gallery), cfg,
+                               grid_progress if first_only or deferred is None else no_progress, cancel=stop,
+                               provenance={"run": folder.name, "gallery": spec.gallery},
+                               rows=profile.grid_rows(len(index)), first=[folder.chosen_alpha],
+                               stop_after_first=first_only)
+
+        grid(cancel, first_only=deferred is not None)
+        if deferred is not None:
+            deferred.append(grid)
     progress("curves", 1.0, "done")

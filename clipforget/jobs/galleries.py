@@ -6,15 +6,17 @@ Several processes may want the same index at once (the app and its workers): a l
 
 from __future__ import annotations
 
-import contextlib
-import os
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
 from clipforget.core.errors import DataError, IndexLoadError
+from clipforget.core.locks import file_lock
 from clipforget.core.paths import safe_name
+from clipforget.methods.ours import ThreeStageConfig
+from clipforget.methods.registry import get_method
 from clipforget.models.factory import ClipBundle, weights_fingerprint
+from clipforget.models.prefix import plan_cut
 from clipforget.retrieval.index import GalleryIndex, load_index
 from index_builder.build import BuildConfig, build
 from index_builder.encoder import ClipImageEncoder
@@ -29,37 +31,27 @@ def index_folder(cache_root: Path, bundle: ClipBundle, gallery: str) -> Path:
     return Path(cache_root) / "indexes" / model / safe_name(gallery)
 
 
+def grid_activation_stage(bundle: ClipBundle) -> str | None:
+    """Where the default method's runs cut the image tower (the first stage it may change): a gallery's index stores
+    the activations entering it, so every run's alpha grid starts from them (docs/decisions.md D18)."""
+    cut = plan_cut(bundle.model.visual, bundle.example_input(), get_method("ours").layers(ThreeStageConfig(), bundle))
+    return cut.first_suffix_stage if cut is not None and cut.kind == "chain" else None
+
+
 def ensure_gallery_index(cache_root: Path, bundle: ClipBundle, gallery: str, sources: Sequence[str | Path],
                          mmap: bool = False, workers: int = 0) -> GalleryIndex:
-    """Load the gallery's index, building it first if needed (one builder per folder at a time)."""
+    """Load the gallery's index, building it first if needed (one builder per folder at a time); a new index also
+    stores its activations at :func:`grid_activation_stage`."""
     folder = index_folder(cache_root, bundle, gallery)
     with _LOCKS_GUARD:
         lock = _LOCKS.setdefault(folder, threading.Lock())
-    with lock, _file_lock(folder.parent / f".{folder.name}.lock"):
+    with lock, file_lock(folder.parent / f".{folder.name}.lock"):
         try:
             return load_index(folder, mmap=mmap)
         except IndexLoadError:
             missing = [Path(p).name for p in sources if not Path(p).is_dir()]
             if missing:
                 raise DataError(f"gallery {gallery!r}: folder(s) not found: {', '.join(missing)}") from None
-            build([str(p) for p in sources], folder, BuildConfig(model=bundle.spec, progress=False, workers=workers),
-                  ClipImageEncoder(bundle))
+            build([str(p) for p in sources], folder, BuildConfig(model=bundle.spec, progress=False, workers=workers,
+                  activations_at=grid_activation_stage(bundle)), ClipImageEncoder(bundle))
             return load_index(folder, mmap=mmap)
-
-
-@contextlib.contextmanager
-def _file_lock(path: Path) -> Iterator[None]:
-    """An exclusive lock between processes (POSIX ``flock``; elsewhere only the in-process lock applies)."""
-    try:
-        import fcntl
-    except ImportError:  # pragma: no cover - Windows
-        yield
-        return
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
-        yield
-    finally:
-        fcntl.flock(fd, fcntl.LOCK_UN)
-        os.close(fd)

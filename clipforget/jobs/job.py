@@ -19,7 +19,7 @@ from clipforget.core.errors import ClipforgetError, RunCancelled
 from clipforget.pipeline.folder import RunFolder
 
 from .backend import Snapshot
-from .execute import execute
+from .execute import Deferred, execute
 from .models import ModelCache
 from .spec import RunSpec
 
@@ -83,8 +83,10 @@ class Job:
         self._written = time.time()
         RunFolder(self.run_dir).write_progress({**self.snapshot(), "started": self.started, "ended": self.ended})
 
-    def run(self, models: ModelCache, cache_root: Path | None = None) -> Snapshot:
-        """Execute the spec here and now; never raises for a failing run (its error goes into the snapshot)."""
+    def run(self, models: ModelCache, cache_root: Path | None = None, deferred: list[Deferred] | None = None
+            ) -> Snapshot:
+        """Execute the spec here and now; never raises for a failing run (its error goes into the snapshot).
+        ``deferred``: see :func:`~clipforget.jobs.execute.execute`."""
         try:
             if self.cancel.is_set():
                 self.state, self.message = "cancelled", "cancelled before it started"
@@ -92,7 +94,7 @@ class Job:
             self.state, self.started, self.queue_position = "running", time.time(), 0
             self.message = f"started on {self.worker} ({self.device})"
             self.record()
-            self.data = execute(self.spec, self.run_dir, models, self.progress, self.cancel, cache_root)
+            self.data = execute(self.spec, self.run_dir, models, self.progress, self.cancel, cache_root, deferred)
             self.state, self.message = "done", "finished"
         except RunCancelled:
             self.state, self.message = "cancelled", "cancelled by the user"

@@ -6,6 +6,9 @@ It writes a heartbeat every couple of seconds; the run's progress goes to the ru
 ``cancel.request`` file in the run folder cancels the run. SIGTERM / SIGINT cancel the current run and stop the
 worker. With ``parent_pid`` (the supervisor) the worker *drains* once its supervisor is gone: it finishes the run it
 has -- a restarted app re-attaches to it through the run folder -- and then exits instead of taking another.
+
+A finished run may leave work for later (the alpha grid's other points, :func:`~clipforget.jobs.execute.execute`):
+the worker does it when no run is waiting, stops it as soon as one is queued, and takes it up again afterwards.
 """
 
 from __future__ import annotations
@@ -23,8 +26,10 @@ from typing import Any
 
 from clipforget.core.atomic import write_json
 from clipforget.core.devices import configure_threads, describe_device, resolve_device
+from clipforget.core.errors import RunCancelled
 from clipforget.core.paths import cache_dir
 
+from .execute import Deferred
 from .job import CancelWatch, Job, mark_dead
 from .models import ModelCache
 from .spec import RunSpec
@@ -79,6 +84,7 @@ class Worker:
         self.started = time.time()
         self.stop_reason: str | None = None
         self._stop = threading.Event()
+        self.deferred: list[tuple[str, Deferred]] = []  # (run id, work) left by finished runs, oldest first
 
     # lifecycle -----------------------------------------------------------------------------------------------------
     def stop(self, reason: str) -> None:
@@ -117,9 +123,14 @@ class Worker:
                     print(f"worker {self.label}: supervisor {cfg.parent_pid} is gone; exiting", flush=True)
                     break
                 if cfg.max_runs is not None and self.runs >= cfg.max_runs:
+                    self._finish_deferred()
                     break
                 ticket = self.queue.claim(self.dir)
                 if ticket is None:
+                    if self.deferred:
+                        self._finish_deferred()
+                        idle_since = time.time()
+                        continue
                     if cfg.idle_exit is not None and time.time() - idle_since > cfg.idle_exit:
                         break
                     self._stop.wait(cfg.poll)
@@ -154,7 +165,10 @@ class Worker:
             with CancelWatch(ticket.run_dir, job.cancel):
                 if self._stop.is_set():
                     job.cancel.set()
-                job.run(models, cache_root)
+                left: list[Deferred] = []
+                job.run(models, cache_root, left)
+                if job.state == "done":
+                    self.deferred += [(job.id, work) for work in left]
             if job.state == "cancelled" and self.stop_reason:
                 job.message = f"cancelled: {self.stop_reason}"
                 job.record()
@@ -163,6 +177,34 @@ class Worker:
             self.runs += 1
             (self.dir / ticket.name).unlink(missing_ok=True)
             self._beat()
+
+    def _finish_deferred(self) -> None:
+        """Do the oldest deferred work until it is done, a run is queued or the worker stops (then it stays)."""
+        if not self.deferred:
+            return
+        run_id, work = self.deferred[0]
+        stop = threading.Event()
+        watching = threading.Event()
+
+        def watch() -> None:
+            while not watching.wait(self.config.poll):
+                if self._stop.is_set() or self.queue.pending_tickets():
+                    stop.set()
+                    return
+
+        watcher = threading.Thread(target=watch, name="clipforget-deferred-watch", daemon=True)
+        watcher.start()
+        try:
+            work(stop)
+            self.deferred.pop(0)
+        except RunCancelled:
+            pass  # a run is waiting (or the worker stops): taken up again when the queue is empty
+        except Exception as err:  # the run is done; its grid stays partial and says so
+            self.deferred.pop(0)
+            print(f"worker {self.label}: could not finish the alpha grid of run {run_id}: {err}", flush=True)
+        finally:
+            watching.set()
+            watcher.join(timeout=5)
 
     # heartbeat -----------------------------------------------------------------------------------------------------
     def _beat(self) -> None:

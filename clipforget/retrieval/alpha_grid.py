@@ -5,6 +5,10 @@ row ``i``, memory-mappable) and ``grid.json`` (alphas, count, how it was compute
 a gallery lists the index rows it holds in ``grid.json``'s ``rows`` (row ``i`` = index row ``rows[i]``).
 :class:`AlphaGrid` loads it; ``grid.embeddings(alpha)`` is a lookup of the nearest grid point, so moving the app's
 alpha slider costs that lookup plus one search.
+
+A grid may be *partial*: its run computed the chosen alpha first and fills the other grid points afterwards
+(``grid.json``'s ``ready`` lists the positions computed so far; no ``ready``: all). :meth:`AlphaGrid.nearest` then
+snaps to the nearest ready point, and :meth:`AlphaGrid.refresh` picks up points written since.
 """
 
 from __future__ import annotations
@@ -37,12 +41,38 @@ class AlphaGrid:
 
     def __init__(self, folder: str | os.PathLike, cache_size: int = 4):
         self.folder = Path(folder)
-        self.info: dict[str, Any] = json.loads((self.folder / GRID_INFO).read_text(encoding="utf-8"))
+        self.info: dict[str, Any] = {}
+        self._info_stamp: tuple[int, int] | None = None
+        self.refresh()
         self.array = np.load(self.folder / GRID_EMBEDDINGS, mmap_mode="r")
         self.alphas = np.asarray(self.info["alphas"], dtype=np.float64)
         self._cache: OrderedDict[int, np.ndarray] = OrderedDict()
         self._faiss: dict[int, Any] = {}
         self.cache_size = cache_size
+
+    def refresh(self) -> bool:
+        """Re-read ``grid.json`` when it changed on disk (grid points written since); returns whether it did."""
+        stat = (self.folder / GRID_INFO).stat()
+        stamp = (stat.st_mtime_ns, stat.st_size)
+        if stamp == self._info_stamp:
+            return False
+        self.info = json.loads((self.folder / GRID_INFO).read_text(encoding="utf-8"))
+        self._info_stamp = stamp
+        return True
+
+    @property
+    def ready(self) -> np.ndarray:
+        """Positions of the grid points computed so far (all of them for a finished grid)."""
+        ready = self.info.get("ready")
+        return np.arange(len(self.info["alphas"])) if ready is None else np.asarray(sorted(ready), dtype=np.int64)
+
+    @property
+    def complete(self) -> bool:
+        return len(self.ready) == len(self.info["alphas"])
+
+    @property
+    def ready_alphas(self) -> list[float]:
+        return [float(self.alphas[i]) for i in self.ready]
 
     @classmethod
     def load(cls, run_dir: str | os.PathLike, index_name: str) -> AlphaGrid:
@@ -71,8 +101,11 @@ class AlphaGrid:
         return Path(self.info["index_dir"])
 
     def nearest(self, alpha: float) -> int:
-        """Position of the grid point nearest to ``alpha``."""
-        return int(np.abs(self.alphas - float(alpha)).argmin())
+        """Position of the ready grid point nearest to ``alpha``."""
+        if not self.complete:
+            self.refresh()
+        ready = self.ready
+        return int(ready[np.abs(self.alphas[ready] - float(alpha)).argmin()])
 
     def embeddings(self, alpha: float) -> np.ndarray:
         """``N,D`` float32 unit-norm embeddings at the grid point nearest ``alpha`` (a few are kept in memory)."""
