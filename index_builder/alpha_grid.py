@@ -33,6 +33,7 @@ from torch import nn
 
 from clipforget.core.atomic import write_json
 from clipforget.core.devices import resolve_device
+from clipforget.core.errors import RunCancelled
 from clipforget.core.locks import file_lock
 from clipforget.core.progress import ProgressFn, check_cancelled, no_progress
 from clipforget.models.encode import autocast
@@ -316,6 +317,8 @@ def _compute_grid(original: ClipBundle, theta_u: State, index_dir: Path, records
         if tmp.exists():  # the first points of a new grid: no reader may pair an old grid.json with the new file
             (out / GRID_INFO).unlink(missing_ok=True)
             os.replace(tmp, out / GRID_EMBEDDINGS)
+        elif not (out / GRID_EMBEDDINGS).is_file():  # the run was deleted while its grid was being filled
+            raise RunCancelled(f"{out} was removed")
         write_json(out / GRID_INFO, info())
 
     def compute(chunk: list[tuple[list[int], torch.Tensor]], points: list[int]) -> None:

@@ -383,6 +383,7 @@ def test_a_worker_that_cannot_start_is_retried_with_a_back_off(tmp_path):
 def test_deferred_work_runs_when_idle_stops_for_a_queued_run_and_resumes(tmp_path):
     """What a finished run leaves (the rest of its alpha grid) is done while no run waits; a queued run stops it,
     and it is taken up again afterwards."""
+    from clipforget.core.errors import RunCancelled
     from clipforget.core.progress import check_cancelled
     from clipforget.jobs.worker import Worker, WorkerConfig
 
@@ -403,3 +404,10 @@ def test_deferred_work_runs_when_idle_stops_for_a_queued_run_and_resumes(tmp_pat
     worker.queue.withdraw(spec.run_id)
     worker._finish_deferred()
     assert len(steps) == 20 and worker.deferred == []
+
+    def gone(stop: threading.Event) -> None:
+        raise RunCancelled("the run folder was removed")
+
+    worker.deferred.append(("r2", gone))
+    worker._finish_deferred()
+    assert worker.deferred == []  # not retried forever

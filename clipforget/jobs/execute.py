@@ -125,6 +125,8 @@ def _curves(spec: RunSpec, run_dir: Path, models: ModelCache, progress: Progress
                               device=models.device, store_at=store_at)  # the app slider's steps
 
         def grid(stop: threading.Event, first_only: bool = False) -> None:
+            if not folder.path.is_dir():
+                return  # the run was deleted before its grid was filled
             compute_alpha_grid(bundle, unlearned, index.path, folder.grid_dir(spec.gallery), cfg,
                                grid_progress if first_only or deferred is None else no_progress, cancel=stop,
                                provenance={"run": folder.name, "gallery": spec.gallery},

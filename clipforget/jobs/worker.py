@@ -197,8 +197,9 @@ class Worker:
         try:
             work(stop)
             self.deferred.pop(0)
-        except RunCancelled:
-            pass  # a run is waiting (or the worker stops): taken up again when the queue is empty
+        except RunCancelled:  # stopped for a queued run or the worker stopping: taken up again when the queue is empty
+            if not stop.is_set():  # else its run is gone
+                self.deferred.pop(0)
         except Exception as err:  # the run is done; its grid stays partial and says so
             self.deferred.pop(0)
             print(f"worker {self.label}: could not finish the alpha grid of run {run_id}: {err}", flush=True)
