@@ -46,6 +46,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="local: worker processes (default: one per GPU, else 1; 0: only `python -m clipforget "
                         "worker` processes started apart on the same --cache-dir)")
     p.add_argument("--ray-address", default=None, help="ray: auto | ray://host:port (default: a local Ray cluster)")
+    p.add_argument("--no-warm-up", action="store_true",
+                   help="do not prepare the default preset's first run at start (gallery index, data, class texts)")
     return p.parse_args(argv)
 
 
@@ -62,7 +64,7 @@ def main(argv: list[str] | None = None) -> None:
         allowed_models=args.allow_model, allow_any_model=args.allow_any_model,
         workspace_quota_mb=args.workspace_quota_mb, workspace_ttl_days=args.workspace_ttl_days,
         backend=args.backend, workers=args.workers, ray_address=args.ray_address,
-        explore_concurrency=max(1, args.explore_concurrency),
+        explore_concurrency=max(1, args.explore_concurrency), warm_up=not args.no_warm_up,
     )
     if args.default_gallery:
         config.default_gallery = args.default_gallery

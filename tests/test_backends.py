@@ -411,3 +411,46 @@ def test_deferred_work_runs_when_idle_stops_for_a_queued_run_and_resumes(tmp_pat
     worker.deferred.append(("r2", gone))
     worker._finish_deferred()
     assert worker.deferred == []  # not retried forever
+
+
+def test_an_asked_warm_up_runs_once_per_ask_as_deferred_work(tmp_path, monkeypatch):
+    """The app asks once at start (``queue/warm-up.json``); an idle worker prepares the default run's caches once
+    per ask, as deferred work that a queued run would stop, and reports it in ``warm-up.done.json``."""
+    from clipforget.jobs import worker as worker_module
+    from clipforget.jobs.worker import Worker, WorkerConfig
+
+    prepared: list[str] = []
+    monkeypatch.setattr(worker_module, "warm_up", lambda spec, models, root, stop: prepared.append(spec.setting)
+                        or {"data": 0.1})
+    backend = LocalBackend(tmp_path / "queue", workers=0)
+    try:
+        worker = Worker(WorkerConfig(queue=tmp_path / "queue", poll=0.05))
+        worker._add_warm_up(None, tmp_path)
+        assert worker.deferred == []  # nothing asked yet
+        backend.warm_up(_spec())
+        worker._add_warm_up(None, tmp_path)
+        worker._add_warm_up(None, tmp_path)
+        assert [name for name, _ in worker.deferred] == ["warm-up"]  # once per ask
+        worker._finish_deferred()
+        done = json.loads((tmp_path / "queue" / "warm-up.done.json").read_text())
+        assert prepared == ["cifar10"] and done["seconds"] == {"data": 0.1} and worker.deferred == []
+    finally:
+        backend.close()
+
+
+def test_the_app_asks_its_workers_to_warm_up_the_default_preset(tmp_path):
+    import dataclasses
+
+    cfg = dataclasses.replace(local_config(tmp_path / "cache", tmp_path / "gallery", workers=0), warm_up=True)
+    (tmp_path / "gallery").mkdir()
+    service = AppServices.create(cfg, housekeeping_thread=False)
+    try:
+        asked = json.loads((tmp_path / "cache" / "queue" / "warm-up.json").read_text())
+        assert asked["setting"] == "monkeys" and asked["gallery"] == "tiny" and asked["profile"] == "fast"
+        assert asked["gallery_sources"] == [str(tmp_path / "gallery")] and asked["model"] == cfg.model
+    finally:
+        service.close()
+    plain = AppServices.create(local_config(tmp_path / "cache2", tmp_path / "gallery", workers=0),
+                               housekeeping_thread=False)
+    plain.close()
+    assert not (tmp_path / "cache2" / "queue" / "warm-up.json").exists()  # off unless the app turns it on

@@ -59,3 +59,5 @@ class AppConfig:
     workers: int | None = None  # local: worker processes (None: one per GPU, else 1; 0: only external workers)
     ray_address: str | None = None  # ray: auto | ray://host:port | None (a local cluster)
     worker_plugins: list[str] = field(default_factory=list)  # modules / .py files workers import (custom settings)
+    # workers prepare the default preset's first run while idle: gallery index, data and class texts (app.py: on)
+    warm_up: bool = False

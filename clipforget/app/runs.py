@@ -29,7 +29,7 @@ from .config import AppConfig
 from .explore import RunView
 from .galleries import Galleries
 from .models import ModelPolicy
-from .presets import get_preset
+from .presets import DEFAULT_PRESET, get_preset
 from .workspaces import Workspaces, folder_bytes
 
 INTERRUPTED = "the app restarted or its worker stopped before the run finished; start it again"
@@ -115,6 +115,15 @@ class Runs:
         for name, value in (run_files or {}).items():
             write_json(self.runs_dir / spec.run_id / name, value)
         return self._public(self.backend.submit(spec, self.runs_dir / spec.run_id), spec)
+
+    def warm_up(self) -> None:
+        """Ask the backend to prepare, while idle, what the default preset's first run pays once on this model and
+        cache (docs/decisions.md D18)."""
+        preset = get_preset(DEFAULT_PRESET)
+        gallery = self.config.default_gallery
+        spec = RunSpec("warm-up", "-", "warm-up", self.config.model, preset.setting, preset.options(None, self.config),
+                       "fast", gallery=gallery, gallery_sources=[str(p) for p in self.galleries.sources(gallery)])
+        self.backend.warm_up(spec)
 
     def start_preset(self, owner: str, name: str, choice: str | None, model: str | None = None,
                      profile: str = "fast") -> Snapshot:

@@ -63,6 +63,8 @@ class AppServices:
                    for p in paths.split(os.pathsep)), ("<app>", Path(__file__).resolve().parents[2])]
         services = cls(config, cache, models, workspaces, galleries, runs, tokens, Scrubber(roots))
         services.startup_report = housekeeping.startup(cache, workspaces, runs, config.workspace_ttl_days)
+        if config.warm_up:
+            runs.warm_up()
         if housekeeping_thread:
             services._sweeper = housekeeping.Sweeper(cache, workspaces, runs, config.workspace_ttl_days,
                                                      config.housekeeping_interval_s).start()

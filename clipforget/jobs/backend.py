@@ -39,6 +39,11 @@ class Backend(Protocol):
         """Ask a queued or running run to stop; ``False`` when it is not active."""
         ...
 
+    def warm_up(self, spec: RunSpec) -> None:
+        """Prepare, while nothing runs, what the first run like ``spec`` pays once (model, gallery index, data and
+        class-text caches); a backend whose runs share nothing with the next does nothing."""
+        ...
+
     def wait(self, run_id: str, timeout: float | None = None) -> Snapshot:
         """Block until the run is no longer active (scripts and tests); ``TimeoutError`` after ``timeout`` s."""
         ...

@@ -126,6 +126,9 @@ class LocalBackend:
             request_cancel(ticket.run_dir)
             return True
 
+    def warm_up(self, spec: RunSpec) -> None:
+        self.queue.set_warm_up(spec)  # the workers (any on this queue) take it when idle
+
     def wait(self, run_id: str, timeout: float | None = None) -> Snapshot:
         deadline = None if timeout is None else time.time() + timeout
         while True:

@@ -68,6 +68,9 @@ class ThreadBackend:
             job.message = "cancelled before it started"
         return True
 
+    def warm_up(self, spec: RunSpec) -> None:
+        """Nothing ahead: runs share this process's caches and start at once (tests, single-user scripts)."""
+
     def wait(self, run_id: str, timeout: float | None = None) -> Snapshot:
         """Block until the job leaves the queue/worker (for scripts and tests)."""
         job = self.jobs[run_id]

@@ -193,6 +193,9 @@ class RayBackend:
             return True
         return False
 
+    def warm_up(self, spec: RunSpec) -> None:
+        """Nothing ahead: each run is an actor of its own, possibly on another node."""
+
     def wait(self, run_id: str, timeout: float | None = None) -> Snapshot:
         deadline = None if timeout is None else time.time() + timeout
         while True:

@@ -43,8 +43,10 @@ class RunSpec:
     @classmethod
     def read(cls, run_dir: Path) -> RunSpec | None:
         data = read_json(Path(run_dir) / SPEC_FILE)
-        if not data:
-            return None
+        return cls.from_dict(data) if data else None
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> RunSpec:
         known = {f for f in cls.__dataclass_fields__}
         return cls(**{k: v for k, v in data.items() if k in known})
 

@@ -29,7 +29,7 @@ from clipforget.core.devices import configure_threads, describe_device, resolve_
 from clipforget.core.errors import RunCancelled
 from clipforget.core.paths import cache_dir
 
-from .execute import Deferred
+from .execute import Deferred, warm_up
 from .job import CancelWatch, Job, mark_dead
 from .models import ModelCache
 from .spec import RunSpec
@@ -85,6 +85,7 @@ class Worker:
         self.stop_reason: str | None = None
         self._stop = threading.Event()
         self.deferred: list[tuple[str, Deferred]] = []  # (run id, work) left by finished runs, oldest first
+        self._warmed: set[int] = set()  # warm-up asks taken (their stamps)
 
     # lifecycle -----------------------------------------------------------------------------------------------------
     def stop(self, reason: str) -> None:
@@ -127,6 +128,7 @@ class Worker:
                     break
                 ticket = self.queue.claim(self.dir)
                 if ticket is None:
+                    self._add_warm_up(models, cache_root)
                     if self.deferred:
                         self._finish_deferred()
                         idle_since = time.time()
@@ -177,6 +179,22 @@ class Worker:
             self.runs += 1
             (self.dir / ticket.name).unlink(missing_ok=True)
             self._beat()
+
+    def _add_warm_up(self, models: ModelCache, cache_root: Path) -> None:
+        """Queue the warm-up the app asked for (once per ask) as deferred work: it runs while no run waits."""
+        asked = self.queue.warm_up()
+        if asked is None or asked[0] in self._warmed:
+            return
+        stamp, spec = asked
+        self._warmed.add(stamp)
+
+        def work(stop: threading.Event) -> None:
+            started = time.time()
+            seconds = warm_up(spec, models, cache_root, stop)
+            self.queue.warm_up_done(stamp, {"worker": self.label, "started": started, "seconds": seconds,
+                                            "total": round(time.time() - started, 1)})
+
+        self.deferred.append(("warm-up", work))
 
     def _finish_deferred(self) -> None:
         """Do the oldest deferred work until it is done, a run is queued or the worker stops (then it stays)."""

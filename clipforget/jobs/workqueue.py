@@ -19,7 +19,7 @@ import os
 import shutil
 import socket
 import time
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +30,8 @@ from .job import mark_dead
 from .spec import RunSpec
 
 HEARTBEAT_FILE = "worker.json"
+WARM_UP_FILE = "warm-up.json"  # the app's default run, for workers to prepare while idle
+WARM_UP_DONE_FILE = "warm-up.done.json"
 
 
 def process_alive(pid: int) -> bool:
@@ -83,6 +85,24 @@ class WorkQueue:
     def base(self) -> Path:
         """Run folders inside this folder are stored relative to it (the cache folder holding ``queue/``)."""
         return self.root.resolve().parent
+
+    # warm-up -------------------------------------------------------------------------------------------------------
+    def set_warm_up(self, spec: RunSpec) -> None:
+        """Ask this queue's workers to prepare, while idle, what the first run like ``spec`` would pay once."""
+        write_json(self.root / WARM_UP_FILE, asdict(spec))
+
+    def warm_up(self) -> tuple[int, RunSpec] | None:
+        """``(stamp, spec)`` of the latest warm-up asked for (the stamp changes with each ask), or ``None``."""
+        path = self.root / WARM_UP_FILE
+        try:
+            stamp = path.stat().st_mtime_ns
+        except OSError:
+            return None
+        data = read_json(path)
+        return (stamp, RunSpec.from_dict(data)) if data.get("run_id") else None
+
+    def warm_up_done(self, stamp: int, report: dict[str, Any]) -> None:
+        write_json(self.root / WARM_UP_DONE_FILE, {"stamp": stamp, **report})
 
     # tickets -------------------------------------------------------------------------------------------------------
     def put(self, spec: RunSpec, run_dir: Path) -> Ticket:
