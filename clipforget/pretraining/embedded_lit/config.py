@@ -33,8 +33,8 @@ class LitConfig:
     train_text: bool = True
     train_fc1: bool = True  # False: only the output map, the text projection and the scale (hidden units stay logits)
     # "" = the trunk is locked (cached pooled features); else the first trunk stage the fit trains, e.g.
-    # "trunk.blocks.6.0": the activations entering it are cached and that stage onwards trains at ``trunk_lr``
-    train_from: str = "trunk.blocks.6.0"
+    # "trunk.blocks.5.0": the activations entering it are cached and that stage onwards trains at ``trunk_lr``
+    train_from: str = "trunk.blocks.5.0"
     trunk_lr: float = 3e-4
     flip: bool = False  # mirror cached activation maps at random (a cheap stand-in for flipping the image)
     seed: int = 0
