@@ -12,6 +12,11 @@ activations are cached (in chunks of at most ``cache_bytes``) and only the remai
 under the same autocast, memory format and normalisation as :func:`clipforget.models.encode.image_features`, so the
 result equals a full re-encode. Tensors that the remind stage's EMA moved only by float32 rounding count as
 unchanged (:func:`significant_changes`).
+
+When the index stores activations at or before that stage (:mod:`index_builder.activations`), they replace decoding
+and the prefix (float16 rows: equal to the decoded path to fp16 rounding); a grid that decodes the whole index stores
+them for the next one. Grid points can come in two goes (``first`` / ``stop_after_first``): a run publishes the
+calibrated alpha first and the rest is filled later into the same file (docs/decisions.md D18).
 """
 
 from __future__ import annotations
