@@ -8,12 +8,14 @@ says for which index build and which weights they were computed, and a file that
 
 from __future__ import annotations
 
+import contextlib
 import json
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+from torch import nn
 
 from clipforget.core.atomic import write_atomic, write_json
 from clipforget.retrieval.index import INFO_FILE
@@ -54,6 +56,25 @@ def find_stored(index_dir: Path, stages: Sequence[str], last: int, fingerprint: 
         if info.get("index") == stamp and info.get("weights") == fingerprint and len(array) == stamp["count"]:
             return position, array
     return None
+
+
+@contextlib.contextmanager
+def stage_inputs(visual: nn.Module, stage: str | None) -> Iterator[list[np.ndarray]]:
+    """Collect, while the block runs, what enters ``visual``'s sub-module ``stage`` on every forward (float16, CPU,
+    in call order); nothing when ``stage`` is ``None``."""
+    captured: list[np.ndarray] = []
+    if stage is None:
+        yield captured
+        return
+
+    def keep(module: nn.Module, args: tuple) -> None:
+        captured.append(args[0].detach().half().cpu().numpy())
+
+    hook = visual.get_submodule(stage).register_forward_pre_hook(keep)
+    try:
+        yield captured
+    finally:
+        hook.remove()
 
 
 def store(index_dir: Path, stage: str, chunks: Sequence[np.ndarray], fingerprint: str) -> Path | None:

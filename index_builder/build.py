@@ -32,7 +32,7 @@ from clipforget.retrieval.index import (
     read_records,
 )
 
-from .activations import MAX_STORED_BYTES, store
+from .activations import MAX_STORED_BYTES, stage_inputs, store
 from .encoder import ClipImageEncoder
 from .indexing import DEFAULT_INDEX_MEMORY, EXACT_THRESHOLD, choose_index_key
 from .reader import FolderReader, GalleryFile, list_gallery, shard_files
@@ -65,10 +65,8 @@ def encode_files(
     workers: int | None = None,
     progress: bool = True,
     desc: str = "encoding",
-    captured: list[np.ndarray] | None = None,
 ) -> dict[str, float]:
-    """Decode and encode ``files`` into ``writer`` (failures go to ``writer.skip``); returns timing figures.
-    ``captured`` collects the encoder's captured activations (:attr:`ClipImageEncoder.capture_at`) in row order."""
+    """Decode and encode ``files`` into ``writer`` (failures go to ``writer.skip``); returns timing figures."""
     reader = FolderReader(files, encoder.image_size, batch_size, workers)
     start = time.perf_counter()
     encode_seconds = 0.0
@@ -81,8 +79,6 @@ def encode_files(
                 feats = encoder(batch.images)
                 encode_seconds += time.perf_counter() - t0
                 writer.add(feats, [files[p].record() for p in batch.positions])
-                if captured is not None and encoder.captured is not None:
-                    captured.append(encoder.captured)
             bar.update(len(batch.positions) + len(batch.failed))
     seconds = time.perf_counter() - start
     return {
@@ -109,13 +105,9 @@ def build(
             writer.skip(path, reason)
     shard_text = f"{cfg.shard[0]}/{cfg.shard[1]}"
     desc = "encoding" if cfg.shard[1] == 1 else f"shard {shard_text}"
-    capture = cfg.activations_at is not None and cfg.shard[1] == 1
-    encoder.capture_at = cfg.activations_at if capture else None
-    captured: list[np.ndarray] | None = [] if capture else None
-    try:
-        timing = encode_files(mine, encoder, writer, cfg.batch_size, cfg.workers, cfg.progress, desc, captured)
-    finally:
-        encoder.capture_at = None
+    stage = cfg.activations_at if cfg.shard[1] == 1 else None  # a sharded build stores none
+    with stage_inputs(encoder.model.visual, stage) as captured:
+        timing = encode_files(mine, encoder, writer, cfg.batch_size, cfg.workers, cfg.progress, desc)
     info = {
         "model": encoder.bundle.spec,
         "image_size": encoder.image_size,
@@ -131,8 +123,8 @@ def build(
     out = writer.finish(
         info, index_key=cfg.index_key, exact_threshold=cfg.exact_threshold, max_index_memory=cfg.max_index_memory
     )
-    if captured and cfg.activations_at and sum(c.nbytes for c in captured) <= MAX_STORED_BYTES:
-        store(out, cfg.activations_at, captured, weights_fingerprint(encoder.bundle))
+    if stage and captured and sum(c.nbytes for c in captured) <= MAX_STORED_BYTES:
+        store(out, stage, captured, weights_fingerprint(encoder.bundle))
     return out
 
 

@@ -18,12 +18,10 @@ class ClipImageEncoder:
     embeddings equal what zero-shot evaluation and the alpha grid compute for the same pixels.
     """
 
-    def __init__(self, bundle: ClipBundle, model: nn.Module | None = None, capture_at: str | None = None):
+    def __init__(self, bundle: ClipBundle, model: nn.Module | None = None):
         self.bundle = bundle
         self.model = model or bundle.model
         self.model.eval()
-        self.capture_at = capture_at  # a stage of the image tower whose input each call keeps (float16, CPU)
-        self.captured: np.ndarray | None = None
 
     @classmethod
     def from_spec(cls, spec: str, device: str | None = None) -> ClipImageEncoder:
@@ -42,14 +40,4 @@ class ClipImageEncoder:
         """uint8 ``B,3,S,S`` -> float32 ``B,D`` unit-norm embeddings (numpy, on the CPU)."""
         if len(images) == 0:
             return np.zeros((0, self.dim), np.float32)
-        if self.capture_at is None:
-            return image_features(self.bundle, images, self.model).cpu().numpy()
-
-        def keep(module: nn.Module, args: tuple) -> None:
-            self.captured = args[0].detach().to(torch.float16).cpu().numpy()
-
-        hook = self.model.visual.get_submodule(self.capture_at).register_forward_pre_hook(keep)
-        try:
-            return image_features(self.bundle, images, self.model).cpu().numpy()
-        finally:
-            hook.remove()
+        return image_features(self.bundle, images, self.model).cpu().numpy()

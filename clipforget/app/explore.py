@@ -176,7 +176,7 @@ class RunView:
         zero; :meth:`AlphaGrid.nearest` never picks them) and the cache entry lasts until more points are ready.
         """
         grid = self.grid(gallery)
-        complete = grid.complete or (grid.refresh() and grid.complete)
+        complete = grid.complete
         key = (gallery, prompt, -1 if complete else len(grid.ready))
         with self._lock:
             if key in self._sims:
@@ -209,7 +209,7 @@ class RunView:
         grid's other alphas are still being computed."""
         grid = self.grid(gallery)
         notes = []
-        if not grid.complete and not (grid.refresh() and grid.complete):
+        if not grid.complete:
             notes.append(f"θ(α) of this gallery is ready at {len(grid.ready)} of {len(grid.alphas)} slider steps "
                          f"(α = {', '.join(f'{a:.2f}' for a in grid.ready_alphas)}); the others are being computed, "
                          "and the slider shows the nearest ready one until then")

@@ -25,12 +25,14 @@ import numpy as np
 from clipforget.core.atomic import write_json
 from clipforget.core.paths import cache_dir
 from clipforget.core.progress import ProgressFn, check_cancelled, no_progress
+from clipforget.data.task import EvalSet, UnlearningTask
 from clipforget.methods.registry import get_method, seed_config
 from clipforget.models.encode import text_classifier
 from clipforget.models.factory import ClipBundle
 from clipforget.models.weights import clone_state
 from clipforget.pipeline.folder import RunFolder
 from clipforget.pipeline.run import RunResult, run_method
+from clipforget.retrieval.index import GalleryIndex
 from clipforget.settings import get_setting
 from clipforget.stages.restore import alpha_curve
 from index_builder.alpha_grid import AlphaGridConfig, compute_alpha_grid
@@ -52,6 +54,18 @@ def loader_workers(device: str) -> int:
     return 0
 
 
+def build_task(spec: RunSpec, bundle: ClipBundle) -> tuple[UnlearningTask, list[EvalSet]]:
+    """The run's task and evaluation sets, from the settings registry at its profile's data size."""
+    return get_setting(spec.setting).build(bundle.image_size, spec.seed, get_profile(spec.profile).size,
+                                           **spec.options)
+
+
+def gallery_index(spec: RunSpec, bundle: ClipBundle, models: ModelCache, cache_root: Path) -> GalleryIndex:
+    """The index of the run's gallery for ``bundle`` (built once per model, with its stored activations)."""
+    return ensure_gallery_index(cache_root, bundle, str(spec.gallery), spec.gallery_sources,
+                                workers=loader_workers(models.device))
+
+
 def execute(spec: RunSpec, run_dir: Path, models: ModelCache, progress: ProgressFn,
             cancel: threading.Event | None = None, cache_root: Path | None = None,
             deferred: list[Deferred] | None = None) -> dict[str, Any]:
@@ -63,7 +77,7 @@ def execute(spec: RunSpec, run_dir: Path, models: ModelCache, progress: Progress
     progress("prepare", 0.05, f"loading model {spec.model}")
     bundle = models.get(spec.model)
     progress("prepare", 0.3, "reading images")
-    task, eval_sets = get_setting(spec.setting).build(bundle.image_size, spec.seed, profile.size, **spec.options)
+    task, eval_sets = build_task(spec, bundle)
     task.cancel = cancel
     task.check_cancelled()
     described = {"forget_images": len(task.forget), "retain_images": len(task.retain),
@@ -98,13 +112,11 @@ def warm_up(spec: RunSpec, models: ModelCache, cache_root: Path, stop: threading
     if spec.gallery:
         check_cancelled(stop, "warm-up")
         start = time.perf_counter()
-        ensure_gallery_index(cache_root, bundle, spec.gallery, spec.gallery_sources,
-                             workers=loader_workers(models.device))
+        gallery_index(spec, bundle, models, cache_root)
         seconds["gallery_index"] = time.perf_counter() - start
     check_cancelled(stop, "warm-up")
     start = time.perf_counter()
-    task, eval_sets = get_setting(spec.setting).build(bundle.image_size, spec.seed, get_profile(spec.profile).size,
-                                                      **spec.options)
+    task, eval_sets = build_task(spec, bundle)
     seconds["data"] = time.perf_counter() - start
     start = time.perf_counter()
     for classnames in [task.classnames, *(s.classnames for s in eval_sets)]:
@@ -142,8 +154,7 @@ def _curves(spec: RunSpec, run_dir: Path, models: ModelCache, progress: Progress
     write_json(Path(run_dir) / EVAL_CURVE, {"curve": curve, "images": {k: len(v[0]) for k, v in sets.items()}})
     if with_grid:
         progress("curves", 0.5, f"indexing gallery {spec.gallery} (once per model)")
-        index = ensure_gallery_index(cache_root, bundle, spec.gallery, spec.gallery_sources,
-                                     workers=loader_workers(models.device))
+        index = gallery_index(spec, bundle, models, cache_root)
 
         def grid_progress(stage: str, fraction: float, message: str) -> None:
             progress("curves", 0.5 + 0.5 * fraction, f"gallery {spec.gallery} under θ(α): {message}")

@@ -182,8 +182,8 @@ class Worker:
 
     def _add_warm_up(self, models: ModelCache, cache_root: Path) -> None:
         """Queue the warm-up the app asked for (once per ask) as deferred work: it runs while no run waits."""
-        asked = self.queue.warm_up()
-        if asked is None or asked[0] in self._warmed:
+        asked = self.queue.warm_up(taken=self._warmed)
+        if asked is None:
             return
         stamp, spec = asked
         self._warmed.add(stamp)

@@ -19,6 +19,7 @@ import os
 import shutil
 import socket
 import time
+from collections.abc import Container
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -91,12 +92,15 @@ class WorkQueue:
         """Ask this queue's workers to prepare, while idle, what the first run like ``spec`` would pay once."""
         write_json(self.root / WARM_UP_FILE, asdict(spec))
 
-    def warm_up(self) -> tuple[int, RunSpec] | None:
-        """``(stamp, spec)`` of the latest warm-up asked for (the stamp changes with each ask), or ``None``."""
+    def warm_up(self, taken: Container[int] = ()) -> tuple[int, RunSpec] | None:
+        """``(stamp, spec)`` of the latest warm-up asked for (the stamp changes with each ask), or ``None`` -- also
+        when its stamp is in ``taken`` (a poll then costs one ``stat``)."""
         path = self.root / WARM_UP_FILE
         try:
             stamp = path.stat().st_mtime_ns
         except OSError:
+            return None
+        if stamp in taken:
             return None
         data = read_json(path)
         return (stamp, RunSpec.from_dict(data)) if data.get("run_id") else None

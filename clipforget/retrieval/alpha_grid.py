@@ -62,7 +62,10 @@ class AlphaGrid:
 
     @property
     def ready(self) -> np.ndarray:
-        """Positions of the grid points computed so far (all of them for a finished grid)."""
+        """Positions of the grid points computed so far (all of them for a finished grid; a partial grid's
+        ``grid.json`` is re-read when it changed)."""
+        if self.info.get("ready") is not None:
+            self.refresh()
         ready = self.info.get("ready")
         return np.arange(len(self.info["alphas"])) if ready is None else np.asarray(sorted(ready), dtype=np.int64)
 
@@ -102,8 +105,6 @@ class AlphaGrid:
 
     def nearest(self, alpha: float) -> int:
         """Position of the ready grid point nearest to ``alpha``."""
-        if not self.complete:
-            self.refresh()
         ready = self.ready
         return int(ready[np.abs(self.alphas[ready] - float(alpha)).argmin()])
 
