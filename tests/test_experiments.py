@@ -19,6 +19,7 @@ from clipforget.data.task import EvalSet, UnlearningTask
 from clipforget.evaluation import evaluate_sets
 from clipforget.experiments.ablations import alpha_sweep
 from clipforget.experiments.bench import aggregate, markdown_table, mean_rows
+from clipforget.experiments.suite import SuiteCell, score_matrix, suite_markdown
 from clipforget.models.weights import clone_state, merge_states
 from clipforget.settings.living17 import living17_task
 from clipforget.settings.style import StyleSizes, style_task
@@ -181,6 +182,51 @@ def test_bench_command_writes_table_chart_and_resumes(bundle, cifar_small, tmp_p
     stamp = (tmp_path / "fisher" / "seed0" / "metrics.json").stat().st_mtime_ns
     assert main(argv) == 0  # finished runs are reused
     assert (tmp_path / "fisher" / "seed0" / "metrics.json").stat().st_mtime_ns == stamp
+
+
+def test_suite_matrix_gives_ours_margin_over_the_best_baseline():
+    per_cell = {
+        "a": aggregate({"ours": [_metrics(90.0, 0.0, 0.5), _metrics(80.0, 0.0, 0.5)], "ga": [_metrics(60.0, 0.2, 0.3)],
+                        "ft": [_metrics(70.0, 0.2, 0.3)]}),
+        "b": aggregate({"ours": [_metrics(50.0, 0.0, 0.5)], "ga": [_metrics(55.0, 0.2, 0.3)]}),
+    }
+    matrix = score_matrix(per_cell)
+    assert matrix["scores"]["ours"]["a"] == pytest.approx((85.0, 5.0))
+    assert matrix["margin"]["a"]["best_baseline"] == "ft" and matrix["margin"]["a"]["margin"] == pytest.approx(15.0)
+    assert matrix["margin"]["b"]["margin"] == pytest.approx(-5.0)
+    table = suite_markdown(matrix, "t")
+    assert "| ours | **85.0 ± 5.0** | 50.0 | 67.5 |" in table
+    assert "| ft | 70.0 | – | 70.0 |" in table  # a method missing from a cell is shown as such, not as 0
+    assert "+15.0 (ft)" in table and "-5.0 (ga)" in table
+
+
+def test_bench_suite_runs_every_cell_and_writes_the_score_chart(bundle, cifar_small, tmp_path, monkeypatch):
+    from clipforget.cli import main
+    from clipforget.experiments import suite
+    from clipforget.settings import registry
+
+    def tiny(image_size, seed, sizes, forget_class="airplane"):
+        forget = cifar_small.where([x == forget_class for x in cifar_small.labels]).subset(range(8))
+        retain = cifar_small.where([x == "bird" for x in cifar_small.labels]).subset(range(8))
+        task = UnlearningTask(forget, retain, list(CIFAR10_CLASSES), name=f"tiny-{forget_class}")
+        return task, [EvalSet("target", forget, list(CIFAR10_CLASSES), "target"),
+                      EvalSet("keep", retain, list(CIFAR10_CLASSES))]
+
+    monkeypatch.setitem(registry._REGISTRY, "tiny", registry.Setting("tiny", "test", tiny, dict.fromkeys(
+        registry.SIZE_PRESETS)))
+    monkeypatch.setitem(suite.SUITES, "paper", (SuiteCell("air", "tiny"),
+                                                SuiteCell("ship", "tiny", {"forget_class": "ship"})))
+    argv = ["bench", "--suite", "paper", "--methods", "nullspace,fisher", "--seeds", "1", "--out", str(tmp_path),
+            "--quiet", "--model", TEST_MODEL]
+    assert main(argv) == 0
+    for cell in ("air", "ship"):
+        assert (tmp_path / cell / "results.md").exists()
+        assert json.loads((tmp_path / cell / "fisher" / "seed0" / "metrics.json").read_text())["task"] == (
+            "tiny-airplane" if cell == "air" else "tiny-ship")
+    data = json.loads((tmp_path / "suite.json").read_text())
+    assert data["cells"] == ["air", "ship"] and set(data["methods"]) == {"nullspace", "fisher"}
+    assert "| nullspace |" in (tmp_path / "suite.md").read_text()
+    assert (tmp_path / "suite.html").stat().st_size > 1000
 
 
 def test_monkeys_setting_forgets_marmosets_as_monkey(has_data):

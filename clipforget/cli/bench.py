@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 from clipforget.experiments.bench import ABLATIONS, BenchPlan, run_ablation, run_bench
+from clipforget.experiments.suite import SUITES, run_suite
 
 from .common import add_folder_args, add_model_args, apply_folders, load_model, progress_printer
 from .run import add_setting_options, setting_options
@@ -15,6 +16,9 @@ from .run import add_setting_options, setting_options
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("bench", help="benchmark methods on a setting (table + chart), or an ablation")
     p.add_argument("--setting", default="cifar10")
+    p.add_argument("--suite", choices=list(SUITES), default=None,
+                   help="bench every setting of a suite (paper: monkeys, cifar10 airplane / automobile / ship, style, "
+                        "subgroup) into OUT/<cell>/, then suite.md and the Score chart suite.html")
     p.add_argument("--methods", default="all", help="comma separated method names, or 'all'")
     p.add_argument("--seeds", type=int, default=3, help="seeds 0..N-1 (data selection and method seed)")
     p.add_argument("--out", required=True, help="folder for run folders, results.md/json and chart.html")
@@ -37,7 +41,12 @@ def cmd_bench(args: argparse.Namespace) -> int:
     plan = BenchPlan(args.setting, Path(args.out), methods, args.seeds, args.size or "small", setting_options(args),
                      command="python -m clipforget " + " ".join(sys.argv[1:]))
     progress = progress_printer(args.quiet, edges_only=True)
-    if args.ablation:
+    if args.suite:
+        if args.ablation:
+            raise SystemExit("--suite runs the method benches; run an --ablation on one --setting")
+        run_suite(bundle, Path(args.out), args.suite, methods, args.seeds, args.size or "small", plan.command,
+                  progress)
+    elif args.ablation:
         values = {"steps": args.steps, "alpha": args.alphas, "merge": args.merge_classes}[args.ablation]
         run_ablation(bundle, plan, args.ablation, [v.strip() for v in values.split(",") if v.strip()], progress)
     else:
