@@ -233,7 +233,11 @@ def remind(
         keep_forgotten = torch.zeros(())
         if cfg.forget_weight > 0:
             forget_feats = image_features(bundle, forget_images, wrapper)
-            keep_forgotten = objective.forget_term(forget_feats, forget_targets)
+            forget_teacher = None
+            if objective.cfg.forget_target == "teacher":
+                with torch.no_grad():
+                    forget_teacher = image_features(bundle, forget_images, teacher_wrap)
+            keep_forgotten = objective.forget_term(forget_feats, forget_targets, forget_teacher)
             loss = loss + cfg.forget_weight * keep_forgotten
         opt.zero_grad(set_to_none=True)
         loss.backward()
