@@ -17,10 +17,14 @@ import json
 import sys
 from pathlib import Path
 
+import numpy as np
+
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from clipforget.core.devices import resolve_device  # noqa: E402
+from clipforget.data.imagenet import display_name  # noqa: E402
+from clipforget.models.encode import encode_text  # noqa: E402
 from clipforget.pipeline.folder import RunFolder  # noqa: E402
 from clipforget.retrieval.audit import audit_prompt  # noqa: E402
 from clipforget.retrieval.index import load_index  # noqa: E402
@@ -33,6 +37,23 @@ UNRELATED = {  # prompt -> Tiny-ImageNet val folder of its class
 }
 
 
+def all_class_churn(original, gallery, after: np.ndarray, root: str, k: int = 20) -> dict:
+    """Own-class images in the top-``k`` of "a photo of a <class>." for every ``<root><wnid>/`` folder, before and
+    after: the share kept per prompt."""
+    folders = np.array([Path(p).parent.name if root in p else "" for p in gallery.paths])
+    wnids = sorted({w for w in folders if w})
+    texts = encode_text(original, [f"a photo of a {display_name(w)}." for w in wnids]).cpu().numpy()
+    before = np.asarray(gallery.embeddings, np.float32)
+    kept = []
+    for wnid, text in zip(wnids, texts, strict=True):
+        b = int((folders[np.argsort(-(before @ text))[:k]] == wnid).sum())
+        a = int((folders[np.argsort(-(after @ text))[:k]] == wnid).sum())
+        if b:
+            kept.append(a / b)
+    return {"prompts": len(kept), "kept_mean": float(np.mean(kept)), "kept_min": float(np.min(kept)),
+            "below_095": int(sum(x < 0.95 for x in kept)), "gain": int(sum(x > 1 for x in kept))}
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--run", required=True)
@@ -42,6 +63,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--coarse", default="monkey")
     p.add_argument("--siblings", default="monkeys10/val/", help="path part of every image of the coarse label")
     p.add_argument("--alpha", type=float, default=None)
+    p.add_argument("--unrelated-root", default="tiny-imagenet/val/",
+                   help="path part above the unrelated prompts' <wnid>/ folders (a tuning gallery of Tiny-ImageNet "
+                        "train images: its folder name)")
+    p.add_argument("--all-classes", action="store_true",
+                   help="also every class folder under --unrelated-root as a prompt: how many lose >= 5 %% of their "
+                        "own-class top-20 (the churn of near-ties)")
     p.add_argument("--json", default=None)
     args = p.parse_args(argv)
     run = RunFolder(args.run)
@@ -50,9 +77,12 @@ def main(argv: list[str] | None = None) -> int:
     device = resolve_device("auto")
     original = run.original_model(device)
     after = embeddings_at(original, run.unlearned_state(device), gallery, alpha, run.grid_dir(gallery.name))
-    print(f"run {run.path.name}: alpha* {alpha:.2f}; forget texts {run.forget_texts()}")
+    drift = float(1.0 - np.mean(np.sum(np.asarray(gallery.embeddings, np.float32) * after, axis=1)))
+    print(f"run {run.path.name}: alpha* {alpha:.2f}; forget texts {run.forget_texts()}; gallery embedding drift "
+          f"1 - cos {drift:.4f}")
     groups = {"subgroup": args.subgroup, "coarse": args.siblings}
-    out: dict = {"run": str(run.path), "alpha": alpha, "forget_texts": run.forget_texts(), "prompts": {}}
+    out: dict = {"run": str(run.path), "alpha": alpha, "drift": drift, "forget_texts": run.forget_texts(),
+                 "prompts": {}}
     for prompt in (f"a photo of a {args.subgroup_name}", f"a photo of a {args.coarse}"):
         audit = audit_prompt(original, gallery, after, prompt, 20, None, (), groups)
         (sb, sa), (cb, ca) = audit.groups_in_top_k["subgroup"], audit.groups_in_top_k["coarse"]
@@ -64,7 +94,7 @@ def main(argv: list[str] | None = None) -> int:
     kept, overlaps = [], []
     for name, wnid in UNRELATED.items():
         prompt = f"a photo of a {name}"
-        audit = audit_prompt(original, gallery, after, prompt, 20, None, (), {"own": f"tiny-imagenet/val/{wnid}/"})
+        audit = audit_prompt(original, gallery, after, prompt, 20, None, (), {"own": f"{args.unrelated_root}{wnid}/"})
         b, a = audit.groups_in_top_k["own"]
         kept.append(a / b if b else 1.0)
         overlaps.append(audit.overlap)
@@ -74,6 +104,11 @@ def main(argv: list[str] | None = None) -> int:
     print(f"unrelated prompts: own-class kept min {min(kept):.2f} (bound 0.95), mean top-20 overlap "
           f"{mean_overlap:.2f} (bound 0.85)")
     out["unrelated"] = {"own_class_kept_min": min(kept), "mean_overlap": mean_overlap}
+    if args.all_classes:
+        out["all_classes"] = all_class_churn(original, gallery, after, args.unrelated_root)
+        c = out["all_classes"]
+        print(f"all {c['prompts']} class prompts under {args.unrelated_root}: own-class top-20 kept mean "
+              f"{c['kept_mean']:.3f}, min {c['kept_min']:.2f}; {c['below_095']} lose >= 5 %, {c['gain']} gain")
     if args.json:
         Path(args.json).write_text(json.dumps(out, indent=2), encoding="utf-8")
     return 0
