@@ -26,7 +26,7 @@ from clipforget.pipeline.folder import RunFolder
 from clipforget.retrieval.audit import audit_prompt
 from clipforget.retrieval.index import load_index
 from clipforget.settings.cifar10 import TINY_TO_CIFAR10
-from index_builder.alpha_grid import embeddings_at
+from index_builder.alpha_grid import AlphaGridConfig, compute_alpha_grid, embeddings_at
 
 
 def prompt_for(name: str) -> str:
@@ -55,6 +55,10 @@ def main(argv: list[str] | None = None) -> int:
         run = RunFolder(path)
         forgotten = run.metrics()["task"].split("-", 1)[1]
         original = run.original_model(device)
+        # the alpha* point of the run's grid for this gallery: the gallery's stored activations (D18) make it one
+        # suffix pass; the first run without them decodes once and stores them for the next
+        compute_alpha_grid(original, run.unlearned_state(device), args.index, run.grid_dir(gallery.name),
+                           AlphaGridConfig(workers=0, device=device), first=[run.chosen_alpha], stop_after_first=True)
         after = embeddings_at(original, run.unlearned_state(device), gallery, run.chosen_alpha,
                               run.grid_dir(gallery.name))
         row: dict = {"run": str(run.path), "class": forgotten, "alpha": run.chosen_alpha, "prompts": {}}
