@@ -9,7 +9,7 @@ evaluation and prefix seconds, wall seconds, peak RSS, Score, alpha*, and the au
 speed-up and the differences the issue bounds (Score <= 1.5 points, alpha* <= 0.05, top-20 counts <= 2 images).
 
     nice -n 5 .venv/bin/python benchmarks/bench_prefix_cache.py --out /work/bench17 [--tasks monkeys,airplane]
-        [--seeds 0,1,2] [--threads 2]
+        [--seeds 0,1,2] [--threads 2] [--set remind.activation_epsilon=0.5]
 """
 
 from __future__ import annotations
@@ -86,6 +86,8 @@ def main() -> int:
     parser.add_argument("--seeds", default="0,1,2", help="seeds of monkeys (airplane: the first only)")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--no-audit", action="store_true")
+    parser.add_argument("--set", action="append", default=[], dest="overrides", metavar="FIELD=VALUE",
+                        help="a method setting for every run, as `clipforget run --set` (repeatable)")
     args = parser.parse_args()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -102,6 +104,7 @@ def main() -> int:
                 folder = out / f"{task}-s{seed}-{mode}"
                 if not (folder / "metrics.json").exists():
                     cmd = [python(), "-m", "clipforget", *base, "--seed", str(seed), "--quiet", "--out", str(folder)]
+                    cmd += [arg for assignment in args.overrides for arg in ("--set", assignment)]
                     load_before = os.getloadavg()[0]
                     wall = run(cmd + ([] if mode == "cache" else ["--no-prefix-cache"]), env)
                     (folder / "wall_seconds.txt").write_text(f"{wall:.1f}\n")

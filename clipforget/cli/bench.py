@@ -28,6 +28,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--steps", default="5,10,20,30,40,50,100", help="remind steps for --ablation steps")
     p.add_argument("--alphas", default="0.1,0.3,0.5,0.65,0.7,0.9", help="alphas for --ablation alpha")
     p.add_argument("--merge-classes", default="ship,airplane,cat", help="classes for --ablation merge")
+    p.add_argument("--set", action="append", default=[], dest="overrides", metavar="FIELD=VALUE",
+                   help="a method setting, as `run --set`, for every method whose config has it (repeatable)")
     p.add_argument("--quiet", action="store_true", help="no progress lines")
     add_model_args(p)
     add_folder_args(p)
@@ -39,13 +41,13 @@ def cmd_bench(args: argparse.Namespace) -> int:
     bundle = load_model(args)
     methods = () if args.methods == "all" else tuple(m.strip() for m in args.methods.split(",") if m.strip())
     plan = BenchPlan(args.setting, Path(args.out), methods, args.seeds, args.size or "small", setting_options(args),
-                     command="python -m clipforget " + " ".join(sys.argv[1:]))
+                     command="python -m clipforget " + " ".join(sys.argv[1:]), overrides=tuple(args.overrides))
     progress = progress_printer(args.quiet, edges_only=True)
     if args.suite:
         if args.ablation:
             raise SystemExit("--suite runs the method benches; run an --ablation on one --setting")
         run_suite(bundle, Path(args.out), args.suite, methods, args.seeds, args.size or "small", plan.command,
-                  progress)
+                  progress, overrides=plan.overrides)
     elif args.ablation:
         values = {"steps": args.steps, "alpha": args.alphas, "merge": args.merge_classes}[args.ablation]
         run_ablation(bundle, plan, args.ablation, [v.strip() for v in values.split(",") if v.strip()], progress)

@@ -9,7 +9,7 @@ from typing import Any
 
 import torch
 
-from clipforget.methods.registry import available_methods, get_method, seed_config
+from clipforget.methods.registry import available_methods, get_method, override_config, seed_config
 from clipforget.pipeline.run import RunResult, run_method
 from clipforget.settings import SIZE_PRESETS, available_settings, get_setting
 
@@ -24,6 +24,9 @@ def add_run_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-prefix-cache", dest="prefix_cache", action="store_false",
                         help="run the full network at every step (for checking; by default each image goes once "
                              "through the layers before the first one the method can change)")
+    parser.add_argument("--set", action="append", default=[], dest="overrides", metavar="FIELD=VALUE",
+                        help="change one of the method's settings, e.g. --set remind.steps=40 (repeatable; values "
+                             "are read as JSON; the run folder's config.json records them)")
     add_model_args(parser)
     add_folder_args(parser)
 
@@ -70,15 +73,17 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def _execute(args: argparse.Namespace, setting_name: str, size: str, options: dict[str, Any]) -> int:
     apply_folders(args)
+    config = get_method(args.method).config_cls()
+    seed_config(config, args.seed)
+    for assignment in args.overrides:  # before any work, so that a mistyped field costs nothing
+        override_config(config, assignment)
     torch.manual_seed(args.seed)
     bundle = load_model(args)
     task, eval_sets = get_setting(setting_name).build(bundle.image_size, args.seed, size, **options)
-    spec = get_method(args.method)
-    config = spec.config_cls()
-    seed_config(config, args.seed)
     result = run_method(bundle, task, args.out, args.method, config, eval_sets, progress_printer(args.quiet),
                         extra={"seed": args.seed, "setting": setting_name, "size": size, "options": options,
-                               "command": " ".join(sys.argv)}, prefix_cache=args.prefix_cache)
+                               "command": " ".join(sys.argv),
+                               "overrides": list(args.overrides)}, prefix_cache=args.prefix_cache)
     _print_summary(result)
     return 0
 

@@ -24,7 +24,7 @@ import torch
 from clipforget.core.atomic import write_json, write_text
 from clipforget.core.progress import ProgressFn, no_progress
 from clipforget.methods.ours import ThreeStageConfig
-from clipforget.methods.registry import available_methods, get_method, seed_config
+from clipforget.methods.registry import available_methods, get_method, has_field, method_config, seed_config
 from clipforget.models.factory import ClipBundle, load_checkpoint
 from clipforget.pipeline.folder import RunFolder
 from clipforget.pipeline.run import run_method
@@ -47,6 +47,7 @@ class BenchPlan:
     size: str = "small"
     options: dict[str, Any] = field(default_factory=dict)
     command: str = "bench"
+    overrides: Sequence[str] = ()  # ``--set`` assignments, each applied to the methods whose config has the field
 
 
 # --- aggregation and rendering (pure functions, tested without models) ------------------------------------------
@@ -177,6 +178,12 @@ def run_bench(bundle: ClipBundle, plan: BenchPlan, progress: ProgressFn = no_pro
     methods = list(plan.methods) or available_methods()
     for name in methods:
         get_method(name)  # unknown names fail before any work
+    for assignment in plan.overrides:  # so do settings no chosen method has, and values of the wrong kind
+        takers = [m for m in methods if has_field(get_method(m).config_cls(), assignment.partition("=")[0])]
+        if not takers:
+            raise ValueError(f"--set {assignment}: none of {', '.join(methods)} has that setting")
+        for name in takers:
+            method_config(name, 0, [assignment])
     runs: dict[str, list[dict]] = {m: [] for m in methods}
     task = None
     for seed in range(plan.seeds):
@@ -189,11 +196,10 @@ def run_bench(bundle: ClipBundle, plan: BenchPlan, progress: ProgressFn = no_pro
                 continue
             log(f"[{plan.setting}] {method} seed {seed}")
             torch.manual_seed(seed)
-            config = get_method(method).config_cls()
-            seed_config(config, seed)
+            config = method_config(method, seed, plan.overrides)
             result = run_method(bundle, task, folder.path, method, config, eval_sets, progress,
                                 extra={"seed": seed, "setting": plan.setting, "size": plan.size,
-                                       "command": plan.command})
+                                       "command": plan.command, "overrides": list(plan.overrides)})
             runs[method].append(result.metrics)
             log(f"    score {result.metrics['score']:.1f} in {result.metrics['total_seconds']:.0f}s")
     agg = aggregate(runs)

@@ -113,12 +113,13 @@ def suite_chart(matrix: dict[str, Any], path: Path, title: str) -> None:
 
 def run_suite(bundle: ClipBundle, out: Path, suite: str = "paper", methods: Sequence[str] = (), seeds: int = 3,
               size: str = "small", command: str = "bench --suite", progress: ProgressFn = no_progress,
-              log=print) -> dict[str, Any]:
+              log=print, overrides: Sequence[str] = ()) -> dict[str, Any]:
     """Bench every cell of ``suite`` into ``out/<cell>``; write suite.md / .json / .html; return the Score matrix."""
     out = Path(out)
     per_cell: dict[str, dict[str, Any]] = {}
     for cell in suite_cells(suite):
-        plan = BenchPlan(cell.setting, out / cell.name, methods, seeds, size, dict(cell.options), command=command)
+        plan = BenchPlan(cell.setting, out / cell.name, methods, seeds, size, dict(cell.options), command=command,
+                         overrides=tuple(overrides))
         per_cell[cell.name] = run_bench(bundle, plan, progress, log)
     matrix = score_matrix(per_cell)
     title = f"Suite {suite!r}: Score per setting, {seeds} seed(s), size {size}, model {bundle.spec}"

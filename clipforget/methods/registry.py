@@ -11,7 +11,8 @@ dataclass whose defaults are its recommended settings.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import json
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, fields, is_dataclass
 from typing import Any
 
@@ -76,6 +77,72 @@ def get_method(name: str) -> MethodSpec:
 def available_methods() -> list[str]:
     """``ours`` first, then the baselines by name."""
     return sorted(_REGISTRY, key=lambda name: (name != "ours", name))
+
+
+def override_config(config: Any, assignment: str) -> None:
+    """Apply one ``"dotted.field=value"`` to a method config (the CLI's ``--set``): ``value`` is read as JSON
+    (numbers, true / false, null, lists, quoted strings) and otherwise taken as a plain string. Unknown fields and
+    values of the wrong kind raise ``ValueError`` naming what the config has."""
+    key, sep, text = assignment.partition("=")
+    if not sep or not key.strip():
+        raise ValueError(f"--set expects FIELD=VALUE (e.g. remind.steps=40), got {assignment!r}")
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError:
+        value = text
+    *parents, name = key.strip().split(".")
+    target = config
+    for part in parents:
+        target = _config_field(target, part, key)
+        if not is_dataclass(target):
+            raise ValueError(f"--set {key}: {part!r} is a value, not a group of settings")
+    current = _config_field(target, name, key)
+    if is_dataclass(current):
+        raise ValueError(f"--set {key}: {name!r} is a group; set one of its fields: "
+                         f"{', '.join(f.name for f in fields(current))}")
+    optional = "None" in str(next(f.type for f in fields(target) if f.name == name))
+    if not (value is None and optional) and current is not None and not _same_kind(current, value):
+        raise ValueError(f"--set {key}: expected a value like {current!r}, got {value!r}")
+    if isinstance(current, float) and isinstance(value, int):
+        value = float(value)
+    setattr(target, name, value)
+
+
+def _same_kind(current: Any, value: Any) -> bool:
+    if isinstance(current, bool) or isinstance(value, bool):
+        return isinstance(current, bool) and isinstance(value, bool)
+    if isinstance(current, float):
+        return isinstance(value, (int, float))
+    if isinstance(current, (list, tuple)):
+        return isinstance(value, list)
+    return isinstance(value, type(current))
+
+
+def method_config(name: str, seed: int = 0, overrides: Sequence[str] = ()) -> Any:
+    """Method ``name``'s default config, seeded, with the ``overrides`` (``--set`` assignments) that name one of its
+    fields applied; an assignment naming a field this config does not have is left to the other methods."""
+    config = get_method(name).config_cls()
+    seed_config(config, seed)
+    for assignment in overrides:
+        if has_field(config, assignment.partition("=")[0]):
+            override_config(config, assignment)
+    return config
+
+
+def has_field(config: Any, dotted: str) -> bool:
+    """Whether ``dotted`` ("remind.steps") names a field of the config."""
+    for part in dotted.strip().split("."):
+        if not is_dataclass(config) or part not in {f.name for f in fields(config)}:
+            return False
+        config = getattr(config, part)
+    return True
+
+
+def _config_field(config: Any, name: str, key: str) -> Any:
+    known = [f.name for f in fields(config)] if is_dataclass(config) else []
+    if name not in known:
+        raise ValueError(f"--set {key}: no field {name!r} here; fields: {', '.join(known)}")
+    return getattr(config, name)
 
 
 def seed_config(config: Any, seed: int) -> None:
