@@ -34,7 +34,7 @@ class RemindConfig:
     align_lr: float = 0.01
     epsilon: float = 16 / 255  # L-inf bound of the perturbation, in [0, 1] pixel units
     # the bound when the inputs are cached prefix activations, in channel standard deviations (decisions D11)
-    activation_epsilon: float = 0.25
+    activation_epsilon: float = 0.5
     steps: int = 80  # fine-tuning steps (paper Tab. 4: 20 on RN50; embedded-cifar: 40; v2: 80, decisions D10)
     batch_size: int = 64
     lr: float = 1e-3
