@@ -15,19 +15,10 @@ from pathlib import Path
 
 import torch
 
-from clipforget.methods.registry import get_method, seed_config
+from clipforget.methods.registry import apply_overrides, get_method, seed_config
 from clipforget.models.factory import DEFAULT_MODEL, create_model
 from clipforget.pipeline.run import run_method
 from clipforget.settings import get_setting
-
-
-def apply_overrides(config: object, overrides: dict) -> None:
-    for key, value in overrides.items():
-        current = getattr(config, key)  # AttributeError names a mistyped field
-        if hasattr(current, "__dataclass_fields__") and isinstance(value, dict):
-            apply_overrides(current, value)
-        else:
-            setattr(config, key, value)
 
 
 def main() -> None:

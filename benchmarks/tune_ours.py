@@ -13,26 +13,16 @@ import argparse
 import copy
 import json
 import time
-from dataclasses import is_dataclass
 
 import torch
 
 from clipforget.evaluation import evaluate_sets, ratio, score
-from clipforget.methods.registry import get_method, seed_config
+from clipforget.methods.registry import apply_overrides, get_method, seed_config
 from clipforget.models.encode import encode_images, encode_text
 from clipforget.models.factory import DEFAULT_MODEL, create_model
 from clipforget.models.layers import VisualOnly
 from clipforget.models.weights import soup
 from clipforget.settings import get_setting
-
-
-def apply_overrides(config, overrides: dict) -> None:
-    for key, value in overrides.items():
-        current = getattr(config, key)  # AttributeError names a mistyped field
-        if is_dataclass(current) and isinstance(value, dict):
-            apply_overrides(current, value)
-        else:
-            setattr(config, key, value)
 
 
 def top_target(bundle, visual, images, is_target, query, k: int = 20) -> int:

@@ -63,3 +63,14 @@ def test_bench_refuses_a_setting_no_chosen_method_has(tmp_path):
     with pytest.raises(ValueError, match="none of ours has that setting"):
         run_bench(None, plan)  # refused before the model is touched
     assert not any((tmp_path / "bench").glob("*/seed0"))
+
+
+def test_nested_mapping_overrides_are_the_same_assignments():
+    from clipforget.methods.registry import apply_overrides
+
+    config = ThreeStageConfig()
+    apply_overrides(config, {"remind": {"steps": 40, "forget_weight": 3}, "forget": {"forget_target": "teacher"}})
+    assert config.remind.steps == 40 and config.remind.forget_weight == 3.0
+    assert config.forget.forget_target == "teacher"
+    with pytest.raises(ValueError, match="no field 'stepz'"):
+        apply_overrides(config, {"remind": {"stepz": 1}})

@@ -12,7 +12,7 @@ dataclass whose defaults are its recommended settings.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, fields, is_dataclass
 from typing import Any
 
@@ -116,6 +116,16 @@ def _same_kind(current: Any, value: Any) -> bool:
     if isinstance(current, (list, tuple)):
         return isinstance(value, list)
     return isinstance(value, type(current))
+
+
+def apply_overrides(config: Any, overrides: Mapping[str, Any], prefix: str = "") -> None:
+    """The nested-mapping form of :func:`override_config`: ``{"remind": {"steps": 40}}`` sets ``remind.steps``."""
+    for key, value in overrides.items():
+        dotted = f"{prefix}{key}"
+        if isinstance(value, Mapping):
+            apply_overrides(config, value, dotted + ".")
+        else:
+            override_config(config, f"{dotted}={json.dumps(value)}")
 
 
 def method_config(name: str, seed: int = 0, overrides: Sequence[str] = ()) -> Any:
