@@ -74,3 +74,20 @@ def test_nested_mapping_overrides_are_the_same_assignments():
     assert config.forget.forget_target == "teacher"
     with pytest.raises(ValueError, match="no field 'stepz'"):
         apply_overrides(config, {"remind": {"stepz": 1}})
+
+
+def test_a_finished_bench_run_is_reused_only_with_the_same_settings():
+    import json
+    from dataclasses import asdict
+
+    from clipforget.experiments.bench import config_changes
+    from clipforget.methods.registry import available_methods, method_config
+
+    for name in available_methods():  # every method's config round-trips through a run folder's config.json
+        config = method_config(name, 1)
+        assert config_changes(json.loads(json.dumps(asdict(config))), config) == []
+    recorded = json.loads(json.dumps(asdict(method_config("ours", 1))))
+    assert config_changes(recorded, method_config("ours", 1, ["remind.activation_epsilon=0.25"])) == [
+        "remind.activation_epsilon"]
+    assert "forget.seed" in config_changes(recorded, method_config("ours", 2))
+    assert config_changes(None, method_config("ours", 1))  # a folder without a recorded config is not reused

@@ -12,9 +12,10 @@ Finished run folders are reused, so an interrupted bench resumes where it stoppe
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -166,6 +167,18 @@ def mean_rows(per_seed: list[list[dict]], key: str) -> list[dict]:
     return out
 
 
+def config_changes(recorded: Any, config: Any) -> list[str]:
+    """The dotted fields whose value in a run folder's recorded config differs from ``config`` (a dataclass): a
+    finished run is reused only when nothing differs — not after a ``--set``, nor after a default changed."""
+    def flat(value: Any, prefix: str = "") -> dict[str, Any]:
+        if isinstance(value, dict):
+            return {k: v for key, item in value.items() for k, v in flat(item, f"{prefix}{key}.").items()}
+        return {prefix.rstrip("."): value}
+
+    old, new = flat(recorded or {}), flat(json.loads(json.dumps(asdict(config))))
+    return sorted(key for key in old.keys() | new.keys() if old.get(key) != new.get(key))
+
+
 # --- running -----------------------------------------------------------------------------------------------------
 
 
@@ -190,13 +203,18 @@ def run_bench(bundle: ClipBundle, plan: BenchPlan, progress: ProgressFn = no_pro
         task, eval_sets = setting.build(bundle.image_size, seed, plan.size, **plan.options)
         for method in methods:
             folder = RunFolder(out / method / f"seed{seed}")
-            if folder.is_done():
-                runs[method].append(folder.metrics())
-                log(f"[{plan.setting}] {method} seed {seed}: reused {folder.path}")
-                continue
-            log(f"[{plan.setting}] {method} seed {seed}")
-            torch.manual_seed(seed)
             config = method_config(method, seed, plan.overrides)
+            if folder.is_done():
+                changed = config_changes(folder.config().get("config"), config)
+                if not changed:
+                    runs[method].append(folder.metrics())
+                    log(f"[{plan.setting}] {method} seed {seed}: reused {folder.path}")
+                    continue
+                log(f"[{plan.setting}] {method} seed {seed}: {folder.path} was run with other settings "
+                    f"({', '.join(changed[:4])}{', ...' if len(changed) > 4 else ''}); running it again")
+            else:
+                log(f"[{plan.setting}] {method} seed {seed}")
+            torch.manual_seed(seed)
             result = run_method(bundle, task, folder.path, method, config, eval_sets, progress,
                                 extra={"seed": seed, "setting": plan.setting, "size": plan.size,
                                        "command": plan.command, "overrides": list(plan.overrides)})
