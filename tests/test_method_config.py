@@ -80,8 +80,8 @@ def test_a_finished_bench_run_is_reused_only_with_the_same_settings():
     import json
     from dataclasses import asdict
 
-    from clipforget.experiments.bench import config_changes
     from clipforget.methods.registry import available_methods, method_config
+    from clipforget.pipeline.folder import config_changes
 
     for name in available_methods():  # every method's config round-trips through a run folder's config.json
         config = method_config(name, 1)

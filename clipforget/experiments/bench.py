@@ -12,10 +12,9 @@ Finished run folders are reused, so an interrupted bench resumes where it stoppe
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -24,8 +23,7 @@ import torch
 
 from clipforget.core.atomic import write_json, write_text
 from clipforget.core.progress import ProgressFn, no_progress
-from clipforget.methods.ours import ThreeStageConfig
-from clipforget.methods.registry import available_methods, get_method, has_field, method_config, seed_config
+from clipforget.methods.registry import available_methods, get_method, has_field, method_config
 from clipforget.models.factory import ClipBundle, load_checkpoint
 from clipforget.pipeline.folder import RunFolder
 from clipforget.pipeline.run import run_method
@@ -167,18 +165,6 @@ def mean_rows(per_seed: list[list[dict]], key: str) -> list[dict]:
     return out
 
 
-def config_changes(recorded: Any, config: Any) -> list[str]:
-    """The dotted fields whose value in a run folder's recorded config differs from ``config`` (a dataclass): a
-    finished run is reused only when nothing differs — not after a ``--set``, nor after a default changed."""
-    def flat(value: Any, prefix: str = "") -> dict[str, Any]:
-        if isinstance(value, dict):
-            return {k: v for key, item in value.items() for k, v in flat(item, f"{prefix}{key}.").items()}
-        return {prefix.rstrip("."): value}
-
-    old, new = flat(recorded or {}), flat(json.loads(json.dumps(asdict(config))))
-    return sorted(key for key in old.keys() | new.keys() if old.get(key) != new.get(key))
-
-
 # --- running -----------------------------------------------------------------------------------------------------
 
 
@@ -205,7 +191,7 @@ def run_bench(bundle: ClipBundle, plan: BenchPlan, progress: ProgressFn = no_pro
             folder = RunFolder(out / method / f"seed{seed}")
             config = method_config(method, seed, plan.overrides)
             if folder.is_done():
-                changed = config_changes(folder.config().get("config"), config)
+                changed = folder.changed_settings(config)
                 if not changed:
                     runs[method].append(folder.metrics())
                     log(f"[{plan.setting}] {method} seed {seed}: reused {folder.path}")
@@ -252,10 +238,10 @@ def run_ablation(bundle: ClipBundle, plan: BenchPlan, ablation: str, values: Seq
                                                    out / f"seed{seed}", seed, progress))
                 continue
             folder = RunFolder(out / "ours" / f"seed{seed}")
-            if not folder.is_done():
-                cfg = ThreeStageConfig()
-                seed_config(cfg, seed)
-                run_method(bundle, task, folder.path, "ours", cfg, eval_sets, progress, extra={"seed": seed})
+            config = method_config("ours", seed, plan.overrides)
+            if not folder.is_done() or folder.changed_settings(config):
+                run_method(bundle, task, folder.path, "ours", config, eval_sets, progress,
+                           extra={"seed": seed, "overrides": list(plan.overrides)})
             unlearned = load_checkpoint(folder.path / "unlearned").visual_state()
             per_seed.append(alpha_sweep(bundle, unlearned, eval_sets, [float(v) for v in values]))
         key = "steps" if ablation == "steps" else "alpha"

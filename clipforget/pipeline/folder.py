@@ -9,9 +9,11 @@ and ``status.json`` says ``done`` only after all of them exist, so a killed run 
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 import time
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -102,6 +104,10 @@ class RunFolder:
     def config(self) -> dict[str, Any]:
         return read_json(self.path / self.CONFIG)
 
+    def changed_settings(self, config: Any) -> list[str]:
+        """The method settings (dotted fields) in which this run's recorded config differs from ``config``."""
+        return config_changes(self.config().get("config") if (self.path / self.CONFIG).is_file() else None, config)
+
     def metrics(self) -> dict[str, Any]:
         return read_json(self.path / self.METRICS)
 
@@ -167,3 +173,16 @@ class RunFolder:
         """The run's base model (theta_original), by the spec recorded in ``config.json``."""
         self.require_done()
         return create_model(self.model_spec, device=device)
+
+
+def config_changes(recorded: Any, config: Any) -> list[str]:
+    """The dotted fields whose value in a recorded config (as a run folder's ``config.json`` holds it) differs from
+    ``config`` (a dataclass): a finished run is reused only when nothing differs — not after a ``--set``, nor after a
+    default changed."""
+    def flat(value: Any, prefix: str = "") -> dict[str, Any]:
+        if isinstance(value, dict):
+            return {k: v for key, item in value.items() for k, v in flat(item, f"{prefix}{key}.").items()}
+        return {prefix.rstrip("."): value}
+
+    old, new = flat(recorded or {}), flat(json.loads(json.dumps(asdict(config))))
+    return sorted(key for key in old.keys() | new.keys() if old.get(key) != new.get(key))
