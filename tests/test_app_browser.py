@@ -48,14 +48,20 @@ def _captions(page, elem_id: str) -> list[str]:
     return page.locator(f"#{elem_id} .caption-label").all_inner_texts()
 
 
-def _wait_for(predicate, timeout: float, what: str):
+def _wait_for(predicate, timeout: float, what: str, page=None):
     deadline = time.time() + timeout
     while time.time() < deadline:
         value = predicate()
         if value:
             return value
         time.sleep(0.25)
-    raise AssertionError(f"timed out waiting for {what}")
+    shown = f"; the page shows:\n{page.locator('body').inner_text()[:3000]}" if page is not None else ""
+    raise AssertionError(f"timed out waiting for {what}{shown}")
+
+
+def _selected_run(page) -> str:
+    """The value the runs dropdown shows (empty until the finished run is listed)."""
+    return page.locator("#cf-runs input").first.input_value()
 
 
 def _start_preset(browser, url: str):
@@ -81,8 +87,11 @@ def test_preset_run_slider_and_retrieval_in_chromium(app_url):
             assert "— done" in page.content(), page.locator("body").inner_text()[:2000]
 
             page.get_by_role("tab", name="2 · Explore and export").click()
+            # the run list is refreshed after the status says done: pressing Open before it lists the run would
+            # answer "pick a run first"
+            _wait_for(lambda: _selected_run(page), 60, "the finished run in the runs list", page)
             page.get_by_role("button", name="Open", exact=True).click()
-            _wait_for(lambda: len(_captions(page, "cf-after")) >= 5, 180, "retrieval results")
+            _wait_for(lambda: len(_captions(page, "cf-after")) >= 5, 180, "retrieval results", page)
             slider = page.locator("input[type=range]").first
             slider.focus()
             page.keyboard.press("Home")  # alpha = 0: theta(alpha) is the original model

@@ -150,7 +150,7 @@ def build_layout(services: AppServices, default_profile: str = "fast") -> Layout
         with gr.Tab("2 · Explore and export"):
             with gr.Row():
                 runs = gr.Dropdown([], label="Runs (this workspace; kept across restarts)", scale=4,
-                                   allow_custom_value=True)
+                                   allow_custom_value=True, elem_id="cf-runs")
                 refresh = gr.Button("↻ Refresh", scale=1)
                 open_btn = gr.Button("Open", variant="primary", scale=1)
                 delete_btn = gr.Button("Delete run", variant="stop", scale=1)
