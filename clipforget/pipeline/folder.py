@@ -20,7 +20,14 @@ from typing import Any
 from clipforget.core.atomic import read_json, write_json
 from clipforget.core.errors import ModelLoadError
 from clipforget.core.paths import safe_name
-from clipforget.models.factory import ClipBundle, create_model, load_checkpoint
+from clipforget.models.factory import (
+    CONFIG_FILE,
+    ClipBundle,
+    bundled_name_for,
+    create_model,
+    load_checkpoint,
+    load_config,
+)
 from clipforget.models.weights import State
 from clipforget.retrieval.alpha_grid import alpha_grid_dir
 
@@ -150,8 +157,12 @@ class RunFolder:
 
     @property
     def model_spec(self) -> str:
-        """The base (original) model's spec."""
-        return str(self.config().get("model", ""))
+        """The base (original) model's spec: the recorded one, or today's name of a bundled model renamed since."""
+        recorded = str(self.config().get("model", ""))
+        checkpoint = self.path / "model"
+        if not recorded or not (checkpoint / CONFIG_FILE).is_file():
+            return recorded
+        return bundled_name_for(recorded, load_config(checkpoint))
 
     def grid_dir(self, gallery_name: str) -> Path:
         """Where this run's alpha grid of gallery ``gallery_name`` lives."""

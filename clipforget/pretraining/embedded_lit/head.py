@@ -30,11 +30,11 @@ from ..embedded import pretrained
 from ..embedded.text import PooledText
 from .config import LitConfig
 
-NAME = "embedded-v3"
+NAME = "embedded"
 
 
 def model_config(cfg: LitConfig) -> dict[str, Any]:
-    """``models/configs/embedded-v3.json`` with the recipe's trunk, size and embedding width."""
+    """``models/configs/embedded.json`` with the recipe's trunk, size and embedding width."""
     config = copy.deepcopy(load_config(NAME))
     model_cfg = config["model_cfg"]
     model_cfg["embed_dim"] = cfg.embed_dim
