@@ -3,7 +3,8 @@
 A model *spec* is one of
 
 * a bundled name -- the project's own CLIPs, configs in ``models/configs/<name>.json``, weights in
-  ``assets/<name>/`` (or the cache): ``embedded`` (the default) and ``embedded-cifar`` (small, for fast tests),
+  ``assets/<name>/`` (or the cache): ``embedded`` (the default), ``embedded-v2`` and ``embedded-cifar`` (small, for
+  fast tests),
 * ``NAME:TAG`` -- an open_clip architecture with pretrained weights, e.g. ``RN50:openai`` or ``RN50:/path/RN50.pt``,
 * a folder holding ``open_clip_config.json`` + ``open_clip_model.safetensors`` (what an unlearning run writes).
 
@@ -182,10 +183,9 @@ def bundled_checkpoint_dirs(name: str, cache: str | os.PathLike | None = None) -
 def bundled_name_for(recorded: str, architecture: dict[str, Any]) -> str:
     """Today's bundled name for a model a run recorded as ``recorded`` whose checkpoint config is ``architecture``.
 
-    Bundled names can move to a new model (the default ``embedded`` was v2 until session 12, when v2 became
-    ``embedded-v2`` and ``embedded-v3`` became ``embedded``): the recorded name stands while its config still has the
-    run's ``model_cfg``; otherwise the bundled model whose config has it, so a run never pairs its weights with another
-    model's original. Other specs (folders, ``NAME:TAG``) come back as they are.
+    A bundled name can move to another model (docs/decisions.md D20): the recorded name stands while its config
+    still has the run's ``model_cfg``; otherwise the bundled model whose config has it, so a run never pairs its
+    weights with another model's original. Other specs (folders, ``NAME:TAG``) come back as they are.
     """
     names = bundled_models()
     if recorded not in names and (":" in recorded or "/" in recorded or Path(recorded).is_dir()):

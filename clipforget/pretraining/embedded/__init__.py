@@ -1,4 +1,4 @@
-"""Recipe of ``embedded-v2`` (the default until session 12): EfficientNet-Lite0 against frozen MiniLM captions.
+"""Recipe of ``embedded-v2``: an EfficientNet-Lite0 image tower (ImageNet-1k init) against frozen MiniLM captions.
 
     python -m clipforget pretrain embedded-v2 [--out assets/embedded-v2] [--image-size 96] [--epochs 4]
 
