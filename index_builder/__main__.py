@@ -43,6 +43,8 @@ def build_parser() -> argparse.ArgumentParser:
                        help="ray: one encoder actor per GPU (else CPU) of a Ray cluster, on Ray Data")
     build.add_argument("--ray-address", default=None, help="with --engine ray: auto | ray://host:port (default: local)")
     build.add_argument("--ray-workers", type=int, default=None, help="with --engine ray: encoder actors")
+    build.add_argument("--no-fold-batchnorm", action="store_true",
+                       help="run the tower as trained, BatchNorms unfolded (slower; for checking, docs D21)")
     _loader_args(build)
 
     merge = sub.add_parser("merge", help="join the shard folders of a sharded build")
@@ -69,7 +71,7 @@ def main(argv: list[str] | None = None) -> int:
             cfg = BuildConfig(
                 model=args.model, batch_size=args.batch_size, workers=args.workers, shard=parse_shard(args.shard),
                 device=args.device, index_key=args.index_key, exact_threshold=args.exact_threshold,
-                max_index_memory=args.max_index_memory,
+                max_index_memory=args.max_index_memory, fold_batchnorm=not args.no_fold_batchnorm,
             )
             if args.engine == "ray":
                 if args.shard:

@@ -41,12 +41,13 @@ from clipforget.core.devices import resolve_device
 from clipforget.core.errors import RunCancelled
 from clipforget.core.locks import file_lock
 from clipforget.core.progress import ProgressFn, check_cancelled, no_progress
-from clipforget.models.encode import autocast
+from clipforget.models.encode import autocast, in_chunks
 from clipforget.models.factory import ClipBundle, weights_fingerprint
+from clipforget.models.fold import checked_fold, fold_batchnorm, probe_input
 from clipforget.models.prefix import sequential_stages
 from clipforget.models.weights import State, significant_changes, soup
 from clipforget.retrieval.alpha_grid import GRID_EMBEDDINGS, GRID_INFO, AlphaGrid, same_alphas
-from clipforget.retrieval.index import METADATA_FILE, GalleryIndex, read_records
+from clipforget.retrieval.index import INFO_FILE, METADATA_FILE, GalleryIndex, read_records
 
 from .activations import MAX_STORED_BYTES, find_stored, store
 from .encoder import ClipImageEncoder
@@ -115,6 +116,7 @@ class SplitForward:
         theta_u: dict[str, torch.Tensor],
         theta_0: dict[str, torch.Tensor],
         rel_tol: float = 1e-6,
+        fold_batchnorm: bool = False,
     ):
         self.bundle = bundle
         self.visual = copy.deepcopy(bundle.model.visual).eval()
@@ -123,12 +125,17 @@ class SplitForward:
         example = bundle.normalize(torch.zeros((2, 3, size, size), dtype=torch.uint8))
         stages = sequential_stages(self.visual, example)
         self.sequential = stages is not None
-        self.stages = stages if stages is not None else [("", self.visual)]
+        names = [name for name, _ in stages] if stages is not None else [""]
+        folded = checked_fold(self.visual, probe_input(example)) if fold_batchnorm else None
+        self.batchnorm_folded = folded is not None  # as the index was encoded (ClipImageEncoder, D21)
+        running = folded if folded is not None else self.visual
+        self.stages = [(name, running.get_submodule(name)) for name in names]
         self.changed, self.negligible = significant_changes(theta_u, theta_0, rel_tol)
         self.split = min((_stage_of(k, self.stages) for k in self.changed), default=len(self.stages))
         if not self.sequential and self.changed:
             self.split = 0
         self.suffix_stages = [stage for _, stage in self.stages[self.split :]]
+        self._pooled_query = False
         if self.sequential and self.suffix_stages:
             self._use_pooled_query(size)
         suffix_names = tuple(name + "." for name, _ in self.stages[self.split :]) if self.sequential else ("",)
@@ -154,6 +161,7 @@ class SplitForward:
             ref, got = pool(h).float(), fast(h).float()
         if float((ref - got).abs().max() / ref.abs().max().clamp_min(1e-6)) < tol:
             self.suffix_stages[-1] = fast
+            self._pooled_query = True
 
     @property
     def split_name(self) -> str:
@@ -165,6 +173,11 @@ class SplitForward:
         if alpha != self.alpha:
             state = soup(self._theta_u, self._theta_0, float(alpha))
             self.visual.load_state_dict(state, strict=False)
+            if self.batchnorm_folded:  # the suffix runs a folded copy of theta(alpha), as the index ran theta_0
+                running = fold_batchnorm(self.visual)
+                self.suffix_stages = [running.get_submodule(name) for name, _ in self.stages[self.split :]]
+                if self._pooled_query:
+                    self.suffix_stages[-1] = PooledQueryAttention(self.suffix_stages[-1])
             self.alpha = alpha
 
     @torch.no_grad()
@@ -172,32 +185,37 @@ class SplitForward:
         """uint8 images -> the activations entering stage ``split`` (what gets cached), and those entering stage
         ``capture`` (``<= split``) when asked."""
         x = self.bundle.normalize(images).contiguous(memory_format=torch.channels_last)
-        captured = x if capture == 0 else None
-        with autocast(self.bundle):
-            for i, (_, stage) in enumerate(self.stages[: self.split], start=1):
-                x = stage(x)
-                if i == capture:
-                    captured = x
-        return x, captured
+        if capture == 0:
+            return self.advance(x, 0), x
+        if capture is None or capture > self.split:
+            return self.advance(x, 0), None
+        at_capture = self.advance(x, 0, capture)
+        return self.advance(at_capture, capture), at_capture
 
     @torch.no_grad()
-    def advance(self, h: torch.Tensor, start: int) -> torch.Tensor:
-        """Activations entering stage ``start`` (``<= split``; stored float16) -> those entering stage ``split``."""
-        x = h.to(self.bundle.device, torch.float32)
+    def _run(self, stages: Sequence[nn.Module], h: torch.Tensor) -> torch.Tensor:
+        def forward(part: torch.Tensor) -> torch.Tensor:
+            for stage in stages:
+                part = stage(part)
+            return part
+
+        with autocast(self.bundle):
+            return in_chunks(forward, h)
+
+    @torch.no_grad()
+    def advance(self, h: torch.Tensor, start: int, stop: int | None = None) -> torch.Tensor:
+        """Activations entering stage ``start`` (``<= split``; stored float16) -> those entering stage ``stop``
+        (default: ``split``)."""
+        x = h.to(self.bundle.device)
+        x = x.float() if x.dtype == torch.float16 else x  # stored rows; a tensor from this tower passes as it is
         if x.ndim == 4:
             x = x.contiguous(memory_format=torch.channels_last)
-        with autocast(self.bundle):
-            for _, stage in self.stages[start : self.split]:
-                x = stage(x)
-        return x
+        return self._run([stage for _, stage in self.stages[start : self.split if stop is None else stop]], x)
 
     @torch.no_grad()
     def suffix(self, h: torch.Tensor) -> torch.Tensor:
         """Cached activations -> unit-norm embeddings under the current alpha."""
-        with autocast(self.bundle):
-            for stage in self.suffix_stages:
-                h = stage(h)
-        return F.normalize(h.float(), dim=-1)
+        return F.normalize(self._run(self.suffix_stages, h).float(), dim=-1)
 
 
 # --- the grid ------------------------------------------------------------------------------------------------
@@ -262,9 +280,9 @@ def compute_alpha_grid(
             tmp.unlink(missing_ok=True)
 
 
-_COMPUTED_KEYS = {"alphas", "count", "dim", "ready", "sequential_split", "stages", "first_recomputed_stage",
-                  "cached_activation_shape", "activations", "changed_tensors", "negligible_changes", "config",
-                  "seconds"}
+_COMPUTED_KEYS = {"alphas", "count", "dim", "ready", "sequential_split", "batchnorm_folded", "stages",
+                  "first_recomputed_stage", "cached_activation_shape", "activations", "changed_tensors",
+                  "negligible_changes", "config", "seconds"}
 
 
 @dataclass
@@ -292,7 +310,9 @@ def _compute_grid(original: ClipBundle, theta_u: State, index_dir: Path, records
     if original.device.type != device:
         original.model.to(device)
     t_start = time.perf_counter()
-    split = SplitForward(original, theta_u, original.visual_state(), cfg.rel_tol)
+    index_info = json.loads((index_dir / INFO_FILE).read_text(encoding="utf-8"))
+    split = SplitForward(original, theta_u, original.visual_state(), cfg.rel_tol,
+                         fold_batchnorm=bool(index_info.get("batchnorm_folded")))
     source = GallerySource(original, split, index_dir, records, rows, cfg)
     count, dim, alphas = len(source), original.embed_dim, plan.alphas
     timing = {"load_models": time.perf_counter() - t_start, "decode_and_prefix": 0.0, "suffix": 0.0}
@@ -308,7 +328,8 @@ def _compute_grid(original: ClipBundle, theta_u: State, index_dir: Path, records
             "alphas": alphas, "count": count, "dim": dim, "index_dir": str(index_dir.resolve()),
             "index_name": out.name, **provenance, "model": original.spec,
             **({} if len(ready) == len(alphas) else {"ready": sorted(ready)}),
-            "sequential_split": split.sequential, "stages": [name for name, _ in split.stages],
+            "sequential_split": split.sequential, "batchnorm_folded": split.batchnorm_folded,
+            "stages": [name for name, _ in split.stages],
             "first_recomputed_stage": split.split_name, "cached_activation_shape": source.shape,
             "activations": source.origin, "changed_tensors": split.changed, "negligible_changes": split.negligible,
             "config": asdict(cfg), "seconds": {k: round(v, 3) for k, v in timing.items()},
@@ -435,7 +456,7 @@ def embeddings_at(original: ClipBundle, theta_u: State, gallery: GalleryIndex, a
         if abs(float(grid.alphas[i]) - alpha) < 1e-6 and len(grid) == len(gallery):
             return grid.embeddings(alpha)
     souped = original.with_visual_state(soup(theta_u, original.visual_state(), alpha))
-    encoder = ClipImageEncoder(souped)
+    encoder = ClipImageEncoder(souped, fold_batchnorm=bool(gallery.info.get("batchnorm_folded")))
     files = [GalleryFile.from_record(r) for r in gallery.records]
     out = np.zeros((len(files), encoder.dim), np.float32)
     for batch in FolderReader(files, encoder.image_size, batch_size):

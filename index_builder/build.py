@@ -55,6 +55,7 @@ class BuildConfig:
     max_index_memory: int = DEFAULT_INDEX_MEMORY
     progress: bool = True
     activations_at: str | None = None  # also store what enters this tower stage (index_builder.activations)
+    fold_batchnorm: bool = True  # encode with BatchNorms folded into the convolutions (recorded; D21)
 
 
 def encode_files(
@@ -96,7 +97,7 @@ def build(
 ) -> Path:
     """Index the images of ``galleries`` (this config's shard of them) into ``out_dir``; returns ``out_dir``."""
     cfg = config or BuildConfig()
-    encoder = encoder or ClipImageEncoder.from_spec(cfg.model, cfg.device)
+    encoder = encoder or ClipImageEncoder.from_spec(cfg.model, cfg.device, cfg.fold_batchnorm)
     files, listing_skips = list_gallery(galleries)
     mine = shard_files(files, cfg.shard)
     writer = IndexWriter(out_dir, encoder.dim)
@@ -106,7 +107,7 @@ def build(
     shard_text = f"{cfg.shard[0]}/{cfg.shard[1]}"
     desc = "encoding" if cfg.shard[1] == 1 else f"shard {shard_text}"
     stage = cfg.activations_at if cfg.shard[1] == 1 else None  # a sharded build stores none
-    with stage_inputs(encoder.model.visual, stage) as captured:
+    with stage_inputs(encoder.tower, stage) as captured:
         timing = encode_files(mine, encoder, writer, cfg.batch_size, cfg.workers, cfg.progress, desc)
     info = {
         "model": encoder.bundle.spec,
@@ -115,6 +116,7 @@ def build(
         "shard": shard_text if cfg.shard[1] > 1 else None,
         "total_files": len(files),
         "device": str(encoder.bundle.device),
+        "batchnorm_folded": encoder.batchnorm_folded,
         "build": timing,
         "index_key_forced": cfg.index_key is not None,
         "exact_threshold": cfg.exact_threshold,
@@ -152,8 +154,10 @@ def merge(
     counts = {n for _, n, _, _ in shards}
     models = {info["model"] for *_, info in shards}
     galleries = {tuple(info["galleries"]) for *_, info in shards}
-    if len(counts) != 1 or len(models) != 1 or len(galleries) != 1:
-        raise ValueError(f"shards disagree: shard counts {counts}, models {models}, galleries {len(galleries)} sets")
+    folded = {bool(info.get("batchnorm_folded")) for *_, info in shards}
+    if len(counts) != 1 or len(models) != 1 or len(galleries) != 1 or len(folded) != 1:
+        raise ValueError(f"shards disagree: shard counts {counts}, models {models}, galleries {len(galleries)} sets, "
+                         f"BatchNorm folded {folded}")
     n = counts.pop()
     present = sorted(i for i, *_ in shards)
     if present != list(range(n)):
@@ -169,6 +173,7 @@ def merge(
         "galleries": first["galleries"],
         "shard": None,
         "total_files": first["total_files"],
+        "batchnorm_folded": folded.pop(),
         "merged_from": [str(folder.resolve()) for _, _, folder, _ in shards],
         "build": {"shards": [s[3].get("build") for s in shards]},
         "index_key_forced": index_key is not None,
@@ -195,9 +200,13 @@ def add(
     index_dir = Path(index_dir)
     gallery = load_index(index_dir, mmap=False)
     info = gallery.info
-    encoder = encoder or ClipImageEncoder.from_spec(info["model"], device)
+    folded = bool(info.get("batchnorm_folded"))
+    encoder = encoder or ClipImageEncoder.from_spec(info["model"], device, fold_batchnorm=folded)
     if encoder.dim != int(info["dim"]):
         raise ValueError(f"model {encoder.bundle.spec} gives {encoder.dim}-d embeddings, the index holds {info['dim']}")
+    if encoder.batchnorm_folded != folded:
+        raise ValueError(f"the index was encoded with BatchNorm {'folded' if folded else 'unfolded'}; "
+                         "its new rows must be encoded the same way")
     files, listing_skips = list_gallery(galleries)
     known = set(gallery.paths)
     new = [f for f in files if f.path not in known]

@@ -35,7 +35,8 @@ from .writer import write_index_folder
 class EncodeBatches:
     """Ray Data's stateful ``map_batches`` class: ``{pos, path}`` -> ``{pos, ok, reason, embedding}``."""
 
-    def __init__(self, model: str, device: str | None = None, decode_threads: int = 4, threads: int | None = None):
+    def __init__(self, model: str, device: str | None = None, decode_threads: int = 4, threads: int | None = None,
+                 fold_batchnorm: bool = True):
         import ray
 
         from clipforget.core.devices import configure_backends, configure_threads
@@ -44,7 +45,7 @@ class EncodeBatches:
             device = "cuda" if ray.get_gpu_ids() and torch.cuda.is_available() else "cpu"
         configure_threads(threads)
         configure_backends(device)
-        self.encoder = ClipImageEncoder.from_spec(model, device)
+        self.encoder = ClipImageEncoder.from_spec(model, device, fold_batchnorm)
         self.decode_threads = max(1, decode_threads)
         self._pool = ThreadPoolExecutor(self.decode_threads) if self.decode_threads > 1 else None
 
@@ -70,7 +71,8 @@ class EncodeBatches:
             embeddings[ok] = self.encoder(images).astype(np.float16)
         return {"pos": np.asarray(batch["pos"], dtype=np.int64), "ok": ok,
                 "reason": np.array([reason for _, reason in decoded], dtype=object), "embedding": embeddings,
-                "image_size": np.full(len(paths), self.encoder.image_size, dtype=np.int64)}
+                "image_size": np.full(len(paths), self.encoder.image_size, dtype=np.int64),
+                "batchnorm_folded": np.full(len(paths), self.encoder.batchnorm_folded, dtype=bool)}
 
 
 def build_ray(
@@ -104,7 +106,8 @@ def build_ray(
     dataset = ray.data.from_items(items, override_num_blocks=n).map_batches(
         EncodeBatches,
         fn_constructor_kwargs={"model": cfg.model, "device": "cuda" if use_gpu else "cpu",
-                               "decode_threads": decode_threads, "threads": None if use_gpu else cpus},
+                               "decode_threads": decode_threads, "threads": None if use_gpu else cpus,
+                               "fold_batchnorm": cfg.fold_batchnorm},
         batch_size=cfg.batch_size, batch_format="numpy", compute=ActorPoolStrategy(size=n),
         num_gpus=1 if use_gpu else 0, num_cpus=1 if use_gpu else cpus,
     )
@@ -112,6 +115,7 @@ def build_ray(
     image_size = None
     ok = np.zeros(len(files), dtype=bool)
     reasons: dict[int, str] = {}
+    folded: set[bool] = set()
     for batch in dataset.iter_batches(batch_size=None, batch_format="numpy"):
         pos = np.asarray(batch["pos"], dtype=np.int64)
         emb = np.asarray(batch["embedding"])
@@ -119,6 +123,7 @@ def build_ray(
             embeddings = np.zeros((len(files), emb.shape[1]), np.float16)
             image_size = int(np.asarray(batch["image_size"])[0])
         good = np.asarray(batch["ok"], dtype=bool)
+        folded.update(bool(f) for f in np.asarray(batch["batchnorm_folded"]).tolist())
         ok[pos[good]] = True
         embeddings[pos[good]] = emb[good]
         for p, reason in zip(pos[~good].tolist(), np.asarray(batch["reason"])[~good].tolist(), strict=True):
@@ -126,6 +131,8 @@ def build_ray(
     seconds = time.perf_counter() - start
     if embeddings is None:
         raise DataError("the Ray build returned no rows")
+    if len(folded) > 1:
+        raise RuntimeError("the Ray encoders disagree on BatchNorm folding; rebuild the index")
     kept = np.flatnonzero(ok)
     records = [files[i].record() for i in kept]
     skipped = [{"path": p, "reason": r} for p, r in listing_skips]
@@ -137,6 +144,7 @@ def build_ray(
         "shard": None,
         "total_files": len(files),
         "device": "cuda" if use_gpu else "cpu",
+        "batchnorm_folded": folded.pop() if folded else False,
         "build": {"engine": "ray-data", "workers": n, "gpus": bool(use_gpu), "seconds": round(seconds, 3),
                   "images_per_second": round(len(files) / seconds, 1) if seconds > 0 else 0.0},
         "index_key_forced": cfg.index_key is not None,

@@ -14,6 +14,7 @@ from torch import nn
 
 from clipforget.data.images import read_images
 from clipforget.models.factory import create_model, find_bundled_checkpoint, new_model, save_checkpoint
+from clipforget.models.fold import fold_batchnorm
 from clipforget.models.layers import VisualOnly
 from clipforget.models.prefix import flatten_stages, sequential_stages
 from clipforget.models.weights import clone_state
@@ -62,9 +63,11 @@ def setup(tmp_path_factory):
             "folder": folder}
 
 
-def _full_encode(bundle, visual: nn.Module, paths: list[str]) -> np.ndarray:
+def _full_encode(bundle, visual: nn.Module, paths: list[str], folded: bool = True) -> np.ndarray:
+    """A full re-encode, with the tower the index ran: BatchNorm folded into the convolutions (D21)."""
     from clipforget.models.encode import encode_images
 
+    visual = fold_batchnorm(visual) if folded else visual
     images = read_images([Path(p) for p in paths], bundle.image_size, [""] * len(paths)).images
     return encode_images(bundle, images, batch_size=4, model=VisualOnly(visual)).numpy()
 
@@ -133,6 +136,8 @@ def test_grid_at_zero_is_the_original_model(setup):
     gallery = load_index(setup["index"])
     assert len(grid) == len(gallery)
     np.testing.assert_allclose(grid.embeddings(0.0), gallery.embeddings.astype(np.float32), atol=2e-3)
+    assert gallery.info["batchnorm_folded"] and json.loads((setup["folder"] / "grid.json").read_text())[
+        "batchnorm_folded"]  # the test model has BatchNorms: the index and its grid both fold them
     direct = _full_encode(setup["original"], setup["original"].model.visual, gallery.paths)
     np.testing.assert_allclose(grid.embeddings(0.0), direct, atol=2e-3)
 

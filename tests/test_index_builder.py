@@ -15,6 +15,8 @@ from clipforget.core.errors import IndexLoadError
 from clipforget.data.images import read_images
 from clipforget.models.encode import encode_images
 from clipforget.models.factory import create_model, find_bundled_checkpoint, new_model, save_checkpoint
+from clipforget.models.fold import fold_batchnorm
+from clipforget.models.layers import VisualOnly
 from clipforget.retrieval.index import load_index
 from clipforget.retrieval.search import search
 from index_builder.__main__ import main as cli
@@ -71,10 +73,15 @@ def test_round_trip_build_save_load_search(tmp_path, model_spec, spec_bundle):
     assert loaded.info["count"] == len(loaded) and loaded.info["index_key"] == "Flat"
     assert isinstance(loaded.embeddings, np.memmap) and loaded.embeddings.dtype == np.float16
     assert loaded.labels.count("airplane") == 4 and "airliner" in loaded.labels
-    # the DataLoader path gives what the core encoder gives for the same files
+    # the DataLoader path gives what the core encoder gives for the same files, with the tower's BatchNorms folded
+    # into its convolutions as the index records (D21); the plain tower agrees to bf16 rounding
+    assert loaded.info["batchnorm_folded"] is True
     images = read_images([Path(p) for p in loaded.paths], spec_bundle.image_size, loaded.labels)
-    reference = encode_images(spec_bundle, images.images).numpy()
+    folded = VisualOnly(fold_batchnorm(spec_bundle.model.visual))
+    reference = encode_images(spec_bundle, images.images, model=folded).numpy()
     np.testing.assert_allclose(loaded.embeddings.astype(np.float32), reference, atol=3e-3)
+    plain = encode_images(spec_bundle, images.images).numpy()
+    assert (plain * loaded.embeddings.astype(np.float32)).sum(1).min() > 0.99
     # the saved FAISS index and the stored embeddings rank identically; every image finds itself first
     queries = np.asarray(loaded.embeddings[:5], dtype=np.float32)
     s_index, ids_index = search(loaded, queries, 4)

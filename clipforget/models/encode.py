@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -97,12 +97,26 @@ def pixel_features(bundle: ClipBundle, visual: torch.nn.Module, pixels: torch.Te
 
 def tower_features(bundle: ClipBundle, visual: torch.nn.Module, inputs: torch.Tensor) -> torch.Tensor:
     """Unit-norm embeddings of normalised inputs (or cached prefix activations) through ``visual`` (channels-last
-    for 4-d inputs, under :func:`autocast`)."""
+    for 4-d inputs, under :func:`autocast`; :func:`in_chunks` at inference)."""
     if inputs.dim() == 4:
         inputs = inputs.contiguous(memory_format=torch.channels_last)
     with autocast(bundle):
-        feats = visual(inputs)
+        feats = in_chunks(visual, inputs) if not visual.training else visual(inputs)
     return F.normalize(feats.float(), dim=-1)
+
+
+CPU_CHUNK = 32  # images per forward call at inference on the CPU (docs/decisions.md D21)
+
+
+def in_chunks(forward: Callable[[torch.Tensor], torch.Tensor], inputs: torch.Tensor) -> torch.Tensor:
+    """``forward(inputs)``, computed :data:`CPU_CHUNK` rows at a time on the CPU when gradients are off.
+
+    Per-row results are the same (eval mode: no batch statistics), but a small batch keeps a convolutional tower's
+    activations in the CPU's caches; on GPUs and with gradients the batch goes in whole.
+    """
+    if inputs.device.type != "cpu" or torch.is_grad_enabled() or len(inputs) <= CPU_CHUNK:
+        return forward(inputs)
+    return torch.cat([forward(inputs[i : i + CPU_CHUNK]) for i in range(0, len(inputs), CPU_CHUNK)])
 
 
 @torch.no_grad()

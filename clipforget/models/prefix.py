@@ -27,7 +27,7 @@ from torch import nn
 
 from clipforget.data.images import ImageSet
 
-from .encode import autocast
+from .encode import autocast, in_chunks
 from .factory import ClipBundle
 from .inputs import ActivationSpace
 from .weights import State
@@ -319,7 +319,8 @@ class PrefixCache:
         for start in range(0, len(images), self.batch_size):
             x = self.bundle.normalize(images[start : start + self.batch_size])
             with autocast(self.bundle):
-                h = prefix_activations(self._prefix, self.cut, x.contiguous(memory_format=torch.channels_last))
+                h = in_chunks(lambda part: prefix_activations(self._prefix, self.cut, part),
+                              x.contiguous(memory_format=torch.channels_last))
             parts.append(h.to(torch.float16).cpu())
             self.images_encoded += len(x)
             if self.on_encoded:
