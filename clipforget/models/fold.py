@@ -65,6 +65,14 @@ def _fold_children(module: nn.Module) -> int:
     return folded
 
 
+def _folded_copy(tower: nn.Module) -> tuple[nn.Module, int]:
+    folded = copy.deepcopy(tower).eval()
+    count = _fold_children(folded)
+    for param in folded.parameters():
+        param.requires_grad_(False)
+    return folded, count
+
+
 def fold_batchnorm(tower: nn.Module) -> nn.Module:
     """An eval-mode copy of ``tower`` without gradients, each BatchNorm that follows a convolution merged into it.
 
@@ -72,21 +80,15 @@ def fold_batchnorm(tower: nn.Module) -> nn.Module:
     BatchNorm of its width), which is how torchvision, timm and open_clip write their blocks; :func:`checked_fold`
     confirms the result computes the same function.
     """
-    folded = copy.deepcopy(tower).eval()
-    _fold_children(folded)
-    for param in folded.parameters():
-        param.requires_grad_(False)
-    return folded
+    return _folded_copy(tower)[0]
 
 
 @torch.no_grad()
 def checked_fold(tower: nn.Module, probe: torch.Tensor, rel_tol: float = 1e-4) -> nn.Module | None:
     """:func:`fold_batchnorm` of ``tower`` when it folded something and its float32 output on ``probe`` (a normalised
     input batch) equals the tower's to ``rel_tol`` of the output's magnitude; ``None`` otherwise."""
-    folded = fold_batchnorm(tower)
-    if not any(isinstance(m, nn.BatchNorm2d) for m in tower.modules()) or \
-            sum(isinstance(m, nn.BatchNorm2d) for m in folded.modules()) == \
-            sum(isinstance(m, nn.BatchNorm2d) for m in tower.modules()):
+    folded, count = _folded_copy(tower)
+    if count == 0:
         return None
     was_training = tower.training
     tower.eval()
