@@ -1,6 +1,6 @@
 """Variants of the ``embedded`` (v3) recipe, scored on cached held-out activations (docs/decisions.md D16, D17).
 
-Fits the recipe (``clipforget.pretraining.embedded_lit``: the same ``prepare`` and ``fit`` as the build) with some
+Fits the recipe (``clipforget.pretraining.embedded_v3``: the same ``prepare`` and ``fit`` as the build) with some
 settings overridden, then scores zero-shot top-1 on the held-out sets from the activations entering the trained part
 of the tower — computed once per cut and cached under ``<recipe cache>/heldout/`` — instead of re-encoding pixels
 (the build's own evaluation does that; both agree because everything before the cut is the wheel's).
@@ -29,12 +29,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from clipforget.data.cifar10 import CIFAR10_CLASSES
 from clipforget.data.styles import STYLES, stylize
 from clipforget.models.prefix import suffix_tower
-from clipforget.pretraining.embedded import readers as dr
-from clipforget.pretraining.embedded import vocabulary as vocab
-from clipforget.pretraining.embedded_lit import LitConfig, prepare, resolve_cache
-from clipforget.pretraining.embedded_lit.features import encode_source, encoder_for
-from clipforget.pretraining.embedded_lit.fit import fit
-from clipforget.pretraining.embedded_lit.head import prompt_embeddings
+from clipforget.pretraining.common import readers as dr
+from clipforget.pretraining.common import vocabulary as vocab
+from clipforget.pretraining.embedded_v3 import LitConfig, prepare, resolve_cache
+from clipforget.pretraining.embedded_v3.features import encode_source, encoder_for
+from clipforget.pretraining.embedded_v3.fit import fit
+from clipforget.pretraining.embedded_v3.head import prompt_embeddings
 
 
 def overrides(pairs: list[str]) -> dict:

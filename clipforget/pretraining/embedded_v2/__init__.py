@@ -24,8 +24,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from ..common.evaluate import print_checkpoint_evaluation
 from .config import RecipeConfig
-from .evaluate import print_checkpoint_evaluation
 from .train import resolve_cache, train
 
 __all__ = ["RecipeConfig", "add_arguments", "build", "train"]

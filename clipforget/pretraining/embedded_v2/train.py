@@ -24,13 +24,14 @@ from clipforget.data.prompts import EMBEDDED_TEMPLATES, fill
 from clipforget.data.styles import STYLES
 from clipforget.models.factory import ClipBundle, save_checkpoint
 
-from . import readers as dr
+from ..common import readers as dr
+from ..common.evaluate import evaluate
+from ..common.text import PooledText
+from ..common.vocabulary import imagenet_display_names
 from .config import RecipeConfig
-from .evaluate import evaluate
 from .model import build_bundle, model_config, set_train_mode, set_trainable
 from .objective import Objective
-from .text import PooledText
-from .training_data import TrainingData, augment, epoch_order, imagenet_display_names, training_data
+from .training_data import TrainingData, augment, epoch_order, training_data
 
 STATE_FILE = "train_state.pt"
 REPORT_FILE = "training_report.json"
@@ -282,7 +283,7 @@ def train(cfg: RecipeConfig, out_dir: str | os.PathLike, run_eval: bool = True) 
     report["eval_seconds"] = round(time.time() - t_eval, 1)
     report["total_seconds"] = round(time.time() - started, 1)
     meta = {
-        "trained_by": "clipforget.pretraining.embedded",
+        "trained_by": "clipforget.pretraining.embedded_v2",
         "config_key": cfg.key(),
         **{k: v for k, v in report["eval"].items() if isinstance(v, float)},
     }

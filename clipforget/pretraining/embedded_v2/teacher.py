@@ -16,8 +16,8 @@ from PIL import Image
 from clipforget.data.cifar10 import load_cifar10_arrays
 from clipforget.data.images import open_image, to_model_size
 
-from . import pretrained
-from .readers import data_root
+from ..common import pretrained
+from ..common.readers import data_root
 
 
 def decode_paths(paths: Sequence[str], size: int, root: str | None) -> torch.Tensor:

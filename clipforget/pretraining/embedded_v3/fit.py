@@ -26,7 +26,7 @@ import torch.nn.functional as F
 from clipforget.models.factory import ClipBundle
 from clipforget.models.prefix import TowerCut, suffix_tower
 
-from ..embedded import pretrained
+from ..common import pretrained
 from .config import LitConfig
 from .features import FeatureSet
 

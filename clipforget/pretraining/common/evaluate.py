@@ -19,7 +19,6 @@ from clipforget.models.factory import ClipBundle, load_checkpoint
 from . import readers as dr
 from . import vocabulary as vocab
 from .text import PooledText, classifier, project_text
-from .training_data import imagenet_display_names
 
 
 @torch.no_grad()
@@ -57,7 +56,7 @@ def evaluate(
 
     samples = dr.imagenet_samples(size, root, cache)
     w2i = {c["wnid"]: int(c["index"]) for c in imagenet}
-    in_cls = classifier(bundle, text, imagenet_display_names(imagenet))
+    in_cls = classifier(bundle, text, vocab.imagenet_display_names(imagenet))
     out["imagenet_samples_top1"] = top1(bundle, samples.images, [w2i[w] for w in samples.labels], in_cls)
 
     cifar = dr.cifar10("test", size, root, cache)

@@ -11,10 +11,10 @@ from torch import nn
 from clipforget.data.prompts import EMBEDDED_TEMPLATES
 from clipforget.models.factory import ClipBundle
 
-from . import pretrained
+from ..common import pretrained
+from ..common.text import class_embeddings, project_text
 from .captions import CaptionBank
 from .config import RecipeConfig
-from .text import class_embeddings, project_text
 from .training_data import TrainingData
 
 

@@ -38,7 +38,7 @@ from clipforget.data.images import IMAGE_SUFFIXES, list_image_files, open_image,
 from clipforget.data.styles import STYLES, stylize
 from clipforget.models.prefix import TowerCut, prefix_activations
 
-from ..embedded.readers import data_root
+from ..common.readers import data_root
 
 FORMAT_VERSION = 1
 CHUNK = 128
