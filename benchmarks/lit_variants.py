@@ -122,7 +122,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--set", nargs="*", default=[], metavar="FIELD=VALUE", help="LitConfig overrides")
     parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--cache", default=None, help="the recipe's cache (default: <clipforget cache>/embedded-lit)")
+    parser.add_argument("--cache", default=None, help="the recipe's cache (default: <clipforget cache>/embedded-v3)")
     parser.add_argument("--data-root", default=None)
     args = parser.parse_args(argv)
     cfg = LitConfig(data_root=args.data_root, cache=args.cache, threads=args.threads, **overrides(args.set))

@@ -73,8 +73,8 @@ def config_from_args(args: argparse.Namespace) -> LitConfig:
 
 
 def resolve_cache(cfg: LitConfig) -> Path:
-    """The recipe's cache folder: ``cfg.cache``, else ``<clipforget cache>/embedded-lit``."""
-    return Path(cfg.cache).resolve() if cfg.cache else cache_dir() / "embedded-lit"
+    """The recipe's cache folder: ``cfg.cache``, else ``<clipforget cache>/embedded-v3``."""
+    return Path(cfg.cache).resolve() if cfg.cache else cache_dir() / "embedded-v3"
 
 
 def class_texts(text: PooledText, root: str | None) -> dict[str, torch.Tensor]:

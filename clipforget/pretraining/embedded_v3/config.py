@@ -40,7 +40,7 @@ class LitConfig:
     seed: int = 0
     threads: int = 1
     data_root: str | None = None
-    cache: str | None = None  # None: <clipforget cache>/embedded-lit
+    cache: str | None = None  # None: <clipforget cache>/embedded-v3
 
     def key(self) -> str:
         """Hash of everything that shapes the weights (not threads / paths)."""
