@@ -32,6 +32,9 @@ class RemindConfig:
     align_batch: int = 128
     align_steps: int = 20
     align_lr: float = 0.01
+    # the fine-tuning pool also holds each retain image as it is, beside its aligned copy: what is distilled and
+    # anchored then includes the real images the forget set's siblings look like (decisions D24)
+    keep_unaligned: bool = False
     epsilon: float = 16 / 255  # L-inf bound of the perturbation, in [0, 1] pixel units
     # the bound when the inputs are cached prefix activations, in channel standard deviations (decisions D11)
     activation_epsilon: float = 0.5
@@ -155,6 +158,22 @@ def ema_update(
                 ema[key].mul_(decay).add_(value.detach().to(ema[key].dtype), alpha=1.0 - decay)
 
 
+def fine_tuning_pool(
+    bundle: ClipBundle, teacher: nn.Module, task: UnlearningTask, cfg: RemindConfig, rng: np.random.Generator,
+    progress: ProgressFn = no_progress,
+) -> tuple[ImageSet, dict]:
+    """``cfg.align_images`` retain images drawn with ``rng``, aligned to the BatchNorm statistics (Eq. 4) unless
+    ``cfg.align`` is off; with ``cfg.keep_unaligned`` the pool holds each one twice, aligned and as it is."""
+    pool = task.retain.subset(rng.permutation(len(task.retain))[: cfg.align_images])
+    if not cfg.align:
+        return pool, {"aligned": False, "reason": "disabled by config"}
+    progress("remind", 0.0, "aligning retain images to the BatchNorm statistics")
+    aligned, log = align_to_bn_statistics(bundle, teacher, pool.images, cfg, task.cancel)
+    if cfg.keep_unaligned:
+        return ImageSet(torch.cat([aligned, pool.images]), pool.labels * 2, pool.paths * 2), log
+    return ImageSet(aligned, pool.labels, pool.paths), log
+
+
 def remind(
     bundle: ClipBundle,
     unlearned_visual: nn.Module,
@@ -170,15 +189,8 @@ def remind(
     rng = np.random.default_rng(cfg.seed)
     teacher = bundle.model.visual
     teacher.eval()
-    pool_idx = rng.permutation(len(task.retain))[: cfg.align_images]
-    pool = task.retain.subset(pool_idx)
     log: dict = {"config": asdict(cfg)}
-    if cfg.align:
-        progress("remind", 0.0, "aligning retain images to the BatchNorm statistics")
-        aligned, log["alignment"] = align_to_bn_statistics(bundle, teacher, pool.images, cfg, task.cancel)
-        pool = ImageSet(aligned, pool.labels, pool.paths)
-    else:
-        log["alignment"] = {"aligned": False, "reason": "disabled by config"}
+    pool, log["alignment"] = fine_tuning_pool(bundle, teacher, task, cfg, rng, progress)
     task.check_cancelled()
 
     classifier = text_classifier(bundle, task.classnames)
