@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import argparse
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -132,3 +133,12 @@ def print_checkpoint_evaluation(folder: str | os.PathLike, root: str | None, cac
 
     torch.set_num_threads(threads)
     print(json.dumps(evaluate_checkpoint(folder, root, cache), indent=1))
+
+
+def evaluate_or_train(args: argparse.Namespace, out: Path, cfg: Any, cache: Path, train: Callable[..., Path]) -> Path:
+    """A recipe's ``build``: with ``--eval-only`` print the evaluation of the checkpoint in ``out``; else
+    ``train(cfg, out, run_eval=args.eval)`` (train, evaluate and export)."""
+    if args.eval_only:
+        print_checkpoint_evaluation(out, cfg.data_root, cache, cfg.threads)
+        return out
+    return train(cfg, out, run_eval=args.eval)

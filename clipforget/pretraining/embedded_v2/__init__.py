@@ -24,7 +24,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from ..common.evaluate import print_checkpoint_evaluation
+from ..common.evaluate import evaluate_or_train
 from .config import RecipeConfig
 from .train import resolve_cache, train
 
@@ -111,7 +111,4 @@ def config_from_args(args: argparse.Namespace) -> RecipeConfig:
 def build(args: argparse.Namespace, out: Path) -> Path:
     """Train, evaluate and export the model to ``out`` (or, with ``--eval-only``, evaluate what is there)."""
     cfg = config_from_args(args)
-    if args.eval_only:
-        print_checkpoint_evaluation(out, cfg.data_root, resolve_cache(cfg), cfg.threads)
-        return out
-    return train(cfg, out, run_eval=args.eval)
+    return evaluate_or_train(args, out, cfg, resolve_cache(cfg), train)

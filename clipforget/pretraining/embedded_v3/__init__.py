@@ -38,7 +38,7 @@ from clipforget.models.prefix import TowerCut, plan_cut
 
 from ..common import readers as dr
 from ..common import vocabulary as vocab
-from ..common.evaluate import evaluate, print_checkpoint_evaluation
+from ..common.evaluate import evaluate, evaluate_or_train
 from ..common.text import PooledText
 from ..common.vocabulary import imagenet_display_names
 from .config import LitConfig
@@ -179,7 +179,4 @@ def train(cfg: LitConfig, out: Path, run_eval: bool = True) -> Path:
 def build(args: argparse.Namespace, out: Path) -> Path:
     """Train, evaluate and export the model to ``out`` (or, with ``--eval-only``, evaluate what is there)."""
     cfg = config_from_args(args)
-    if args.eval_only:
-        print_checkpoint_evaluation(out, cfg.data_root, resolve_cache(cfg), cfg.threads)
-        return out
-    return train(cfg, out, run_eval=args.eval)
+    return evaluate_or_train(args, out, cfg, resolve_cache(cfg), train)
