@@ -2,12 +2,13 @@
 
 import json
 import os
+import shutil
 
 import pytest
 
 from clipforget.core.errors import ModelLoadError
 from clipforget.methods.ours import ThreeStageConfig
-from clipforget.models.factory import load_checkpoint
+from clipforget.models.factory import load_checkpoint, weights_digest
 from clipforget.pipeline.folder import RunFolder
 from clipforget.pipeline.run import run_method
 from clipforget.settings.cifar10 import Cifar10Sizes, cifar10_class_task
@@ -65,3 +66,22 @@ def test_interrupted_run_is_not_loadable(quick_run, tmp_path):
     # an in-progress run by a live process reads as running
     (fake / "status.json").write_text(json.dumps({"state": "running", "pid": os.getpid()}))
     assert RunFolder(fake).state == "running"
+
+
+def test_run_made_on_other_weights_of_its_model_is_refused(quick_run, bundle, tmp_path):
+    """A bundled name rebuilt with new weights must not pair a run's soup with an original it was not made from."""
+    config = json.loads((quick_run.out_dir / "config.json").read_text())
+    assert config["model_weights"] == weights_digest(bundle.spec)
+    folder = RunFolder(quick_run.out_dir)
+    assert not folder.base_weights_changed()
+    assert folder.differences("embedded", ThreeStageConfig())[0] == "model"
+
+    moved = tmp_path / "old-run"
+    shutil.copytree(quick_run.out_dir, moved)
+    config["model_weights"] = "0123456789abcdef"  # made on an earlier build of the same name
+    (moved / "config.json").write_text(json.dumps(config))
+    old = RunFolder(moved)
+    assert old.base_weights_changed()
+    assert old.differences(bundle.spec, ThreeStageConfig())[0] == "model_weights"
+    with pytest.raises(ModelLoadError, match="other weights"):
+        old.original_model()

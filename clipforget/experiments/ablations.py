@@ -21,9 +21,9 @@ from clipforget.pipeline.run import run_method
 
 def done_or_run(bundle: ClipBundle, task: UnlearningTask, out: Path, method: str, config: Any,
                 eval_sets: list[EvalSet], progress: ProgressFn = no_progress, extra: dict | None = None) -> dict:
-    """``metrics.json`` of a finished run folder, or run it now (interrupted experiments resume)."""
+    """``metrics.json`` of a finished run folder made the same way, or run it now (interrupted experiments resume)."""
     folder = RunFolder(out)
-    if folder.is_done():
+    if folder.is_done() and not folder.differences(bundle.spec, config):
         return folder.metrics()
     return run_method(bundle, task, out, method, config, eval_sets, progress, extra).metrics
 

@@ -191,7 +191,7 @@ def run_bench(bundle: ClipBundle, plan: BenchPlan, progress: ProgressFn = no_pro
             folder = RunFolder(out / method / f"seed{seed}")
             config = method_config(method, seed, plan.overrides)
             if folder.is_done():
-                changed = folder.changed_settings(config)
+                changed = folder.differences(bundle.spec, config)
                 if not changed:
                     runs[method].append(folder.metrics())
                     log(f"[{plan.setting}] {method} seed {seed}: reused {folder.path}")
@@ -239,7 +239,7 @@ def run_ablation(bundle: ClipBundle, plan: BenchPlan, ablation: str, values: Seq
                 continue
             folder = RunFolder(out / "ours" / f"seed{seed}")
             config = method_config("ours", seed, plan.overrides)
-            if not folder.is_done() or folder.changed_settings(config):
+            if not folder.is_done() or folder.differences(bundle.spec, config):
                 run_method(bundle, task, folder.path, "ours", config, eval_sets, progress,
                            extra={"seed": seed, "overrides": list(plan.overrides)})
             unlearned = load_checkpoint(folder.path / "unlearned").visual_state()

@@ -325,11 +325,39 @@ def save_checkpoint(
     return folder
 
 
+def checkpoint_folder(spec: str) -> Path | None:
+    """The checkpoint folder a spec loads from: the folder itself, a bundled model's, else ``None`` (hub specs)."""
+    return Path(spec) if Path(spec).is_dir() else find_bundled_checkpoint(spec)
+
+
+_DIGESTS: dict[tuple[str, int, int], str] = {}
+
+
+def weights_digest(spec: str) -> str | None:
+    """A hash of the weights file ``spec`` loads (``None`` where it loads none from a folder): what a run records of
+    its base model, so that a bundled name rebuilt with other weights is never paired with the run's soup."""
+    import hashlib
+
+    folder = checkpoint_folder(spec)
+    if folder is None or not (folder / WEIGHTS_FILE).is_file():
+        return None
+    path = (folder / WEIGHTS_FILE).resolve()
+    st = path.stat()
+    key = (str(path), st.st_size, st.st_mtime_ns)
+    if key not in _DIGESTS:
+        digest = hashlib.sha256()
+        with path.open("rb") as f:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                digest.update(block)
+        _DIGESTS[key] = digest.hexdigest()[:16]
+    return _DIGESTS[key]
+
+
 def weights_fingerprint(bundle: ClipBundle) -> str:
     """A short key that changes when the model's weights change (indexes are cached per key)."""
     import hashlib
 
-    folder = Path(bundle.spec) if Path(bundle.spec).is_dir() else find_bundled_checkpoint(bundle.spec)
+    folder = checkpoint_folder(bundle.spec)
     stamp = ""
     if folder is not None and (folder / WEIGHTS_FILE).is_file():
         st = (folder / WEIGHTS_FILE).stat()

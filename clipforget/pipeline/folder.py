@@ -27,6 +27,7 @@ from clipforget.models.factory import (
     create_model,
     load_checkpoint,
     load_config,
+    weights_digest,
 )
 from clipforget.models.weights import State
 from clipforget.retrieval.alpha_grid import alpha_grid_dir
@@ -115,6 +116,22 @@ class RunFolder:
         """The method settings (dotted fields) in which this run's recorded config differs from ``config``."""
         return config_changes(self.config().get("config") if (self.path / self.CONFIG).is_file() else None, config)
 
+    def differences(self, spec: str, config: Any) -> list[str]:
+        """Why this run cannot stand for a run of ``config`` on base model ``spec`` today: the changed settings, plus
+        ``model`` (another base model) or ``model_weights`` (its name now loads other weights); empty when it can."""
+        changed = self.changed_settings(config)
+        if self.model_spec != spec:
+            return ["model", *changed]
+        if self.base_weights_changed():
+            return ["model_weights", *changed]
+        return changed
+
+    def base_weights_changed(self) -> bool:
+        """The run recorded its base model's weights and the spec now loads others (a bundled model rebuilt)."""
+        recorded = self.config().get("model_weights") if (self.path / self.CONFIG).is_file() else None
+        today = weights_digest(self.model_spec) if recorded else None
+        return bool(recorded and today and recorded != today)
+
     def metrics(self) -> dict[str, Any]:
         return read_json(self.path / self.METRICS)
 
@@ -183,6 +200,12 @@ class RunFolder:
     def original_model(self, device: str = "cpu") -> ClipBundle:
         """The run's base model (theta_original), by the spec recorded in ``config.json``."""
         self.require_done()
+        if self.base_weights_changed():
+            raise ModelLoadError(
+                f"run {self.name} was made on other weights of {self.model_spec!r} than the ones installed now "
+                f"(recorded {self.config().get('model_weights')}, now {weights_digest(self.model_spec)}); its original "
+                "model is gone, so its soup cannot be rebuilt: run it again"
+            )
         return create_model(self.model_spec, device=device)
 
 

@@ -19,7 +19,7 @@ from clipforget.core.progress import ProgressFn, no_progress
 from clipforget.data.task import EvalSet, UnlearningTask
 from clipforget.evaluation import evaluate_sets, original_accuracies, summarize
 from clipforget.methods.registry import MethodOutput, get_method
-from clipforget.models.factory import ClipBundle, save_checkpoint
+from clipforget.models.factory import ClipBundle, save_checkpoint, weights_digest
 
 from .folder import RunFolder
 from .prefixed import PrefixedRun
@@ -81,6 +81,7 @@ def run_method(
     run_config = {
         "method": method,
         "model": bundle.spec,
+        "model_weights": weights_digest(bundle.spec),
         "task": task.name,
         "classnames": task.classnames,
         "sizes": {
