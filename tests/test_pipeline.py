@@ -6,6 +6,7 @@ import shutil
 
 import pytest
 
+from clipforget.app.explore import RunView
 from clipforget.core.errors import ModelLoadError
 from clipforget.methods.ours import ThreeStageConfig
 from clipforget.models.factory import load_checkpoint, weights_digest
@@ -85,3 +86,5 @@ def test_run_made_on_other_weights_of_its_model_is_refused(quick_run, bundle, tm
     assert old.differences(bundle.spec, ThreeStageConfig())[0] == "model_weights"
     with pytest.raises(ModelLoadError, match="other weights"):
         old.original_model()
+    with pytest.raises(ModelLoadError, match="run it again"):
+        RunView(old, models=None, galleries=None, config=None)  # the app's opened run: refused before any loading

@@ -40,6 +40,7 @@ class RunView:
     """A finished run opened for exploring: curves, metrics at any alpha, retrieval before / after theta(alpha)."""
 
     def __init__(self, folder: RunFolder, models: ModelCache, galleries: Galleries, config: AppConfig):
+        folder.require_same_base()
         self.folder = folder
         self.dir = folder.path
         self.models = models

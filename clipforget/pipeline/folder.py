@@ -200,13 +200,17 @@ class RunFolder:
     def original_model(self, device: str = "cpu") -> ClipBundle:
         """The run's base model (theta_original), by the spec recorded in ``config.json``."""
         self.require_done()
+        self.require_same_base()
+        return create_model(self.model_spec, device=device)
+
+    def require_same_base(self) -> None:
+        """Refuse a run made on other weights of its base model's name: its soups would mix two models."""
         if self.base_weights_changed():
             raise ModelLoadError(
                 f"run {self.name} was made on other weights of {self.model_spec!r} than the ones installed now "
                 f"(recorded {self.config().get('model_weights')}, now {weights_digest(self.model_spec)}); its original "
                 "model is gone, so its soup cannot be rebuilt: run it again"
             )
-        return create_model(self.model_spec, device=device)
 
 
 def config_changes(recorded: Any, config: Any) -> list[str]:
