@@ -13,6 +13,7 @@ Model code is free of training code: the bundled models' recipes live in :mod:`c
 
 from __future__ import annotations
 
+import hashlib
 import importlib
 import json
 import os
@@ -336,8 +337,6 @@ _DIGESTS: dict[tuple[str, int, int], str] = {}
 def weights_digest(spec: str) -> str | None:
     """A hash of the weights file ``spec`` loads (``None`` where it loads none from a folder): what a run records of
     its base model, so that a bundled name rebuilt with other weights is never paired with the run's soup."""
-    import hashlib
-
     folder = checkpoint_folder(spec)
     if folder is None or not (folder / WEIGHTS_FILE).is_file():
         return None
@@ -354,12 +353,5 @@ def weights_digest(spec: str) -> str | None:
 
 
 def weights_fingerprint(bundle: ClipBundle) -> str:
-    """A short key that changes when the model's weights change (indexes are cached per key)."""
-    import hashlib
-
-    folder = checkpoint_folder(bundle.spec)
-    stamp = ""
-    if folder is not None and (folder / WEIGHTS_FILE).is_file():
-        st = (folder / WEIGHTS_FILE).stat()
-        stamp = f"{st.st_size}-{st.st_mtime_ns}"
-    return hashlib.sha1(f"{bundle.spec}|{stamp}".encode()).hexdigest()[:10]
+    """A short key of the spec and its weights' content (indexes and evaluations are cached per key)."""
+    return hashlib.sha1(f"{bundle.spec}|{weights_digest(bundle.spec) or ''}".encode()).hexdigest()[:10]

@@ -130,7 +130,7 @@ class RunFolder:
         """The run recorded its base model's weights and the spec now loads others (a bundled model rebuilt)."""
         recorded = self.config().get("model_weights") if (self.path / self.CONFIG).is_file() else None
         today = weights_digest(self.model_spec) if recorded else None
-        return bool(recorded and today and recorded != today)
+        return today is not None and recorded != today
 
     def metrics(self) -> dict[str, Any]:
         return read_json(self.path / self.METRICS)
