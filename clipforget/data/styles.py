@@ -9,6 +9,25 @@ import torch
 from PIL import Image, ImageEnhance, ImageFilter, ImageOps
 
 STYLES = ("photo", "sketch", "poster art", "black-and-white drawing")
+# The renderer: 2 draws line drawings at most DRAWING_SIZE px on a side, 1 drew them at the image's own size (blank
+# for upscaled small sources). A recipe that caches styled images keys the cache on the version it draws with; the
+# bundled `embedded` and `embedded-v2` weights were trained on version 1 (docs/decisions.md D29).
+STYLES_VERSION = 2
+
+# Line drawings are drawn at most this many pixels on a side and scaled back: PIL's edge filter works in
+# pixels, so an image upscaled from a small source (CIFAR-10 at the model's 144 px) would otherwise
+# give a near-blank drawing (docs/decisions.md D29).
+DRAWING_SIZE = 64
+
+
+def _drawn_small(draw: Callable[[Image.Image], Image.Image], img: Image.Image) -> Image.Image:
+    """``draw(img)``, made at most :data:`DRAWING_SIZE` px on a side and resized back to ``img.size``."""
+    if max(img.size) <= DRAWING_SIZE:
+        return draw(img)
+    scale = DRAWING_SIZE / max(img.size)
+    small_size = (max(1, round(img.width * scale)), max(1, round(img.height * scale)))
+    small = img.resize(small_size, Image.Resampling.LANCZOS)
+    return draw(small).resize(img.size, Image.Resampling.BILINEAR)
 
 
 def _sketch(img: Image.Image) -> Image.Image:
@@ -26,11 +45,16 @@ def _poster(img: Image.Image) -> Image.Image:
     return ImageOps.posterize(vivid, 2)
 
 
-def _bw_drawing(img: Image.Image) -> Image.Image:
+def _bw_drawing_pixels(img: Image.Image) -> Image.Image:
     edges = ImageOps.grayscale(img).filter(ImageFilter.SMOOTH).filter(ImageFilter.FIND_EDGES)
     arr = np.asarray(edges, dtype=np.uint8)
     threshold = max(24, int(np.percentile(arr, 80)))
     return Image.fromarray(np.where(arr > threshold, 0, 255).astype(np.uint8)).convert("RGB")
+
+
+def _bw_drawing(img: Image.Image) -> Image.Image:
+    drawn = np.asarray(_drawn_small(_bw_drawing_pixels, img).convert("L"))
+    return Image.fromarray(np.where(drawn < 128, 0, 255).astype(np.uint8)).convert("RGB")  # black and white again
 
 
 STYLE_FUNCTIONS: dict[str, Callable[[Image.Image], Image.Image]] = {
@@ -41,13 +65,15 @@ STYLE_FUNCTIONS: dict[str, Callable[[Image.Image], Image.Image]] = {
 }
 
 
-def stylize(images: torch.Tensor, style: str) -> torch.Tensor:
-    """Apply ``style`` to uint8 ``N,3,H,W`` images."""
+def stylize(images: torch.Tensor, style: str, version: int = STYLES_VERSION) -> torch.Tensor:
+    """Apply ``style`` to uint8 ``N,3,H,W`` images (``version``: the renderer, see :data:`STYLES_VERSION`)."""
     if style not in STYLE_FUNCTIONS:
         raise ValueError(f"unknown style {style!r}; choose from {', '.join(STYLES)}")
+    if version not in (1, 2):
+        raise ValueError(f"unknown styles version {version}; choose 1 or 2")
     if style == "photo":
         return images.clone()
-    fn = STYLE_FUNCTIONS[style]
+    fn = _bw_drawing_pixels if (version == 1 and style == "black-and-white drawing") else STYLE_FUNCTIONS[style]
     out = [
         torch.from_numpy(np.asarray(fn(Image.fromarray(img.permute(1, 2, 0).numpy())), dtype=np.uint8).copy())
         for img in images

@@ -32,7 +32,8 @@ def styled_copies(images: ImageSet, tag: str, size: int, cache: Path) -> dict[st
         path = cache / "styles" / f"{tag}-{size}px-{style.replace(' ', '_')}-{key}.npy"
         if not path.is_file():
             path.parent.mkdir(parents=True, exist_ok=True)
-            arr = torch.cat([stylize(images.images[i : i + 2048], style) for i in range(0, len(images), 2048)])
+            # renderer 1: what the released `embedded-v2` weights were trained on (docs/decisions.md D29)
+            arr = torch.cat([stylize(images.images[i : i + 2048], style, 1) for i in range(0, len(images), 2048)])
             tmp = path.with_name(path.name + ".tmp.npy")
             np.save(tmp, arr.numpy())
             os.replace(tmp, path)

@@ -19,6 +19,7 @@ class LitConfig:
     tiny_per_class: int = 75
     cifar_per_class: int = 2000
     style_per_class: int = 300
+    styles_version: int = 1  # the PIL styles' renderer (clipforget.data.styles); 2 = line drawings that show the object
     # the fit on cached features
     steps: int = 600
     batch: int = 128
@@ -47,4 +48,6 @@ class LitConfig:
         d = asdict(self)
         for k in ("threads", "data_root", "cache"):
             d.pop(k)
+        if d["styles_version"] == 1:  # the key of builds made before the setting existed
+            d.pop("styles_version")
         return hashlib.sha1(json.dumps(d, sort_keys=True).encode()).hexdigest()[:12]
