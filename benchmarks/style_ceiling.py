@@ -28,7 +28,7 @@ from clipforget.models.prefix import suffix_tower
 from clipforget.pretraining.common import readers as dr
 from clipforget.pretraining.common.readers import data_root
 from clipforget.pretraining.embedded_v3 import LitConfig, resolve_cache, trained_cut
-from clipforget.pretraining.embedded_v3.features import _cifar, encode_source, encoder_for
+from clipforget.pretraining.embedded_v3.features import cifar_samples, encode_source, encoder_for
 from clipforget.pretraining.embedded_v3.head import build_bundle
 
 
@@ -52,7 +52,7 @@ def main() -> None:
     cut = trained_cut(bundle, cfg)
     encode = encoder_for(bundle.model.visual, cut)
     started = time.perf_counter()
-    samples = _cifar(data_root(None), cfg.image_size, args.per_class, args.style, args.styles_version)
+    samples = cifar_samples(data_root(None), cfg.image_size, args.per_class, args.style, args.styles_version)
     train = encode_source(encode, samples)
     test_set = dr.cifar10("test", cfg.image_size, None, resolve_cache(cfg) / "readers")
     labels = np.asarray([CIFAR10_CLASSES.index(n) for n in test_set.labels])

@@ -9,14 +9,11 @@ import torch
 from PIL import Image, ImageEnhance, ImageFilter, ImageOps
 
 STYLES = ("photo", "sketch", "poster art", "black-and-white drawing")
-# The renderer: 2 draws line drawings at most DRAWING_SIZE px on a side, 1 drew them at the image's own size (blank
-# for upscaled small sources). A recipe that caches styled images keys the cache on the version it draws with; the
-# bundled `embedded` and `embedded-v2` weights were trained on version 1 (docs/decisions.md D29).
+# The renderer (docs/decisions.md D29). Version 2 draws line drawings at most DRAWING_SIZE px on a side and scales them
+# back: PIL's edge filter works in pixels, so version 1, drawing at the image's own size, gave near-blank drawings of
+# upscaled small sources (CIFAR-10 at the model's 144 px). The bundled `embedded` and `embedded-v2` weights were
+# trained on version 1; a recipe that caches styled images keys the cache on the version it draws with.
 STYLES_VERSION = 2
-
-# Line drawings are drawn at most this many pixels on a side and scaled back: PIL's edge filter works in
-# pixels, so an image upscaled from a small source (CIFAR-10 at the model's 144 px) would otherwise
-# give a near-blank drawing (docs/decisions.md D29).
 DRAWING_SIZE = 64
 
 
@@ -57,23 +54,27 @@ def _bw_drawing(img: Image.Image) -> Image.Image:
     return Image.fromarray(np.where(drawn < 128, 0, 255).astype(np.uint8)).convert("RGB")  # black and white again
 
 
-STYLE_FUNCTIONS: dict[str, Callable[[Image.Image], Image.Image]] = {
+_STYLE_FUNCTIONS: dict[str, Callable[[Image.Image], Image.Image]] = {
     "photo": lambda img: img,
     "sketch": _sketch,
     "poster art": _poster,
     "black-and-white drawing": _bw_drawing,
 }
+RENDERERS: dict[int, dict[str, Callable[[Image.Image], Image.Image]]] = {
+    1: {**_STYLE_FUNCTIONS, "black-and-white drawing": _bw_drawing_pixels},
+    2: _STYLE_FUNCTIONS,
+}
 
 
 def stylize(images: torch.Tensor, style: str, version: int = STYLES_VERSION) -> torch.Tensor:
     """Apply ``style`` to uint8 ``N,3,H,W`` images (``version``: the renderer, see :data:`STYLES_VERSION`)."""
-    if style not in STYLE_FUNCTIONS:
+    if style not in STYLES:
         raise ValueError(f"unknown style {style!r}; choose from {', '.join(STYLES)}")
-    if version not in (1, 2):
-        raise ValueError(f"unknown styles version {version}; choose 1 or 2")
+    if version not in RENDERERS:
+        raise ValueError(f"unknown styles version {version}; choose from {', '.join(map(str, RENDERERS))}")
     if style == "photo":
         return images.clone()
-    fn = _bw_drawing_pixels if (version == 1 and style == "black-and-white drawing") else STYLE_FUNCTIONS[style]
+    fn = RENDERERS[version][style]
     out = [
         torch.from_numpy(np.asarray(fn(Image.fromarray(img.permute(1, 2, 0).numpy())), dtype=np.uint8).copy())
         for img in images

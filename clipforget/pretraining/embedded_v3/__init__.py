@@ -120,7 +120,7 @@ def prepare(
         cfg.cifar_per_class,
         cfg.style_per_class,
         log,
-        cfg.styles_version,
+        styles_version=cfg.styles_version,
     )
     imagenet, _ = dr.class_names(cfg.data_root)
     wnid_index = {c["wnid"]: int(c["index"]) for c in imagenet}

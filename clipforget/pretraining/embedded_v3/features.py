@@ -75,7 +75,8 @@ def _tiny(root: Path, size: int, per_class: int) -> Iterator[Sample]:
                     continue
 
 
-def _cifar(root: Path, size: int, per_class: int, style: str, styles_version: int = 1) -> Iterator[Sample]:
+def cifar_samples(root: Path, size: int, per_class: int, style: str, styles_version: int = 1) -> Iterator[Sample]:
+    """The first ``per_class`` CIFAR-10 train images per class at ``size`` px, in ``style`` (renderer version)."""
     arrays, ids = load_cifar10_arrays("train", root)
     ids = np.asarray(ids)
     chosen = np.sort(np.concatenate([np.flatnonzero(ids == c)[:per_class] for c in range(len(CIFAR10_CLASSES))]))
@@ -108,13 +109,13 @@ def sources(
     """``name -> (selection, samples(root, size))`` for every training source of the recipe."""
     out: dict[str, tuple[str, Callable[[Path, int], Iterator[Sample]]]] = {
         "tiny": (f"first {tiny_per_class}", lambda root, size: _tiny(root, size, tiny_per_class)),
-        "cifar": (f"first {cifar_per_class}", lambda root, size: _cifar(root, size, cifar_per_class, "photo")),
+        "cifar": (f"first {cifar_per_class}", lambda root, size: cifar_samples(root, size, cifar_per_class, "photo")),
         "monkeys": ("all", _monkeys),
     }
     for style in STYLES[1:]:
         out[style_source(style)] = (
             f"first {style_per_class}" + (f", styles v{styles_version}" if styles_version != 1 else ""),
-            lambda root, size, style=style: _cifar(root, size, style_per_class, style, styles_version),
+            lambda root, size, style=style: cifar_samples(root, size, style_per_class, style, styles_version),
         )
     return out
 
