@@ -63,16 +63,17 @@ def test_renderer_1_is_the_per_pixel_drawing_the_bundled_weights_were_trained_on
 
 
 def test_recipe_defaults_are_the_bundled_weights_recipe() -> None:
-    """`pretrain embedded` with no flags rebuilds assets/embedded: renderer 1 keeps its config key."""
+    """`pretrain embedded` with no flags rebuilds assets/embedded; older builds keep their config keys."""
     import json
     from pathlib import Path
 
     from clipforget.pretraining.embedded_v3.config import LitConfig
 
     config = json.loads((Path(__file__).parents[1] / "assets" / "embedded" / "open_clip_config.json").read_text())
-    assert LitConfig().styles_version == 1
+    assert LitConfig().styles_version == 2
     assert LitConfig().key() == config["clipforget"]["config_key"]
-    assert LitConfig(styles_version=2).key() != LitConfig().key()
+    # the bundle of sessions 12-17 (renderer 1, 2,000 / 300 images per class): docs/decisions.md D29, D30
+    assert LitConfig(cifar_per_class=2000, style_per_class=300, styles_version=1).key() == "a20e03a29b71"
 
 
 def test_unknown_style_or_version_is_refused() -> None:

@@ -1,4 +1,4 @@
-"""The recipe's settings (``LitConfig``); the defaults are the released model's (docs/decisions.md D16, D17)."""
+"""The recipe's settings (``LitConfig``); the defaults are the released model's (docs/decisions.md D16, D17, D30)."""
 
 from __future__ import annotations
 
@@ -17,9 +17,9 @@ class LitConfig:
     shift: float = 5.0
     # training sets (train splits only)
     tiny_per_class: int = 75
-    cifar_per_class: int = 2000
-    style_per_class: int = 300
-    styles_version: int = 1  # the PIL styles' renderer (clipforget.data.styles); 2 = line drawings that show the object
+    cifar_per_class: int = 5000
+    style_per_class: int = 1500
+    styles_version: int = 2  # the PIL styles' renderer (clipforget.data.styles); 1 = the near-blank drawings of D29
     # the fit on cached features
     steps: int = 600
     batch: int = 128
