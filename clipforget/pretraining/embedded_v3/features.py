@@ -35,7 +35,7 @@ from torch import nn
 from clipforget.core.atomic import write_atomic
 from clipforget.data.cifar10 import CIFAR10_CLASSES, load_cifar10_arrays
 from clipforget.data.images import IMAGE_SUFFIXES, list_image_files, open_image, to_model_size
-from clipforget.data.styles import STYLES, stylize
+from clipforget.data.styles import STYLES, STYLES_VERSION, stylize
 from clipforget.models.prefix import TowerCut, prefix_activations
 
 from ..common.readers import data_root
@@ -75,7 +75,9 @@ def _tiny(root: Path, size: int, per_class: int) -> Iterator[Sample]:
                     continue
 
 
-def cifar_samples(root: Path, size: int, per_class: int, style: str, styles_version: int = 1) -> Iterator[Sample]:
+def cifar_samples(
+    root: Path, size: int, per_class: int, style: str, styles_version: int = STYLES_VERSION
+) -> Iterator[Sample]:
     """The first ``per_class`` CIFAR-10 train images per class at ``size`` px, in ``style`` (renderer version)."""
     arrays, ids = load_cifar10_arrays("train", root)
     ids = np.asarray(ids)
@@ -104,7 +106,7 @@ def style_source(style: str) -> str:
 
 
 def sources(
-    tiny_per_class: int, cifar_per_class: int, style_per_class: int, styles_version: int = 1
+    tiny_per_class: int, cifar_per_class: int, style_per_class: int, styles_version: int
 ) -> dict[str, tuple[str, Callable[[Path, int], Iterator[Sample]]]]:
     """``name -> (selection, samples(root, size))`` for every training source of the recipe."""
     out: dict[str, tuple[str, Callable[[Path, int], Iterator[Sample]]]] = {
@@ -186,7 +188,8 @@ def training_features(
     cifar_per_class: int,
     style_per_class: int,
     log: Callable[[str], None] = print,
-    styles_version: int = 1,
+    *,
+    styles_version: int,
 ) -> dict[str, FeatureSet]:
     """What the fit reads of every training source (:func:`encoder_for`), computed once per (source, trunk, size,
     selection, cut) and cached."""
