@@ -26,6 +26,7 @@ from clipforget.data.cifar10 import CIFAR10_CLASSES
 from clipforget.data.styles import STYLES, STYLES_VERSION, stylize
 from clipforget.models.prefix import suffix_tower
 from clipforget.pretraining.common import readers as dr
+from clipforget.pretraining.common.evaluate import styled_test_indices
 from clipforget.pretraining.common.readers import data_root
 from clipforget.pretraining.embedded_v3 import LitConfig, resolve_cache, trained_cut
 from clipforget.pretraining.embedded_v3.features import cifar_samples, encode_source, encoder_for
@@ -56,7 +57,7 @@ def main() -> None:
     train = encode_source(encode, samples)
     test_set = dr.cifar10("test", cfg.image_size, None, resolve_cache(cfg) / "readers")
     labels = np.asarray([CIFAR10_CLASSES.index(n) for n in test_set.labels])
-    few = np.concatenate([np.flatnonzero(labels == c)[:200] for c in range(10)])
+    few = styled_test_indices(labels, 200)
     test_images = test_set.images[torch.from_numpy(few)]
     if args.style != "photo":
         test_images = stylize(test_images, args.style, args.styles_version)

@@ -49,7 +49,7 @@ def test_small_images_are_drawn_at_their_own_size() -> None:
     assert np.array_equal(np.asarray(_bw_drawing(img)), np.asarray(_bw_drawing_pixels(img)))
 
 
-def test_renderer_1_is_the_per_pixel_drawing_the_bundled_weights_were_trained_on() -> None:
+def test_renderer_1_is_the_per_pixel_drawing_embedded_v2_was_trained_on() -> None:
     from clipforget.data.styles import _bw_drawing_pixels
 
     images = _disc(144, contrast=40)

@@ -11,8 +11,8 @@ from PIL import Image, ImageEnhance, ImageFilter, ImageOps
 STYLES = ("photo", "sketch", "poster art", "black-and-white drawing")
 # The renderer (docs/decisions.md D29). Version 2 draws line drawings at most DRAWING_SIZE px on a side and scales them
 # back: PIL's edge filter works in pixels, so version 1, drawing at the image's own size, gave near-blank drawings of
-# upscaled small sources (CIFAR-10 at the model's 144 px). The bundled `embedded` and `embedded-v2` weights were
-# trained on version 1; a recipe that caches styled images keys the cache on the version it draws with.
+# upscaled small sources (CIFAR-10 at the model's 144 px). The bundled `embedded` weights are trained on version 2
+# (D30), `embedded-v2`'s on version 1; a recipe that caches styled images keys the cache on the version it draws with.
 STYLES_VERSION = 2
 DRAWING_SIZE = 64
 

@@ -71,8 +71,7 @@ def evaluate(
     monkey_cls = classifier(bundle, text, [vocab.monkey_display_name(s) for s in species])
     out["monkeys10_val_top1"] = top1(bundle, monkeys.images, [species.index(s) for s in monkeys.labels], monkey_cls)
 
-    per_class = 200 if not quick else 50
-    few = np.concatenate([np.flatnonzero(np.asarray(cifar_labels) == c)[:per_class] for c in range(10)])
+    few = styled_test_indices(cifar_labels, 200 if not quick else 50)
     for style in STYLES[1:]:
         styled = stylize(cifar.images[torch.from_numpy(few)], style)
         out[f"cifar10_test_{style.replace(' ', '_')}_top1"] = top1(
@@ -90,6 +89,12 @@ def evaluate(
     if not quick:
         out["retrieval"] = retrieval_check(bundle, text, monkeys, tiny_val, tiny_classes)
     return out
+
+
+def styled_test_indices(labels: list[int] | np.ndarray, per_class: int) -> np.ndarray:
+    """The CIFAR-10 test images the style rows are measured on: the first ``per_class`` of each class."""
+    array = np.asarray(labels)
+    return np.concatenate([np.flatnonzero(array == c)[:per_class] for c in range(len(CIFAR10_CLASSES))])
 
 
 def _image_to_caption_r5(img: torch.Tensor, cap: torch.Tensor, owner: torch.Tensor) -> float:
