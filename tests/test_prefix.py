@@ -92,6 +92,35 @@ def test_prefix_cache_encodes_each_set_once_and_round_trips_states() -> None:
     assert cache.cached_bytes == 0
 
 
+def test_prefix_cache_encodes_in_small_inference_chunks_and_keeps_no_pixels_alive() -> None:
+    """Even when the caller has gradients on, the frozen prefix runs as inference, CPU_CHUNK images per call (a whole
+    batch with autograd on held hundreds of MB of activations at 144 px and ran twice as slowly); the cache holds its
+    activations but not the pixels they came from."""
+    import gc
+    import weakref
+
+    from clipforget.models.encode import CPU_CHUNK
+
+    bundle = create_model("embedded-cifar")
+    x = bundle.normalize(torch.zeros((2, 3, bundle.image_size, bundle.image_size), dtype=torch.uint8))
+    cut = plan_cut(bundle.model.visual, x, _last_third(bundle.model.visual.eval(), x))
+    cache = PrefixCache(bundle, cut, batch_size=4 * CPU_CHUNK)
+    first_stage = cache._prefix.get_submodule(cut.stages[0])
+    calls: list[int] = []
+    hook = first_stage.register_forward_hook(lambda module, args, out: calls.append(int(args[0].shape[0])))
+    images = torch.randint(0, 256, (3 * CPU_CHUNK + 5, 3, bundle.image_size, bundle.image_size), dtype=torch.uint8)
+    with torch.enable_grad():
+        out = cache.activations(images)
+    hook.remove()
+    assert len(out) == len(images) and not out.requires_grad
+    assert max(calls) <= CPU_CHUNK and sum(calls) == len(images)
+    pixels = weakref.ref(images)
+    del images
+    gc.collect()
+    assert pixels() is None, "the prefix cache kept the pixels alive"
+    assert cache.cached_bytes == out.numel() * out.element_size()
+
+
 def test_run_sends_every_image_once_through_the_prefix_and_none_through_the_full_tower(bundle, has_data,
                                                                                        tmp_path) -> None:
     """Every image of a run (task sets and every evaluation set, the original model's evaluation included) passes
@@ -120,3 +149,38 @@ def test_run_sends_every_image_once_through_the_prefix_and_none_through_the_full
     probes = sum(n for n in seen if n <= 2)  # forward-hook probes of the tower on example inputs (2 black images)
     assert sum(seen) - probes == images, "an image went through the full tower outside the prefix cache"
     result.prefixed.release()
+
+
+def test_a_run_handed_its_inputs_frees_their_pixels(bundle, has_data, tmp_path) -> None:
+    """``keep_pixels=False`` (the CLI and the app's worker): once encoded, the task's and evaluation sets' pixels are
+    replaced by their activations, so nothing keeps the 144 px images of a run alive (10,000 CIFAR-10 test images are
+    622 MB); ``keep_pixels=True`` (the benchmark reuses its sets across runs) leaves them as they were."""
+    import gc
+    import weakref
+
+    sizes = Cifar10Sizes(forget=20, retain_per_class=4, calibration_forget=8, calibration_retain_per_class=2,
+                         eval_per_class=6, reference_tiny_per_class=0)
+    cfg = ThreeStageConfig(forget=ForgetConfig(steps=2, fisher_samples=8),
+                           remind=RemindConfig(align_images=8, align_batch=8, align_steps=1, steps=2),
+                           restore=RestoreConfig(alphas=[0.0, 1.0]))
+    for keep in (True, False):
+        task, eval_sets = cifar10_class_task(bundle.image_size, seed=0, sizes=sizes, forget_class="airplane")
+        parts = [task.forget, task.retain, task.calibration_forget, task.calibration_retain] + \
+            [s.images for s in eval_sets]
+        pixels = [weakref.ref(p.images) for p in parts]
+        lengths = [len(p) for p in parts]
+        del parts
+        result = run_method(bundle, task, tmp_path / f"run-{keep}", "ours", cfg, eval_sets, cache_original=False,
+                            keep_pixels=keep)
+        result.prefixed.release()
+        del result
+        gc.collect()
+        now = [task.forget, task.retain, task.calibration_forget, task.calibration_retain] + \
+            [s.images for s in eval_sets]
+        assert [len(p) for p in now] == lengths
+        if keep:
+            assert all(p.images.dtype == torch.uint8 for p in now)
+            assert all(ref() is p.images for ref, p in zip(pixels, now, strict=True))
+        else:
+            assert all(p.images.dtype == torch.float16 for p in now)
+            assert all(ref() is None for ref in pixels), "a run handed its inputs still keeps their pixels"

@@ -83,7 +83,8 @@ def _execute(args: argparse.Namespace, setting_name: str, size: str, options: di
     result = run_method(bundle, task, args.out, args.method, config, eval_sets, progress_printer(args.quiet),
                         extra={"seed": args.seed, "setting": setting_name, "size": size, "options": options,
                                "command": " ".join(sys.argv),
-                               "overrides": list(args.overrides)}, prefix_cache=args.prefix_cache)
+                               "overrides": list(args.overrides)}, prefix_cache=args.prefix_cache,
+                        keep_pixels=False)
     _print_summary(result)
     return 0
 

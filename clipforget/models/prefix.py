@@ -18,6 +18,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import types
+import weakref
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -306,14 +307,16 @@ class PrefixCache:
         layers = tuple(bundle.tower_layers())
         base = {f.name: getattr(bundle, f.name) for f in dataclasses.fields(ClipBundle)}
         self.suffix_bundle = SuffixBundle(**{**base, "model": model}, cut=cut, tower_layers_full=layers)
-        self._memo: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
+        # id(pixels) -> (weak reference to the pixels, their activations): the cache never keeps pixels alive
+        self._memo: dict[int, tuple[weakref.ref, torch.Tensor]] = {}
         self.images_encoded = 0
         self.on_encoded = on_encoded  # called with the running count of encoded images
 
+    @torch.no_grad()
     def activations(self, images: torch.Tensor) -> torch.Tensor:
         """uint8 images ``N,3,S,S`` -> fp16 activations entering the suffix (memoised per tensor)."""
         key = id(images)
-        if key in self._memo and self._memo[key][0] is images:
+        if key in self._memo and self._memo[key][0]() is images:
             return self._memo[key][1]
         parts = []
         for start in range(0, len(images), self.batch_size):
@@ -326,7 +329,7 @@ class PrefixCache:
             if self.on_encoded:
                 self.on_encoded(self.images_encoded)
         out = torch.cat(parts) if parts else torch.zeros((0,), dtype=torch.float16)
-        self._memo[key] = (images, out)
+        self._memo[key] = (weakref.ref(images), out)
         return out
 
     def image_set(self, images: ImageSet | None) -> ImageSet | None:

@@ -39,22 +39,31 @@ class PrefixedRun:
     def bundle(self) -> SuffixBundle:
         return self.cache.suffix_bundle
 
-    def prepare(self, task: UnlearningTask, eval_sets: Sequence[EvalSet],
-                progress: ProgressFn = no_progress) -> tuple[UnlearningTask, list[EvalSet]]:
-        """The task and evaluation sets with activations in place of pixels (each image encoded once)."""
+    def prepare(self, task: UnlearningTask, eval_sets: Sequence[EvalSet], progress: ProgressFn = no_progress,
+                in_place: bool = False) -> tuple[UnlearningTask, list[EvalSet]]:
+        """The task and evaluation sets with activations in place of pixels (each image encoded once).
+
+        ``in_place``: put the activations into the given task and sets instead of copies, so that their pixels can
+        be freed as soon as they are encoded (for callers that hand their inputs over and never reuse the pixels).
+        """
         start = time.perf_counter()
-        total = sum(len(s) for s in (task.forget, task.retain, task.calibration_forget, task.calibration_retain,
-                                      task.reference) if s is not None) + sum(len(s.images) for s in eval_sets)
+        parts = ("forget", "retain", "calibration_forget", "calibration_retain", "reference")
+        total = sum(len(getattr(task, p)) for p in parts if getattr(task, p) is not None) \
+            + sum(len(s.images) for s in eval_sets)
         stage = self.cache.cut.first_suffix_stage
         self.cache.on_encoded = lambda done: progress("prefix", min(done / max(total, 1), 1.0),
                                                      f"{done}/{total} images up to {stage}")
         image_set = self.cache.image_set
-        moved = dataclasses.replace(
-            task, forget=image_set(task.forget), retain=image_set(task.retain),
-            calibration_forget=image_set(task.calibration_forget),
-            calibration_retain=image_set(task.calibration_retain), reference=image_set(task.reference))
-        moved.cancel = task.cancel
-        sets = [dataclasses.replace(s, images=image_set(s.images)) for s in eval_sets]
+        if in_place:
+            for part in parts:
+                setattr(task, part, image_set(getattr(task, part)))
+            for s in eval_sets:
+                s.images = image_set(s.images)
+            moved, sets = task, list(eval_sets)
+        else:
+            moved = dataclasses.replace(task, **{p: image_set(getattr(task, p)) for p in parts})
+            moved.cancel = task.cancel
+            sets = [dataclasses.replace(s, images=image_set(s.images)) for s in eval_sets]
         self.seconds += time.perf_counter() - start
         return moved, sets
 

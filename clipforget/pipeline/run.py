@@ -61,6 +61,7 @@ def run_method(
     extra: dict[str, Any] | None = None,
     cache_original: bool = True,
     prefix_cache: bool = True,
+    keep_pixels: bool = True,
 ) -> RunResult:
     """Unlearn ``task`` with ``method`` on ``bundle`` (left unchanged), evaluate, and write ``out_dir``.
 
@@ -68,7 +69,10 @@ def run_method(
     ``cache_original`` (they are the same for every run of a setting); evaluation seconds are reported apart from
     the method's. With ``prefix_cache`` (the default) every image goes once through the layers before the first one
     the method can change and the method and evaluation work from those activations (:mod:`.prefixed`);
-    ``prefix_cache=False`` runs the full network everywhere (for checking).
+    ``prefix_cache=False`` runs the full network everywhere (for checking). ``keep_pixels=False`` hands the task
+    and evaluation sets over: with the prefix cache their pixels are replaced by the activations as they are encoded
+    (the objects then hold what :attr:`RunResult.eval_sets` holds), which frees them for a caller that keeps no other
+    reference.
     """
     folder = RunFolder(out_dir)
     folder.path.mkdir(parents=True, exist_ok=True)
@@ -101,7 +105,7 @@ def run_method(
         work_bundle, work_task, work_sets = bundle, task, eval_sets
         if prefixed is not None:
             work_bundle = prefixed.bundle
-            work_task, work_sets = prefixed.prepare(task, eval_sets, progress)
+            work_task, work_sets = prefixed.prepare(task, eval_sets, progress, in_place=not keep_pixels)
         t0 = time.perf_counter()
         progress("evaluate", 0.0, "zero-shot accuracy of the original model")
         original = original_accuracies(work_bundle, work_sets) if cache_original \
