@@ -141,12 +141,7 @@ def encoder_for(visual: nn.Module, cut: TowerCut | None) -> Encoder:
     visual.eval().to(memory_format=torch.channels_last)
     if cut is None:
         return lambda images: pooled_features(visual.trunk, images)
-
-    @torch.no_grad()
-    def activations(images: torch.Tensor) -> torch.Tensor:
-        return prefix_activations(visual, cut, normalised(images)).float()
-
-    return activations
+    return lambda images: prefix_activations(visual, cut, normalised(images)).float()
 
 
 def encode_source(encode: Encoder, samples: Iterator[Sample], log: Callable[[str], None] | None = None) -> FeatureSet:
