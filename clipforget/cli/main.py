@@ -7,9 +7,10 @@ import sys
 
 from clipforget.core.errors import ClipforgetError
 
-from . import audit, bench, pretrain, report, run, worker
+from . import audit, bench, pretrain, report, run, stress, worker
 
-COMMANDS = (run, bench, audit, report, pretrain, worker)  # each has register(subparsers), setting `func(args) -> int`
+# each has register(subparsers), setting `func(args) -> int`
+COMMANDS = (run, bench, audit, stress, report, pretrain, worker)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -12,7 +12,7 @@ from clipforget.models.encode import text_classifier
 from clipforget.models.factory import ClipBundle
 from clipforget.models.weights import clone_state, soup
 from clipforget.stages.forget import ForgetConfig, forget, forget_texts, touched_layers
-from clipforget.stages.mining import MiningConfig, mine_forget_texts, mining_vocabulary
+from clipforget.stages.mining import MiningConfig, mine_forget_texts, mine_paraphrases, mining_vocabulary
 from clipforget.stages.remind import RemindConfig, remind
 from clipforget.stages.restore import RestoreConfig, RetrievalProbe, alpha_curve, select_alpha
 
@@ -40,7 +40,7 @@ def three_stage(
     theta_0 = clone_state(bundle.model.visual)
 
     start = time.perf_counter()
-    mined = []
+    mined, paraphrases = [], []
     # a subgroup under a label the retain images share ("marmoset" in "monkey") needs its own names found; a class
     # forgotten under its own name (CIFAR-10 "airplane") is forgotten under that name already, and mining would add
     # its other domains' names ("airliner"), which the setting keeps (D13)
@@ -48,8 +48,10 @@ def three_stage(
     if cfg.mining.max_texts > 0 and subgroup:
         progress("forget", 0.0, "finding the names the model knows the forget images by")
         mined = mine_forget_texts(bundle, task, mining_vocabulary(extra=task.classnames), cfg.mining)
+        # the subgroup's other names (D34): what a person may type instead of the one mined sentence
+        paraphrases = mine_paraphrases(bundle, task, [m.name for m in mined], cfg.mining)
         known = set(task.forget_prompts)
-        extra = tuple(m.text for m in mined if m.text not in known)
+        extra = tuple(dict.fromkeys(m.text for m in [*mined, *paraphrases] if m.text not in known))
         task = replace(task, forget_prompts=(*task.forget_prompts, *extra), cancel=task.cancel)
     forgotten, ranking, forget_log = forget(bundle, task, cfg.forget, progress)
     seconds["forget"] = time.perf_counter() - start
@@ -82,6 +84,7 @@ def three_stage(
         "config": asdict(cfg),
         "forget_texts": list(task.forget_prompts),
         "mined_texts": [asdict(m) for m in mined],
+        "paraphrases": [asdict(m) for m in paraphrases],
         "forget": forget_log,
         "remind": remind_log,
         "calibration_sizes": {k: len(v[0]) for k, v in calibration.items()},

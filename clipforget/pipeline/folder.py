@@ -143,8 +143,15 @@ class RunFolder:
 
     def forget_texts(self) -> list[str]:
         """The texts the run made the forget images stop matching besides their label: the user's and the ones the
-        method found (``mined``); empty for methods without them."""
-        return [str(t) for t in self.method_log().get("forget_texts") or []]
+        method found (``mined``); empty for methods without them. The other names the method also trained against
+        (``paraphrases``, D34) are :meth:`paraphrase_texts`."""
+        log = self.method_log()
+        other = {str(p.get("text")) for p in log.get("paraphrases") or []}
+        return [str(t) for t in log.get("forget_texts") or [] if str(t) not in other]
+
+    def paraphrase_texts(self) -> list[str]:
+        """The other names of the subgroup the method trained against besides :meth:`forget_texts` (D34)."""
+        return [str(p.get("text")) for p in self.method_log().get("paraphrases") or []]
 
     def forgotten_names(self) -> list[str]:
         """:meth:`forget_texts` as the names they say (``a photo of a marmoset.`` -> ``marmoset``)."""

@@ -28,6 +28,7 @@ from clipforget.retrieval.search import top_k_rows
 
 from .curves import accuracy_figure
 from .folder import RunFolder
+from .stress import read_stress
 
 THUMBNAIL_PX = 96
 JPEG_QUALITY = 70
@@ -228,10 +229,49 @@ def render_report(folder: RunFolder, inputs: ReportInputs) -> str:
         parts.append(f"<h2>Retrieval audits (α = {inputs.alpha:.2f})</h2>")
     for result in inputs.prompts:
         parts.append(_prompt_section(result))
+    parts.append(stress_section(read_stress(folder)))
     if inputs.command:
         parts.append(f"<h2>Reproduce</h2><pre>{e(inputs.command)}</pre>")
     parts.append("</body></html>")
     return "\n".join(parts)
+
+
+def stress_section(stress: dict[str, Any]) -> str:
+    """The run's stress test (``clipforget stress``): the verdicts, the worst other names and the relearning
+    table; empty when the run has none."""
+    if not stress:
+        return ""
+    e = html.escape
+    k = stress.get("k", 20)
+    parts = [f"<h2>Stress test (α = {float(stress.get('alpha', 0)):.2f}, {stress.get('subgroup_images', 0)} held-out "
+             "photos of the subgroup)</h2><table class='metrics'><tr><th>test</th><th>verdict</th><th>numbers</th>"
+             "</tr>"]
+    parts += [f"<tr><td>{e(v['test'])}</td><td><b>{e(v['verdict'])}</b></td><td>{e(v['numbers'])}</td></tr>"
+              for v in stress.get("verdicts", [])]
+    parts.append("</table>")
+    names = stress.get("names", {})
+    rows = names.get("texts", [])[:10]
+    if rows:
+        parts.append(f"<p class='note'>Other names: {len(names.get('texts', []))} texts tried "
+                     f"({e(', '.join(names.get('families', [])))}); the ten that find most of the subgroup after "
+                     f"(top-{k}, before → after):</p><table class='metrics'><tr><th>text</th><th>kind</th>"
+                     "<th>before → after</th></tr>")
+        parts += [f"<tr><td>{e(r['text'])}</td><td>{e(r['family'])}</td><td>{r['before']} → {r['after']}</td></tr>"
+                  for r in rows]
+        parts.append("</table>")
+    relearning = stress.get("relearning", {})
+    if relearning.get("rows"):
+        parts.append(f"<p class='note'>Relearning: plain fine-tuning from θ(α) and from the original (Adam, lr "
+                     f"{relearning.get('lr')}); the subgroup's zero-shot accuracy (share of the original) and its "
+                     f"top-{k} count for “{e(str(relearning.get('texts', [''])[0]))}”.</p><table class='metrics'>"
+                     "<tr><th>attack</th><th>from</th><th>steps</th><th>zero-shot</th><th>top-k</th></tr>")
+        parts += [f"<tr><td>{e(r['attack'])}</td><td>{e(r['model'])}</td><td>{r['steps']}</td><td>"
+                  f"{r['zero_shot']:.2f} ({r['zero_shot_ratio']:.2f})</td><td>{r['top_k']}</td></tr>"
+                  for r in relearning["rows"]]
+        parts.append("</table>")
+    parts.append(f"<p class='note'>Weight distance of θ(α) to the original (relative L2): "
+                 f"{float(stress.get('weight_distance', 0)):.4f}.</p>")
+    return "".join(parts)
 
 
 def _prompt_section(result: PromptResult) -> str:

@@ -20,8 +20,10 @@ from clipforget.data.cifar10 import CIFAR10_CLASSES
 from clipforget.data.imagenet import imagenet_classes
 from clipforget.data.task import UnlearningTask
 from clipforget.data.tiny_imagenet import tiny_imagenet_names
+from clipforget.data.wordnet import load_wordnet
 from clipforget.models.encode import encode_images, encode_text
 from clipforget.models.factory import ClipBundle
+from clipforget.retrieval.paraphrases import TRAINING_TEMPLATES, folder_name, related_names
 
 MINING_TEMPLATE = "a photo of a {}."
 
@@ -41,6 +43,9 @@ class MiningConfig:
     min_gap: float = 0.05  # forget minus retain mean cosine, at least ...
     relative_gap: float = 0.6  # ... and at least this share of the best name's gap
     samples: int = 256  # images per set scored
+    # other names of the mined ones and of the forget images' folder names (WordNet synonyms and hyponyms in a few
+    # templates), kept where they pass the same precision test: the forget stage trains against them too (D34)
+    max_paraphrases: int = 32
 
 
 def mining_vocabulary(root=None, extra: list[str] | None = None) -> list[str]:
@@ -74,6 +79,59 @@ def _name_embeddings(bundle: ClipBundle, names: tuple[str, ...]) -> torch.Tensor
     return _NAME_CACHE[key]
 
 
+class _Scorer:
+    """Sampled forget, retain and negative (retain + reference) embeddings under the original model, and the
+    precision / gap of any texts against them."""
+
+    def __init__(self, bundle: ClipBundle, task: UnlearningTask, cfg: MiningConfig):
+        generator = torch.Generator().manual_seed(0)
+
+        def sample(images) -> torch.Tensor:
+            idx = torch.randperm(len(images), generator=generator)[: cfg.samples]
+            return encode_images(bundle, images.images[idx]).float()
+
+        self.forget, self.retain = sample(task.forget), sample(task.retain)
+        self.negatives = torch.cat([self.retain, sample(task.reference)]) \
+            if task.reference is not None and len(task.reference) else self.retain
+
+    def score(self, texts: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Per text: the forget images' share of its top ranks among forget + negatives, and the forget minus
+        retain mean cosine."""
+        texts = texts.to(self.forget.device)
+        sims_f, sims_n = self.forget @ texts.T, self.negatives.to(texts.device) @ texts.T  # F,V and N,V
+        top = min(len(self.forget), 20)
+        ranked = torch.cat([sims_f, sims_n]).topk(top, dim=0).indices  # top,V: rows < len(forget) are forget images
+        precision = (ranked < len(self.forget)).float().mean(0)
+        gap = sims_f.mean(0) - (self.retain.to(texts.device) @ texts.T).mean(0)
+        return precision, gap
+
+
+@torch.no_grad()
+def mine_paraphrases(bundle: ClipBundle, task: UnlearningTask, names: list[str],
+                     cfg: MiningConfig | None = None) -> list[MinedText]:
+    """Other texts of ``names`` (the mined names) and of the forget images' folder names: WordNet synonyms and
+    hyponyms (not hypernyms: they name the siblings too) in :data:`TRAINING_TEMPLATES`, kept where they pass the
+    miner's precision and gap tests (best first, at most ``cfg.max_paraphrases``)."""
+    cfg = cfg or MiningConfig()
+    folders = [n for n in dict.fromkeys(folder_name(p.replace("\\", "/").rsplit("/", 2)[-2])
+                                        for p in task.forget.paths if "/" in p.replace("\\", "/")) if n]
+    labels = {str(x).lower() for x in [*task.forget.labels, *task.retain.labels]}
+    related = related_names(dict.fromkeys([*names, *folders]), load_wordnet())
+    candidates = [(t.format(n), n) for n, family in related.items() if family != "hypernym" and n not in labels
+                  for t in TRAINING_TEMPLATES]
+    if cfg.max_paraphrases <= 0 or not candidates:
+        return []
+    scorer = _Scorer(bundle, task, cfg)
+    texts = torch.cat([encode_text(bundle, [c[0] for c in candidates[i:i + 256]]).float()
+                       for i in range(0, len(candidates), 256)])
+    precision, gap = scorer.score(texts)
+    keep = (precision >= cfg.min_precision) & (gap >= cfg.min_gap)
+    order = torch.argsort(gap * precision, descending=True)
+    found = [MinedText(candidates[i][0], candidates[i][1], float(precision[i]), float(gap[i]))
+             for i in order.tolist() if keep[i]]
+    return found[: cfg.max_paraphrases]
+
+
 @torch.no_grad()
 def mine_forget_texts(bundle: ClipBundle, task: UnlearningTask, vocabulary: list[str],
                       cfg: MiningConfig | None = None) -> list[MinedText]:
@@ -84,21 +142,8 @@ def mine_forget_texts(bundle: ClipBundle, task: UnlearningTask, vocabulary: list
     names = [n for n in vocabulary if n not in forget_labels and n not in retain_labels]
     if cfg.max_texts <= 0 or not names:
         return []
-    generator = torch.Generator().manual_seed(0)
-
-    def sample(images) -> torch.Tensor:
-        idx = torch.randperm(len(images), generator=generator)[: cfg.samples]
-        return encode_images(bundle, images.images[idx]).float()
-
-    forget, retain = sample(task.forget), sample(task.retain)
-    negatives = torch.cat([retain, sample(task.reference)]) if task.reference is not None and len(task.reference) \
-        else retain
-    texts = _name_embeddings(bundle, tuple(names)).to(forget.device)
-    sims_f, sims_n = forget @ texts.T, negatives.to(forget.device) @ texts.T  # F,V and N,V
-    top = min(len(forget), 20)
-    ranked = torch.cat([sims_f, sims_n]).topk(top, dim=0).indices  # top,V: rows < len(forget) are forget images
-    precision = (ranked < len(forget)).float().mean(0)
-    gap = sims_f.mean(0) - (retain.to(forget.device) @ texts.T).mean(0)
+    scorer = _Scorer(bundle, task, cfg)
+    precision, gap = scorer.score(_name_embeddings(bundle, tuple(names)))
     best = float(gap[precision >= cfg.min_precision].max()) if bool((precision >= cfg.min_precision).any()) else 0.0
     keep = (precision >= cfg.min_precision) & (gap >= max(cfg.min_gap, cfg.relative_gap * best))
     order = torch.argsort(gap * precision, descending=True)
