@@ -6,8 +6,8 @@ import argparse
 import os
 
 from clipforget.app.config import AppConfig
-from clipforget.jobs.backends import BACKENDS
 from clipforget.jobs.profiles import PROFILES
+from clipforget.jobs.registry import BACKENDS
 from clipforget.models.factory import DEFAULT_MODEL
 
 

@@ -9,7 +9,7 @@ write) and the compare view with three runs (the measured run and two `quick` ru
 The compare view is timed as a user meets it: each run opened first (as **Open** does: its retrieval for "monkey"),
 then the first comparison for a new prompt ("marmoset") and three more.
 
-Prints one JSON object (the numbers of BENCHMARKS.md's "Issue 20" section) and writes the report next to it.
+Prints one JSON object (the auditor's loop in BENCHMARKS.md "The app") and writes the report next to it.
 """
 
 from __future__ import annotations

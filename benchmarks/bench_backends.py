@@ -1,5 +1,5 @@
 """App responsiveness while a run trains: the α slider and retrieval, idle vs. with a run training in (a) a thread
-of the web process (the ``thread`` backend, what the app did before) and (b) a worker process (``local``).
+of the web process (the ``thread`` backend) and (b) a worker process (``local``).
 
     nice -n 10 .venv/bin/python benchmarks/bench_backends.py --cache-dir .cache/bench_backends [--requests 150]
 

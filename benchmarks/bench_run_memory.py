@@ -5,7 +5,7 @@
 
 A thread reads this process's RSS every ``--interval`` seconds; the phases are the model's loading, the setting's
 construction (decoding), and each progress stage the run reports (``prefix``, ``evaluate``, ``forget``, ``remind``,
-``restore``). Issue 18's bound for `run cifar10 --forget-class airplane` is 3 GiB (docs/decisions.md D31).
+``restore``). Issue 18's bound for `run cifar10 --forget-class airplane` is 3 GiB (docs/history/experiments.md D31).
 ``--keep-pixels`` runs as ``bench`` does (the caller keeps its pixel sets) for comparison.
 """
 

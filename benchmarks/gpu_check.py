@@ -130,7 +130,7 @@ def step_build(device: str, model: str, galleries: list[Path], tmp: Path, batch:
 
 def step_run(device: str, model: str, profile: str, galleries: list[Path], tmp: Path) -> dict[str, Any]:
     from clipforget.jobs.execute import execute
-    from clipforget.jobs.models import ModelCache
+    from clipforget.jobs.model_cache import ModelCache
     from clipforget.jobs.spec import RunSpec
 
     if device.startswith("cuda"):
@@ -169,7 +169,7 @@ def step_run(device: str, model: str, profile: str, galleries: list[Path], tmp: 
 
 def step_grid(device: str, model: str, run_dir: str, tmp: Path, workers: int) -> dict[str, Any]:
     from clipforget.jobs.galleries import index_folder
-    from clipforget.jobs.models import ModelCache
+    from clipforget.jobs.model_cache import ModelCache
     from clipforget.pipeline.folder import RunFolder
     from index_builder.alpha_grid import AlphaGridConfig, compute_alpha_grid
 

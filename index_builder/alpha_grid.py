@@ -4,14 +4,14 @@
 :class:`clipforget.retrieval.alpha_grid.AlphaGrid` reads). It is a reader -> encoder -> writer pass like
 :func:`index_builder.build.build`, with one encoder per alpha that shares all work the alphas have in common.
 
-Computed at the physical limit: the image tower is split into *stages* that run one after another (see
-:func:`clipforget.models.prefix.sequential_stages`). A forward-hook check on one example confirms that the tower's
-forward is exactly that chain; towers for which it is not fall back to one stage, i.e. a full forward per alpha.
-Every image goes once through the stages before the first one whose weights the unlearning changed; those
-activations are cached (in chunks of at most ``cache_bytes``) and only the remaining stages run once per alpha,
-under the same autocast, memory format and normalisation as :func:`clipforget.models.encode.image_features`, so the
-result equals a full re-encode. Tensors that the remind stage's EMA moved only by float32 rounding count as
-unchanged (:func:`significant_changes`).
+Computed at the physical limit: the image tower is cut into *stages* as the prefix cache cuts it
+(:func:`clipforget.models.prefix.tower_stages`: chains of sub-modules confirmed by forward hooks, ViTs between
+residual blocks; a tower that cannot be split is one stage, i.e. a full forward per alpha). Every image goes once
+through the stages before the first one whose weights the unlearning changed; those activations are cached (in
+chunks of at most ``cache_bytes``) and only the rest of the tower (:func:`clipforget.models.prefix.suffix_tower`) runs
+once per alpha, under the same autocast, memory format and normalisation as
+:func:`clipforget.models.encode.image_features`, so the result equals a full re-encode. Tensors that the remind
+stage's EMA moved only by float32 rounding count as unchanged (:func:`significant_changes`).
 
 When the index stores activations at or before that stage (:mod:`index_builder.activations`), they replace decoding
 and the prefix (float16 rows: equal to the decoded path to fp16 rounding); a grid that decodes the whole index stores
@@ -26,8 +26,8 @@ import json
 import os
 import threading
 import time
-from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -44,7 +44,15 @@ from clipforget.core.progress import ProgressFn, check_cancelled, no_progress
 from clipforget.models.encode import autocast, in_chunks
 from clipforget.models.factory import ClipBundle, weights_fingerprint
 from clipforget.models.fold import checked_fold, fold_batchnorm, probe_input
-from clipforget.models.prefix import sequential_stages
+from clipforget.models.layers import PooledQueryAttention, is_attention_pool
+from clipforget.models.prefix import (
+    TowerCut,
+    prefix_activations,
+    replace_submodule,
+    stage_of,
+    suffix_tower,
+    tower_stages,
+)
 from clipforget.models.weights import State, significant_changes, soup
 from clipforget.retrieval.alpha_grid import GRID_EMBEDDINGS, GRID_INFO, AlphaGrid, same_alphas
 from clipforget.retrieval.index import INFO_FILE, METADATA_FILE, GalleryIndex, read_records
@@ -67,48 +75,14 @@ class AlphaGridConfig:
     device: str | None = None  # None = cuda if available else cpu
 
 
-# --- splitting the image tower (the chain of stages: clipforget.models.prefix) --------------------------------
-
-
-def _stage_of(key: str, stages: Sequence[tuple[str, nn.Module]]) -> int:
-    for i, (name, _) in enumerate(stages):
-        if key.startswith(name + "."):
-            return i
-    return 0  # a weight outside every stage: nothing can be cached
-
-
-class PooledQueryAttention(nn.Module):
-    """open_clip's ``AttentionPool2d`` computed for the one token it returns.
-
-    ``AttentionPool2d`` runs full self-attention over the ``HW + 1`` tokens and keeps token 0 (the mean token), so the
-    queries, attention rows and output projections of the ``HW`` other tokens are thrown away. Here only token 0's
-    query, its attention row and its output projection are computed: the same function (to rounding), and the
-    largest single saving on the alpha grid's per-alpha suffix, where the pool is most of the work at 2x2 tokens.
-    Reads the wrapped pool's parameters, so loading ``theta(alpha)`` into the tower updates it.
-    """
-
-    def __init__(self, pool: nn.Module):
-        super().__init__()
-        self.pool = pool
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        p = self.pool
-        n, c = x.shape[0], x.shape[1]
-        tokens = x.reshape(n, c, -1).permute(0, 2, 1)  # N, HW, C
-        tokens = torch.cat([tokens.mean(dim=1, keepdim=True), tokens], dim=1)
-        tokens = tokens + p.positional_embedding[None].to(tokens.dtype)  # N, L, C
-        heads = p.num_heads
-        d = c // heads
-        q = F.linear(tokens[:, 0], p.q_proj.weight, p.q_proj.bias).view(n, heads, 1, d) * d**-0.5
-        k = F.linear(tokens, p.k_proj.weight, p.k_proj.bias).view(n, -1, heads, d).transpose(1, 2)
-        v = F.linear(tokens, p.v_proj.weight, p.v_proj.bias).view(n, -1, heads, d).transpose(1, 2)
-        attn = torch.softmax(q @ k.transpose(-2, -1), dim=-1)  # N, heads, 1, L
-        out = (attn.to(v.dtype) @ v).reshape(n, c)
-        return F.linear(out, p.c_proj.weight, p.c_proj.bias)
+# --- the image tower cut where the unlearning starts (clipforget.models.prefix) ------------------------------
 
 
 class SplitForward:
-    """The image tower as ``prefix`` (stages before ``split``, theta_original) and ``suffix`` (theta(alpha))."""
+    """The image tower cut (:class:`~clipforget.models.prefix.TowerCut`) before the first stage the unlearning
+    changed: the prefix runs theta_original once per image, the suffix (:func:`~clipforget.models.prefix.suffix_tower`)
+    runs theta(alpha) on what enters that stage. Chains of sub-modules and ViTs alike; a tower that cannot be split is
+    one stage, i.e. a full forward per alpha."""
 
     def __init__(
         self,
@@ -123,62 +97,61 @@ class SplitForward:
         self.visual.load_state_dict(theta_0)
         size = bundle.image_size
         example = bundle.normalize(torch.zeros((2, 3, size, size), dtype=torch.uint8))
-        stages = sequential_stages(self.visual, example)
-        self.sequential = stages is not None
-        names = [name for name, _ in stages] if stages is not None else [""]
+        found = tower_stages(self.visual, example)
+        self.sequential = found is not None
+        kind, names = found if found is not None else ("chain", ("",))
+        self.stages: list[str] = list(names)
         folded = checked_fold(self.visual, probe_input(example)) if fold_batchnorm else None
         self.batchnorm_folded = folded is not None  # as the index was encoded (ClipImageEncoder, D21)
-        running = folded if folded is not None else self.visual
-        self.stages = [(name, running.get_submodule(name)) for name in names]
+        self._original = (folded if folded is not None else copy.deepcopy(self.visual)).eval()  # theta_0: the prefix
         self.changed, self.negligible = significant_changes(theta_u, theta_0, rel_tol)
-        self.split = min((_stage_of(k, self.stages) for k in self.changed), default=len(self.stages))
+        self.split = min((stage_of(names, k) for k in self.changed), default=len(names))
         if not self.sequential and self.changed:
             self.split = 0
-        self.suffix_stages = [stage for _, stage in self.stages[self.split :]]
-        self._pooled_query = False
-        if self.sequential and self.suffix_stages:
-            self._use_pooled_query(size)
-        suffix_names = tuple(name + "." for name, _ in self.stages[self.split :]) if self.sequential else ("",)
+        self.cut = TowerCut(kind, tuple(names), self.split)
+        suffix_names = tuple(name + "." for name in names[self.split :]) if self.split > 0 else ("",)
         keys = [k for k in theta_0 if k.startswith(suffix_names)]
         self._theta_u = {k: theta_u[k] for k in keys}
         self._theta_0 = {k: theta_0[k] for k in keys}
-        self.alpha: float | None = 0.0
+        self._towers: dict[int, nn.Module] = {}  # start stage -> theta_0 tower taking the activations entering it
+        self._pooled_query = self.sequential and self.split < len(names) and self._pooled_query_agrees(size)
+        self._suffix: nn.Module | None = None
+        self.alpha: float | None = None
+        self.set_alpha(0.0)
 
-    def _use_pooled_query(self, size: int, tol: float = 2e-2) -> None:
-        """Run the last stage as :class:`PooledQueryAttention` when it is open_clip's ``AttentionPool2d`` and the two
-        agree on a probe batch (relative max error below ``tol``, i.e. bf16 rounding)."""
-        from open_clip.modified_resnet import AttentionPool2d
-
-        pool = self.suffix_stages[-1]
-        if not isinstance(pool, AttentionPool2d):
-            return
-        fast = PooledQueryAttention(pool)
+    def _pooled_query_agrees(self, size: int, tol: float = 2e-2) -> bool:
+        """Whether the last stage is open_clip's ``AttentionPool2d`` and :class:`PooledQueryAttention` agrees with it
+        on a probe batch (relative max error below ``tol``, i.e. bf16 rounding)."""
+        pool = self._original.get_submodule(self.stages[-1])
+        if not is_attention_pool(pool):
+            return False
         probe = torch.randint(0, 256, (4, 3, size, size), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
         h = self.bundle.normalize(probe).contiguous(memory_format=torch.channels_last)
         with torch.no_grad(), autocast(self.bundle):
-            for _, stage in self.stages[:-1]:
-                h = stage(h)
-            ref, got = pool(h).float(), fast(h).float()
-        if float((ref - got).abs().max() / ref.abs().max().clamp_min(1e-6)) < tol:
-            self.suffix_stages[-1] = fast
-            self._pooled_query = True
+            h = prefix_activations(self._original, replace(self.cut, split=len(self.stages) - 1), h)
+            ref, got = pool(h).float(), PooledQueryAttention(pool)(h).float()
+        return float((ref - got).abs().max() / ref.abs().max().clamp_min(1e-6)) < tol
 
     @property
     def split_name(self) -> str:
         """Name of the first recomputed stage (``"-"`` when the unlearning changed nothing)."""
-        return self.stages[self.split][0] if self.split < len(self.stages) else "-"
+        return self.stages[self.split] if self.split < len(self.stages) else "-"
 
     def set_alpha(self, alpha: float) -> None:
-        """Load ``theta(alpha)`` into the suffix stages (the prefix keeps theta_original)."""
-        if alpha != self.alpha:
-            state = soup(self._theta_u, self._theta_0, float(alpha))
-            self.visual.load_state_dict(state, strict=False)
-            if self.batchnorm_folded:  # the suffix runs a folded copy of theta(alpha), as the index ran theta_0
-                running = fold_batchnorm(self.visual)
-                self.suffix_stages = [running.get_submodule(name) for name, _ in self.stages[self.split :]]
-                if self._pooled_query:
-                    self.suffix_stages[-1] = PooledQueryAttention(self.suffix_stages[-1])
-            self.alpha = alpha
+        """Make the suffix run ``theta(alpha)`` (the prefix keeps theta_original)."""
+        if alpha == self.alpha:
+            return
+        self.visual.load_state_dict(soup(self._theta_u, self._theta_0, float(alpha)), strict=False)
+        self.alpha = alpha
+        if self.split >= len(self.stages):
+            return
+        # a folded copy of theta(alpha) when the index ran a folded theta_0 (folding holds for any weights)
+        running = fold_batchnorm(self.visual) if self.batchnorm_folded else self.visual
+        suffix = suffix_tower(running, self.cut) if self.split > 0 else copy.deepcopy(running)
+        if self._pooled_query:
+            last = self.stages[-1]
+            replace_submodule(suffix, last, PooledQueryAttention(suffix.get_submodule(last)))
+        self._suffix = suffix.eval()
 
     @torch.no_grad()
     def prefix(self, images: torch.Tensor, capture: int | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
@@ -192,30 +165,39 @@ class SplitForward:
         at_capture = self.advance(x, 0, capture)
         return self.advance(at_capture, capture), at_capture
 
-    @torch.no_grad()
-    def _run(self, stages: Sequence[nn.Module], h: torch.Tensor) -> torch.Tensor:
-        def forward(part: torch.Tensor) -> torch.Tensor:
-            for stage in stages:
-                part = stage(part)
-            return part
-
-        with autocast(self.bundle):
+    def _run(self, forward: Callable[[torch.Tensor], torch.Tensor], h: torch.Tensor) -> torch.Tensor:
+        with torch.no_grad(), autocast(self.bundle):
             return in_chunks(forward, h)
+
+    def _tower_from(self, start: int) -> nn.Module:
+        """theta_0's tower taking the activations entering stage ``start``."""
+        if start not in self._towers:
+            self._towers[start] = self._original if start == 0 else suffix_tower(
+                self._original, replace(self.cut, split=start)).eval()
+        return self._towers[start]
 
     @torch.no_grad()
     def advance(self, h: torch.Tensor, start: int, stop: int | None = None) -> torch.Tensor:
         """Activations entering stage ``start`` (``<= split``; stored float16) -> those entering stage ``stop``
-        (default: ``split``)."""
+        (default: ``split``; past the last stage: the tower's output)."""
+        stop = self.split if stop is None else stop
         x = h.to(self.bundle.device)
         x = x.float() if x.dtype == torch.float16 else x  # stored rows; a tensor from this tower passes as it is
         if x.ndim == 4:
             x = x.contiguous(memory_format=torch.channels_last)
-        return self._run([stage for _, stage in self.stages[start : self.split if stop is None else stop]], x)
+        if stop <= start:
+            return x
+        tower = self._tower_from(start)
+        if stop >= len(self.stages):
+            return self._run(tower, x)
+        cut = replace(self.cut, split=stop)
+        return self._run(lambda part: prefix_activations(tower, cut, part), x)
 
     @torch.no_grad()
     def suffix(self, h: torch.Tensor) -> torch.Tensor:
         """Cached activations -> unit-norm embeddings under the current alpha."""
-        return F.normalize(self._run(self.suffix_stages, h).float(), dim=-1)
+        out = h if self._suffix is None else self._run(self._suffix, h)
+        return F.normalize(out.float(), dim=-1)
 
 
 # --- the grid ------------------------------------------------------------------------------------------------
@@ -329,7 +311,7 @@ def _compute_grid(original: ClipBundle, theta_u: State, index_dir: Path, records
             "index_name": out.name, **provenance, "model": original.spec,
             **({} if len(ready) == len(alphas) else {"ready": sorted(ready)}),
             "sequential_split": split.sequential, "batchnorm_folded": split.batchnorm_folded,
-            "stages": [name for name, _ in split.stages],
+            "stages": list(split.stages),
             "first_recomputed_stage": split.split_name, "cached_activation_shape": source.shape,
             "activations": source.origin, "changed_tensors": split.changed, "negligible_changes": split.negligible,
             "config": asdict(cfg), "seconds": {k: round(v, 3) for k, v in timing.items()},
@@ -400,7 +382,7 @@ class GallerySource:
         self.rows = rows
         self.files = [GalleryFile.from_record(r) for r in (records if rows is None else [records[r] for r in rows])]
         self.fingerprint = weights_fingerprint(original)
-        names = [name for name, _ in split.stages]
+        names = list(split.stages)
         self.stored = find_stored(index_dir, names, split.split, self.fingerprint) \
             if split.sequential and 0 < split.split < len(names) else None
         store_at = names.index(cfg.store_at) if cfg.store_at in names else split.split
@@ -440,9 +422,9 @@ class GallerySource:
             yield batch.positions, h
             progress("alpha grid", 0.0, f"{batch.positions[-1] + 1}/{n} images decoded")
         if keep and kept and self.store_at is not None:
-            stage = self.split.stages[self.store_at][0]
+            stage = self.split.stages[self.store_at]
             if store(self.index_dir, stage, kept, self.fingerprint) is not None:
-                self.stored = find_stored(self.index_dir, [s for s, _ in self.split.stages], self.store_at,
+                self.stored = find_stored(self.index_dir, list(self.split.stages), self.store_at,
                                           self.fingerprint)
 
 

@@ -131,6 +131,32 @@ def test_split_starts_at_the_first_changed_stage(setup):
     assert info["first_recomputed_stage"] == "layer4.1" and info["alphas"] == list(ALPHAS)
 
 
+def test_vit_towers_are_cut_between_residual_blocks(monkeypatch):
+    """A ViT's grid runs only the blocks from the first changed one per alpha, and equals a full encode of the soup."""
+    from clipforget.models.encode import encode_images
+    from clipforget.models.factory import load_config, model_from_config
+    from clipforget.models.weights import soup
+
+    monkeypatch.setenv("CLIPFORGET_CPU_AUTOCAST", "fp32")
+    config = copy.deepcopy(load_config(TEST_MODEL))
+    config["model_cfg"]["vision_cfg"] = {"layers": 4, "width": 64, "head_width": 32, "patch_size": 8, "image_size": 32}
+    config["preprocess_cfg"]["size"] = 32
+    torch.manual_seed(0)
+    bundle = model_from_config(config, "tiny-vit")
+    theta_0, theta_u = clone_state(bundle.model.visual), clone_state(bundle.model.visual)
+    key = "transformer.resblocks.2.mlp.c_fc.weight"
+    theta_u[key] = theta_u[key] + 0.2 * torch.randn(theta_u[key].shape, generator=torch.Generator().manual_seed(1))
+    split = SplitForward(bundle, theta_u, theta_0)
+    assert split.cut.kind == "vit" and split.split_name == "transformer.resblocks.2"
+    images = torch.randint(0, 256, (5, 3, 32, 32), dtype=torch.uint8, generator=torch.Generator().manual_seed(2))
+    h, _ = split.prefix(images)
+    for alpha in (0.0, 0.6):
+        split.set_alpha(alpha)
+        expected = encode_images(bundle.with_visual_state(soup(theta_u, theta_0, alpha)), images)
+        torch.testing.assert_close(split.suffix(h), expected, atol=1e-4, rtol=0)
+    assert (split.suffix(h) - encode_images(bundle, images)).abs().max() > 1e-2  # the change is visible
+
+
 def test_grid_at_zero_is_the_original_model(setup):
     grid = AlphaGrid.load(setup["run"], setup["index"].name)
     gallery = load_index(setup["index"])
@@ -198,7 +224,7 @@ def test_cancelled_grid_leaves_the_existing_grid_and_no_partial_file(setup):
 def test_pooled_query_attention_equals_open_clip_attention_pool():
     from open_clip.modified_resnet import AttentionPool2d
 
-    from index_builder.alpha_grid import PooledQueryAttention
+    from clipforget.models.layers import PooledQueryAttention
 
     torch.manual_seed(0)
     pool = AttentionPool2d(spacial_dim=2, embed_dim=64, num_heads=4, output_dim=16).eval()

@@ -71,7 +71,7 @@ def _mean_similarity(bundle, feats, gallery, prompt: str, label: str) -> float:
 def test_the_subgroup_is_forgotten_under_its_own_name(bundle, generic_run):
     """Found, not told: the method mines "airplane"; held-out airplanes move away from that name (and leave its
     top-k) while the siblings' similarity to it stays. The fast test model generalises from its 100 training airplanes
-    only partly (held-out top-15 12 -> 10 here; the shipped model's marmosets: 19 -> 2, BENCHMARKS "Issue 19")."""
+    only partly (held-out top-15 12 -> 10 here; the shipped model's marmosets: 19 -> 2, BENCHMARKS "Generic path")."""
     result, gallery, before, after = generic_run
     mined = result.folder.forget_texts()
     assert mined and "airplane" in mined[0], mined

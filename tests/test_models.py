@@ -74,23 +74,43 @@ def test_cpu_autocast_follows_the_processor_and_the_override(bundle, monkeypatch
 
 
 def test_a_run_recorded_under_a_renamed_bundled_name_gets_its_own_base_model(tmp_path):
-    """The default ``embedded`` was v2 until session 12: a run recorded as ``embedded`` on v2 weights must pair with
-    ``embedded-v2`` (not today's v3), and one recorded as ``embedded-v3`` with today's ``embedded``."""
+    """A bundled name that moved to another model: a run pairs with the bundled model whose config has its
+    architecture (a run recorded under an older name of today's ``embedded`` opens as ``embedded``)."""
+    from clipforget.models.factory import bundled_name_for, load_config
+
+    today = load_config("embedded")
+    assert bundled_name_for("embedded-v3", today) == "embedded"
+    assert bundled_name_for("embedded", today) == "embedded"
+    assert bundled_name_for("RN50:openai", today) == "RN50:openai"
+    assert bundled_name_for(str(tmp_path / "gone"), today) == str(tmp_path / "gone")  # a folder is never renamed
+
+
+@pytest.mark.parametrize("recorded", ["embedded-v2", "embedded"])
+def test_a_run_made_on_a_retired_bundled_model_is_refused(tmp_path, recorded):
+    """A run made on a bundled model this version no longer ships (its checkpoint's architecture is no bundled
+    model's, whether it recorded the retired name or a name that now holds another model) is refused with "run it
+    again", never paired with today's model as its original, and never reused by ``bench``."""
+    import copy
     import json
 
-    from clipforget.models.factory import CONFIG_FILE, bundled_name_for, load_config
+    from clipforget.methods.ours import ThreeStageConfig
+    from clipforget.models.factory import CONFIG_FILE, load_config
     from clipforget.pipeline.folder import RunFolder
 
-    v2, v3 = load_config("embedded-v2"), load_config("embedded")
-    assert v2["model_cfg"] != v3["model_cfg"]
-    assert bundled_name_for("embedded", v2) == "embedded-v2"
-    assert bundled_name_for("embedded-v3", v3) == "embedded"
-    assert bundled_name_for("embedded", v3) == "embedded"
-    assert bundled_name_for("RN50:openai", v3) == "RN50:openai"
-    assert bundled_name_for(str(tmp_path / "gone"), v3) == str(tmp_path / "gone")  # a folder is never renamed
-
+    retired = copy.deepcopy(load_config("embedded"))
+    retired["model_cfg"]["vision_cfg"]["image_size"] = 96  # the 96 px model bundled before
     run = tmp_path / "run"
     (run / "model").mkdir(parents=True)
-    (run / "model" / CONFIG_FILE).write_text(json.dumps(v2))
-    (run / RunFolder.CONFIG).write_text(json.dumps({"method": "ours", "model": "embedded"}))
-    assert RunFolder(run).model_spec == "embedded-v2"
+    (run / "model" / CONFIG_FILE).write_text(json.dumps(retired))
+    (run / RunFolder.CONFIG).write_text(json.dumps({"method": "ours", "model": recorded}))
+    (run / RunFolder.STATUS).write_text(json.dumps({"state": "done"}))
+    (run / RunFolder.METRICS).write_text("{}")
+    folder = RunFolder(run)
+    assert folder.base_model_retired()
+    with pytest.raises(ModelLoadError, match=f"bundled model '{recorded}', which this version of clipforget no "
+                       "longer ships.*run it again"):
+        folder.original_model()
+    assert folder.differences(folder.model_spec, ThreeStageConfig())[:1] in (["model"], ["model_weights"])
+
+    (run / "model" / CONFIG_FILE).write_text(json.dumps(load_config("embedded")))  # today's architecture
+    assert not RunFolder(run).base_model_retired()

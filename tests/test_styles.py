@@ -28,7 +28,7 @@ def test_bw_drawing_of_an_upscaled_image_outlines_the_object(size: int) -> None:
     inside_frame = np.zeros_like(outline)
     inside_frame[size // 20 : -size // 20, size // 20 : -size // 20] = True
     black = drawing == 0
-    # The per-pixel renderer draws nothing here (its edge floor is above a 40-level step spread over 4.5 px).
+    # Drawn at 144 px the edge floor is above a 40-level step spread over 4.5 px: nothing would be drawn.
     assert black[outline].mean() > 0.15, "the disc's outline is not drawn"
     assert black[inside_frame & ~outline].mean() < 0.02, "lines away from the outline"
 
@@ -43,41 +43,23 @@ def test_styles_keep_shape_and_dtype(style: str) -> None:
 
 def test_small_images_are_drawn_at_their_own_size() -> None:
     """At or below DRAWING_SIZE nothing is resized: the bundled CIFAR model's training pixels stay as they were."""
-    from clipforget.data.styles import _bw_drawing, _bw_drawing_pixels
+    from clipforget.data.styles import _bw_drawing, _edges_thresholded
 
     img = Image.fromarray(_disc(DRAWING_SIZE // 2, contrast=140)[0].permute(1, 2, 0).numpy())
-    assert np.array_equal(np.asarray(_bw_drawing(img)), np.asarray(_bw_drawing_pixels(img)))
-
-
-def test_renderer_1_is_the_per_pixel_drawing_embedded_v2_was_trained_on() -> None:
-    from clipforget.data.styles import _bw_drawing_pixels
-
-    images = _disc(144, contrast=40)
-    old = stylize(images, "black-and-white drawing", version=1)[0].permute(1, 2, 0).numpy()
-    expected = np.asarray(_bw_drawing_pixels(Image.fromarray(images[0].permute(1, 2, 0).numpy())))
-    assert np.array_equal(old, expected)
-    new = stylize(images, "black-and-white drawing")[0].permute(1, 2, 0).numpy()
-    assert (new == 0).sum() > 2 * (old == 0).sum()  # renderer 2 draws the outline renderer 1 misses
-    for style in ("sketch", "poster art"):  # only the line drawing changed between the versions
-        assert torch.equal(stylize(images, style, version=1), stylize(images, style))
+    assert np.array_equal(np.asarray(_bw_drawing(img)), np.asarray(_edges_thresholded(img)))
 
 
 def test_recipe_defaults_are_the_bundled_weights_recipe() -> None:
-    """`pretrain embedded` with no flags rebuilds assets/embedded; older builds keep their config keys."""
+    """`pretrain embedded` with no flags rebuilds assets/embedded."""
     import json
     from pathlib import Path
 
-    from clipforget.pretraining.embedded_v3.config import LitConfig
+    from clipforget.pretraining.embedded.config import LitConfig
 
     config = json.loads((Path(__file__).parents[1] / "assets" / "embedded" / "open_clip_config.json").read_text())
-    assert LitConfig().styles_version == 2
     assert LitConfig().key() == config["clipforget"]["config_key"]
-    # the bundle of sessions 12-17 (renderer 1, 2,000 / 300 images per class): docs/decisions.md D29, D30
-    assert LitConfig(cifar_per_class=2000, style_per_class=300, styles_version=1).key() == "a20e03a29b71"
 
 
-def test_unknown_style_or_version_is_refused() -> None:
+def test_unknown_style_is_refused() -> None:
     with pytest.raises(ValueError, match="unknown style"):
         stylize(_disc(32, 40), "oil painting")
-    with pytest.raises(ValueError, match="unknown styles version"):
-        stylize(_disc(32, 40), "sketch", version=3)

@@ -11,7 +11,7 @@ from clipforget.core.paths import ASSETS_DIR
 from .common import add_folder_args, apply_folders
 
 # bundled model name -> the module of clipforget.pretraining holding its recipe (add_arguments + build)
-RECIPES = {"embedded": "embedded_v3", "embedded-v2": "embedded_v2", "embedded-cifar": "embedded_cifar"}
+RECIPES = {"embedded": "embedded", "embedded-cifar": "embedded_cifar"}
 
 
 def register(sub: argparse._SubParsersAction) -> None:

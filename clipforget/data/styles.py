@@ -9,10 +9,9 @@ import torch
 from PIL import Image, ImageEnhance, ImageFilter, ImageOps
 
 STYLES = ("photo", "sketch", "poster art", "black-and-white drawing")
-# The renderer (docs/decisions.md D29). Version 2 draws line drawings at most DRAWING_SIZE px on a side and scales them
-# back: PIL's edge filter works in pixels, so version 1, drawing at the image's own size, gave near-blank drawings of
-# upscaled small sources (CIFAR-10 at the model's 144 px). The bundled `embedded` weights are trained on version 2
-# (D30), `embedded-v2`'s on version 1; a recipe that caches styled images keys the cache on the version it draws with.
+# Line drawings are drawn at most DRAWING_SIZE px on a side and scaled back: PIL's edge filter works in pixels, so a
+# drawing made at the image's own size is near-blank for upscaled small sources (CIFAR-10 at 144 px; decisions D29).
+# STYLES_VERSION names this renderer in the caches and configs of what was drawn with it (the bundled `embedded`, D30).
 STYLES_VERSION = 2
 DRAWING_SIZE = 64
 
@@ -42,7 +41,7 @@ def _poster(img: Image.Image) -> Image.Image:
     return ImageOps.posterize(vivid, 2)
 
 
-def _bw_drawing_pixels(img: Image.Image) -> Image.Image:
+def _edges_thresholded(img: Image.Image) -> Image.Image:
     edges = ImageOps.grayscale(img).filter(ImageFilter.SMOOTH).filter(ImageFilter.FIND_EDGES)
     arr = np.asarray(edges, dtype=np.uint8)
     threshold = max(24, int(np.percentile(arr, 80)))
@@ -50,31 +49,24 @@ def _bw_drawing_pixels(img: Image.Image) -> Image.Image:
 
 
 def _bw_drawing(img: Image.Image) -> Image.Image:
-    drawn = np.asarray(_drawn_small(_bw_drawing_pixels, img).convert("L"))
+    drawn = np.asarray(_drawn_small(_edges_thresholded, img).convert("L"))
     return Image.fromarray(np.where(drawn < 128, 0, 255).astype(np.uint8)).convert("RGB")  # black and white again
 
 
 _STYLE_FUNCTIONS: dict[str, Callable[[Image.Image], Image.Image]] = {
-    "photo": lambda img: img,
     "sketch": _sketch,
     "poster art": _poster,
     "black-and-white drawing": _bw_drawing,
 }
-RENDERERS: dict[int, dict[str, Callable[[Image.Image], Image.Image]]] = {
-    1: {**_STYLE_FUNCTIONS, "black-and-white drawing": _bw_drawing_pixels},
-    2: _STYLE_FUNCTIONS,
-}
 
 
-def stylize(images: torch.Tensor, style: str, version: int = STYLES_VERSION) -> torch.Tensor:
-    """Apply ``style`` to uint8 ``N,3,H,W`` images (``version``: the renderer, see :data:`STYLES_VERSION`)."""
+def stylize(images: torch.Tensor, style: str) -> torch.Tensor:
+    """Apply ``style`` to uint8 ``N,3,H,W`` images."""
     if style not in STYLES:
         raise ValueError(f"unknown style {style!r}; choose from {', '.join(STYLES)}")
-    if version not in RENDERERS:
-        raise ValueError(f"unknown styles version {version}; choose from {', '.join(map(str, RENDERERS))}")
     if style == "photo":
         return images.clone()
-    fn = RENDERERS[version][style]
+    fn = _STYLE_FUNCTIONS[style]
     out = [
         torch.from_numpy(np.asarray(fn(Image.fromarray(img.permute(1, 2, 0).numpy())), dtype=np.uint8).copy())
         for img in images

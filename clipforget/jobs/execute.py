@@ -38,7 +38,7 @@ from clipforget.stages.restore import alpha_curve
 from index_builder.alpha_grid import AlphaGridConfig, compute_alpha_grid
 
 from .galleries import ensure_gallery_index
-from .models import ModelCache
+from .model_cache import ModelCache
 from .profiles import RunProfile, get_profile
 from .spec import RunSpec
 

@@ -20,7 +20,7 @@ from clipforget.pipeline.folder import RunFolder
 
 from .backend import Snapshot
 from .execute import Deferred, execute
-from .models import ModelCache
+from .model_cache import ModelCache
 from .spec import RunSpec
 
 STAGES = ("prepare", "forget", "remind", "restore", "evaluate", "curves")

@@ -78,7 +78,7 @@ class RunActor:
         from clipforget.core.devices import configure_threads, describe_device
         from clipforget.core.paths import cache_dir as resolve_cache
 
-        from .models import ModelCache
+        from .model_cache import ModelCache
 
         try:
             gpu_ids = [str(g) for g in ray.get_gpu_ids()]

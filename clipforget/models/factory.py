@@ -3,8 +3,7 @@
 A model *spec* is one of
 
 * a bundled name -- the project's own CLIPs, configs in ``models/configs/<name>.json``, weights in
-  ``assets/<name>/`` (or the cache): ``embedded`` (the default), ``embedded-v2`` and ``embedded-cifar`` (small, for
-  fast tests),
+  ``assets/<name>/`` (or the cache): ``embedded`` (the default) and ``embedded-cifar`` (small, for fast tests),
 * ``NAME:TAG`` -- an open_clip architecture with pretrained weights, e.g. ``RN50:openai`` or ``RN50:/path/RN50.pt``,
 * a folder holding ``open_clip_config.json`` + ``open_clip_model.safetensors`` (what an unlearning run writes).
 
@@ -186,19 +185,28 @@ def bundled_name_for(recorded: str, architecture: dict[str, Any]) -> str:
 
     A bundled name can move to another model (docs/decisions.md D20): the recorded name stands while its config
     still has the run's ``model_cfg``; otherwise the bundled model whose config has it, so a run never pairs its
-    weights with another model's original. Other specs (folders, ``NAME:TAG``) come back as they are.
+    weights with another model's original (none has it: the recorded name, see :func:`bundled_model_has`). Other
+    specs (folders, ``NAME:TAG``) come back as they are.
     """
     names = bundled_models()
-    if recorded not in names and (":" in recorded or "/" in recorded or Path(recorded).is_dir()):
+    if recorded not in names and not is_bundled_form(recorded):
         return recorded
+    if bundled_model_has(recorded, architecture):
+        return recorded
+    return next((name for name in names if bundled_model_has(name, architecture)), recorded)
+
+
+def is_bundled_form(spec: str) -> bool:
+    """Whether ``spec`` has the form of a bundled name (not ``NAME:TAG``, not a folder), bundled today or not."""
+    return bool(spec) and ":" not in spec and "/" not in spec and not Path(spec).is_dir()
+
+
+def bundled_model_has(name: str, architecture: dict[str, Any]) -> bool:
+    """Whether ``name`` is a bundled model today and its config has ``architecture``'s ``model_cfg``."""
+    if name not in bundled_models():
+        return False
     wanted = json.dumps(architecture.get("model_cfg"), sort_keys=True)
-
-    def same(name: str) -> bool:
-        return json.dumps(load_config(name).get("model_cfg"), sort_keys=True) == wanted
-
-    if recorded in names and same(recorded):
-        return recorded
-    return next((name for name in names if same(name)), recorded)
+    return json.dumps(load_config(name).get("model_cfg"), sort_keys=True) == wanted
 
 
 def find_bundled_checkpoint(name: str, cache: str | os.PathLike | None = None) -> Path | None:

@@ -133,7 +133,8 @@ class TowerCut:
         return any(key == s or key.startswith(s + ".") for s in self.prefix_stages)
 
 
-def _skip(module: nn.Module, name: str, replacement: nn.Module) -> None:
+def replace_submodule(module: nn.Module, name: str, replacement: nn.Module) -> None:
+    """Put ``replacement`` where the sub-module ``name`` of ``module`` is (same name, so hooks and paths resolve)."""
     parent_name, _, child = name.rpartition(".")
     setattr(module.get_submodule(parent_name) if parent_name else module, child, replacement)
 
@@ -153,7 +154,7 @@ class ChainSplitter:
     def suffix(self, visual: nn.Module, cut: TowerCut) -> nn.Module:
         tower = copy.deepcopy(visual)
         for name in cut.prefix_stages:
-            _skip(tower, name, nn.Identity())
+            replace_submodule(tower, name, nn.Identity())
         return tower
 
 
@@ -184,7 +185,7 @@ class VisionTransformerSplitter:
     def suffix(self, visual: nn.Module, cut: TowerCut) -> nn.Module:
         tower = copy.deepcopy(visual)
         for name in cut.prefix_stages:
-            _skip(tower, name, _SkipBlock())
+            replace_submodule(tower, name, _SkipBlock())
         tower._embeds = types.MethodType(_vit_suffix_embeds, tower)
         return tower
 
@@ -196,12 +197,9 @@ def splitter_for(visual: nn.Module) -> Any:
     return next(s for s in SPLITTERS if s.applies(visual))
 
 
-def plan_cut(visual: nn.Module, example: torch.Tensor, layers: Sequence[str] | None) -> TowerCut | None:
-    """The cut of ``visual`` just before the first stage that holds one of ``layers`` (module names), or ``None``
-    when nothing can be cached: ``layers`` is ``None`` (the method may change any layer), the tower cannot be split,
-    or the first layer sits in the first stage. ``example``: a normalised input batch for the forward-hook checks."""
-    if not layers:
-        return None
+def tower_stages(visual: nn.Module, example: torch.Tensor) -> tuple[str, tuple[str, ...]] | None:
+    """``(splitter name, stage names in forward order)`` of ``visual``, or ``None`` when it cannot be split.
+    ``example``: a normalised input batch for the forward-hook checks (run in eval mode)."""
     splitter = splitter_for(visual)
     was_training = visual.training
     visual.eval()
@@ -209,14 +207,27 @@ def plan_cut(visual: nn.Module, example: torch.Tensor, layers: Sequence[str] | N
         stages = splitter.stages(visual, example)
     finally:
         visual.train(was_training)
-    if not stages:
+    return (splitter.name, tuple(stages)) if stages else None
+
+
+def stage_of(stages: Sequence[str], name: str) -> int:
+    """The stage holding a module name or state-dict key; 0 for one outside every stage (nothing before it can be
+    cached)."""
+    return next((i for i, s in enumerate(stages) if name == s or name.startswith(s + ".")), 0)
+
+
+def plan_cut(visual: nn.Module, example: torch.Tensor, layers: Sequence[str] | None) -> TowerCut | None:
+    """The cut of ``visual`` just before the first stage that holds one of ``layers`` (module names), or ``None``
+    when nothing can be cached: ``layers`` is ``None`` (the method may change any layer), the tower cannot be split,
+    or the first layer sits in the first stage. ``example``: a normalised input batch for the forward-hook checks."""
+    if not layers:
         return None
-
-    def stage_of(layer: str) -> int:
-        return next((i for i, s in enumerate(stages) if layer == s or layer.startswith(s + ".")), 0)
-
-    split = min(stage_of(layer) for layer in layers)
-    return TowerCut(splitter.name, tuple(stages), split) if split > 0 else None
+    found = tower_stages(visual, example)
+    if found is None:
+        return None
+    kind, stages = found
+    split = min(stage_of(stages, layer) for layer in layers)
+    return TowerCut(kind, stages, split) if split > 0 else None
 
 
 # --- prefix and suffix ---------------------------------------------------------------------------------------------

