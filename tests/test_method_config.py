@@ -69,9 +69,9 @@ def test_nested_mapping_overrides_are_the_same_assignments():
     from clipforget.methods.registry import apply_overrides
 
     config = ThreeStageConfig()
-    apply_overrides(config, {"remind": {"steps": 40, "forget_weight": 3}, "forget": {"forget_target": "teacher"}})
+    apply_overrides(config, {"remind": {"steps": 40, "forget_weight": 3}, "forget": {"lora_rank": 4}})
     assert config.remind.steps == 40 and config.remind.forget_weight == 3.0
-    assert config.forget.forget_target == "teacher"
+    assert config.forget.lora_rank == 4
     with pytest.raises(ValueError, match="no field 'stepz'"):
         apply_overrides(config, {"remind": {"stepz": 1}})
 

@@ -1,6 +1,4 @@
-from dataclasses import replace
 
-import numpy as np
 import torch
 from torch import nn
 
@@ -9,7 +7,6 @@ from clipforget.stages.remind import (
     align_to_bn_statistics,
     bn_mismatch,
     ema_update,
-    fine_tuning_pool,
 )
 
 
@@ -69,23 +66,3 @@ def test_embedding_distillation_keeps_retain_embeddings_closer_to_the_original(b
 
     with_kd, without = similarity(20.0), similarity(0.0)
     assert with_kd > without + 0.05, (with_kd, without)  # measured 0.96 vs 0.54
-
-
-def test_fine_tuning_pool_keeps_each_retain_image_beside_its_aligned_copy(bundle, has_data):
-    from clipforget.settings.cifar10 import Cifar10Sizes, cifar10_class_task
-
-    sizes = Cifar10Sizes(forget=16, retain_per_class=4, calibration_forget=4, calibration_retain_per_class=2,
-                         eval_per_class=1, reference_tiny_per_class=0)
-    task, _ = cifar10_class_task(bundle.image_size, seed=0, sizes=sizes, forget_class="cat")
-    cfg = RemindConfig(align_images=16, align_batch=16, align_steps=3)
-    teacher = bundle.model.visual
-    aligned, _ = fine_tuning_pool(bundle, teacher, task, cfg, np.random.default_rng(0))
-    both, log = fine_tuning_pool(bundle, teacher, task, replace(cfg, keep_unaligned=True), np.random.default_rng(0))
-    drawn = task.retain.subset(np.random.default_rng(0).permutation(len(task.retain))[:16])
-    assert log["aligned"] is True and len(aligned) == 16 and len(both) == 32
-    assert (both.images[:16].int() - aligned.images.int()).abs().max() <= 1  # the aligned copies
-    assert torch.equal(both.images[16:], drawn.images)  # and the same retain images as they are
-    assert not torch.equal(aligned.images, drawn.images)
-    assert both.labels == drawn.labels * 2
-    plain, log = fine_tuning_pool(bundle, teacher, task, replace(cfg, align=False), np.random.default_rng(0))
-    assert log["aligned"] is False and torch.equal(plain.images, drawn.images)

@@ -45,12 +45,6 @@ class ForgetConfig:
     # similarity anchor: retain images keep their original cosine to the forget label text(s), so forgetting cannot
     # work by moving every image away from that text (which leaves the ranking, i.e. retrieval, unchanged; D9)
     anchor_weight: float = 200.0
-    # the anchor also holds the retain images' cosine to every class name of the task, so forgetting cannot pull
-    # the subgroup's siblings toward the class the forget images move to
-    anchor_classes: bool = False
-    # where forget images go: "complement" (-log(1 - p(label)), any other class) or "teacher" (the original model's
-    # distribution over the other classes, the label masked out: no single sink class)
-    forget_target: str = "complement"
     seed: int = 0
 
 
@@ -161,8 +155,6 @@ class ForgetLoss:
         self.classifier = classifier
         self.cfg = cfg
         self.texts = forget_texts(bundle, task, classifier)
-        self.anchor_texts = torch.cat([self.texts, classifier.to(self.texts.device)]) if cfg.anchor_classes \
-            else self.texts
         self.tau = text_thresholds(bundle, task, self.texts, cfg.hinge_quantile) if cfg.similarity_weight > 0 \
             else None
 
@@ -172,14 +164,9 @@ class ForgetLoss:
         sims = feats @ self.texts.to(feats.device).T
         return F.relu(sims - self.tau.to(feats.device)).mean()
 
-    def forget_term(self, feats: torch.Tensor, targets: torch.Tensor,
-                    original_feats: torch.Tensor | None = None) -> torch.Tensor:
+    def forget_term(self, feats: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         student = logits(self.bundle, feats, self.classifier)
-        targets = targets.to(feats.device)
-        if self.cfg.forget_target == "teacher" and original_feats is not None:
-            loss = masked_teacher_ce(student, logits(self.bundle, original_feats.detach(), self.classifier), targets)
-        else:
-            loss = complementary_ce(student, targets, self.cfg.eps)
+        loss = complementary_ce(student, targets.to(feats.device), self.cfg.eps)
         if self.tau is not None:
             loss = loss + self.cfg.similarity_weight * self.hinge(feats)
         return loss
@@ -196,7 +183,7 @@ class ForgetLoss:
     def anchor_term(self, retain_feats: torch.Tensor, original_feats: torch.Tensor) -> torch.Tensor:
         if self.cfg.anchor_weight <= 0:
             return torch.zeros((), device=retain_feats.device)
-        texts = self.anchor_texts.to(retain_feats.device)
+        texts = self.texts.to(retain_feats.device)
         drift = retain_feats @ texts.T - original_feats.detach() @ texts.T
         return self.cfg.anchor_weight * drift.pow(2).mean()
 
@@ -205,14 +192,6 @@ def complementary_ce(logit: torch.Tensor, targets: torch.Tensor, eps: float) -> 
     """``-log(1 - p(y|x))``: bounded forget loss (docs/decisions.md D2)."""
     p = F.softmax(logit, dim=-1).gather(1, targets.view(-1, 1)).squeeze(1)
     return -torch.log((1.0 - p).clamp_min(eps)).mean()
-
-
-def masked_teacher_ce(student: torch.Tensor, teacher: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-    """Cross-entropy to the original model's distribution with the label masked out: a forget image goes where the
-    original would have put it without its label, not to one shared sink class (docs/decisions.md D19). Bounded
-    below by the masked distribution's entropy."""
-    masked = teacher.detach().scatter(1, targets.view(-1, 1), float("-inf"))
-    return -(F.softmax(masked, -1) * F.log_softmax(student, -1)).sum(-1).mean()
 
 
 def _as_clip(bundle: ClipBundle, visual_or_model: nn.Module) -> nn.Module:
@@ -287,11 +266,7 @@ def forget(
     for step, (images, targets, _) in enumerate(batches(task.forget, labels, cfg.batch_size, rng, cfg.steps)):
         task.check_cancelled()
         feats = image_features(bundle, images, wrapper)
-        original_forget = None
-        if cfg.forget_target == "teacher":
-            with torch.no_grad():
-                original_forget = image_features(bundle, images)
-        loss = objective.forget_term(feats, targets, original_forget)
+        loss = objective.forget_term(feats, targets)
         if cfg.anchor_weight > 0:
             retain_images = next(retain_batches)[0]
             if references is not None:

@@ -32,13 +32,10 @@ class RemindConfig:
     align_batch: int = 128
     align_steps: int = 20
     align_lr: float = 0.01
-    # the fine-tuning pool also holds each retain image as it is, beside its aligned copy: what is distilled and
-    # anchored then includes the real images the forget set's siblings look like (decisions D24)
-    keep_unaligned: bool = False
     epsilon: float = 16 / 255  # L-inf bound of the perturbation, in [0, 1] pixel units
     # the bound when the inputs are cached prefix activations, in channel standard deviations (decisions D11)
     activation_epsilon: float = 0.5
-    steps: int = 80  # fine-tuning steps (paper Tab. 4: 20 on RN50; embedded-cifar: 40; v2: 80, decisions D10)
+    steps: int = 80  # fine-tuning steps (paper Tab. 4: 20 on RN50; decisions D10)
     batch_size: int = 64
     lr: float = 1e-3
     kd_weight: float = 1.0
@@ -163,14 +160,12 @@ def fine_tuning_pool(
     progress: ProgressFn = no_progress,
 ) -> tuple[ImageSet, dict]:
     """``cfg.align_images`` retain images drawn with ``rng``, aligned to the BatchNorm statistics (Eq. 4) unless
-    ``cfg.align`` is off; with ``cfg.keep_unaligned`` the pool holds each one twice, aligned and as it is."""
+    ``cfg.align`` is off."""
     pool = task.retain.subset(rng.permutation(len(task.retain))[: cfg.align_images])
     if not cfg.align:
         return pool, {"aligned": False, "reason": "disabled by config"}
     progress("remind", 0.0, "aligning retain images to the BatchNorm statistics")
     aligned, log = align_to_bn_statistics(bundle, teacher, pool.images, cfg, task.cancel)
-    if cfg.keep_unaligned:
-        return ImageSet(torch.cat([aligned, pool.images]), pool.labels * 2, pool.paths * 2), log
     return ImageSet(aligned, pool.labels, pool.paths), log
 
 
@@ -245,11 +240,7 @@ def remind(
         keep_forgotten = torch.zeros(())
         if cfg.forget_weight > 0:
             forget_feats = image_features(bundle, forget_images, wrapper)
-            forget_teacher = None
-            if objective.cfg.forget_target == "teacher":
-                with torch.no_grad():
-                    forget_teacher = image_features(bundle, forget_images, teacher_wrap)
-            keep_forgotten = objective.forget_term(forget_feats, forget_targets, forget_teacher)
+            keep_forgotten = objective.forget_term(forget_feats, forget_targets)
             loss = loss + cfg.forget_weight * keep_forgotten
         opt.zero_grad(set_to_none=True)
         loss.backward()
