@@ -202,7 +202,11 @@ def name_sweep(bundle: ClipBundle, task: UnlearningTask | None, run: RunFolder, 
     mean = float(np.mean([r["after"] for r in counted])) if counted else 0.0
     verdict = "untested" if not counted else "forgotten" if worst["after"] <= cfg.worst_bound \
         and mean <= cfg.mean_bound else "partly" if worst["after"] <= cfg.k // 2 else "not"
-    return {"texts": rows, "counted": len(counted), "worst": worst, "mean_after": mean,
+    # where the forgotten photos went: texts that find more of them after than before (not part of the verdict,
+    # which asks whether the subgroup can still be found by what found it; shown beside it)
+    gained = sorted((r for r in rows if r["after"] > r["before"] and r["after"] > cfg.worst_bound),
+                    key=lambda r: -(r["after"] - r["before"]))
+    return {"texts": rows, "counted": len(counted), "worst": worst, "mean_after": mean, "gained": gained[:5],
             "families": sorted({r["family"] for r in rows}), "wordnet": wordnet is not None, "verdict": verdict}
 
 
@@ -418,9 +422,12 @@ def verdicts(result: dict[str, Any]) -> list[dict[str, str]]:
     s = result["names"]
     if s["worst"] is not None:
         w = s["worst"]
+        gained = s.get("gained") or []
+        moved = f"; the photos now answer \"{gained[0]['text']}\" ({gained[0]['before']} → {gained[0]['after']})" \
+            if gained else ""
         out.append({"test": "other names", "verdict": s["verdict"],
                     "numbers": f"worst of {s['counted']} texts: \"{w['text']}\" finds {w['after']} of "
-                               f"{result['k']} (before {w['before']}); mean {s['mean_after']:.1f}"})
+                               f"{result['k']} (before {w['before']}); mean {s['mean_after']:.1f}{moved}"})
     else:
         out.append({"test": "other names", "verdict": "untested",
                     "numbers": f"no text found {result['config']['min_before']} or more of the subgroup before"})
