@@ -6,8 +6,8 @@
   port of the same machine could read the user's data. The security middleware decides CORS alone instead.
 * :func:`quiet_input_errors` -- Gradio checks an event's arguments itself (choices of a dropdown, file payloads,
   numbers, select-event data) before the app's handler runs, and prints a full traceback for each refusal. The
-  wrapper turns any error of that layer into one log line and a short ``gr.Error`` for the caller; errors the
-  handlers raise are ``gr.Error`` already (:meth:`clipforget.app.ui.handlers.Handlers.errors`) and pass untouched.
+  wrappers turn any error of that layer into one log line and a short ``gr.Error`` for the caller; errors the
+  handlers raise are quiet ``gr.Error`` s already (:meth:`clipforget.app.ui.handlers.Handlers.errors`) and pass.
 """
 
 from __future__ import annotations
@@ -45,18 +45,25 @@ def own_cors_only(user_lifespan: Callable[[Any], contextlib.AbstractAsyncContext
 
 
 def quiet_input_errors(demo: gr.Blocks) -> gr.Blocks:
-    """Make Gradio's own argument errors one log line and a short message (see the module docstring)."""
-    process_api = demo.process_api
+    """Make Gradio's own argument errors one log line and a short message (see the module docstring): its
+    preprocessing (``preprocess_data``) and the event data it builds before calling a handler (``call_function``;
+    the handlers' own errors are quiet ``gr.Error`` s already). Postprocessing is left alone: an error there is the
+    app's bug and keeps its traceback."""
+    demo.preprocess_data = _quiet(demo.preprocess_data)  # type: ignore[method-assign]
+    demo.call_function = _quiet(demo.call_function)  # type: ignore[method-assign]
+    return demo
 
-    @functools.wraps(process_api)
+
+def _quiet(method: Callable) -> Callable:
+    @functools.wraps(method)
     async def guarded(*args, **kwargs):
         try:
-            return await process_api(*args, **kwargs)
+            return await method(*args, **kwargs)
         except gr.Error as err:
             if not err.print_exception:  # the app's own message (Handlers.errors): shown as it is
                 raise
-            refused = err  # Gradio's own check (a value outside a dropdown's choices): its message echoes the value
-        except Exception as err:  # Gradio's input layer: preprocessing, event data, postprocessing
+            refused: Exception = err  # Gradio's check of a dropdown's choices: its message echoes the value
+        except Exception as err:
             refused = err
         block_fn = args[0] if args else kwargs.get("block_fn")
         name = getattr(block_fn, "api_name", None) or getattr(block_fn, "name", None) or "?"
@@ -64,5 +71,4 @@ def quiet_input_errors(demo: gr.Blocks) -> gr.Blocks:
                     " ".join(str(refused).split())[:300])
         raise gr.Error(BAD_ARGUMENTS, print_exception=False) from None
 
-    demo.process_api = guarded  # type: ignore[method-assign]
-    return demo
+    return guarded
