@@ -82,6 +82,7 @@ def encode_files(
         for batch in reader:
             for pos, reason in batch.failed:
                 writer.skip(files[pos].path, reason)
+            check_cancelled(cancel, "index build")  # decoded, not encoded yet: the cheaper half to throw away
             if batch.positions:
                 t0 = time.perf_counter()
                 feats = encoder(batch.images)

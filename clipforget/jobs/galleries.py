@@ -22,6 +22,7 @@ from clipforget.retrieval.index import GalleryIndex, load_index
 from index_builder.build import BuildConfig, build
 from index_builder.encoder import ClipImageEncoder
 
+INTERRUPTIBLE_BATCH = 64  # images per batch of a build that a queued run may stop (about a second on a CPU)
 _LOCKS: dict[Path, threading.Lock] = {}
 _LOCKS_GUARD = threading.Lock()
 
@@ -59,6 +60,9 @@ def ensure_gallery_index(cache_root: Path, bundle: ClipBundle, gallery: str, sou
             missing = [Path(p).name for p in sources if not Path(p).is_dir()]
             if missing:
                 raise DataError(f"gallery {gallery!r}: folder(s) not found: {', '.join(missing)}") from None
-            build([str(p) for p in sources], folder, BuildConfig(model=bundle.spec, progress=False, workers=workers,
-                  activations_at=grid_activation_stage(bundle)), ClipImageEncoder(bundle), progress, cancel)
+            # a build that may be stopped (the warm-up's) goes in small batches: it stops within one of them
+            batch = INTERRUPTIBLE_BATCH if cancel is not None else BuildConfig.batch_size
+            build([str(p) for p in sources], folder, BuildConfig(model=bundle.spec, batch_size=batch, progress=False,
+                  workers=workers, activations_at=grid_activation_stage(bundle)), ClipImageEncoder(bundle), progress,
+                  cancel)
             return load_index(folder, mmap=mmap)
