@@ -132,7 +132,10 @@ def bench_exports(url: str, token: str, run_id: str, gallery: str, n: int, alpha
         href = re.search(r'href="(clipforget/download/[^"]+)"', link or "")
         if not href:
             return "error", (link or "")[:200]
-        return href.group(1), httpx.get(f"{url}/{href.group(1)}", headers=headers, timeout=120).content
+        try:
+            return href.group(1), httpx.get(f"{url}/{href.group(1)}", headers=headers, timeout=120).content
+        except httpx.HTTPError as err:  # a zip replaced or deleted while it was sent
+            return "error", f"download: {err}"[:200]
 
     for c in clients:  # each session exports the run it opened
         c.predict(run_id, "a photo of a cat", gallery, api_name="/open_run")
