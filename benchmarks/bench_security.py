@@ -35,6 +35,7 @@ import tempfile
 import threading
 import time
 import zipfile
+import zlib
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -151,7 +152,7 @@ def bench_exports(url: str, token: str, run_id: str, gallery: str, n: int, alpha
             with zipfile.ZipFile(io.BytesIO(body)) as zf:
                 valid += zf.testzip() is None
                 with_tmp += any(m.endswith(".tmp") or "/." in m for m in zf.namelist())
-        except zipfile.BadZipFile:
+        except (zipfile.BadZipFile, zlib.error, EOFError, OSError, ValueError):  # a corrupt zip: not valid
             pass
     return {"exports_asked": n, "links": len(ok), "errors": [b for h, b in results if h == "error"][:3],
             "distinct_links": len({h for h, _ in ok}), "identical_downloads": max(
@@ -276,6 +277,7 @@ def main(argv: list[str] | None = None) -> None:
             if "warm-up" in cases:
                 warm = bench_warm_up(services, url, cache, args.preset, args.timeout, args.queue_after)
                 result["warm_up"] = {k: v for k, v in warm.items() if k != "owner"}
+                print(json.dumps({"warm_up": result["warm_up"]}), flush=True)  # kept if a later case fails
                 owner = warm["owner"]
                 if "exports" in cases:
                     token = services.tokens.issue(owner, "api")  # a script's token for the same workspace
