@@ -34,6 +34,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="also offer this model spec to clients (repeatable; bundled models and --model always are)")
     p.add_argument("--allow-any-model", action="store_true",
                    help="accept any model spec from clients, server paths included (trusted single-user use only)")
+    p.add_argument("--allow-origin", action="append", default=[], metavar="ORIGIN",
+                   help="also answer cross-origin calls from this origin, e.g. https://tools.example.org "
+                        "(repeatable; by default only the app's own origin may call it)")
     p.add_argument("--workspace-quota-mb", type=float, default=defaults.workspace_quota_mb,
                    help="disk per workspace: uploads, exports and runs (0: no quota)")
     p.add_argument("--workspace-ttl-days", type=float, default=defaults.workspace_ttl_days,
@@ -61,7 +64,7 @@ def main(argv: list[str] | None = None) -> None:
         model=args.model, data_root=args.data_root, cache_dir=args.cache_dir, imagenet_root=args.imagenet,
         device=args.device, max_upload_mb=args.max_upload_mb, max_total_upload_mb=args.max_total_upload_mb,
         max_pixels=args.max_pixels, galleries=dict(g.split("=", 1) for g in args.gallery),
-        allowed_models=args.allow_model, allow_any_model=args.allow_any_model,
+        allowed_models=args.allow_model, allow_any_model=args.allow_any_model, allowed_origins=args.allow_origin,
         workspace_quota_mb=args.workspace_quota_mb, workspace_ttl_days=args.workspace_ttl_days,
         backend=args.backend, workers=args.workers, ray_address=args.ray_address,
         explore_concurrency=max(1, args.explore_concurrency), warm_up=not args.no_warm_up,

@@ -85,6 +85,9 @@ def selection_run(tmp_path_factory):
     service = make_service(tmp / "cache", fx["gallery"])
     owner = service.workspaces.new_id()
     asked = SelectionRequest("tiny", "a photo of an airplane", 6, [], "a photo of a ship", 12, [])
+    with pytest.raises(DataError, match="not indexed"):  # a request never builds an index (issue 39)
+        service.runs.start_selection(owner, asked, "airplane", None, profile="quick")
+    service.galleries.get(service.config.model, "tiny")  # what the retrieval panel did before the selection
     snap = service.runs.start_selection(owner, asked, "airplane", None, profile="quick")
     job = service.runs.backend.wait(snap["id"], timeout=900)
     assert job["state"] == "done", job.get("error")

@@ -12,7 +12,9 @@ used it with a valid token, so that the security middleware can refuse any other
   thumbnail may go to many workspaces, each may fetch it, nobody else may.
 
 Everything is kept in memory, bounded (least recently used entries go first): after a restart the old handles open
-nothing, and a page reload makes new ones.
+nothing, and a page reload makes new ones. Claims are bounded per workspace too (``max_claims_per_owner`` per kind,
+its own oldest claim goes first), so one caller claiming handles in bulk pushes out only its own, never another
+workspace's.
 """
 
 from __future__ import annotations
@@ -27,9 +29,11 @@ KINDS = ("session", "event", "upload", "file")
 class Bindings:
     """Thread-safe owner maps for the handles above (see the module docstring)."""
 
-    def __init__(self, max_entries: int = 200_000):
+    def __init__(self, max_entries: int = 200_000, max_claims_per_owner: int = 1_000):
         self.max_entries = int(max_entries)
+        self.max_claims_per_owner = int(max_claims_per_owner)
         self._owners: dict[str, OrderedDict[str, set[str]]] = {kind: OrderedDict() for kind in KINDS}
+        self._claims: dict[tuple[str, str], OrderedDict[str, None]] = {}  # (kind, owner) -> its claims, oldest first
         self._lock = threading.Lock()
 
     def _touch(self, kind: str, key: str) -> set[str] | None:
@@ -44,7 +48,16 @@ class Bindings:
         table.setdefault(key, set()).add(owner)
         table.move_to_end(key)
         while len(table) > self.max_entries:
-            table.popitem(last=False)
+            key, owners = table.popitem(last=False)
+            for who in owners:
+                self._forget_claim(kind, key, who)
+
+    def _forget_claim(self, kind: str, key: str, owner: str) -> None:
+        claims = self._claims.get((kind, owner))
+        if claims is not None:
+            claims.pop(key, None)
+            if not claims:
+                del self._claims[(kind, owner)]
 
     def claim(self, kind: str, key: str, owner: str) -> bool:
         """Bind ``key`` to ``owner`` if nobody holds it; ``True`` when ``owner`` holds it now (session, upload)."""
@@ -52,6 +65,15 @@ class Bindings:
             owners = self._touch(kind, key)
             if owners is None:
                 self._add(kind, key, owner)
+                claims = self._claims.setdefault((kind, owner), OrderedDict())
+                claims[key] = None
+                while len(claims) > self.max_claims_per_owner:  # the owner's own oldest claim goes
+                    old, _ = claims.popitem(last=False)
+                    held = self._owners[kind].get(old)
+                    if held is not None:
+                        held.discard(owner)
+                        if not held:
+                            del self._owners[kind][old]
                 return True
             return owner in owners
 

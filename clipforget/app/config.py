@@ -43,6 +43,8 @@ class AppConfig:
     # models a client may ask for besides the bundled ones and ``model`` (docs/security.md)
     allowed_models: list[str] = field(default_factory=list)
     allow_any_model: bool = False  # any spec, paths included: only for a trusted, single-user server
+    # other origins (scheme://host[:port]) whose pages may call the app with the user's cookie: none by default
+    allowed_origins: list[str] = field(default_factory=list)
     # per workspace: disk held by its uploads, exports and runs; expiry after this many days without use
     workspace_quota_mb: float = field(default_factory=lambda: _env_float("CLIPFORGET_WORKSPACE_QUOTA_MB", 3000.0))
     workspace_ttl_days: float = field(default_factory=lambda: _env_float("CLIPFORGET_WORKSPACE_TTL_DAYS", 30.0))

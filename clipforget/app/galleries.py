@@ -77,11 +77,13 @@ class Galleries:
             return [root / part for part in BUILTIN_GALLERIES[name]]
         raise DataError(f"unknown gallery {name!r}; choose from {', '.join(self.names())}")
 
-    def get(self, spec: str, name: str) -> Gallery:
-        """Gallery ``name`` indexed with model ``spec`` (built once with :mod:`index_builder`, then loaded)."""
+    def get(self, spec: str, name: str, build: bool = True) -> Gallery:
+        """Gallery ``name`` indexed with model ``spec`` (built once with :mod:`index_builder`, then loaded;
+        ``build=False``: a :class:`DataError` when it is not built yet)."""
         key = (spec, name)
         if key not in self._loaded:
-            index = ensure_gallery_index(self.cache_root, self.models.get(spec), name, self.sources(name))
+            index = ensure_gallery_index(self.cache_root, self.models.get(spec), name, self.sources(name),
+                                         build_missing=build)
             if len(index) == 0:
                 raise DataError(f"gallery {name!r} has no readable images (ask the operator to check its folders)")
             self._loaded[key] = Gallery(name, index, np.asarray(index.embeddings, dtype=np.float32))

@@ -185,7 +185,8 @@ class Runs:
         ranking, default the app's model) and picked rows become upload folders in the caller's workspace, a fifth
         held out; the run folder records which gallery images trained it (``trained_on.json``)."""
         self.policy.resolve(model, owner)  # refuse before copying anything
-        gallery = self.galleries.get(index_model or self.config.model, request.gallery)
+        # the ranking the panel showed: already indexed; a request never pays for an index build
+        gallery = self.galleries.get(index_model or self.config.model, request.gallery, build=False)
         for row in [*request.forget_rows, *request.retain_rows]:
             if not 0 <= row < len(gallery):
                 raise DataError("a picked image is not in this gallery")

@@ -18,6 +18,12 @@
 * **uploads** -- one request to Gradio's upload route may carry at most the upload limit (``--max-total-upload-mb``
   plus form overhead): a larger ``Content-Length`` is refused with 413 before Gradio reads it, a chunked body is cut
   off when it passes the limit.
+* **origins** -- a request whose ``Origin`` is neither the app's own (the ``Host`` it was sent to) nor one of
+  ``allowed_origins`` (``--allow-origin``) is refused with 403 on every route but the public page parts, and never
+  gets an ``Access-Control-Allow-*`` header: a page on another port of the same host can neither read nor act
+  (SameSite cookies do not tell ports apart). Preflights (``OPTIONS``) are answered here, only for allowed origins.
+  Gradio's own CORS layer, which answers any localhost origin with credentials, is taken out of the app
+  (:func:`clipforget.app.ui.blocks.launch_kwargs`), and any ``Access-Control-*`` header from below is dropped.
 * **headers** -- ``X-Content-Type-Options: nosniff`` everywhere; the page gets a Content-Security-Policy that Gradio's
   front end can live with (no framing by other sites, no plugins, no foreign ``<base>`` or form targets) and
   ``Referrer-Policy: same-origin``.
@@ -32,7 +38,7 @@ import re
 from collections.abc import Callable, Iterator
 from http.cookies import CookieError, SimpleCookie
 from pathlib import Path
-from urllib.parse import parse_qs, quote
+from urllib.parse import parse_qs, quote, urlsplit
 
 from .bindings import Bindings
 from .identity import COOKIE, HEADER, WorkspaceTokens
@@ -47,6 +53,9 @@ COMMON_HEADERS = (("x-content-type-options", "nosniff"), ("referrer-policy", "sa
 MAX_EVENT_BODY = 2_000_000  # a JSON event request: texts and file references, never file contents
 MAX_CAPTURED_RESPONSE = 20_000_000  # JSON responses read for the handles they hand out
 THUMBNAIL_LINK = re.compile(r"https?:/{1,2}[^/]+(?:/[^?#]*)?/clipforget/thumb/(?P<name>[0-9a-f]{20}\.png)")
+FOREIGN_ORIGIN = "cross-origin request refused: this page's origin may not call the app (--allow-origin)"
+CORS_METHODS = "GET, HEAD, POST"
+MAX_HANDLES_PER_REQUEST = 8  # session hashes / upload ids one request may name (the page names one)
 NO_WORKSPACE = "no workspace: reload the page (cookies must be enabled) or send a valid X-Clipforget-Token"
 
 
@@ -62,6 +71,32 @@ def _cookies(scope) -> dict[str, str]:
 
 def _header(scope, name: bytes) -> str:
     return next((v.decode("latin-1") for k, v in scope.get("headers", []) if k == name), "")
+
+
+def _netloc(origin: str) -> str | None:
+    """``host[:port]`` of an origin (``scheme://host[:port]``), default ports dropped; ``None`` when malformed."""
+    try:
+        parts = urlsplit(origin.strip().lower())
+        port = parts.port
+    except ValueError:
+        return None
+    if parts.scheme not in ("http", "https") or not parts.hostname or parts.path not in ("", "/"):
+        return None
+    default = {"http": 80, "https": 443}[parts.scheme]
+    host = f"[{parts.hostname}]" if ":" in parts.hostname else parts.hostname
+    return host if port in (None, default) else f"{host}:{port}"
+
+
+def normalise_origin(origin: str) -> str | None:
+    """``scheme://host[:port]`` in one spelling (lower case, no default port), or ``None`` when malformed."""
+    netloc = _netloc(origin)
+    return None if netloc is None else f"{urlsplit(origin.strip().lower()).scheme}://{netloc}"
+
+
+def _host_netloc(host: str, scheme: str) -> str:
+    host = host.strip().lower()
+    default = ":443" if scheme == "https" else ":80"
+    return host[: -len(default)] if host.endswith(default) else host
 
 
 def within(path: str | os.PathLike, folder: str | os.PathLike) -> bool:
@@ -101,7 +136,7 @@ class SecurityMiddleware:
                  served_roots: Callable[[], list[str]], bindings: Bindings | None = None,
                  download: Callable[[str, str], Path | None] | None = None,
                  thumbnail: Callable[[str], Path | None] | None = None, cookie_max_age: int = 30 * 86400,
-                 max_upload_request_bytes: int | None = None):
+                 max_upload_request_bytes: int | None = None, allowed_origins: list[str] | tuple[str, ...] = ()):
         self.app = app
         self.tokens = tokens
         self.new_workspace = new_workspace
@@ -111,8 +146,40 @@ class SecurityMiddleware:
         self.thumbnail = thumbnail
         self.cookie_max_age = int(cookie_max_age)
         self.max_upload_request_bytes = max_upload_request_bytes
+        self.allowed_origins = {o for o in (normalise_origin(x) for x in allowed_origins) if o}
+
+    def origin_allowed(self, origin: str, scope) -> bool:
+        """``origin`` is the app's own (the host the request was sent to) or one of ``allowed_origins``."""
+        normal = normalise_origin(origin)
+        if normal is None:
+            return False  # "null" (file:// pages, sandboxed frames) and anything malformed
+        if normal in self.allowed_origins:
+            return True
+        scheme = normal.split("://", 1)[0]
+        served = "https" if scope.get("scheme") == "https" or _header(scope, b"x-forwarded-proto") == "https" \
+            else "http"
+        hosts = [_header(scope, b"host"), _header(scope, b"x-forwarded-host").split(",")[0]]
+        return scheme == served and any(h and _host_netloc(h, scheme) == _netloc(normal) for h in hosts)
 
     # the request ---------------------------------------------------------------------------------------------------
+    @staticmethod
+    async def _preflight(scope, send, origin: str | None) -> None:
+        """Answer a CORS preflight: 204 with the allowed methods for ``origin``, 403 without any CORS header when
+        the origin is foreign (``None``)."""
+        if origin is None:
+            await SecurityMiddleware._refuse(send, 403, FOREIGN_ORIGIN)
+            return
+        asked = _header(scope, b"access-control-request-headers")
+        headers = [(b"access-control-allow-origin", origin.encode("latin-1")),
+                   (b"access-control-allow-credentials", b"true"),
+                   (b"access-control-allow-methods", CORS_METHODS.encode()),
+                   (b"access-control-max-age", b"600"), (b"vary", b"Origin"), (b"content-length", b"0"),
+                   (b"x-content-type-options", b"nosniff")]
+        if asked:
+            headers.append((b"access-control-allow-headers", asked.encode("latin-1")[:1000]))
+        await send({"type": "http.response.start", "status": 204, "headers": headers})
+        await send({"type": "http.response.body", "body": b""})
+
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http":
             await self.app(scope, receive, send)
@@ -122,12 +189,22 @@ class SecurityMiddleware:
         if root and path.startswith(root):
             path = path[len(root):] or "/"
         method = scope.get("method", "GET")
+        origin = _header(scope, b"origin")
+        origin_ok = not origin or self.origin_allowed(origin, scope)
+        if method == "OPTIONS":  # a CORS preflight: only an allowed origin gets one
+            await self._preflight(scope, send, origin if origin and origin_ok else None)
+            return
         found = find_route(method, path)
         if found is None:
             log.info("closed route: %s %s", method, path[:200])
             await self._refuse(send)
             return
         route, match = found
+        if not origin_ok and (method not in ("GET", "HEAD") or route.guard not in ("public", "page")):
+            log.info("foreign origin refused: %s %s %s", origin[:100], method, path[:200])
+            await self._refuse(send, 403, FOREIGN_ORIGIN)
+            return
+        cors = origin if origin and origin_ok and normalise_origin(origin) in self.allowed_origins else None
         cookie = _cookies(scope).get(COOKIE)
         header = _header(scope, HEADER.encode())
         owner = self.tokens.resolve(header, cookie)
@@ -141,7 +218,12 @@ class SecurityMiddleware:
 
         async def send_with_headers(message):
             if message["type"] == "http.response.start":
-                headers = list(message.get("headers", []))
+                # CORS is decided here alone: whatever a layer below said about it is dropped
+                headers = [(k, v) for k, v in message.get("headers", [])
+                           if not k.lower().startswith(b"access-control-")]
+                if cors:
+                    headers += [(b"access-control-allow-origin", cors.encode("latin-1")),
+                                (b"access-control-allow-credentials", b"true"), (b"vary", b"Origin")]
                 names = {k.lower() for k, _ in headers}
                 for name, value in COMMON_HEADERS:
                     if name.encode() not in names:
@@ -210,7 +292,24 @@ class SecurityMiddleware:
         if not self._handles_ok(route, match, query, body, owner):
             await self._refuse(send_with_headers)
             return
-        await self.app(scope, receive, self._binding_send(route, owner, send_with_headers))
+        if "stream" not in route.binds:
+            await self.app(scope, receive, self._binding_send(route, owner, send_with_headers))
+            return
+        started = False
+
+        async def stream_send(message):
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send_with_headers(message)
+
+        try:
+            await self.app(scope, receive, self._binding_send(route, owner, stream_send))
+        except Exception as err:  # Gradio ends a stream it has nothing for (a session without events) by raising
+            log.info("event stream ended: %s %s", type(err).__name__, path[:200])
+            if started:
+                await send_with_headers({"type": "http.response.body", "body": b"", "more_body": False})
+            else:
+                await self._refuse(send_with_headers)
 
     def _handles_ok(self, route: Route, match: re.Match, query: dict, body, owner: str) -> bool:
         """Every handle the request names belongs to ``owner`` (sessions and uploads are claimed on first use)."""
@@ -226,6 +325,8 @@ class SecurityMiddleware:
                 events.append(body["event_id"])
             files = list(file_paths(body.get("data")))
         elif body is not None:
+            return False
+        if len(sessions) + len(uploads) > MAX_HANDLES_PER_REQUEST:  # no request claims handles in bulk
             return False
         return (all(self.bindings.claim("session", s, owner) for s in sessions)
                 and all(self.bindings.allowed("event", e, owner) for e in events)

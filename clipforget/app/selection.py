@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from clipforget.core.atomic import write_json
+from clipforget.core.atomic import partial_dir, replace_dir, write_json
 from clipforget.core.errors import DataError
 from clipforget.data.archives import storage_name
 
@@ -125,8 +125,7 @@ def write_selection(selection: Selection, root: Path, limits: UploadLimits, reta
         raise limits.too_large("the selection", total)
     if len(rows) > limits.max_files:
         raise DataError(f"the selection has {len(rows)} images, over the {limits.max_files} limit")
-    tmp = root.with_name(f".{root.name}.partial")
-    shutil.rmtree(tmp, ignore_errors=True)
+    tmp = partial_dir(root)
     try:
         places = (("forget", selection.forget_train, False), ("retain", selection.retain_train, True),
                   ("calibration/forget", selection.forget_heldout, False),
@@ -141,8 +140,7 @@ def write_selection(selection: Selection, root: Path, limits: UploadLimits, reta
                 shutil.copyfile(gal.paths[r], sub / storage_name(Path(gal.paths[r]).name, taken.setdefault(
                     str(sub), set())))
             write_json(dest / META, {"skipped": [], "ignored": 0, "received": len(part), "archives": {}})
-        shutil.rmtree(root, ignore_errors=True)
-        os.replace(tmp, root)
+        replace_dir(tmp, root)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

@@ -19,7 +19,7 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
-from clipforget.core.atomic import write_json
+from clipforget.core.atomic import partial_dir, replace_dir, write_json
 from clipforget.core.errors import DataError
 from clipforget.data.archives import ArchiveLimits, storage_name, unpack_zip
 from clipforget.data.images import read_folder
@@ -106,14 +106,12 @@ def save_files(dest: Path, kind: str, files: list[str | os.PathLike] | None, lim
                         "upload them again")
     limit = limits.max_upload_mb * 1e6
     total = sum(f.stat().st_size for f in paths)
-    tmp = dest.with_name(f".{dest.name}.partial")
+    if total > limits.total_bytes:
+        raise limits.too_large(kind, total)
+    if len(paths) > limits.max_files:
+        raise DataError(f"{kind} upload has {len(paths)} files, over the {limits.max_files} limit")
+    tmp = partial_dir(dest)  # private: two checks of the same upload at once never share it
     try:
-        if total > limits.total_bytes:
-            raise limits.too_large(kind, total)
-        if len(paths) > limits.max_files:
-            raise DataError(f"{kind} upload has {len(paths)} files, over the {limits.max_files} limit")
-        shutil.rmtree(tmp, ignore_errors=True)
-        tmp.mkdir(parents=True)
         taken: set[str] = set()
         count, written, ignored = 0, 0, 0
         archives: dict[str, str] = {}  # storage folder -> the zip's name as uploaded (shown with its members)
@@ -146,8 +144,7 @@ def save_files(dest: Path, kind: str, files: list[str | os.PathLike] | None, lim
             if count > limits.max_files:
                 raise DataError(f"{kind} upload has more than {limits.max_files} files")
         write_json(tmp / META, {"skipped": skipped, "ignored": ignored, "received": len(paths), "archives": archives})
-        shutil.rmtree(dest, ignore_errors=True)
-        os.replace(tmp, dest)
+        replace_dir(tmp, dest)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

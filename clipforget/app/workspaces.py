@@ -98,7 +98,8 @@ class Workspaces:
             if not self.valid(who):
                 continue
             for f in (self.root / who / "exports").glob("*"):
-                if run_id is not None and not f.name.startswith(f"{run_id}-alpha"):  # export_stem's pattern
+                # export_stem's pattern; hidden: an export's lock file or its writer's temporary folder
+                if run_id is not None and not f.name.lstrip(".").startswith(f"{run_id}-alpha"):
                     continue
                 try:
                     if older_than_s is not None and now - f.stat().st_mtime <= older_than_s:

@@ -1,13 +1,20 @@
-"""Atomic file writes (a killed process never leaves a half-written file that a later load accepts) and JSON reads."""
+"""Atomic file writes (a killed process never leaves a half-written file that a later load accepts) and JSON reads.
+
+Folders are written the same way: into a private ``.<name>.<random>.partial`` sibling (:func:`partial_dir`; two
+writers of the same folder never share one) that :func:`replace_dir` renames into place under the target's lock.
+Start-up clean-up removes ``.*.partial`` leftovers of a killed process."""
 
 from __future__ import annotations
 
 import json
 import os
+import shutil
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+
+from .locks import path_lock
 
 
 def write_atomic(path: str | os.PathLike, writer: Callable[[str], None]) -> Path:
@@ -26,6 +33,27 @@ def write_atomic(path: str | os.PathLike, writer: Callable[[str], None]) -> Path
         Path(tmp).unlink(missing_ok=True)
         raise
     return path
+
+
+def partial_dir(dest: str | os.PathLike) -> Path:
+    """A new, private temporary folder next to ``dest`` (same filesystem) to build ``dest`` in."""
+    dest = Path(dest)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    return Path(tempfile.mkdtemp(prefix=f".{dest.name}.", suffix=".partial", dir=dest.parent))
+
+
+def replace_dir(tmp: str | os.PathLike, dest: str | os.PathLike) -> Path:
+    """Put the folder ``tmp`` in the place of ``dest`` (what ``dest`` held is deleted). Two threads that finish at
+    once take turns: the last one's folder stays, whole."""
+    dest = Path(dest)
+    with path_lock(dest):
+        if dest.exists() or dest.is_symlink():
+            # moved aside first, under a name start-up clean-up knows: ``dest`` is never seen half-deleted
+            old = dest.with_name(Path(tmp).name.removesuffix(".partial") + ".old.partial")
+            os.replace(dest, old)
+            shutil.rmtree(old, ignore_errors=True)
+        os.replace(tmp, dest)
+    return dest
 
 
 def _umask() -> int:

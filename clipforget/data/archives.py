@@ -18,7 +18,9 @@ import zlib
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
+from clipforget.core.atomic import partial_dir
 from clipforget.core.errors import DataError
+from clipforget.core.locks import file_lock
 from clipforget.core.paths import cache_dir, safe_name
 
 
@@ -95,8 +97,7 @@ def unpack_zip(archive: Path, dest: Path, limits: ArchiveLimits | None = None, l
     label = label or archive.name
     if dest.exists():
         raise DataError(f"{label}: target folder already exists")
-    tmp = dest.with_name(f".{dest.name}.partial")
-    shutil.rmtree(tmp, ignore_errors=True)
+    tmp = partial_dir(dest)  # private: two unpacks of the same archive at once never share it
     result = Unpacked(dest)
     try:
         try:
@@ -113,7 +114,6 @@ def unpack_zip(archive: Path, dest: Path, limits: ArchiveLimits | None = None, l
                                 f"{limits.max_total_bytes / 1e6:g} MB limit")
             taken: dict[Path, set[str]] = {}
             total = 0
-            tmp.mkdir(parents=True)
             for info in members:
                 shown = f"{label}/{info.filename}"
                 parts = _member_parts(info.filename)
@@ -170,6 +170,8 @@ def unpack_to_cache(archive: Path, limits: ArchiveLimits | None = None) -> tuple
     target = cache_dir() / "unpacked" / f"{safe_name(archive.stem)}-{digest.hexdigest()[:16]}"
     if target.is_dir():
         return target, []
-    target.parent.mkdir(parents=True, exist_ok=True)
-    result = unpack_zip(archive, target, limits)
+    with file_lock(target.parent / f".{target.name}.lock"):  # the same zip twice at once: unpacked once
+        if target.is_dir():
+            return target, []
+        result = unpack_zip(archive, target, limits)
     return target, result.skipped

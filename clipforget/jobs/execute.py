@@ -60,10 +60,12 @@ def build_task(spec: RunSpec, bundle: ClipBundle) -> tuple[UnlearningTask, list[
                                            **spec.options)
 
 
-def gallery_index(spec: RunSpec, bundle: ClipBundle, models: ModelCache, cache_root: Path) -> GalleryIndex:
-    """The index of the run's gallery for ``bundle`` (built once per model, with its stored activations)."""
+def gallery_index(spec: RunSpec, bundle: ClipBundle, models: ModelCache, cache_root: Path,
+                  progress: ProgressFn = no_progress, cancel: threading.Event | None = None) -> GalleryIndex:
+    """The index of the run's gallery for ``bundle`` (built once per model, with its stored activations); a build
+    reports to ``progress`` and stops between batches once ``cancel`` is set."""
     return ensure_gallery_index(cache_root, bundle, str(spec.gallery), spec.gallery_sources,
-                                workers=loader_workers(models.device))
+                                workers=loader_workers(models.device), progress=progress, cancel=cancel)
 
 
 def execute(spec: RunSpec, run_dir: Path, models: ModelCache, progress: ProgressFn,
@@ -101,24 +103,35 @@ def execute(spec: RunSpec, run_dir: Path, models: ModelCache, progress: Progress
     return described
 
 
-def warm_up(spec: RunSpec, models: ModelCache, cache_root: Path, stop: threading.Event) -> dict[str, float]:
+def warm_up(spec: RunSpec, models: ModelCache, cache_root: Path, stop: threading.Event,
+            progress: ProgressFn = no_progress) -> dict[str, float]:
     """Pay ahead what the first run like ``spec`` pays once per model and cache: loading the model, the gallery's
     index (with its stored activations), the setting's decoded data and the class texts of its evaluation sets.
-    Stops between steps when ``stop`` is set; returns seconds per step."""
+    Stops between steps, and inside the index build between two batches, when ``stop`` is set (a queued run goes
+    first); ``progress(step, fraction, message)`` says what it is doing. Returns seconds per step."""
     seconds: dict[str, float] = {}
     start = time.perf_counter()
+    progress("model", 0.0, f"loading the model {spec.model}")
     bundle = models.get(spec.model)
     seconds["model"] = time.perf_counter() - start
     if spec.gallery:
         check_cancelled(stop, "warm-up")
         start = time.perf_counter()
-        gallery_index(spec, bundle, models, cache_root)
+        gallery = str(spec.gallery)
+
+        def index_progress(stage: str, fraction: float, message: str) -> None:
+            progress("gallery_index", fraction, f"preparing the {gallery} gallery, {message}")
+
+        index_progress("index", 0.0, "listing its images")
+        gallery_index(spec, bundle, models, cache_root, index_progress, stop)
         seconds["gallery_index"] = time.perf_counter() - start
     check_cancelled(stop, "warm-up")
     start = time.perf_counter()
+    progress("data", 0.0, f"preparing the data of {spec.setting}")
     task, eval_sets = build_task(spec, bundle)
     seconds["data"] = time.perf_counter() - start
     start = time.perf_counter()
+    progress("class_texts", 0.0, "encoding class names")
     for classnames in [task.classnames, *(s.classnames for s in eval_sets)]:
         check_cancelled(stop, "warm-up")
         text_classifier(bundle, classnames)

@@ -13,6 +13,7 @@ from pathlib import Path
 from clipforget.core.errors import DataError, IndexLoadError
 from clipforget.core.locks import file_lock
 from clipforget.core.paths import safe_name
+from clipforget.core.progress import ProgressFn, no_progress
 from clipforget.methods.ours import ThreeStageConfig
 from clipforget.methods.registry import get_method
 from clipforget.models.factory import ClipBundle, weights_fingerprint
@@ -21,6 +22,7 @@ from clipforget.retrieval.index import GalleryIndex, load_index
 from index_builder.build import BuildConfig, build
 from index_builder.encoder import ClipImageEncoder
 
+INTERRUPTIBLE_BATCH = 64  # images per batch of a build that a queued run may stop (about a second on a CPU)
 _LOCKS: dict[Path, threading.Lock] = {}
 _LOCKS_GUARD = threading.Lock()
 
@@ -39,9 +41,12 @@ def grid_activation_stage(bundle: ClipBundle) -> str | None:
 
 
 def ensure_gallery_index(cache_root: Path, bundle: ClipBundle, gallery: str, sources: Sequence[str | Path],
-                         mmap: bool = False, workers: int = 0) -> GalleryIndex:
+                         mmap: bool = False, workers: int = 0, progress: ProgressFn = no_progress,
+                         cancel: threading.Event | None = None, build_missing: bool = True) -> GalleryIndex:
     """Load the gallery's index, building it first if needed (one builder per folder at a time); a new index also
-    stores its activations at :func:`grid_activation_stage`."""
+    stores its activations at :func:`grid_activation_stage`. A build reports to ``progress`` and stops, between two
+    batches, once ``cancel`` is set (:class:`RunCancelled`). ``build_missing=False``: a missing index is a
+    :class:`DataError` instead (a request must not pay for a build)."""
     folder = index_folder(cache_root, bundle, gallery)
     with _LOCKS_GUARD:
         lock = _LOCKS.setdefault(folder, threading.Lock())
@@ -49,9 +54,15 @@ def ensure_gallery_index(cache_root: Path, bundle: ClipBundle, gallery: str, sou
         try:
             return load_index(folder, mmap=mmap)
         except IndexLoadError:
+            if not build_missing:
+                raise DataError(f"gallery {gallery!r} is not indexed for this model yet: open a run on it first "
+                                "(or wait a few minutes while the server prepares it)") from None
             missing = [Path(p).name for p in sources if not Path(p).is_dir()]
             if missing:
                 raise DataError(f"gallery {gallery!r}: folder(s) not found: {', '.join(missing)}") from None
-            build([str(p) for p in sources], folder, BuildConfig(model=bundle.spec, progress=False, workers=workers,
-                  activations_at=grid_activation_stage(bundle)), ClipImageEncoder(bundle))
+            # a build that may be stopped (the warm-up's) goes in small batches: it stops within one of them
+            batch = INTERRUPTIBLE_BATCH if cancel is not None else BuildConfig.batch_size
+            build([str(p) for p in sources], folder, BuildConfig(model=bundle.spec, batch_size=batch, progress=False,
+                  workers=workers, activations_at=grid_activation_stage(bundle)), ClipImageEncoder(bundle), progress,
+                  cancel)
             return load_index(folder, mmap=mmap)

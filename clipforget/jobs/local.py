@@ -166,7 +166,10 @@ class LocalBackend:
         snap = read_json(ticket.run_dir / RunFolder.PROGRESS)
         busy, live = self.pool.busy() if self.pool is not None else (running, running)
         ahead = "next in line" if position == 0 else f"{position} run(s) ahead in the queue"
-        if live:
+        doing = self._idle_work() if busy == 0 or busy < live else []
+        if doing:  # no run on the worker, but work it does while idle: it stops that for this run
+            message = f"queued: {ahead}; the worker is {doing[0]}, and stops it for this run within seconds"
+        elif live:
             message = f"queued: {ahead}; {busy} of {live} worker(s) busy"
         elif self.pool is not None and self.pool.worker_pids():
             message = f"queued: {ahead}; worker(s) starting"
@@ -176,6 +179,13 @@ class LocalBackend:
             message += f" (last worker problem: {self.pool.problem})"
         return {**snap, "id": ticket.run_id, "state": "queued", "queue_position": position + 1, "message": message,
                 "elapsed": 0.0, "run_dir": str(ticket.run_dir)}
+
+    def _idle_work(self) -> list[str]:
+        """What live workers without a run are doing (their heartbeats' ``activity``), e.g. "preparing the tiny
+        gallery, 3,200 / 21,531 images"."""
+        timeout = self.pool.heartbeat_timeout if self.pool is not None else 60.0
+        return [str(b["activity"].get("message", "")) for b in self.queue.heartbeats()
+                if not b.get("run") and isinstance(b.get("activity"), dict) and self.queue.is_alive(b, timeout)]
 
     def _running(self, ticket: Ticket) -> Snapshot:
         snap = read_json(ticket.run_dir / RunFolder.PROGRESS)

@@ -86,6 +86,9 @@ class Worker:
         self._stop = threading.Event()
         self.deferred: list[tuple[str, Deferred]] = []  # (run id, work) left by finished runs, oldest first
         self._warmed: set[int] = set()  # warm-up asks taken (their stamps)
+        # what the worker does while no run is on it (warm-up, a run's alpha grid), in its heartbeat for the app
+        self.activity: dict[str, Any] | None = None
+        self._activity_beat = 0.0
 
     # lifecycle -----------------------------------------------------------------------------------------------------
     def stop(self, reason: str) -> None:
@@ -190,7 +193,7 @@ class Worker:
 
         def work(stop: threading.Event) -> None:
             started = time.time()
-            seconds = warm_up(spec, models, cache_root, stop)
+            seconds = warm_up(spec, models, cache_root, stop, self._report_activity)
             self.queue.warm_up_done(stamp, {"worker": self.label, "started": started, "seconds": seconds,
                                             "total": round(time.time() - started, 1)})
 
@@ -201,6 +204,8 @@ class Worker:
         if not self.deferred:
             return
         run_id, work = self.deferred[0]
+        if run_id != "warm-up":
+            self._report_activity("alpha_grid", 0.0, f"finishing the alpha grid of run {run_id}")
         stop = threading.Event()
         watching = threading.Event()
 
@@ -224,6 +229,19 @@ class Worker:
         finally:
             watching.set()
             watcher.join(timeout=5)
+            self.activity = None
+            self._beat()
+
+    def _report_activity(self, step: str, fraction: float, message: str) -> None:
+        """Progress of work done while idle: kept for the heartbeat, written at most once a second."""
+        self.activity = {"step": step, "fraction": round(float(fraction), 4), "message": message,
+                         "updated": time.time()}
+        if time.time() - self._activity_beat >= 1.0:
+            self._activity_beat = time.time()
+            try:
+                self._beat()
+            except OSError:
+                pass
 
     # heartbeat -----------------------------------------------------------------------------------------------------
     def _beat(self) -> None:
@@ -233,6 +251,7 @@ class Worker:
             "device": self.device_label, "parent_pid": self.config.parent_pid,
             "supervised": self.config.parent_pid is not None, "started": self.started,
             "updated": time.time(), "run": job.id if job else None, "runs": self.runs,
+            "activity": None if job else self.activity,
         })
 
     def _beat_loop(self) -> None:

@@ -13,9 +13,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
-import html
 import io
-import json
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,6 +22,7 @@ from typing import Any
 import numpy as np
 
 from clipforget.core.atomic import write_text
+from clipforget.core.escape import html_text, script_json
 from clipforget.retrieval.search import top_k_rows
 
 from .curves import accuracy_figure
@@ -177,11 +176,14 @@ def render_report(folder: RunFolder, inputs: ReportInputs) -> str:
     """The report as one HTML document (see the module docstring)."""
     import plotly.offline
 
-    e = html.escape
+    e = html_text  # every word that reaches the file, typed or not, goes through it (docs/security.md)
     metrics = folder.metrics()
     config = folder.config()
     headers, rows = inputs.metrics_table or saved_metrics_table(folder)
     figure = accuracy_figure(folder)
+    for trace in figure.get("data", []):  # plotly reads a trace name as its own small HTML
+        if isinstance(trace, dict) and "name" in trace:
+            trace["name"] = e(trace["name"])
     layout = figure.setdefault("layout", {})
     layout.setdefault("shapes", []).append({"type": "line", "x0": inputs.alpha, "x1": inputs.alpha, "xref": "x",
                                             "y0": 0, "y1": 1, "yref": "y domain", "line": {"color": "crimson"}})
@@ -191,14 +193,14 @@ def render_report(folder: RunFolder, inputs: ReportInputs) -> str:
     table = "".join(["<tr>" + "".join(f"<th>{e(str(h))}</th>" for h in headers) + "</tr>"]
                     + ["<tr>" + "".join(f"<td>{e(str(c))}</td>" for c in row) + "</tr>" for row in rows])
     facts = [
-        ("Task", f"{inputs.title or folder.name} (task <code>{e(str(config.get('task', '')))}</code>)"),
+        ("Task", f"{e(inputs.title or folder.name)} (task <code>{e(str(config.get('task', '')))}</code>)"),
         ("Forgotten", e(str(inputs.described.get("forget", config.get("task", ""))))),
         ("Kept", e(str(inputs.described.get("retain", "")))),
         ("Base model", f"<code>{e(inputs.model_label or Path(folder.model_spec).name)}</code>"),
         ("θ(α*) weights sha256", f"<code>{e(model_hash(folder))}</code>"),
-        ("Data", f"{sizes.get('forget', '?')} forget / {sizes.get('retain', '?')} retain training images; "
-                 f"calibration and evaluation (held out, never trained on) {sizes.get('calibration_forget', '?')} "
-                 f"forget / {sizes.get('calibration_retain', '?')} retain"),
+        ("Data", e(f"{sizes.get('forget', '?')} forget / {sizes.get('retain', '?')} retain training images; "
+                   f"calibration and evaluation (held out, never trained on) {sizes.get('calibration_forget', '?')} "
+                   f"forget / {sizes.get('calibration_retain', '?')} retain")),
         ("Data sha256", f"<code>{e(data_hash(folder))}</code>"),
         ("Zero-shot classes", e(", ".join(config.get("classnames", [])))),
         ("Calibrated α*", f"{folder.chosen_alpha:.2f}"),
@@ -217,12 +219,12 @@ def render_report(folder: RunFolder, inputs: ReportInputs) -> str:
         f"<script type='text/javascript'>{plotly.offline.get_plotlyjs()}</script></head><body>",
         f"<h1>clipforget audit report</h1><p class='sub'>{e(inputs.title or folder.name)} · run "
         f"<code>{e(folder.name)}</code> · written {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}</p>",
-        "<table class='facts'>" + "".join(f"<tr><th>{k}</th><td>{v}</td></tr>" for k, v in facts) + "</table>",
+        "<table class='facts'>" + "".join(f"<tr><th>{e(k)}</th><td>{v}</td></tr>" for k, v in facts) + "</table>",
         "<h2>Zero-shot accuracy</h2><table class='metrics'>" + table + "</table>",
         "<p class='note'>Score = mean of (1 − target ratio) and every kept set's ratio, ratio = min(acc / "
         "acc_original, 1), in percent.</p>",
         "<h2>Accuracy vs α</h2><div id='curves' class='plot'></div>",
-        f"<script>const curves = {json.dumps(figure, default=_jsonable)};\n"
+        f"<script>const curves = {script_json(figure, default=_jsonable)};\n"
         "Plotly.newPlot('curves', curves.data, curves.layout, {displaylogo: false});</script>",
     ]
     if inputs.prompts:
@@ -275,7 +277,7 @@ def stress_section(stress: dict[str, Any]) -> str:
 
 
 def _prompt_section(result: PromptResult) -> str:
-    e = html.escape
+    e = html_text
     b, a = result.forgotten_counts
     fall = result.fall()
     k = len(result.before)

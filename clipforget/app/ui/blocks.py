@@ -15,6 +15,7 @@ from starlette.middleware import Middleware
 
 from ..security import SecurityMiddleware
 from ..service import AppServices
+from .gradio_guard import own_cors_only, quiet_input_errors
 from .handlers import Handlers
 from .layout import build_layout
 from .render import CSS
@@ -99,7 +100,7 @@ def build_ui(services: AppServices, default_profile: str = "fast") -> gr.Blocks:
                              [ui.compare_plot, ui.compare_metrics, ui.compare_top], api_name="compare", **explore)
         ui.api_token.click(f["new_api_token"], None, [ui.api_token_out], api_name="new_api_token")
     demo.queue(default_concurrency_limit=4)
-    return demo
+    return quiet_input_errors(demo)
 
 
 def thumbnail_root(services: AppServices) -> Path:
@@ -130,7 +131,8 @@ def launch_kwargs(services: AppServices, host: str = "127.0.0.1", port: int = 78
                             served_roots=served_roots(services), bindings=services.bindings,
                             download=services.download_path, thumbnail=services.thumbnail_path,
                             cookie_max_age=int(cfg.workspace_ttl_days * 86400),
-                            max_upload_request_bytes=int(cfg.max_total_upload_mb * 1e6) + 10_000_000)
+                            max_upload_request_bytes=int(cfg.max_total_upload_mb * 1e6) + 10_000_000,
+                            allowed_origins=list(cfg.allowed_origins))
     return {
         "server_name": host,
         "server_port": port,
@@ -138,7 +140,8 @@ def launch_kwargs(services: AppServices, host: str = "127.0.0.1", port: int = 78
         # a zip may hold many images: the per-file limit here is the gallery limit; images are checked one by one
         "max_file_size": f"{int(cfg.max_total_upload_mb * 1e6)}b",
         "allowed_paths": [str(thumbnail_root(services))],
-        "app_kwargs": {"middleware": [middleware]},
+        # the middleware decides CORS alone: Gradio's own CORS layer goes before the first request
+        "app_kwargs": {"middleware": [middleware], "lifespan": own_cors_only()},
         "css": CSS,
         "theme": gr.themes.Soft(),
         "footer_links": ["api", "gradio"],

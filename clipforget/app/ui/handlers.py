@@ -9,7 +9,6 @@ logged on the server and reported without a traceback.
 from __future__ import annotations
 
 import functools
-import html
 import inspect
 import itertools
 import logging
@@ -27,6 +26,7 @@ from clipforget.pipeline.folder import STATES_ACTIVE
 
 from .. import compare, selection, validate
 from ..messages import md
+from ..messages import text as html_text
 from ..presets import PRESETS
 from ..service import AppServices
 from ..uploads import shared_files
@@ -316,8 +316,8 @@ class Handlers:
         a = validate.alpha(a)
         archive = self.s.export(owner, self._run_id(rid), a)
         size_mb = archive.stat().st_size / 1e6
-        return (f'<a href="clipforget/download/{html.escape(archive.name)}" download class="cf-download">'
-                f"⬇ {html.escape(archive.name)} ({size_mb:.1f} MB)</a> — served to this workspace only; removed "
+        return (f'<a href="clipforget/download/{html_text(archive.name)}" download class="cf-download">'
+                f"⬇ {html_text(archive.name)} ({size_mb:.1f} MB)</a> — served to this workspace only; removed "
                 "when the run is deleted or the server stops")
 
     def do_report(self, a: float, rid: str, text: str, gal: str, request: gr.Request):
@@ -328,8 +328,8 @@ class Handlers:
         report = self.s.report(owner, self._run_id(rid), a, validate.short_text(text, "the prompt"),
                                self._gallery(gal))
         size_kb = report.stat().st_size / 1e3
-        return (f'<a href="clipforget/download/{html.escape(report.name)}" download class="cf-download" '
-                f'id="cf-report-link">⬇ {html.escape(report.name)} ({size_kb:,.0f} KB, written in '
+        return (f'<a href="clipforget/download/{html_text(report.name)}" download class="cf-download" '
+                f'id="cf-report-link">⬇ {html_text(report.name)} ({size_kb:,.0f} KB, written in '
                 f"{time.perf_counter() - started:.1f} s)</a> — opens offline in any browser; served to this "
                 "workspace only, as a download")
 
@@ -428,10 +428,10 @@ class Handlers:
         blocks = []
         for title, hits in result.top_k:
             cells = "".join(f"<figure style='display:inline-block;margin:2px;width:100px;font-size:.7em'>"
-                            f"<img src='{html.escape(str(url))}' width='96' height='96' style='object-fit:contain'>"
-                            f"<figcaption>{html.escape(caption)}</figcaption></figure>"
+                            f"<img src='{html_text(str(url))}' width='96' height='96' style='object-fit:contain'>"
+                            f"<figcaption>{html_text(caption)}</figcaption></figure>"
                             for url, caption in gallery_items(thumb, hits))
-            blocks.append(f"<div class='cf-compare-run'><b>{html.escape(title)}</b><div>{cells}</div></div>")
+            blocks.append(f"<div class='cf-compare-run'><b>{html_text(title)}</b><div>{cells}</div></div>")
         return (PlotData(type="plotly", plot=result.figure_json), pd.DataFrame(result.rows, columns=result.headers),
                 "\n".join(blocks))
 

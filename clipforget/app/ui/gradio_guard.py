@@ -1,0 +1,74 @@
+"""Where Gradio's own layers would answer for the app: its CORS policy and its input checks (docs/security.md).
+
+* :func:`own_cors_only` -- a lifespan that takes Gradio's CORS middleware out of the app before the first request.
+  That middleware answers every ``localhost`` / ``127.0.0.1`` origin (any origin at all when the server is reached
+  by another name) with ``Access-Control-Allow-Origin: <origin>`` and ``Allow-Credentials: true``: a page on another
+  port of the same machine could read the user's data. The security middleware decides CORS alone instead.
+* :func:`quiet_input_errors` -- Gradio checks an event's arguments itself (choices of a dropdown, file payloads,
+  numbers, select-event data) before the app's handler runs, and prints a full traceback for each refusal. The
+  wrappers turn any error of that layer into one log line and a short ``gr.Error`` for the caller; errors the
+  handlers raise are quiet ``gr.Error`` s already (:meth:`clipforget.app.ui.handlers.Handlers.errors`) and pass.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import logging
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+import gradio as gr
+from gradio.route_utils import CustomCORSMiddleware
+
+log = logging.getLogger("clipforget.app.gradio")
+
+BAD_ARGUMENTS = "the server could not read this request's arguments (see the API page for their types)"
+
+
+def own_cors_only(user_lifespan: Callable[[Any], contextlib.AbstractAsyncContextManager] | None = None):
+    """A lifespan (``app_kwargs["lifespan"]``) that removes Gradio's CORS middleware, then runs ``user_lifespan``."""
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app) -> AsyncIterator[Any]:
+        kept = [m for m in app.user_middleware if m.cls is not CustomCORSMiddleware]
+        if len(kept) != len(app.user_middleware):
+            app.user_middleware = kept
+            app.middleware_stack = None  # built again, without it, for the first request
+        if user_lifespan is None:
+            yield None
+        else:
+            async with user_lifespan(app) as state:
+                yield state
+
+    return lifespan
+
+
+def quiet_input_errors(demo: gr.Blocks) -> gr.Blocks:
+    """Make Gradio's own argument errors one log line and a short message (see the module docstring): its
+    preprocessing (``preprocess_data``) and the event data it builds before calling a handler (``call_function``;
+    the handlers' own errors are quiet ``gr.Error`` s already). Postprocessing is left alone: an error there is the
+    app's bug and keeps its traceback."""
+    demo.preprocess_data = _quiet(demo.preprocess_data)  # type: ignore[method-assign]
+    demo.call_function = _quiet(demo.call_function)  # type: ignore[method-assign]
+    return demo
+
+
+def _quiet(method: Callable) -> Callable:
+    @functools.wraps(method)
+    async def guarded(*args, **kwargs):
+        try:
+            return await method(*args, **kwargs)
+        except gr.Error as err:
+            if not err.print_exception:  # the app's own message (Handlers.errors): shown as it is
+                raise
+            refused: Exception = err  # Gradio's check of a dropdown's choices: its message echoes the value
+        except Exception as err:
+            refused = err
+        block_fn = args[0] if args else kwargs.get("block_fn")
+        name = getattr(block_fn, "api_name", None) or getattr(block_fn, "name", None) or "?"
+        log.warning("refused arguments of %s: %s: %s", name, type(refused).__name__,
+                    " ".join(str(refused).split())[:300])
+        raise gr.Error(BAD_ARGUMENTS, print_exception=False) from None
+
+    return guarded
