@@ -243,7 +243,7 @@ def stress_section(stress: dict[str, Any]) -> str:
     table; empty when the run has none."""
     if not stress:
         return ""
-    e = html.escape
+    e = html_text
     k = stress.get("k", 20)
     parts = [f"<h2>Stress test (α = {float(stress.get('alpha', 0)):.2f}, {stress.get('subgroup_images', 0)} held-out "
              "photos of the subgroup)</h2><table class='metrics'><tr><th>test</th><th>verdict</th><th>numbers</th>"
