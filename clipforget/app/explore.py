@@ -20,7 +20,7 @@ from clipforget.core.atomic import read_json
 from clipforget.core.errors import DataError
 from clipforget.core.progress import ProgressFn
 from clipforget.evaluation import summarize
-from clipforget.jobs.models import ModelCache
+from clipforget.jobs.model_cache import ModelCache
 from clipforget.jobs.profiles import PROFILES, get_profile
 from clipforget.jobs.spec import RunSpec
 from clipforget.models.weights import State, clone_state

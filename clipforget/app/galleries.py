@@ -19,7 +19,7 @@ from clipforget.core.errors import DataError
 from clipforget.core.paths import data_root
 from clipforget.data.images import open_image, to_model_size
 from clipforget.jobs.galleries import ensure_gallery_index
-from clipforget.jobs.models import ModelCache
+from clipforget.jobs.model_cache import ModelCache
 from clipforget.models.encode import encode_text
 from clipforget.retrieval.index import GalleryIndex
 

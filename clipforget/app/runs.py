@@ -19,7 +19,7 @@ from typing import Any
 from clipforget.core.atomic import read_json, write_json
 from clipforget.core.errors import DataError
 from clipforget.jobs.backend import Backend, Snapshot
-from clipforget.jobs.models import ModelCache
+from clipforget.jobs.model_cache import ModelCache
 from clipforget.jobs.profiles import get_profile
 from clipforget.jobs.spec import RunSpec
 from clipforget.pipeline.folder import STATES_ACTIVE, RunFolder
@@ -28,7 +28,7 @@ from . import selection, uploads
 from .config import AppConfig
 from .explore import RunView
 from .galleries import Galleries
-from .models import ModelPolicy
+from .model_policy import ModelPolicy
 from .presets import DEFAULT_PRESET, get_preset
 from .workspaces import Workspaces, folder_bytes
 

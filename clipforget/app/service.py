@@ -11,8 +11,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from clipforget.core.paths import cache_dir, data_root
-from clipforget.jobs.backends import create_backend
-from clipforget.jobs.models import ModelCache
+from clipforget.jobs.model_cache import ModelCache
+from clipforget.jobs.registry import create_backend
 from clipforget.models.factory import ClipBundle
 
 from . import housekeeping

@@ -31,7 +31,7 @@ from clipforget.core.paths import cache_dir
 
 from .execute import Deferred, warm_up
 from .job import CancelWatch, Job, mark_dead
-from .models import ModelCache
+from .model_cache import ModelCache
 from .spec import RunSpec
 from .workqueue import HEARTBEAT_FILE, Ticket, WorkQueue, host_name, process_alive, worker_id
 

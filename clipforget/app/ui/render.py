@@ -14,7 +14,7 @@ from typing import Any
 
 from clipforget.core.errors import ClipforgetError
 from clipforget.data.images import open_image
-from clipforget.jobs.queue import STAGES
+from clipforget.jobs.thread import STAGES
 
 from ..messages import text
 from ..runs import where
