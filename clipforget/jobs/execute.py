@@ -94,7 +94,8 @@ def execute(spec: RunSpec, run_dir: Path, models: ModelCache, progress: Progress
     seed_config(config, spec.seed)
     result = run_method(bundle, task, run_dir, spec.method, config, eval_sets, progress,
                         extra={"app": {"owner": spec.owner, "profile": spec.profile}, "setting": spec.setting,
-                               "seed": spec.seed}, prefix_cache=profile.prefix_cache, keep_pixels=False)
+                               "seed": spec.seed, "size": profile.size, "options": spec.options},
+                        prefix_cache=profile.prefix_cache, keep_pixels=False)
     try:
         _curves(spec, run_dir, models, progress, cancel, cache_root, profile, bundle, result, deferred)
     finally:
