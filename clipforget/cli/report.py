@@ -4,7 +4,8 @@
         --prompt "a photo of a monkey" --out marmoset-report.html
 
 With ``--index`` the report holds each prompt's top-k before / after over that gallery's held-out images (images
-the run trained on, recorded in its ``trained_on.json``, are left out); without it, the curves and metrics only.
+the run trained on, recorded in its ``trained_on.json``, are left out); ``--prompt`` without ``--index`` is refused.
+The run's stress test (``clipforget stress``), where it has one, is a section of its own.
 """
 
 from __future__ import annotations
@@ -42,6 +43,11 @@ def register(sub: argparse._SubParsersAction) -> None:
 def cmd_report(args: argparse.Namespace) -> int:
     apply_folders(args)
     started = time.perf_counter()
+    if args.prompt and not args.index:
+        # a prompt is never dropped silently: its top-k needs a gallery of held-out photos
+        raise ValueError("--prompt needs --index: the gallery index whose held-out photos the prompts' top-k are "
+                         "drawn from (python -m index_builder build); without prompts the report holds the curves, "
+                         "the metrics and the run's stress test")
     run = RunFolder(args.run)
     run.require_done()
     alpha = run.chosen_alpha if args.alpha is None else float(args.alpha)
