@@ -420,8 +420,12 @@ def test_an_asked_warm_up_runs_once_per_ask_as_deferred_work(tmp_path, monkeypat
     from clipforget.jobs.worker import Worker, WorkerConfig
 
     prepared: list[str] = []
-    monkeypatch.setattr(worker_module, "warm_up", lambda spec, models, root, stop: prepared.append(spec.setting)
-                        or {"data": 0.1})
+    def warm_up(spec, models, root, stop, progress):
+        progress("gallery_index", 0.5, "preparing the tiny gallery, 5 / 10 images")  # what the heartbeat shows
+        prepared.append(spec.setting)
+        return {"data": 0.1}
+
+    monkeypatch.setattr(worker_module, "warm_up", warm_up)
     backend = LocalBackend(tmp_path / "queue", workers=0)
     try:
         worker = Worker(WorkerConfig(queue=tmp_path / "queue", poll=0.05))
@@ -434,6 +438,7 @@ def test_an_asked_warm_up_runs_once_per_ask_as_deferred_work(tmp_path, monkeypat
         worker._finish_deferred()
         done = json.loads((tmp_path / "queue" / "warm-up.done.json").read_text())
         assert prepared == ["cifar10"] and done["seconds"] == {"data": 0.1} and worker.deferred == []
+        assert worker.activity is None  # done: the heartbeat says nothing any more
     finally:
         backend.close()
 

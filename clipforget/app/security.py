@@ -23,7 +23,7 @@
   gets an ``Access-Control-Allow-*`` header: a page on another port of the same host can neither read nor act
   (SameSite cookies do not tell ports apart). Preflights (``OPTIONS``) are answered here, only for allowed origins.
   Gradio's own CORS layer, which answers any localhost origin with credentials, is taken out of the app
-  (:func:`clipforget.app.ui.blocks.launch_kwargs`), and any ``Access-Control-*`` header from below is dropped.
+  (:func:`clipforget.app.ui.gradio_guard.own_cors_only`), and any ``Access-Control-*`` header from below is dropped.
 * **headers** -- ``X-Content-Type-Options: nosniff`` everywhere; the page gets a Content-Security-Policy that Gradio's
   front end can live with (no framing by other sites, no plugins, no foreign ``<base>`` or form targets) and
   ``Referrer-Policy: same-origin``.

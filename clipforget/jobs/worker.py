@@ -205,7 +205,8 @@ class Worker:
             return
         run_id, work = self.deferred[0]
         if run_id != "warm-up":
-            self._report_activity("alpha_grid", 0.0, f"finishing the alpha grid of run {run_id}")
+            # shown to whoever's run waits: no run id (it carries its owner's title)
+            self._report_activity("alpha_grid", 0.0, "finishing a run's alpha grid")
         stop = threading.Event()
         watching = threading.Event()
 
