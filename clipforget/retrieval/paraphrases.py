@@ -20,8 +20,10 @@ from clipforget.data.wordnet import WordNet
 
 # the bare name first: a person types "marmoset" as often as a sentence
 TEMPLATES = ("{}", "a photo of a {}.", "a close-up photo of a {}.", "a {} in the wild.", "a small {}.",
-             "a blurry photo of the {}.", "a picture showing a {}.", "the {}.")
-TRAINING_TEMPLATES = TEMPLATES[:4]  # what the forget stage trains against; the rest stay unseen (D34)
+             "a blurry photo of the {}.", "a picture showing a {}.", "the {}.", "a cropped photo of the {}.",
+             "a bright photo of a {}.", "a dark photo of the {}.", "a good photo of a {}.",
+             "a low resolution photo of the {}.", "itap of a {}.")
+TRAINING_TEMPLATES = TEMPLATES[:4]  # what the forget stage trains against; the other ten stay unseen (D34)
 
 
 @dataclass(frozen=True)
