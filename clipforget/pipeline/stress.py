@@ -367,8 +367,9 @@ def _relearning(encoder: _Encoder, task: UnlearningTask, gallery_inputs: torch.T
     Two zero-shot measures: the coarse label's (the issue's) and the subgroup's *own names'* (a held-out photo counts
     when one of the subgroup's names beats every class of the task). Where the retain images share the forget
     images' label (a subgroup), fine-tuning them on that label teaches every look-alike the label, the subgroup's
-    own photos included and from the original model as much as from the unlearned one (the control rows show it),
-    so the verdict reads the own names' zero-shot and the retrieval count there (docs/decisions.md D34)."""
+    own photos included and from the original model as much as from the unlearned one (the control rows show it:
+    the label's zero-shot rises and the own names' falls, for the original too), so there the verdict reads the
+    retrieval count alone (docs/decisions.md D34)."""
     probe = sweep["texts"][0]["text"] if sweep["worst"] is None else sweep["worst"]["text"]
     primary = next((r["text"] for r in sweep["texts"] if r["family"] == "base" and r["text"].startswith("a photo")),
                    probe)
@@ -416,7 +417,9 @@ def _relearning(encoder: _Encoder, task: UnlearningTask, gallery_inputs: torch.T
     early = at.get(25, check)
 
     def holds(row: dict[str, Any]) -> bool:
-        return row[measure_key] <= cfg.zero_shot_bound and row["top_k"] <= cfg.worst_bound
+        # with a shared label both zero-shot measures move for the original as much (the control rows): the
+        # retrieval count is what tells a subgroup that came back
+        return (shared_label or row[measure_key] <= cfg.zero_shot_bound) and row["top_k"] <= cfg.worst_bound
 
     verdict = "resists" if holds(check) else "partly: comes back between 25 and 100 steps" if holds(early) \
         else "not: comes back within 25 steps"
@@ -444,10 +447,12 @@ def verdicts(result: dict[str, Any]) -> list[dict[str, str]]:
     if r and "rows" in r:
         at = {x["steps"]: x for x in r["rows"] if x["attack"] == "retain only" and x["model"] == "unlearned"}
         x = at.get(100) or at[max(at)]
-        which = "own names'" if r["measure"] == "name_zero_shot_ratio" else "label's"
+        control = {y["steps"]: y for y in r["rows"] if y["attack"] == "retain only" and y["model"] == "original"}
+        base = control.get(x["steps"])
+        beside = f" (the original after the same steps: {base['top_k']})" if base else ""
         out.append({"test": "relearning (retain images only)", "verdict": r["verdict"],
-                    "numbers": f"after {x['steps']} steps: {which} zero-shot {x[r['measure']]:.2f} of the "
-                               f"original, top-{result['k']} {x['top_k']}"})
+                    "numbers": f"after {x['steps']} steps: top-{result['k']} {x['top_k']}{beside}; label's "
+                               f"zero-shot {x['zero_shot_ratio']:.2f} of the original"})
     elif r:
         out.append({"test": "relearning", "verdict": r["verdict"], "numbers": ""})
     u = result["unseen"]
