@@ -46,16 +46,16 @@ class WordNet:
 
     def hyponyms(self, offset: int, depth: int = 2) -> list[Synset]:
         """Synsets below ``offset``, breadth first, ``depth`` levels down."""
-        found, frontier = [], [offset]
-        for _ in range(depth):
-            frontier = [h for o in frontier for h in self.synset(o).hyponyms]
-            found += [self.synset(o) for o in frontier]
-        return found
+        return self._walk(offset, depth, "hyponyms")
 
     def hypernyms(self, offset: int, depth: int = 1) -> list[Synset]:
+        """Synsets above ``offset``, ``depth`` levels up."""
+        return self._walk(offset, depth, "hypernyms")
+
+    def _walk(self, offset: int, depth: int, relation: str) -> list[Synset]:
         found, frontier = [], [offset]
         for _ in range(depth):
-            frontier = [h for o in frontier for h in self.synset(o).hypernyms]
+            frontier = [h for o in frontier for h in getattr(self.synset(o), relation)]
             found += [self.synset(o) for o in frontier]
         return found
 
