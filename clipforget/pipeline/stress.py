@@ -226,6 +226,8 @@ def forgotten_share(acc: float, acc_original: float) -> float:
 
 def unseen_verdict(trained: float, heldout: float, cfg: StressConfig) -> str:
     """Did it forget the subgroup or the pictures? Both shares must be high, the held-out one close behind."""
+    if np.isnan(trained) or np.isnan(heldout):
+        return "untested: the original did not give these photos the label either"
     if min(trained, heldout) < 0.5:
         return "not: the subgroup is still recognised"
     if trained - heldout <= cfg.unseen_tolerance:
