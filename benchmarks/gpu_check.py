@@ -15,7 +15,12 @@ Steps (each timed; a failing step is recorded and the next one runs):
                  three stages <= 60 s on an H100-class GPU), Score, peak GPU memory;
 5. ``grid``      the alpha grid (21 alphas) over the gallery again, alone;
 6. ``faiss``     exact top-20 search, 200 queries, CPU vs. GPU (FAISS GPU only where installed);
-7. ``worker``    the ``local`` backend: one worker process on the device runs a quick run (the supervised path).
+7. ``worker``    the ``local`` backend: one worker process on the device runs a quick run (the supervised path);
+8. ``rn50``      the paper's model: open_clip's RN50 at 224 px (``--paper-weights FILE``, else a stand-in with seeded
+                 random weights, ``clipforget.models.standin``: the same code as ``RN50:openai``, other numbers) --
+                 the tower's forward images/s, then the paper-size ``cifar10`` airplane run with the method's default
+                 settings, prefix cache on: seconds per stage and peak GPU memory. ``--quick`` makes it a handful of
+                 images and two steps a stage, so that it runs on the CPU in minutes.
 
 On a machine without CUDA and without ``--device cpu`` it says so and exits 0. Data: the data root
 (``$CLIPFORGET_DATA``) must hold ``cifar10/{train,test}``, ``imagenet-samples`` and ``breeds`` -- or the subset
@@ -236,6 +241,74 @@ def step_worker(device: str, model: str, tmp: Path) -> dict[str, Any]:
         backend.close()
 
 
+QUICK_STEPS = ("forget.steps=2", "forget.fisher_samples=8", "forget.batch_size=8", "remind.align_images=8",
+               "remind.align_steps=2", "remind.steps=2", "remind.batch_size=8", "restore.alphas=[0.0, 0.5, 1.0]",
+               "mining.samples=8")
+
+
+def step_paper_model(device: str, quick: bool, tmp: Path, weights: str | None, arch: str = "RN50") -> dict[str, Any]:
+    from clipforget.methods.registry import get_method, override_config, seed_config
+    from clipforget.models.factory import create_model
+    from clipforget.models.standin import write_standin
+    from clipforget.pipeline.run import run_method
+    from clipforget.settings.cifar10 import SIZES, Cifar10Sizes, cifar10_class_task
+
+    t0 = time.perf_counter()
+    if weights is None:
+        weights = str(write_standin(arch, tmp / f"{arch}-standin.pt", seed=0))
+        standin = True
+    else:
+        standin = False
+    spec = f"{arch}:{weights}"
+    bundle = create_model(spec, device=device)
+    result: dict[str, Any] = {"model": arch, "standin_weights": standin, "image_size": bundle.image_size,
+                              "load_seconds": round(time.perf_counter() - t0, 1)}
+
+    # the tower alone: uint8 batches -> embeddings, the share of every image the method and the index encode
+    from clipforget.models.encode import encode_images
+
+    batch = 8 if quick else 128
+    gen = torch.Generator().manual_seed(0)
+    images = torch.randint(0, 256, (batch, 3, bundle.image_size, bundle.image_size), dtype=torch.uint8, generator=gen)
+    encode_images(bundle, images)
+    _sync(device)
+    n, t0 = 0, time.perf_counter()
+    while time.perf_counter() - t0 < (2.0 if quick else 10.0):
+        encode_images(bundle, images)
+        n += batch
+    _sync(device)
+    result["tower_images_per_second"] = round(n / (time.perf_counter() - t0), 1)
+
+    sizes = Cifar10Sizes(forget=8, retain_per_class=2, calibration_forget=4, calibration_retain_per_class=1,
+                         eval_per_class=2, reference_tiny_per_class=0) if quick else SIZES["paper"]
+    task, eval_sets = cifar10_class_task(bundle.image_size, 0, sizes, "airplane")
+    if quick:
+        eval_sets = eval_sets[:2]  # CIFAR-10 test only: the 1,000 ImageNet samples are minutes at 224 px on a CPU
+    config = get_method("ours").config_cls()
+    seed_config(config, 0)
+    for assignment in QUICK_STEPS if quick else ():
+        override_config(config, assignment)
+    if device.startswith("cuda"):
+        torch.cuda.reset_peak_memory_stats()
+    marks: dict[str, float] = {}
+
+    def progress(stage: str, fraction: float, message: str) -> None:
+        marks.setdefault(stage, time.perf_counter())
+
+    t0 = time.perf_counter()
+    run = run_method(bundle, task, tmp / "rn50-run", "ours", config, eval_sets, progress, prefix_cache=True,
+                     keep_pixels=False)
+    m = run.metrics
+    result.update(run_seconds=round(time.perf_counter() - t0, 1), size="quick" if quick else "paper",
+                  images={"forget": len(task.forget), "retain": len(task.retain)},
+                  stage_seconds=m.get("stage_seconds"), three_stages_seconds=m.get("method_seconds"),
+                  evaluation_seconds=m.get("evaluation_seconds"), prefix=m.get("prefix_cache"),
+                  peak_rss_mb=m.get("peak_rss_mb"), score=m.get("score"), alpha=m.get("alpha"))
+    if device.startswith("cuda"):
+        result["peak_gpu_memory_gb"] = round(torch.cuda.max_memory_allocated() / 2**30, 2)
+    return result
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--device", default="cuda", help="cuda | cuda:N | cpu")
@@ -245,7 +318,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--gallery-limit", type=int, default=None, help="files per gallery sub-folder (default: all)")
     p.add_argument("--batch-size", type=int, default=256)
     p.add_argument("--workers", type=int, default=None, help="decoding processes (default: min(16, CPUs))")
-    p.add_argument("--steps", default="env,forward,build,run,grid,faiss,worker")
+    p.add_argument("--steps", default="env,forward,build,run,grid,faiss,worker,rn50")
+    p.add_argument("--paper-weights", default=None,
+                   help="RN50 weights file for the rn50 step (default: a stand-in with seeded random weights)")
     p.add_argument("--out", default=os.environ.get("OUT"), help="folder for gpu_check.json (default: $OUT)")
     args = p.parse_args(argv)
     device = args.device
@@ -286,6 +361,7 @@ def main(argv: list[str] | None = None) -> int:
         run("grid", lambda: step_grid(device, args.model, results["run"]["run_dir"], tmp, workers))
     run("faiss", lambda: step_faiss(device, args.quick))
     run("worker", lambda: step_worker(device, args.model, tmp))
+    run("rn50", lambda: step_paper_model(device, args.quick, tmp, args.paper_weights))
     print("\n== gpu_check summary")
     for line in summary_lines(results):
         print(line)
@@ -308,6 +384,11 @@ def summary_lines(r: dict[str, Any]) -> list[str]:
                      f"alpha {run['alpha']}")
     if "seconds" in grid:
         lines.append(f"alpha grid: {grid['alphas']} alphas x {grid['rows']} images in {grid['seconds']} s")
+    rn50 = r.get("rn50", {})
+    if "stage_seconds" in rn50:
+        memory = f", peak GPU memory {rn50['peak_gpu_memory_gb']} GB" if "peak_gpu_memory_gb" in rn50 else ""
+        lines.append(f"RN50 at {rn50['image_size']} px ({rn50['size']}): tower {rn50['tower_images_per_second']} "
+                     f"images/s, three stages {rn50['three_stages_seconds']} s {rn50['stage_seconds']}{memory}")
     for name in ("faiss", "worker"):
         if name in r:
             lines.append(f"{name}: {json.dumps({k: v for k, v in r[name].items() if k != 'trace'})}")

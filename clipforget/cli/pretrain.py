@@ -10,17 +10,19 @@ from clipforget.core.paths import ASSETS_DIR
 
 from .common import add_folder_args, apply_folders
 
-# bundled model name -> the module of clipforget.pretraining holding its recipe (add_arguments + build)
-RECIPES = {"embedded": "embedded", "embedded-cifar": "embedded_cifar"}
+# recipe name -> the module of clipforget.pretraining holding it (add_arguments + build, optionally default_out):
+# the bundled models, and `standin` (an open_clip architecture with seeded random weights, in one file)
+RECIPES = {"embedded": "embedded", "embedded-cifar": "embedded_cifar", "standin": "standin"}
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("pretrain", help="build a bundled model (writes assets/NAME/)")
+    p = sub.add_parser("pretrain", help="build a bundled model (writes assets/NAME/) or a stand-in weights file")
     recipes = p.add_subparsers(dest="recipe", required=True)
     for name, module_name in RECIPES.items():
         module = importlib.import_module(f"clipforget.pretraining.{module_name}")
         r = recipes.add_parser(name, help=(module.__doc__ or "").split("\n")[0])
-        r.add_argument("--out", default=None, help=f"checkpoint folder to write (default assets/{name})")
+        default = "a file in the cache's standin/" if hasattr(module, "default_out") else f"assets/{name}"
+        r.add_argument("--out", default=None, help=f"checkpoint to write (default {default})")
         module.add_arguments(r)
         add_folder_args(r)
         r.set_defaults(func=cmd_pretrain, recipe_module=module)
@@ -28,6 +30,10 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def cmd_pretrain(args: argparse.Namespace) -> int:
     apply_folders(args)
-    out = Path(args.out) if args.out else ASSETS_DIR / args.recipe
-    args.recipe_module.build(args, out)
+    module = args.recipe_module
+    if args.out:
+        out = Path(args.out)
+    else:
+        out = module.default_out(args) if hasattr(module, "default_out") else ASSETS_DIR / args.recipe
+    module.build(args, out)
     return 0

@@ -342,13 +342,26 @@ def checkpoint_folder(spec: str) -> Path | None:
 _DIGESTS: dict[tuple[str, int, int], str] = {}
 
 
-def weights_digest(spec: str) -> str | None:
-    """A hash of the weights file ``spec`` loads (``None`` where it loads none from a folder): what a run records of
-    its base model, so that a bundled name rebuilt with other weights is never paired with the run's soup."""
+def weights_file(spec: str) -> Path | None:
+    """The one file ``spec``'s weights come from: a checkpoint folder's safetensors, or the file of ``NAME:/path``
+    (``None`` for hub tags, which name fixed weights)."""
     folder = checkpoint_folder(spec)
-    if folder is None or not (folder / WEIGHTS_FILE).is_file():
+    if folder is not None:
+        return folder / WEIGHTS_FILE if (folder / WEIGHTS_FILE).is_file() else None
+    if ":" in spec:
+        path = Path(spec.split(":", 1)[1]).expanduser()
+        return path if path.is_file() else None
+    return None
+
+
+def weights_digest(spec: str) -> str | None:
+    """A hash of the weights file ``spec`` loads (``None`` where it loads none from a file): what a run records of
+    its base model, so that a bundled name rebuilt with other weights -- or a ``NAME:/path`` file overwritten, a
+    stand-in rebuilt with another seed -- is never paired with the run's soup."""
+    file = weights_file(spec)
+    if file is None:
         return None
-    path = (folder / WEIGHTS_FILE).resolve()
+    path = file.resolve()
     st = path.stat()
     key = (str(path), st.st_size, st.st_mtime_ns)
     if key not in _DIGESTS:

@@ -164,7 +164,10 @@ def fine_tuning_pool(
     pool = task.retain.subset(rng.permutation(len(task.retain))[: cfg.align_images])
     if not cfg.align:
         return pool, {"aligned": False, "reason": "disabled by config"}
-    progress("remind", 0.0, "aligning retain images to the BatchNorm statistics")
+    if not batchnorm_layers(teacher):  # a ViT: said once here, the run goes on with the images as they are
+        progress("remind", 0.0, "no BatchNorm layers in this image tower: the alignment (Eq. 4) is skipped")
+    else:
+        progress("remind", 0.0, "aligning retain images to the BatchNorm statistics")
     aligned, log = align_to_bn_statistics(bundle, teacher, pool.images, cfg, task.cancel)
     return ImageSet(aligned, pool.labels, pool.paths), log
 
