@@ -25,6 +25,8 @@ from .runs import Runs
 MAX_TEXTS = 20  # the user's own texts, one per line
 MAX_TEXT_CHARS = 200
 BUSY_HERE = "a stress test is already running in this workspace: wait for it to finish"
+NO_SUBGROUP = ("this run did not record held-out photos of its subgroup (an older run) and the chosen gallery holds "
+               "none the app knows of: start the run again, or pick a gallery that holds the subgroup's photos")
 BUSY_SERVER = "another stress test is running on this server (one at a time): try again in a few minutes"
 
 
@@ -129,6 +131,9 @@ class StressTests:
             try:
                 job.result = stress_test(view.folder, gal.index, parts, None, (), list(texts), bool(relearning),
                                          self.cfg, device, job.progress)
+            except DataError as err:
+                # the library's advice names a CLI flag the page does not have
+                job.error = DataError(NO_SUBGROUP) if "--subgroup" in str(err) else err
             except BaseException as err:  # handed to the page by the handler that follows the job
                 job.error = err
             finally:
