@@ -7,6 +7,8 @@ Needs what ``test_app_browser`` needs (Debian's chromium, the playwright package
 
 from __future__ import annotations
 
+import time
+
 import pytest
 from test_app_browser import (
     ARTIFACTS,
@@ -27,9 +29,26 @@ def app_url(tmp_path_factory):
     sync_playwright = _playwright()  # skip before any expensive set-up
     from test_app_client import launch_fixture_app
 
-    demo, service, _ = launch_fixture_app(tmp_path_factory.mktemp("stress_browser"))
+    # Gradio's start-up check gives the new server 3 s per try; on a loaded machine it answers later
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr("gradio.networking.url_ok", _patient_url_ok)
+        demo, service, _ = launch_fixture_app(tmp_path_factory.mktemp("stress_browser"))
     yield demo.local_url, sync_playwright, service
     demo.close()
+
+
+def _patient_url_ok(url: str) -> bool:
+    import httpx
+
+    deadline = time.time() + 120
+    while time.time() < deadline:
+        try:
+            if httpx.head(url, timeout=30).status_code < 500:
+                return True
+        except httpx.HTTPError:
+            pass
+        time.sleep(1)
+    return False
 
 
 def test_stress_test_of_an_opened_run_shows_the_three_verdicts_in_chromium(app_url):

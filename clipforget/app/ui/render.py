@@ -34,7 +34,8 @@ CSS = """
 .cf-stress-table th, .cf-stress-table td {border:1px solid #ddd; padding:.25em .5em; text-align:left;
   vertical-align:top}
 .cf-stress-table th {background:#f3f4f6}
-.cf-verdict {white-space:nowrap; font-weight:600}
+.cf-verdict {font-weight:600}
+.cf-v-good {color:#15803d} .cf-v-partly {color:#b45309} .cf-v-bad {color:#b91c1c} .cf-v-none {color:#6b7280}
 """
 SKIPPED_COLUMNS = ["gallery", "file", "reason"]
 
@@ -125,15 +126,18 @@ STRESS_TESTS = {  # the library's test names -> the question a stakeholder asks
 }
 
 
-def _verdict_icon(verdict: str) -> str:
+def _verdict_mark(verdict: str) -> tuple[str, str]:
+    """``(symbol, CSS class)`` of a verdict: gone, partly, not gone, or not tested (symbols every font has)."""
     v = verdict.lower()
     if v.startswith(("forgotten", "resists", "subgroup forgotten")):
-        return "✅"
+        return "✔", "cf-v-good"
     if v.startswith("partly"):
-        return "⚠️"
+        return "⚠", "cf-v-partly"
+    if v.startswith("not run") or v.startswith("untested"):
+        return "–", "cf-v-none"
     if v.startswith("not"):
-        return "❌"
-    return "➖"
+        return "✘", "cf-v-bad"
+    return "–", "cf-v-none"
 
 
 def stress_progress(stage: str, fraction: float, message: str, elapsed: float,
@@ -151,11 +155,13 @@ def stress_html(result: dict[str, Any], title: str = "") -> str:
     if not result:
         return f"<p class='cf-stress-none'>{text(STRESS_NONE)}</p>"
     k = int(result.get("k", 20))
-    source = str(result.get("subgroup_source", ""))
+    gallery = f"<i>{text(result.get('gallery', ''), 100)}</i>"
+    where = f"in gallery {gallery}" if result.get("subgroup_source") == "gallery" else \
+        f"the run's own, added to gallery {gallery}"
     head = (f"<p>{'<b>' + text(title, 200) + '</b>: ' if title else ''}stress test at α = "
             f"{float(result.get('alpha', 0)):.2f} over {int(result.get('subgroup_images', 0))} held-out photos of "
-            f"the subgroup ({text(source)}; gallery <i>{text(result.get('gallery', ''), 100)}</i>; "
-            f"{float(result.get('seconds', 0)):.0f} s). A text “finds” a photo when it is among its top-{k}.</p>")
+            f"the subgroup ({where}; took {float(result.get('seconds', 0)):.0f} s). A text “finds” a photo when the "
+            f"photo is among its top-{k}.</p>")
     rows = []
     verdicts = list(result.get("verdicts") or [])
     if not any(str(v.get("test", "")).startswith("relearning") for v in verdicts):
@@ -165,8 +171,9 @@ def stress_html(result: dict[str, Any], title: str = "") -> str:
         test = str(v.get("test", ""))
         question = next((q for key, q in STRESS_TESTS.items() if test.startswith(key)), "")
         verdict = str(v.get("verdict", ""))
+        mark, css = _verdict_mark(verdict)
         rows.append(f"<tr><td><b>{text(test)}</b><br><small>{text(question)}</small></td>"
-                    f"<td class='cf-verdict'>{_verdict_icon(verdict)} {text(verdict)}</td>"
+                    f"<td class='cf-verdict {css}'>{mark} {text(verdict)}</td>"
                     f"<td>{text(v.get('numbers', ''), 600)}</td></tr>")
     parts = [head, "<table class='cf-stress-table' id='cf-stress-verdicts'><thead><tr><th>test</th><th>verdict</th>"
                    f"<th>numbers</th></tr></thead><tbody>{''.join(rows)}</tbody></table>"]
