@@ -107,3 +107,45 @@ def test_a_finished_job_frees_the_workspace(service):
     done.set()
     assert service.stress.running(owner) is None
     service.stress._jobs.pop(owner)
+
+
+def test_the_page_handler_shows_progress_then_the_verdicts_and_refuses_a_second_with_a_message():
+    """The tab's callback through the app's error wrapper, on stand-in services: a moving bar while the job works,
+    the verdict table at the end, a short message (no traceback, no path) for a refused start."""
+    import gradio as gr
+
+    from clipforget.app.messages import Scrubber
+    from clipforget.app.ui.handlers import Handlers
+
+    job = StressJob("me", "r1")
+    started = []
+
+    def start(owner, run_id, gallery, relearning, texts):
+        if started:
+            raise DataError(BUSY_SERVER)
+        started.append((owner, run_id, gallery, relearning, texts))
+        return job
+
+    services = SimpleNamespace(
+        tokens=SimpleNamespace(owner=lambda headers, cookies: "me"), workspaces=SimpleNamespace(touch=lambda o: None),
+        galleries=SimpleNamespace(sources=lambda name: []), runs=SimpleNamespace(open=lambda o, r: SimpleNamespace(
+            title="<i>my run</i>")), stress=SimpleNamespace(start=start), scrub=Scrubber())
+    h = Handlers(services)
+    run = h.errors(h.stress_run)
+    request = SimpleNamespace(headers={}, cookies={})
+    steps = run("r1", "tiny", False, "a <b>tiny</b> monkey", request, progress=lambda *a, **k: None)
+    job.progress("stress", 0.35, "other names: sweeping")
+    bar, _ = next(steps)
+    assert "<progress" in bar and "35%" in bar and "other names: sweeping" in bar
+    job.result = {"k": 20, "alpha": 0.5, "verdicts": [{"test": "other names", "verdict": "forgotten", "numbers": ""},
+                                                      {"test": "unseen photos", "verdict": "not", "numbers": ""}],
+                  "names": {"texts": []}}
+    job.done.set()
+    status, shown = next(steps)
+    assert status == "" and "cf-stress-verdicts" in shown and "&lt;i&gt;my run&lt;/i&gt;" in shown
+    assert started == [("me", "r1", "tiny", False, ["a <b>tiny</b> monkey"])]
+    with pytest.raises(gr.Error) as refused:
+        next(run("r1", "tiny", True, "", request, progress=lambda *a, **k: None))
+    assert refused.value.message == BUSY_SERVER
+    with pytest.raises(gr.Error, match="open a run"):
+        next(run("", "tiny", True, "", request, progress=lambda *a, **k: None))
