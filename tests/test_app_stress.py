@@ -93,6 +93,9 @@ def test_the_result_is_shown_in_words_with_every_text_escaped():
         assert f"<b>{test}</b>" in html
     assert "not run" in html and "12 → <b>5</b>" in html and "✔" in html and "⚠" in html
     assert "No stress test" in stress_html({})
+    undefined = {**result, "verdicts": [{"test": "unseen photos", "verdict": "not: the pictures, not the subgroup",
+                                         "numbers": "forgotten nan of the trained photos, nan of 8 held-out photos"}]}
+    assert "untested: the original model did not recognise" in stress_html(undefined)
 
 
 def test_a_finished_job_frees_the_workspace(service):

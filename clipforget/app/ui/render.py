@@ -171,6 +171,9 @@ def stress_html(result: dict[str, Any], title: str = "") -> str:
         test = str(v.get("test", ""))
         question = next((q for key, q in STRESS_TESTS.items() if test.startswith(key)), "")
         verdict = str(v.get("verdict", ""))
+        if "nan" in str(v.get("numbers", "")).split():
+            # a share of nothing: the original model did not recognise these photos either, so no verdict holds
+            verdict = "untested: the original model did not recognise these photos either"
         mark, css = _verdict_mark(verdict)
         rows.append(f"<tr><td><b>{text(test)}</b><br><small>{text(question)}</small></td>"
                     f"<td class='cf-verdict {css}'>{mark} {text(verdict)}</td>"
