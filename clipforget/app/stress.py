@@ -121,11 +121,11 @@ class StressTests:
         try:
             self.runs.require_quota(owner)
             gal = self.galleries.get(view.model_spec, gallery)  # the gallery the explore view shows
+            parts = subgroup_parts(view, gal.paths)
+            device = self.device or str(self.runs.models.device)
         except BaseException:
-            job.done.set()
+            job.done.set()  # a start that fails leaves the workspace and the server free
             raise
-        parts = subgroup_parts(view, gal.paths)
-        device = self.device or str(self.runs.models.device)
 
         def work() -> None:
             try:
