@@ -24,6 +24,9 @@ class Preset:
     retain: str = ""
     needs_imagenet: bool = False
     shown: str = ""  # what the choice box shows when the user has no choice
+    # path parts of the subgroup's held-out photos in the built-in galleries (may hold {choice}): the stress test's
+    # subgroup where the gallery holds them (clipforget.app.stress)
+    subgroup: tuple[str, ...] = ()
 
     def has_choice(self) -> bool:
         s = get_setting(self.setting)
@@ -61,14 +64,16 @@ class Preset:
 PRESETS: dict[str, Preset] = {p.name: p for p in (
     Preset("monkeys", "monkeys", "Monkey without marmoset",
            forget="monkeys10 pygmy and silvery marmosets labelled 'monkey'",
-           retain="the eight other monkey species labelled 'monkey'", shown="marmoset"),
+           retain="the eight other monkey species labelled 'monkey'", shown="marmoset",
+           subgroup=("monkeys10/val/pygmy_marmoset/", "monkeys10/val/silvery_marmoset/")),
     Preset("cifar10-class", "cifar10", "CIFAR-10: forget {choice}", "Class to forget",
-           forget="CIFAR-10 '{choice}' train images", retain="the other nine classes"),
+           forget="CIFAR-10 '{choice}' train images", retain="the other nine classes",
+           subgroup=("cifar10/test/{choice}/",)),
     Preset("style", "style", "Style: forget cars as {choice}", "Style to forget (cars)",
            forget="CIFAR-10 cars as {choice}", retain="cars in the other styles"),
     Preset("subgroup-vehicle", "subgroup", "Subgroup: vehicle without airplane", fixed={"forget_class": "airplane"},
            forget="CIFAR-10 airplanes labelled 'vehicle'", retain="cars, ships and trucks labelled 'vehicle'",
-           shown="airplane"),
+           shown="airplane", subgroup=("cifar10/test/airplane/",)),
     Preset("living17-monkey", "living17", "LIVING-17: monkey without marmoset",
            fixed={"forget": {"monkey": "marmoset"}},
            forget="ImageNet marmosets labelled 'monkey'",

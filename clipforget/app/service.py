@@ -24,6 +24,7 @@ from .identity import WorkspaceTokens
 from .messages import Scrubber
 from .reports import report_prompts, write_view_report
 from .runs import Runs
+from .stress import StressTests
 from .workspaces import Workspaces
 
 KEY_FILE = "workspace.key"
@@ -45,6 +46,14 @@ class AppServices:
     bindings: Bindings = field(default_factory=Bindings)  # Gradio's handles -> workspaces (the middleware's)
     startup_report: dict = field(default_factory=dict)
     _sweeper: housekeeping.Sweeper | None = None
+    _stress: StressTests | None = None
+
+    @property
+    def stress(self) -> StressTests:
+        """The stress tests of opened runs (one at a time on the server)."""
+        if self._stress is None:
+            self._stress = StressTests(self.runs, self.galleries)
+        return self._stress
 
     @classmethod
     def create(cls, config: AppConfig | None = None, housekeeping_thread: bool = True) -> AppServices:

@@ -23,7 +23,7 @@ from .render import CSS
 WRAPPED = ("init", "check_model", "check_uploads", "start_from_preset", "start_from_uploads", "after_run",
            "do_cancel", "refresh_runs", "delete_run", "open_run", "set_alpha", "gallery_changed", "do_export",
            "new_api_token", "preset_changed", "watch", "do_report", "pick", "pick_after", "clear",
-           "start_from_selection", "compare_choices", "compare")
+           "start_from_selection", "compare_choices", "compare", "stress_show", "stress_run")
 
 
 # Gradio recomputes its monitoring summary (a pandas group-by over the last 10,000 events) after every event unless
@@ -69,7 +69,8 @@ def build_ui(services: AppServices, default_profile: str = "fast") -> gr.Blocks:
         ui.delete_btn.click(f["delete_run"], [ui.runs], [ui.runs, ui.run_id], api_name="delete_run")
         explore_out = ui.explore_outputs
         ui.open_btn.click(f["open_run"], [ui.runs, ui.prompt, ui.gallery_name],
-                          [ui.run_id, ui.run_info, ui.alpha, *explore_out], api_name="open_run", **explore)
+                          [ui.run_id, ui.run_info, ui.alpha, *explore_out], api_name="open_run", **explore).success(
+            f["stress_show"], [ui.run_id], [ui.stress_status, ui.stress_result], api_name="stress_show", **explore)
         # events with the slider among their inputs skip Gradio's preprocessing, which lets NaN through and answers
         # a non-number without a message: the handlers check every input themselves (clipforget.app.validate)
         alpha_inputs = [ui.alpha, ui.run_id, ui.prompt, ui.gallery_name]
@@ -98,6 +99,11 @@ def build_ui(services: AppServices, default_profile: str = "fast") -> gr.Blocks:
         ui.compare_refresh.click(f["compare_choices"], None, [ui.compare_runs], api_name="compare_choices", **explore)
         ui.compare_btn.click(f["compare"], [ui.compare_runs, ui.compare_prompt, ui.gallery_name],
                              [ui.compare_plot, ui.compare_metrics, ui.compare_top], api_name="compare", **explore)
+        # the stress test holds a model and minutes of CPU: one at a time on the server. No queue limit here: a second
+        # request reaches the service at once and is refused with a message instead of waiting silently behind the first
+        ui.stress_btn.click(f["stress_run"], [ui.run_id, ui.gallery_name, ui.stress_relearn, ui.stress_texts],
+                            [ui.stress_status, ui.stress_result], api_name="stress_test", concurrency_limit=None,
+                            show_progress="minimal")
         ui.api_token.click(f["new_api_token"], None, [ui.api_token_out], api_name="new_api_token")
     demo.queue(default_concurrency_limit=4)
     return quiet_input_errors(demo)

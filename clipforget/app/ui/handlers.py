@@ -24,13 +24,22 @@ from gradio.components.plot import PlotData
 from clipforget.core.errors import ClipforgetError, DataError
 from clipforget.pipeline.folder import STATES_ACTIVE
 
-from .. import compare, selection, validate
+from .. import compare, selection, stress, validate
 from ..messages import md
 from ..messages import text as html_text
 from ..presets import PRESETS
 from ..service import AppServices
 from ..uploads import shared_files
-from .render import SKIPPED_COLUMNS, gallery_items, overall, render_status, run_choices, upload_previews
+from .render import (
+    SKIPPED_COLUMNS,
+    gallery_items,
+    overall,
+    render_status,
+    run_choices,
+    stress_html,
+    stress_progress,
+    upload_previews,
+)
 
 log = logging.getLogger("clipforget.app")
 
@@ -434,6 +443,32 @@ class Handlers:
             blocks.append(f"<div class='cf-compare-run'><b>{html_text(title)}</b><div>{cells}</div></div>")
         return (PlotData(type="plotly", plot=result.figure_json), pd.DataFrame(result.rows, columns=result.headers),
                 "\n".join(blocks))
+
+    # stress test ---------------------------------------------------------------------------------------------------
+    def stress_show(self, rid: str, request: gr.Request):
+        """The opened run's last stress test (its ``stress.json``), or what the test would do."""
+        owner = self.owner(request)
+        rid = validate.short_text(rid, "the run id", 120)
+        if not rid:
+            return "", stress_html({})
+        view = self.s.runs.open(owner, rid)
+        return "", stress_html(self.s.stress.existing(owner, rid), view.title)
+
+    def stress_run(self, rid: str, gal: str, relearning: object, texts: object, request: gr.Request,
+                   progress=gr.Progress()):
+        """Run the stress test of the opened run in a thread and follow it: a moving bar, then the result."""
+        owner = self.owner(request)
+        rid = self._run_id(rid, "open a run in tab 2 first")
+        gal = self._gallery(gal)
+        prompts = stress.parse_texts(texts)
+        job = self.s.stress.start(owner, rid, gal, relearning is True, prompts)
+        title = self.s.runs.open(owner, rid).title
+        while not job.done.wait(0.5):
+            progress(job.fraction, desc=self.s.scrub(job.message))
+            yield stress_progress(job.stage, job.fraction, job.message, job.elapsed, self.s.scrub), gr.skip()
+        if job.error is not None:
+            raise job.error  # a short message by self.errors
+        yield "", stress_html(job.result or {}, title)
 
     def new_api_token(self) -> str:
         """A token for a new, empty workspace (for scripts: send it in the ``X-Clipforget-Token`` header)."""

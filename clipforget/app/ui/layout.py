@@ -17,7 +17,8 @@ from clipforget.settings import get_setting
 from ..config import EXAMPLE_PROMPTS
 from ..presets import DEFAULT_PRESET, PRESETS
 from ..service import AppServices
-from .render import NO_RUN, SKIPPED_COLUMNS
+from ..stress import MAX_TEXT_CHARS, MAX_TEXTS
+from .render import NO_RUN, SKIPPED_COLUMNS, STRESS_NONE
 
 
 @dataclass
@@ -84,6 +85,11 @@ class Layout:
     compare_plot: gr.Plot
     compare_metrics: gr.Dataframe
     compare_top: gr.HTML
+    stress_texts: gr.Textbox
+    stress_relearn: gr.Checkbox
+    stress_btn: gr.Button
+    stress_status: gr.HTML
+    stress_result: gr.HTML
 
     @property
     def explore_outputs(self) -> list:
@@ -221,6 +227,24 @@ def build_layout(services: AppServices, default_profile: str = "fast") -> Layout
             compare_plot = gr.Plot(label="Accuracy vs α, runs overlaid")
             compare_metrics = gr.Dataframe(label="Metrics at each run's α*", interactive=False)
             compare_top = gr.HTML("", elem_id="cf-compare-top")
+        with gr.Tab("4 · Stress test"):
+            gr.Markdown("**Is it really gone?** The run opened in tab 2, at its calibrated α*, over held-out photos "
+                        "of the forgotten subgroup: (1) other names — hundreds of texts it could be found by "
+                        "(synonyms, narrower and broader names, descriptions, names an attacker picks, yours); "
+                        "(2) relearning — does a little plain fine-tuning bring it back; (3) unseen photos — "
+                        "did the run forget the subgroup or only the photos it trained on?")
+            with gr.Row():
+                stress_texts = gr.Textbox(label=f"Your own texts to try (optional; one per line, {MAX_TEXTS} at most)",
+                                          placeholder="a tiny monkey clinging to a branch", lines=3,
+                                          max_lines=MAX_TEXTS, max_length=MAX_TEXTS * (MAX_TEXT_CHARS + 1), scale=3,
+                                          elem_id="cf-stress-texts")
+                with gr.Column(scale=2):
+                    stress_relearn = gr.Checkbox(False, label="include relearning (a few minutes)",
+                                                 elem_id="cf-stress-relearn")
+                    stress_btn = gr.Button("Is it really gone? Run the stress test", variant="primary",
+                                           elem_id="cf-stress-run")
+            stress_status = gr.HTML("", elem_id="cf-stress-status")
+            stress_result = gr.HTML(f"<p>{STRESS_NONE}</p>", elem_id="cf-stress-result")
     return Layout(job_id, run_id, model, profile, model_msg, preset, option, start_preset, forget_files,
                   retain_files, cal_files, label, retain_label, check, start_upload, upload_report, previews, skipped,
                   status, cancel, runs, refresh, open_btn, delete_btn, run_info, alpha, plot, metrics, prompt,
@@ -231,4 +255,6 @@ def build_layout(services: AppServices, default_profile: str = "fast") -> Layout
                   pick_target=pick_target, picks=picks, picks_msg=picks_msg, clear_picks=clear_picks,
                   start_selection=start_selection, selection_msg=selection_msg, compare_runs=compare_runs,
                   compare_refresh=compare_refresh, compare_prompt=compare_prompt, compare_btn=compare_btn,
-                  compare_plot=compare_plot, compare_metrics=compare_metrics, compare_top=compare_top)
+                  compare_plot=compare_plot, compare_metrics=compare_metrics, compare_top=compare_top,
+                  stress_texts=stress_texts, stress_relearn=stress_relearn, stress_btn=stress_btn,
+                  stress_status=stress_status, stress_result=stress_result)
