@@ -458,14 +458,13 @@ def verdicts(result: dict[str, Any]) -> list[dict[str, str]]:
     elif r:
         out.append({"test": "relearning", "verdict": r["verdict"], "numbers": ""})
     u = result["unseen"]
-    if "trained" in u:
-        out.append({"test": "unseen photos", "verdict": u["verdict"],
-                    "numbers": f"forgotten {u['trained']['forgotten']:.2f} of the trained photos, "
-                               f"{u['heldout']['forgotten']:.2f} of {u['heldout']['images']} held-out photos"})
-    else:
-        out.append({"test": "unseen photos", "verdict": u["verdict"],
-                    "numbers": f"forgotten {u['heldout']['forgotten']:.2f} of {u['heldout']['images']} held-out "
-                               "photos"})
+
+    def share(x: float) -> str:
+        return "n/a" if x != x else f"{x:.2f}"  # NaN: the original did not give them the label either
+
+    held = f"{share(u['heldout']['forgotten'])} of {u['heldout']['images']} held-out photos"
+    trained = f"{share(u['trained']['forgotten'])} of the trained photos, " if "trained" in u else ""
+    out.append({"test": "unseen photos", "verdict": u["verdict"], "numbers": f"forgotten {trained}{held}"})
     return out
 
 
