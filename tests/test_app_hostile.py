@@ -92,6 +92,13 @@ def test_the_model_card_and_the_report_carry_hostile_text_as_text(monkeypatch):
                                                                                      "y": [1]}], "layout": {}})
     hit = report_module.ReportHit("/nowhere.jpg", LABEL, 0.5)
     monkeypatch.setattr(report_module, "thumbnail_data_uri", lambda path: "data:image/jpeg;base64,")
+    stress = {"alpha": 0.5, "k": 20, "subgroup_images": 3, "weight_distance": 0.1,
+              "verdicts": [{"test": LABEL, "verdict": ALSO, "numbers": PROMPT}],
+              "names": {"texts": [{"text": PROMPT, "family": LABEL, "before": 9, "after": 1}], "families": [ALSO]},
+              "relearning": {"lr": 1e-4, "texts": [PROMPT], "rows": [
+                  {"attack": LABEL, "model": ALSO, "steps": 0, "zero_shot": 0.1, "zero_shot_ratio": 0.2,
+                   "top_k": 1}]}}
+    monkeypatch.setattr(report_module, "read_stress", lambda folder: stress)  # the stress section is a sink too
     inputs = report_module.ReportInputs(0.5, [report_module.PromptResult(PROMPT, [hit], [hit], 0, ALSO, 1)],
                                         LABEL, PROMPT, ALSO, {"forget": LABEL, "retain": ALSO}, PROMPT,
                                         ([LABEL], [[ALSO]]))
