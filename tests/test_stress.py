@@ -70,7 +70,7 @@ def stressed(has_data, tmp_path_factory):
                 "--retain-label", "vehicle", "--classes", "animal", "--model", TEST_MODEL, "--quiet",
                 "--out", str(run_dir), "--set", "forget.steps=60", "--set", "forget.lr=0.01",
                 "--set", "forget.fisher_samples=32", "--set", "remind.steps=4", "--set", "remind.align_steps=2",
-                "--set", "remind.align_images=32",
+                "--set", "remind.align_images=32", "--set", "mining.max_paraphrases=8",
                 "--set", "restore.alphas=[0.0, 0.5, 1.0]"]) == 0
     index = build([tmp / "gallery"], tmp / "index", BuildConfig(model=TEST_MODEL, workers=0))
     run = RunFolder(run_dir)
@@ -100,6 +100,14 @@ def test_the_name_sweep_tries_many_texts_and_names_the_worst(stressed):
     assert start[("retain only", "unlearned")] == primary["after"]
     assert start[("retain only", "original")] == primary["before"]
     assert (run.path / STRESS_FILE).is_file()
+
+
+def test_the_paraphrases_the_run_trained_against_are_logged_apart(stressed):
+    run, _ = stressed
+    log = run.method_log()
+    assert log["config"]["mining"]["max_paraphrases"] == 8 and len(log["paraphrases"]) <= 8
+    assert set(run.paraphrase_texts()) <= set(log["forget_texts"])
+    assert not set(run.paraphrase_texts()) & set(run.forget_texts())  # "also forgotten as" lists mined names only
 
 
 def test_relearning_on_forget_images_brings_the_subgroup_back_and_the_table_says_so(stressed):

@@ -44,8 +44,9 @@ class MiningConfig:
     relative_gap: float = 0.6  # ... and at least this share of the best name's gap
     samples: int = 256  # images per set scored
     # other names of the mined ones and of the forget images' folder names (WordNet synonyms and hyponyms in a few
-    # templates), kept where they pass the same precision test: the forget stage trains against them too (D34)
-    max_paraphrases: int = 32
+    # templates), kept where they pass the same precision test: the forget stage trains against them too. Off by
+    # default: deeper forgetting of every name, paid by the siblings (D34); `--set mining.max_paraphrases=32`
+    max_paraphrases: int = 0
 
 
 def mining_vocabulary(root=None, extra: list[str] | None = None) -> list[str]:
@@ -113,13 +114,15 @@ def mine_paraphrases(bundle: ClipBundle, task: UnlearningTask, names: list[str],
     hyponyms (not hypernyms: they name the siblings too) in :data:`TRAINING_TEMPLATES`, kept where they pass the
     miner's precision and gap tests (best first, at most ``cfg.max_paraphrases``)."""
     cfg = cfg or MiningConfig()
+    if cfg.max_paraphrases <= 0:
+        return []
     folders = [n for n in dict.fromkeys(folder_name(p.replace("\\", "/").rsplit("/", 2)[-2])
                                         for p in task.forget.paths if "/" in p.replace("\\", "/")) if n]
     labels = {str(x).lower() for x in [*task.forget.labels, *task.retain.labels]}
     related = related_names(dict.fromkeys([*names, *folders]), load_wordnet())
     candidates = [(t.format(n), n) for n, family in related.items() if family != "hypernym" and n not in labels
                   for t in TRAINING_TEMPLATES]
-    if cfg.max_paraphrases <= 0 or not candidates:
+    if not candidates:
         return []
     scorer = _Scorer(bundle, task, cfg)
     texts = torch.cat([encode_text(bundle, [c[0] for c in candidates[i:i + 256]]).float()
