@@ -48,7 +48,7 @@ from clipforget.models.weights import State, soup
 from clipforget.retrieval.index import GalleryIndex
 from clipforget.retrieval.paraphrases import Paraphrase, expand, folder_name, nearest_names, related_names
 from clipforget.settings import get_setting
-from clipforget.stages.mining import MINING_TEMPLATE, mining_vocabulary
+from clipforget.stages.mining import MINING_TEMPLATE, mining_vocabulary, name_embeddings
 
 from .folder import RunFolder
 
@@ -184,8 +184,7 @@ def name_sweep(bundle: ClipBundle, task: UnlearningTask | None, run: RunFolder, 
     texts += [Paraphrase(p, p, "user") for p in prompts]
     if forget_after is not None and cfg.optimised > 0:
         vocabulary = list(dict.fromkeys([*mining_vocabulary(), *related]))
-        name_emb = torch.cat([encode_text(bundle, [MINING_TEMPLATE.format(n) for n in vocabulary[i:i + 256]])
-                              .float().cpu() for i in range(0, len(vocabulary), 256)]).numpy()
+        name_emb = name_embeddings(bundle, tuple(vocabulary)).numpy()  # the miner's, kept per model
         rest = after[~subgroup]
         sample = rest[np.random.default_rng(cfg.seed).permutation(len(rest))[:2000]]
         for n in nearest_names(forget_after, sample, name_emb, vocabulary, cfg.optimised):

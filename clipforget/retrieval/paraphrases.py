@@ -57,7 +57,7 @@ def related_names(base: Iterable[str], wordnet: WordNet | None, per_relation: in
         if not senses:
             continue
         sense = senses[0]
-        groups = (("synonym", [w for w in sense.words]),
+        groups = (("synonym", list(sense.words)),
                   ("hyponym", [w for s in wordnet.hyponyms(sense.offset, 2) for w in s.words]),
                   ("hypernym", [w for s in wordnet.hypernyms(sense.offset, 1) for w in s.words]))
         for family, words in groups:

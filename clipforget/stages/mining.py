@@ -69,7 +69,7 @@ _NAME_CACHE: dict[tuple[str, tuple[str, ...]], torch.Tensor] = {}
 
 
 @torch.no_grad()
-def _name_embeddings(bundle: ClipBundle, names: tuple[str, ...]) -> torch.Tensor:
+def name_embeddings(bundle: ClipBundle, names: tuple[str, ...]) -> torch.Tensor:
     """The vocabulary's prompt embeddings, kept per model (unlearning never changes the text tower, so a worker
     encodes the ~1,850 names once, not once per run)."""
     key = (str(bundle.spec), names)
@@ -146,7 +146,7 @@ def mine_forget_texts(bundle: ClipBundle, task: UnlearningTask, vocabulary: list
     if cfg.max_texts <= 0 or not names:
         return []
     scorer = _Scorer(bundle, task, cfg)
-    precision, gap = scorer.score(_name_embeddings(bundle, tuple(names)))
+    precision, gap = scorer.score(name_embeddings(bundle, tuple(names)))
     best = float(gap[precision >= cfg.min_precision].max()) if bool((precision >= cfg.min_precision).any()) else 0.0
     keep = (precision >= cfg.min_precision) & (gap >= max(cfg.min_gap, cfg.relative_gap * best))
     order = torch.argsort(gap * precision, descending=True)
