@@ -22,8 +22,9 @@ from clipforget.data.wordnet import WordNet
 TEMPLATES = ("{}", "a photo of a {}.", "a close-up photo of a {}.", "a {} in the wild.", "a small {}.",
              "a blurry photo of the {}.", "a picture showing a {}.", "the {}.", "a cropped photo of the {}.",
              "a bright photo of a {}.", "a dark photo of the {}.", "a good photo of a {}.",
-             "a low resolution photo of the {}.", "itap of a {}.")
-TRAINING_TEMPLATES = TEMPLATES[:4]  # what the forget stage trains against; the other ten stay unseen (D34)
+             "a low resolution photo of the {}.", "itap of a {}.", "a photo of a large {}.", "a bad photo of a {}.",
+             "a photo of one {}.", "a photo of my {}.", "a black and white photo of a {}.", "an image of a {}.")
+TRAINING_TEMPLATES = TEMPLATES[:4]  # what the forget stage trains against; the other sixteen stay unseen (D34)
 
 
 @dataclass(frozen=True)
