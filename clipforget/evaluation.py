@@ -102,6 +102,29 @@ def summarize(original: Mapping[str, float], final: Mapping[str, float], roles: 
     return {"zero_shot": zero_shot, "score": score(target_ratio, retained)}
 
 
+# an evaluation set this small moves its accuracy by 3+ points per image: too coarse to trust its ratio or the Score
+MIN_TRUSTED_IMAGES = 30
+KEPT_FLOOR = 0.8  # a kept set below this share of its accuracy: the forgetting took it along
+FORGOTTEN_CEILING = 0.5  # a forget set above this share: not forgotten
+
+
+def run_warnings(zero_shot: Mapping[str, Mapping[str, Any]]) -> list[str]:
+    """What a reader of the Score must know, in words: kept sets that lost much of their accuracy, forget sets that
+    kept much of theirs, and sets too small to trust (the Score hides all three)."""
+    out = []
+    for name, v in zero_shot.items():
+        shift = f"{100 * v['acc_original']:.1f} % → {100 * v['acc']:.1f} %"
+        if "images" in v and v["images"] < MIN_TRUSTED_IMAGES:
+            out.append(f"'{name}' holds {v['images']} images (< {MIN_TRUSTED_IMAGES}; {shift}): one image moves its "
+                       f"accuracy by {100 / max(v['images'], 1):.0f} points, too few to trust")
+        elif v["role"] != "target" and v["ratio"] < KEPT_FLOOR:
+            out.append(f"'{name}' keeps only {v['ratio']:.2f} of its zero-shot accuracy ({shift}): the forgetting "
+                       "took these kept images along; the model may not tell the subgroup from them")
+        elif v["role"] == "target" and v["ratio"] > FORGOTTEN_CEILING:
+            out.append(f"'{name}' keeps {v['ratio']:.2f} of its zero-shot accuracy ({shift}): not forgotten")
+    return out
+
+
 def _set_key(s: EvalSet) -> str:
     digest = hashlib.sha1()
     for part in (s.name, *s.classnames, "|", *s.images.labels, "|", *s.images.paths):

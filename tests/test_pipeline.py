@@ -38,6 +38,8 @@ def test_quick_run_forgets_target_and_keeps_the_rest(quick_run):
     assert zs["cifar10_target"]["ratio"] < 0.3, zs
     assert zs["cifar10_retain"]["ratio"] > 0.8, zs
     assert 0.0 < quick_run.metrics["alpha"] <= 1.0
+    # forgot and kept: no warning about either side (small sets may still be named)
+    assert not [w for w in quick_run.metrics["warnings"] if "forgotten" in w or "took" in w], quick_run.metrics
 
 
 def test_run_folder_is_complete_and_loadable(quick_run, bundle):

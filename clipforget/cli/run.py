@@ -94,6 +94,8 @@ def _print_summary(result: RunResult) -> None:
     keys = ("target_acc", "target_acc_original", "retain_acc", "retain_acc_original", "score", "alpha",
             "stage_seconds", "method_seconds", "evaluation_seconds", "total_seconds", "peak_rss_mb", "skipped_count")
     print(json.dumps({k: m[k] for k in keys}, indent=2))
+    for warning in m.get("warnings", []):
+        print(f"warning: {warning}", file=sys.stderr)
     print(f"run folder: {result.out_dir}")
 
 

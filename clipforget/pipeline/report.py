@@ -204,6 +204,7 @@ def render_report(folder: RunFolder, inputs: ReportInputs) -> str:
         ("Data sha256", f"<code>{e(data_hash(folder))}</code>"),
         ("Zero-shot classes", e(", ".join(config.get("classnames", [])))),
         ("Calibrated α*", f"{folder.chosen_alpha:.2f}"),
+        ("Warnings at α*", "<br>".join(f"⚠ {e(w)}" for w in metrics.get("warnings", [])) or "none"),
         ("Audit α", f"{inputs.alpha:.2f}"),
         ("Run profile", e(inputs.profile or "?")),
         ("Also forgotten as", e(", ".join(forgotten)) or "—"),

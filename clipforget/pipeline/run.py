@@ -17,7 +17,7 @@ from clipforget.core.atomic import write_json
 from clipforget.core.errors import RunCancelled
 from clipforget.core.progress import ProgressFn, no_progress
 from clipforget.data.task import EvalSet, UnlearningTask
-from clipforget.evaluation import evaluate_sets, original_accuracies, summarize
+from clipforget.evaluation import evaluate_sets, original_accuracies, run_warnings, summarize
 from clipforget.methods.registry import MethodOutput, get_method
 from clipforget.models.factory import ClipBundle, save_checkpoint, weights_digest
 
@@ -146,6 +146,7 @@ def run_method(
             "peak_rss_mb": round(peak_rss_mb(), 1),
             "skipped_files": [{"path": p, "reason": r} for p, r in skipped],
             "skipped_count": len(skipped),
+            "warnings": run_warnings(summary["zero_shot"]),
         }
         _write_outputs(bundle, folder, output, metrics)
     except RunCancelled:
