@@ -13,9 +13,12 @@ from clipforget.stages.remind import (
 def test_alignment_lowers_bn_mismatch_within_epsilon(bundle, cifar_small):
     images = cifar_small.images[torch.randperm(len(cifar_small), generator=torch.Generator().manual_seed(0))[:64]]
     visual = bundle.model.visual
-    cfg = RemindConfig(align_batch=64, align_steps=15, epsilon=16 / 255)
+    cfg = RemindConfig(align_batch=32, align_steps=15, epsilon=16 / 255)
     before = bn_mismatch(bundle, visual, images)
-    aligned, log = align_to_bn_statistics(bundle, visual, images, cfg)
+    seen = []
+    aligned, log = align_to_bn_statistics(bundle, visual, images, cfg, progress=lambda *a: seen.append(a))
+    # the bar moves with each batch, not once at the end
+    assert [(f, m.split(": ")[-1]) for _, f, m in seen] == [(0.25, "32/64 images"), (0.5, "64/64 images")]
     after = bn_mismatch(bundle, visual, aligned)
     assert log["aligned"] is True
     assert after < 0.8 * before

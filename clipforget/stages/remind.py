@@ -89,7 +89,8 @@ def bn_mismatch(bundle: ClipBundle, visual: nn.Module, images: torch.Tensor) -> 
 
 
 def align_to_bn_statistics(
-    bundle: ClipBundle, visual: nn.Module, images: torch.Tensor, cfg: RemindConfig, cancel=None
+    bundle: ClipBundle, visual: nn.Module, images: torch.Tensor, cfg: RemindConfig, cancel=None,
+    progress: ProgressFn = no_progress,
 ) -> tuple[torch.Tensor, dict]:
     """Perturb ``images`` (the tower's inputs: uint8 pixels, or cached prefix activations) so their BN input
     statistics in ``visual`` match the running statistics; the L-inf bound is ``cfg.epsilon`` in pixel units or
@@ -128,6 +129,10 @@ def align_to_bn_statistics(
                 with torch.no_grad():
                     delta.copy_(torch.maximum(torch.minimum(delta, bound), -bound))
             out.append(space.store(x + delta.detach()))
+            done = min(start + cfg.align_batch, len(images))
+            # the first half of the stage's bar; on a large tower this step takes minutes
+            progress("remind", 0.5 * done / len(images),
+                     f"aligning retain images to the BatchNorm statistics: {done}/{len(images)} images")
     finally:
         stats.close()
         for p, flag in zip(visual.parameters(), flags, strict=True):
@@ -168,7 +173,7 @@ def fine_tuning_pool(
         progress("remind", 0.0, "no BatchNorm layers in this image tower: the alignment (Eq. 4) is skipped")
     else:
         progress("remind", 0.0, "aligning retain images to the BatchNorm statistics")
-    aligned, log = align_to_bn_statistics(bundle, teacher, pool.images, cfg, task.cancel)
+    aligned, log = align_to_bn_statistics(bundle, teacher, pool.images, cfg, task.cancel, progress)
     return ImageSet(aligned, pool.labels, pool.paths), log
 
 
