@@ -4,6 +4,7 @@ forget stage trains against (D34)."""
 
 from __future__ import annotations
 
+import copy
 import shutil
 from pathlib import Path
 
@@ -14,7 +15,7 @@ from clipforget.cli.main import main as cli
 from clipforget.core.paths import data_root
 from clipforget.data.wordnet import load_wordnet, wnid_offset
 from clipforget.pipeline.folder import RunFolder
-from clipforget.pipeline.stress import STRESS_FILE, StressConfig, stress_test
+from clipforget.pipeline.stress import STRESS_FILE, StressConfig, stress_test, verdicts
 from clipforget.retrieval.index import load_index
 from clipforget.retrieval.paraphrases import TEMPLATES, expand, folder_name, related_names
 from index_builder.build import BuildConfig, build
@@ -147,3 +148,15 @@ def test_the_report_carries_the_stress_test_and_refuses_prompts_without_a_galler
     assert cli(["report", "--run", str(run.path), "--out", str(out)]) == 0
     page = out.read_text(encoding="utf-8")
     assert "Stress test" in page and "other names" in page and "unseen photos" in page
+
+
+def test_a_shallow_name_verdict_points_to_the_deeper_setting_only_when_the_run_was_made_without_it(stressed):
+    _, result = stressed
+    assert result["method_mining"]["max_paraphrases"] == 8
+    shallow = copy.deepcopy(result)
+    shallow["names"]["verdict"] = "partly"
+    assert "max_paraphrases=32" not in verdicts(shallow)[0]["numbers"]  # the run already trained against them
+    shallow["method_mining"]["max_paraphrases"] = 0
+    assert "`--set mining.max_paraphrases=32`" in verdicts(shallow)[0]["numbers"]
+    shallow["names"]["verdict"] = "forgotten"
+    assert "max_paraphrases" not in verdicts(shallow)[0]["numbers"]
