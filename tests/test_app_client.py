@@ -79,6 +79,9 @@ def test_full_flow_through_the_client(app):
     assert "α*" in info and alpha == pytest.approx(service.runs.open(
         _workspace_of(service, run_id), run_id).chosen_alpha)
     assert metrics["data"][-1][0] == "Score"
+    # one rounding of the Score: the run list, the table at α* and the summary say the same number
+    score = str(metrics["data"][-1][-1])
+    assert f"Score {score} ·" in listed["choices"][0][0] and f"Score at α*: {score}" in info, (score, listed, info)
     assert len(before) == len(after) == 5
     # the verdict: the subgroup's photos its label finds, original -> theta(alpha*); the eight held-out airplanes
     # are too few to trust, and it says so with the count

@@ -23,6 +23,7 @@ import numpy as np
 
 from clipforget.core.atomic import write_text
 from clipforget.core.escape import html_text, script_json
+from clipforget.core.progress import duration
 from clipforget.retrieval.search import top_k_rows
 
 from .curves import accuracy_figure
@@ -145,6 +146,7 @@ class ReportInputs:
     described: dict[str, Any] = field(default_factory=dict)  # forget / retain / calibration, in words
     command: str = ""  # the command that reproduces the run
     metrics_table: tuple[list[str], list[list[Any]]] | None = None  # default: metrics.json (at alpha*)
+    retrieval_note: str = ""  # why the report holds no retrieval audit, and how to add one (shown without prompts)
 
 
 def file_sha256(path: Path) -> str:
@@ -229,10 +231,11 @@ def render_report(folder: RunFolder, inputs: ReportInputs) -> str:
         ("Audit α", f"{inputs.alpha:.2f}"),
         ("Run profile", e(inputs.profile or "?")),
         ("Also forgotten as", e(", ".join(forgotten)) or "—"),
-        ("Timings", e(", ".join(f"{k} {v:.1f} s" for k, v in seconds.items())
-                      + f"; method {metrics.get('method_seconds', 0):.1f} s, evaluation "
-                      f"{metrics.get('evaluation_seconds', 0):.1f} s, total "
-                      f"{metrics.get('total_seconds', 0):.1f} s")),
+        ("Timings", e(", ".join(f"{k} {duration(v)}" for k, v in seconds.items())
+                      + f"; method {duration(metrics.get('method_seconds', 0))}, evaluation "
+                      f"{duration(metrics.get('evaluation_seconds', 0))}, total "
+                      f"{duration(metrics.get('total_seconds', 0))} (training and evaluation: the app's time also "
+                      "counts the wait in the queue, the accuracy curves and the gallery)")),
     ]
     parts = [
         "<!doctype html><html lang='en'><head><meta charset='utf-8'>",
@@ -250,6 +253,8 @@ def render_report(folder: RunFolder, inputs: ReportInputs) -> str:
     ]
     if inputs.prompts:
         parts.append(f"<h2>Retrieval audits (α = {inputs.alpha:.2f})</h2>")
+    elif inputs.retrieval_note:
+        parts.append(f"<h2>Retrieval audits</h2><p class='note cf-left-out'>{e(inputs.retrieval_note)}</p>")
     for result in inputs.prompts:
         parts.append(_prompt_section(result))
     parts.append(stress_section(read_stress(folder)))

@@ -286,7 +286,7 @@ class Handlers:
                f"{len(res['entered'])} entered. {lag_badge(a, res['grid_alpha'], len(grid.ready), len(grid.alphas))}")
         note = view.sample_note(gallery)
         if note:
-            msg += f" <small>({md(note)})</small>"
+            msg += f" <small>({md(note, 1000)})</small>"  # whole: it lists the ready α
         thumb = self._thumbnail_url(request)
         return (fig, table, found, msg, gallery_items(thumb, res["before"], after=False),
                 gallery_items(thumb, res["after"], after=True))
@@ -442,13 +442,16 @@ class Handlers:
         thumb = self._thumbnail_url(request)
         blocks = []
         for title, hits in result.top_k:
-            cells = "".join(f"<figure style='display:inline-block;margin:2px;width:100px;font-size:.7em'>"
+            cells = "".join(f"<figure style='display:inline-block;vertical-align:top;margin:2px;width:100px;"
+                            "font-size:.7em'>"
                             f"<img src='{html_text(str(url))}' width='96' height='96' style='object-fit:contain'>"
                             f"<figcaption>{html_text(caption)}</figcaption></figure>"
                             for url, caption in gallery_items(thumb, hits, after=True))
             blocks.append(f"<div class='cf-compare-run'><b>{html_text(title)}</b><div>{cells}</div></div>")
-        return (PlotData(type="plotly", plot=result.figure_json), pd.DataFrame(result.rows, columns=result.headers),
-                "\n".join(blocks))
+        runs = len(result.headers) - 1  # the runs share the width left of the role column: no column cut off
+        table = gr.Dataframe(value=pd.DataFrame(result.rows, columns=result.headers),
+                             column_widths=["19%", *[f"{81 / runs:.1f}%"] * runs])
+        return PlotData(type="plotly", plot=result.figure_json), table, "\n".join(blocks)
 
     # stress test ---------------------------------------------------------------------------------------------------
     def stress_show(self, rid: str, request: gr.Request):

@@ -22,6 +22,8 @@ from ..service import AppServices
 from ..stress import MAX_TEXT_CHARS, MAX_TEXTS
 from .render import NO_RUN, SKIPPED_COLUMNS, STRESS_NONE
 
+UPLOAD_BOX_PX = 150
+
 
 @dataclass
 class Layout:
@@ -104,8 +106,9 @@ def build_layout(services: AppServices, default_profile: str = "fast") -> Layout
     cfg = services.config
     policy = services.runs.policy
     gr.Markdown("# clipforget — make CLIP forget an image subgroup\n"
-                "Forget (relative-Fisher LoRA) → remind (BN-aligned distillation) → restore (model soup θ(α)). "
-                "Set up a task, run it in the background, then slide α and audit accuracy and retrieval.")
+                "Three stages: the model forgets the photos, is reminded of what it keeps, and is blended back with "
+                "the original as far as needed (α). Set up a task and run it here, then slide α in tab 2 and see "
+                "what the model still finds.")
     job_id, run_id = gr.State(""), gr.State("")
     with gr.Tabs():
         with gr.Tab("1 · Set up and run"):
@@ -129,10 +132,14 @@ def build_layout(services: AppServices, default_profile: str = "fast") -> Layout
                                              interactive=first.has_choice())
                     start_preset = gr.Button("Run preset", variant="primary")
                 with gr.Tab("Upload galleries"):
+                    # a fixed height: 80 photos scroll inside the box instead of pushing Run down the page; the counts
+                    # and a thumbnail strip below say what was received
                     with gr.Row():
-                        forget_files = gr.File(file_count="multiple", label="Forget gallery (images or .zip)")
-                        retain_files = gr.File(file_count="multiple", label="Retain gallery (images or .zip)")
-                        cal_files = gr.File(file_count="multiple",
+                        forget_files = gr.File(file_count="multiple", label="Forget gallery (images or .zip)",
+                                               height=UPLOAD_BOX_PX, elem_id="cf-forget-files")
+                        retain_files = gr.File(file_count="multiple", label="Retain gallery (images or .zip)",
+                                               height=UPLOAD_BOX_PX, elem_id="cf-retain-files")
+                        cal_files = gr.File(file_count="multiple", height=UPLOAD_BOX_PX,
                                             label="Calibration gallery, optional (.zip with forget/ and retain/)")
                     with gr.Row():
                         label = gr.Textbox(label="Coarse label the forget images lose", placeholder="monkey",
@@ -151,7 +158,7 @@ def build_layout(services: AppServices, default_profile: str = "fast") -> Layout
                         start_upload = gr.Button("Run on uploads", variant="primary")
                     upload_report = gr.Markdown()
                     previews = gr.Gallery(label="Previews (re-encoded thumbnails)", columns=8, height=140,
-                                          allow_preview=False, object_fit="contain")
+                                          allow_preview=False, object_fit="contain", elem_id="cf-previews")
                     skipped = gr.Dataframe(pd.DataFrame(columns=SKIPPED_COLUMNS), label="Skipped files",
                                            interactive=False, max_height=240)
             status = gr.HTML(NO_RUN, label="Run", elem_id="cf-status")
@@ -169,7 +176,8 @@ def build_layout(services: AppServices, default_profile: str = "fast") -> Layout
             verdict = gr.HTML("", elem_id="cf-verdict")
             with gr.Row():
                 plot = gr.Plot(label="Zero-shot accuracy vs α")
-                metrics = gr.Dataframe(label="Metrics at α (evaluation sets, with the Score)", interactive=False)
+                metrics = gr.Dataframe(label="Metrics at α (evaluation sets, with the Score)", interactive=False,
+                                       wrap=True, column_widths=["30%", "12%", "12%", "15%", "18%", "13%"])
             with gr.Row():
                 prompt = gr.Textbox(value=EXAMPLE_PROMPTS[1], label="Retrieval prompt", scale=3, max_length=200)
                 gallery_name = gr.Dropdown(services.galleries.names(), value=cfg.default_gallery, label="Gallery",
@@ -235,8 +243,9 @@ def build_layout(services: AppServices, default_profile: str = "fast") -> Layout
                 compare_prompt = gr.Textbox(value="marmoset", label="Prompt (top-k under each run's θ(α*), held-out "
                                             "images)", max_length=200, scale=4)
                 compare_btn = gr.Button("Compare", variant="primary", scale=1)
-            compare_plot = gr.Plot(label="Accuracy vs α, runs overlaid")
-            compare_metrics = gr.Dataframe(label="Metrics at each run's α*", interactive=False)
+            compare_plot = gr.Plot(label="Accuracy vs α, runs overlaid (one colour per run)", elem_id="cf-compare-plot")
+            compare_metrics = gr.Dataframe(label="Metrics at each run's α*", interactive=False, wrap=True,
+                                           elem_id="cf-compare-metrics")
             compare_top = gr.HTML("", elem_id="cf-compare-top")
         with gr.Tab("4 · Stress test"):
             gr.Markdown("**Is it really gone?** The run opened in tab 2, at its calibrated α*, over held-out photos "

@@ -39,26 +39,30 @@ STEP_WORDS = {  # a stage message's leading words -> what it means
     "zero-shot accuracy of the original": "measuring the original model",
     "zero-shot accuracy of the unlearned": "measuring the changed model",
     "evaluation curves": "accuracy at every α",
-    "indexing gallery": "preparing the demo gallery (first start only)",
-    "gallery": "the demo gallery under the changed model",
+    "gallery": "the gallery under the changed model",
     "loading model": "loading the model",
     "reading images": "reading the photos",
 }
+PLAIN_ALREADY = ("preparing the",)  # messages written for the page already (clipforget.jobs.execute.GALLERY_STEP)
 # state marks from fonts every browser has (Debian's Chromium has no emoji font: ✅ ⏳ render as empty boxes)
 STATE_MARKS = {"queued": "◷", "running": "▶", "done": "✔", "failed": "✘", "cancelled": "■", "interrupted": "⚠"}
 NO_RUN = "No run yet. Pick a preset or upload galleries, then start a run."
 CSS = """
 body:not(:has(#cf-status .cf-active)) #cf-cancel {display:none}
 .cf-stage {display:flex; align-items:center; gap:.5em; margin:.15em 0}
-.cf-stage span {width:17em; font-size:.9em}
+.cf-stage span {width:19em; font-size:.9em}
 .cf-stage progress {flex:1; height:.9em}
 .cf-badge {display:inline-block; padding:.05em .5em; border-radius:.8em; font-size:.85em; background:#fef3c7;
   color:#92400e; border:1px solid #f59e0b}
 .cf-badge.cf-ok {background:#dcfce7; color:#166534; border-color:#22c55e}
-#cf-before .caption-label, #cf-after .caption-label {font-size:.72em; max-width:100%; overflow:hidden;
-  text-overflow:ellipsis; white-space:nowrap}
-#cf-before .caption-label:hover, #cf-after .caption-label:hover {white-space:normal; overflow:visible}
+#cf-before .thumbnail-item, #cf-after .thumbnail-item {aspect-ratio:auto; height:auto; display:flex;
+  flex-direction:column}
+#cf-before .thumbnail-item > img, #cf-after .thumbnail-item > img {aspect-ratio:1; height:auto; flex:none}
+#cf-before .caption-label, #cf-after .caption-label {position:static; max-width:100%; white-space:normal;
+  overflow-wrap:anywhere; font-size:.7em; line-height:1.25; border:0; border-radius:0; padding:.15em .25em;
+  opacity:1}
 #cf-before .grid-wrap, #cf-after .grid-wrap {padding-top:0}
+#cf-before .fixed-height, #cf-after .fixed-height {min-height:0; max-height:none}
 #cf-verdict table {border-collapse:collapse; margin:.3em 0} #cf-verdict td, #cf-verdict th {padding:.1em .6em;
   border-bottom:1px solid #e5e7eb; text-align:left}
 .cf-stress-table {border-collapse:collapse; margin:.4em 0; width:100%}
@@ -74,6 +78,8 @@ SKIPPED_COLUMNS = ["gallery", "file", "reason"]
 def plain_step(message: str) -> str:
     """A stage message (``forget: step 7/30 loss 0.1234``) in words: what the step is and how far it is."""
     _, _, rest = message.partition(": ") if ": " in message else ("", "", message)
+    if rest.startswith(PLAIN_ALREADY):
+        return rest
     words = next((w for key, w in STEP_WORDS.items() if rest.startswith(key) or message.startswith(key)), "")
     count = re.search(r"([\d,]+)\s*/\s*([\d,]+)", rest)
     counted = f"{count.group(1)} of {count.group(2)}" if count else ""
