@@ -92,7 +92,7 @@ def main(argv: list[str] | None = None) -> None:
             t0 = time.perf_counter()
             out = client.predict(a, args.prompt, gallery, api_name="/set_alpha")
             latencies.append(1000 * (time.perf_counter() - t0))
-            assert len(out) == 5 and out[4], "empty retrieval result"
+            assert len(out) == 6 and out[-1], "empty retrieval result"
 
         floor = []  # the same round trip for a trivial event (a cached model check): Gradio + client overhead
         for _ in range(50):

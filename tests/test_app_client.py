@@ -74,18 +74,25 @@ def test_full_flow_through_the_client(app):
     assert [r["id"] for r in runs] == [run_id] and runs[0]["state"] == "done"
 
     opened = client.predict(run_id, "airplane", "tiny", api_name="/open_run")
-    info, alpha, _, metrics, _, before, after = opened
+    info, alpha, _, metrics, verdict, _, before, after = opened
     alpha = alpha["value"] if isinstance(alpha, dict) else alpha
     assert "α*" in info and alpha == pytest.approx(service.runs.open(
         _workspace_of(service, run_id), run_id).chosen_alpha)
     assert metrics["data"][-1][0] == "Score"
+    # one rounding of the Score: the run list, the table at α* and the summary say the same number
+    score = str(metrics["data"][-1][-1])
+    assert f"Score {score} ·" in listed["choices"][0][0] and f"Score at α*: {score}" in info, (score, listed, info)
     assert len(before) == len(after) == 5
+    # the verdict: the subgroup's photos its label finds, original -> theta(alpha*); the eight held-out airplanes
+    # are too few to trust, and it says so with the count
+    assert re.search(r"by its label: “airplane” <b>\d+ → \d+</b>", verdict), verdict
+    assert "too few evaluation images to trust" in verdict and "Score" in verdict
 
     at0 = client.predict(0.0, "airplane", "tiny", api_name="/set_alpha")
     at1 = client.predict(1.0, "airplane", "tiny", api_name="/set_alpha")
-    assert _captions(at0[3]) == _captions(at0[4])  # theta(0) is the original model
-    assert "0 left, 0 entered" in at0[2]
-    assert _captions(at1[4]) != _captions(at0[4])  # scores (and maybe items) move with alpha
+    assert _captions(at0[4]) == [c.replace("⚠ still found · ", "") for c in _captions(at0[5])]  # theta(0): original
+    assert "0 left, 0 entered" in at0[3]
+    assert _captions(at1[5]) != _captions(at0[5])  # scores (and maybe items) move with alpha
     view = service.runs.open(_workspace_of(service, run_id), run_id)
     for a, out in ((0.0, at0), (1.0, at1)):  # the table is the library's table at that alpha
         headers, rows = view.metrics_table(a)
@@ -93,8 +100,8 @@ def test_full_flow_through_the_client(app):
         assert [[str(x) for x in r] for r in out[1]["data"]] == [[str(x) for x in r] for r in rows]
 
     retrieved = client.predict(1.0, "cat", "tiny", api_name="/retrieve")
-    assert "**cat**" in retrieved[2] and len(retrieved[4]) == 5
-    markup = client.predict(1.0, "<img src=x onerror=alert(1)>", "tiny", api_name="/retrieve")[2]
+    assert "**cat**" in retrieved[3] and len(retrieved[5]) == 5
+    markup = client.predict(1.0, "<img src=x onerror=alert(1)>", "tiny", api_name="/retrieve")[3]
     assert "<img" not in markup and "&lt;img" in markup  # a prompt is shown as text
 
     link = client.predict(1.0, api_name="/export")

@@ -18,11 +18,10 @@ from clipforget.app import compare
 from clipforget.app.identity import COOKIE
 from clipforget.app.selection import SelectionRequest, split_rows
 from clipforget.app.ui.handlers import Handlers
-from clipforget.app.ui.render import hit_mark
 from clipforget.core.errors import DataError
 from clipforget.core.paths import data_root
 from clipforget.pipeline.folder import RunFolder
-from clipforget.pipeline.report import held_out_audit
+from clipforget.pipeline.report import held_out_audit, hit_mark
 from clipforget.retrieval.search import top_k_rows
 
 
@@ -66,11 +65,12 @@ def test_held_out_split_is_seeded_and_disjoint():
     assert split_rows(rows) == (train, held)
 
 
-def test_new_images_of_the_forgotten_subgroup_get_their_own_mark():
-    assert hit_mark({"mark": "entered", "forgotten": True}) == "⚠ NEW FORGOTTEN"
-    assert hit_mark({"mark": "entered", "forgotten": False}) == "➡ NEW"
-    assert hit_mark({"mark": "left", "forgotten": True}) == "⬅ LEFT"
-    assert hit_mark({"mark": "", "trained": True}) == "● TRAINED ON"
+def test_images_of_the_forgotten_subgroup_after_unlearning_are_marked_as_a_failure():
+    assert hit_mark("entered", forgotten=True, after=True) == "⚠ still found"
+    assert hit_mark("", forgotten=True, after=True) == "⚠ still found"  # stayed in the top-k: found all the same
+    assert hit_mark("entered", forgotten=False, after=True) == "→ new"
+    assert hit_mark("left", forgotten=True, after=False) == "← left"
+    assert hit_mark("", forgotten=False, after=False, trained=True) == "● trained on"
 
 
 def _request(service, owner: str):

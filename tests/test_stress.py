@@ -144,10 +144,15 @@ def test_the_report_carries_the_stress_test_and_refuses_prompts_without_a_galler
     run, _ = stressed
     out = tmp_path / "report.html"
     assert cli(["report", "--run", str(run.path), "--prompt", "a photo of a jet", "--out", str(out)]) == 2
-    assert "--prompt needs --index" in capsys.readouterr().err and not out.exists()
+    refused = capsys.readouterr().err
+    assert "--prompt needs --index" in refused and '"a photo of a jet"' in refused and not out.exists()
     assert cli(["report", "--run", str(run.path), "--out", str(out)]) == 0
     page = out.read_text(encoding="utf-8")
     assert "Stress test" in page and "other names" in page and "unseen photos" in page
+    # no retrieval audit, and the report and stderr say so and how to add one
+    said = capsys.readouterr().err
+    assert "Retrieval left out: no --index (a gallery index) and no --prompt given" in said, said
+    assert "Retrieval left out" in page and "Add --index INDEX --prompt" in page
 
 
 def test_a_shallow_name_verdict_points_to_the_deeper_setting_only_when_the_run_was_made_without_it(stressed):

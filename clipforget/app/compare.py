@@ -37,19 +37,20 @@ def compare_runs(views: list[RunView], prompt: str, gallery: str, k: int = 6) ->
     if not 2 <= len(views) <= MAX_RUNS:
         raise DataError(f"pick between 2 and {MAX_RUNS} finished runs to compare")
     import plotly.graph_objects as go
+    from plotly.colors import qualitative
 
     fig = go.Figure()
     for i, view in enumerate(views):
-        for trace in accuracy_traces(view.folder, f"{run_label(view, i)}: "):
-            fig.add_trace(go.Scatter(**trace, legendgroup=str(i)))
-        fig.add_vline(x=view.chosen_alpha, line_dash="dot", line_color="gray",
-                      annotation_text=f"α*#{i + 1}={view.chosen_alpha:.2f}", annotation_position="top left")
+        colour = qualitative.D3[i % len(qualitative.D3)]  # one colour per run; the curve's kind is its dash
+        for trace in accuracy_traces(view.folder, f"#{i + 1} "):
+            kind = "dot" if "calibration" in trace["name"] else "solid" if "(forget)" in trace["name"] else "dash"
+            fig.add_trace(go.Scatter(**{**trace, "line": {"color": colour, "dash": kind}}, legendgroup=str(i)))
+        fig.add_vline(x=view.chosen_alpha, line_dash="dot", line_color=colour, annotation_text=f"α*#{i + 1}",
+                      annotation_font_color=colour, annotation_y=1 - 0.08 * i, annotation_position="left")
     style_accuracy_axes(fig, height=420)
-    headers = ["set", *(f"{run_label(v, i)} (α*={v.chosen_alpha:.2f}) %" for i, v in enumerate(views))]
-    tables = [dict((row[0], row[4] if row[0] != "Score" else row[5]) for row in v.metrics_table(v.chosen_alpha)[1])
-              for v in views]
-    names = list(dict.fromkeys(name for table in tables for name in table if name != "Score"))
-    rows = [[name, *(table.get(name, "") for table in tables)] for name in [*names, "Score"]]
+    headers = ["", *(f"{run_label(v, i)} (α*={v.chosen_alpha:.2f})" for i, v in enumerate(views))]
+    columns = [_by_role(v) for v in views]
+    rows = [[row, *(c.get(row, "") for c in columns)] for row in ROLE_ROWS]
     top = []
     for i, view in enumerate(views):
         if not prompt or not view.has_grid(gallery):  # a gallery a run was never opened on is not embedded here
@@ -59,3 +60,19 @@ def compare_runs(views: list[RunView], prompt: str, gallery: str, k: int = 6) ->
         found = view.retrieve(prompt, view.chosen_alpha, gallery, k, held_out_only=True)
         top.append((run_label(view, i), found["after"]))
     return Comparison(json.dumps(fig.to_plotly_json(), cls=PlotlyJSONEncoder), headers, rows, top)
+
+
+ROLE_ROWS = ("forgotten set", "its accuracy: original → θ(α*) %", "kept sets", "kept: lowest ratio", "Score")
+
+
+def _by_role(view: RunView) -> dict[str, str]:
+    """One run's metrics at alpha* by role, so runs whose evaluation sets have different names line up."""
+    rows = view.metrics_table(view.chosen_alpha)[1]
+    target = [r for r in rows[:-1] if r[1] == "target"]
+    kept = [r for r in rows[:-1] if r[1] != "target"]
+    lowest = min(kept, key=lambda r: float(r[5]), default=None)
+    return {"forgotten set": ", ".join(str(r[0]) for r in target),
+            "its accuracy: original → θ(α*) %": ", ".join(f"{r[3]} → {r[4]}" for r in target),
+            "kept sets": ", ".join(str(r[0]) for r in kept),
+            "kept: lowest ratio": f"{lowest[0]} {float(lowest[5]):.2f}" if lowest else "",
+            "Score": str(rows[-1][-1])}

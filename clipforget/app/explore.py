@@ -26,7 +26,7 @@ from clipforget.jobs.spec import RunSpec
 from clipforget.models.weights import State, clone_state
 from clipforget.pipeline.curves import accuracy_figure
 from clipforget.pipeline.folder import RunFolder
-from clipforget.pipeline.report import run_gallery_masks
+from clipforget.pipeline.report import run_gallery_masks, saved_metrics_table, score_text
 from clipforget.retrieval.alpha_grid import AlphaGrid, same_alphas
 from clipforget.retrieval.search import search, top_k_rows
 from index_builder.alpha_grid import AlphaGridConfig, compute_alpha_grid
@@ -101,6 +101,8 @@ class RunView:
         found = self._tables.get(round(alpha, 4))
         if found is not None:
             return found
+        if abs(alpha - self.chosen_alpha) < 1e-6 and self.metrics.get("zero_shot"):
+            return saved_metrics_table(self.folder)  # at α* the saved metrics: the run list's and report's Score
         headers = ["set", "role", "images", "original %", f"θ(α={alpha:.2f}) %", "ratio"]
         acc, original = self.accuracy_at(alpha), self.accuracy_at(0.0)
         sets = self.eval_sets()
@@ -110,7 +112,7 @@ class RunView:
         rows = [[name, v["role"], next(s.get("images", "") for s in sets if s["name"] == name),
                  round(100 * v["acc_original"], 1), round(100 * v["acc"], 1), round(v["ratio"], 3)]
                 for name, v in summary["zero_shot"].items()]
-        rows.append(["Score", "", "", "", "", round(summary["score"], 1)])
+        rows.append(["Score", "", "", "", "", score_text(summary["score"])])
         with self._lock:
             self._tables[round(alpha, 4)] = headers, rows
             while len(self._tables) > 64:

@@ -13,6 +13,7 @@ from clipforget.core.escape import md_text
 from clipforget.core.locks import path_lock
 from clipforget.models.factory import save_checkpoint
 from clipforget.models.weights import soup
+from clipforget.pipeline.report import SCORE_EXPLAINED
 
 from . import validate
 from .explore import RunView
@@ -95,7 +96,7 @@ The text tower is unchanged.
 
 {table}
 
-Score = mean of (1 - target ratio) and every kept set's ratio, ratio = min(acc / acc_original, 1), in percent.
+{m(SCORE_EXPLAINED)}
 
 ## Loading
 

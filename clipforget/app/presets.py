@@ -18,7 +18,7 @@ class Preset:
     name: str
     setting: str
     title: str  # run title, may hold {choice}
-    choice_label: str = "(no option)"
+    choice_label: str = "Subgroup forgotten"
     fixed: dict[str, Any] = field(default_factory=dict)  # options always passed to the setting
     forget: str = ""  # description of the forget data, may hold {choice}
     retain: str = ""

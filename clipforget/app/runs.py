@@ -22,7 +22,7 @@ from clipforget.jobs.backend import Backend, Snapshot
 from clipforget.jobs.model_cache import ModelCache
 from clipforget.jobs.profiles import get_profile
 from clipforget.jobs.spec import RunSpec
-from clipforget.pipeline.folder import STATES_ACTIVE, RunFolder
+from clipforget.pipeline.folder import STATES_ACTIVE, RunFolder, forget_text_subject
 
 from . import selection, uploads
 from .config import AppConfig
@@ -170,7 +170,10 @@ class Runs:
                    "forget_prompts": [str(p)[:300] for p in forget_prompts or []][:20] or None}
         described = {"forget": "uploaded gallery", "retain": "uploaded gallery",
                      "calibration": "uploaded" if calibration else "held out from the uploads"}
-        title, run_files = f"Uploads: forget '{label}'", None
+        subgroup = next((forget_text_subject(p) for p in forget_prompts or []), "") or uploads.subgroup_name(
+            forget_dir)
+        title = f"Forget '{subgroup}' from '{label}'" if subgroup else f"Uploads: forget photos labelled '{label}'"
+        run_files = None
         if from_selection is not None:  # made from a gallery selection (start_selection)
             described, title = from_selection["described"], from_selection["title"]
             run_files = {RunFolder.TRAINED_ON: from_selection["trained_on"]}

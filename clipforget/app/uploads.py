@@ -179,6 +179,13 @@ def flatten_single_folder(folder: Path) -> Path:
             return folder
 
 
+def subgroup_name(folder: Path) -> str:
+    """What the photos of an upload are, from how they came: its zip's or one top folder's name
+    (``japanese_macaque.zip`` -> ``japanese macaque``); empty for loose images."""
+    inner = flatten_single_folder(folder)
+    return "" if inner == folder else inner.name.replace("_", " ").strip()
+
+
 def inspect_folder(folder: Path, label: str | None, max_pixels: int, size: int = 32) -> UploadReport:
     """Read an upload folder the way a run will (at a small size): counts per label and skipped files."""
     meta = upload_meta(folder)

@@ -24,7 +24,7 @@ import numpy as np
 
 from clipforget.core.atomic import write_json
 from clipforget.core.paths import cache_dir
-from clipforget.core.progress import ProgressFn, check_cancelled, no_progress
+from clipforget.core.progress import ProgressFn, check_cancelled, no_progress, time_left
 from clipforget.data.task import EvalSet, UnlearningTask
 from clipforget.methods.registry import get_method, seed_config
 from clipforget.models.encode import text_classifier
@@ -43,6 +43,7 @@ from .profiles import RunProfile, get_profile
 from .spec import RunSpec
 
 EVAL_CURVE = RunFolder.EVAL_CURVE
+GALLERY_STEP = "preparing the {gallery} gallery (first start only)"  # an index build, as the page says it
 Deferred = Callable[[threading.Event], None]  # work left for after the run: call with an Event that stops it
 
 
@@ -68,6 +69,20 @@ def gallery_index(spec: RunSpec, bundle: ClipBundle, models: ModelCache, cache_r
                                 workers=loader_workers(models.device), progress=progress, cancel=cancel)
 
 
+def gallery_progress(progress: ProgressFn, stage: str, gallery: str, start: float = 0.0, end: float = 1.0
+                     ) -> ProgressFn:
+    """An index build's progress as ``stage`` from ``start`` to ``end``, in words: "preparing the demo gallery (first
+    start only): 3,200 / 21,531 images, about 1 min left"."""
+    began = time.perf_counter()
+
+    def report(_: str, fraction: float, message: str) -> None:
+        left = time_left(time.perf_counter() - began, fraction)
+        progress(stage, start + (end - start) * fraction,
+                 f"{GALLERY_STEP.format(gallery=gallery)}: {message}{', ' + left if left else ''}")
+
+    return report
+
+
 def execute(spec: RunSpec, run_dir: Path, models: ModelCache, progress: ProgressFn,
             cancel: threading.Event | None = None, cache_root: Path | None = None,
             deferred: list[Deferred] | None = None) -> dict[str, Any]:
@@ -85,10 +100,11 @@ def execute(spec: RunSpec, run_dir: Path, models: ModelCache, progress: Progress
     described = {"forget_images": len(task.forget), "retain_images": len(task.retain),
                  "calibration_forget": len(task.calibration_forget or []),
                  "calibration_retain": len(task.calibration_retain or []),
-                 "classnames": task.classnames, "eval_sets": {s.name: len(s.images) for s in eval_sets},
+                 "classnames": task.classnames, "forget_labels": sorted(set(task.forget.labels)),
+                 "eval_sets": {s.name: len(s.images) for s in eval_sets},
                  "skipped": [list(x) for x in task.forget.skipped + task.retain.skipped]}
     write_json(Path(run_dir) / "task.json", described)
-    progress("prepare", 1.0, f"{len(task.forget)} forget / {len(task.retain)} retain images")
+    progress("prepare", 0.5, f"{len(task.forget)} forget / {len(task.retain)} retain images")
     method = get_method(spec.method)
     config = copy.deepcopy(profile.method) if spec.method == "ours" else method.config_cls()
     seed_config(config, spec.seed)
@@ -120,9 +136,7 @@ def warm_up(spec: RunSpec, models: ModelCache, cache_root: Path, stop: threading
         start = time.perf_counter()
         gallery = str(spec.gallery)
 
-        def index_progress(stage: str, fraction: float, message: str) -> None:
-            progress("gallery_index", fraction, f"preparing the {gallery} gallery, {message}")
-
+        index_progress = gallery_progress(progress, "gallery_index", gallery)
         index_progress("index", 0.0, "listing its images")
         gallery_index(spec, bundle, models, cache_root, index_progress, stop)
         seconds["gallery_index"] = time.perf_counter() - start
@@ -167,11 +181,11 @@ def _curves(spec: RunSpec, run_dir: Path, models: ModelCache, progress: Progress
     curve = alpha_curve(curve_bundle, theta_u, theta_0, sets, list(profile.curve_alphas), curve_progress, cancel)
     write_json(Path(run_dir) / EVAL_CURVE, {"curve": curve, "images": {k: len(v[0]) for k, v in sets.items()}})
     if with_grid:
-        progress("curves", 0.5, f"indexing gallery {spec.gallery} (once per model)")
-        index = gallery_index(spec, bundle, models, cache_root)
+        index = gallery_index(spec, bundle, models, cache_root,
+                              gallery_progress(progress, "curves", str(spec.gallery), 0.5, 0.75))
 
         def grid_progress(stage: str, fraction: float, message: str) -> None:
-            progress("curves", 0.5 + 0.5 * fraction, f"gallery {spec.gallery} under θ(α): {message}")
+            progress("curves", 0.75 + 0.25 * fraction, f"gallery {spec.gallery} under θ(α): {message}")
 
         folder = RunFolder(run_dir)
         store_at = result.prefixed.cache.cut.first_suffix_stage if result.prefixed is not None else None

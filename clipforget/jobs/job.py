@@ -24,6 +24,9 @@ from .model_cache import ModelCache
 from .spec import RunSpec
 
 STAGES = ("prepare", "forget", "remind", "restore", "evaluate", "curves")
+# steps reported under their own name that a stage bar shows: step -> (stage, bar at the step's start, at its end).
+# The prefix cache encodes every image once before the method starts: minutes on a CPU, within "prepare"
+STEP_BARS = {"prefix": ("prepare", 0.5, 1.0)}
 CANCEL_FILE = "cancel.request"  # written into a run folder to ask the process running it to stop
 
 
@@ -57,10 +60,15 @@ class Job:
         return self.spec.owner
 
     def progress(self, stage: str, fraction: float, message: str) -> None:
-        if stage in self.stages:
+        if stage in STEP_BARS:
+            bar, start, end = STEP_BARS[stage]
+            self.stages[bar] = start + (end - start) * max(0.0, min(1.0, float(fraction)))
+        elif stage in self.stages:
             self.stages[stage] = max(0.0, min(1.0, float(fraction)))
-            if fraction > 0:  # stages run in order (a skipped one counts as done) -- but the method's first
-                for earlier in STAGES[: STAGES.index(stage)]:  # "evaluate 0.0" (the original model) comes early
+            # stages run in order (a skipped one counts as done) -- but the method's first "evaluate 0.0" (the
+            # original model) comes early
+            if fraction > 0 or STAGES.index(stage) < STAGES.index("evaluate"):
+                for earlier in STAGES[: STAGES.index(stage)]:
                     self.stages[earlier] = 1.0
         self.message = f"{stage}: {message}"
         if time.time() - self._written > self.record_every:

@@ -16,6 +16,7 @@ import os
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 from clipforget.core.atomic import read_json
 from clipforget.pipeline.folder import STATES_ACTIVE, RunFolder
@@ -167,8 +168,12 @@ class LocalBackend:
         busy, live = self.pool.busy() if self.pool is not None else (running, running)
         ahead = "next in line" if position == 0 else f"{position} run(s) ahead in the queue"
         doing = self._idle_work() if busy == 0 or busy < live else []
+        warm_up = None
         if doing:  # no run on the worker, but work it does while idle: it stops that for this run
-            message = f"queued: {ahead}; the worker is {doing[0]}, and stops it for this run within seconds"
+            said = str(doing[0].get("message", ""))
+            message = f"queued: {ahead}; the worker is {said}, and stops it for this run within seconds"
+            warm_up = {"title": said.partition(": ")[0], "fraction": float(doing[0].get("fraction") or 0),
+                       "message": said}
         elif live:
             message = f"queued: {ahead}; {busy} of {live} worker(s) busy"
         elif self.pool is not None and self.pool.worker_pids():
@@ -178,13 +183,13 @@ class LocalBackend:
         if self.pool is not None and self.pool.problem:
             message += f" (last worker problem: {self.pool.problem})"
         return {**snap, "id": ticket.run_id, "state": "queued", "queue_position": position + 1, "message": message,
-                "elapsed": 0.0, "run_dir": str(ticket.run_dir)}
+                "elapsed": 0.0, "run_dir": str(ticket.run_dir), "warm_up": warm_up}
 
-    def _idle_work(self) -> list[str]:
-        """What live workers without a run are doing (their heartbeats' ``activity``), e.g. "preparing the tiny
-        gallery, 3,200 / 21,531 images"."""
+    def _idle_work(self) -> list[dict[str, Any]]:
+        """What live workers without a run are doing (their heartbeats' ``activity``: step, fraction, message, e.g.
+        "preparing the demo gallery (first start only): 3,200 / 21,531 images, about 1 min left")."""
         timeout = self.pool.heartbeat_timeout if self.pool is not None else 60.0
-        return [str(b["activity"].get("message", "")) for b in self.queue.heartbeats()
+        return [b["activity"] for b in self.queue.heartbeats()
                 if not b.get("run") and isinstance(b.get("activity"), dict) and self.queue.is_alive(b, timeout)]
 
     def _running(self, ticket: Ticket) -> Snapshot:

@@ -169,6 +169,11 @@ class RunFolder:
         """:meth:`forget_texts` as the names they say (``a photo of a marmoset.`` -> ``marmoset``)."""
         return [forget_text_subject(t) for t in self.forget_texts()]
 
+    def subgroup_names(self) -> list[str]:
+        """The names that find the forgotten images: :meth:`forgotten_names`, else (a class forgotten under its own
+        label, where nothing is mined) the forget images' labels."""
+        return self.forgotten_names() or [str(x) for x in read_json(self.path / "task.json").get("forget_labels", [])]
+
     def eval_curve(self) -> list[dict[str, float]]:
         return list(read_json(self.path / self.EVAL_CURVE).get("curve", []))
 

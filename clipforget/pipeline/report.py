@@ -23,6 +23,7 @@ import numpy as np
 
 from clipforget.core.atomic import write_text
 from clipforget.core.escape import html_text, script_json
+from clipforget.core.progress import duration
 from clipforget.retrieval.search import top_k_rows
 
 from .curves import accuracy_figure
@@ -31,7 +32,33 @@ from .stress import read_stress
 
 THUMBNAIL_PX = 96
 JPEG_QUALITY = 70
-MARKS = {"left": "⬅ LEFT", "entered": "➡ NEW"}
+# one wording for the app's galleries and the report, in characters every font has (no emoji)
+MARKS = {"left": "← left", "entered": "→ new", "found": "⚠ still found", "trained": "● trained on"}
+MARKS_LEGEND = {"left": "gone from θ(α)'s top-k", "entered": "entered θ(α)'s top-k",
+                "found": "an image of the forgotten subgroup θ(α) still finds", "trained": "the run trained on it"}
+
+SCORE_EXPLAINED = ("Score = the mean of (1 − the forgotten set's ratio) and every kept set's ratio, ratio = "
+                   "min(accuracy / the original model's, 1), in percent: 100 = the subgroup is gone and nothing "
+                   "else was lost.")
+
+
+def score_text(score: float) -> str:
+    """The Score as every view writes it (run list, metrics table, report, model card): one decimal."""
+    return f"{float(score):.1f}"
+
+
+def hit_mark(mark: str, forgotten: bool, after: bool, trained: bool = False) -> str:
+    """A top-k hit's marks (:data:`MARKS`): ``found`` for every image of the forgotten subgroup in θ(α)'s top-k --
+    a failure whether it entered or stayed -- else ``left`` / ``entered``; ``trained`` besides."""
+    marks = [MARKS["found"] if after and forgotten else MARKS.get(mark, "")]
+    if trained:
+        marks.append(MARKS["trained"])
+    return " ".join(m for m in marks if m)
+
+
+def hit_caption(mark: str, forgotten: bool, after: bool, score: float, label: str, trained: bool = False) -> str:
+    """``marks · cos 0.31 · label``: what a thumbnail says under it."""
+    return " · ".join(x for x in (hit_mark(mark, forgotten, after, trained), f"cos {score:.2f}", label) if x)
 
 
 @dataclass
@@ -43,11 +70,6 @@ class ReportHit:
     score: float
     mark: str = ""  # "left" (before: gone from theta(alpha)'s top-k) / "entered" (after: new in it) / ""
     forgotten: bool = False  # of the forgotten subgroup
-
-    @property
-    def caption(self) -> str:
-        marks = ["⚠ NEW FORGOTTEN"] if self.mark == "entered" and self.forgotten else [MARKS.get(self.mark, "")]
-        return " ".join(m for m in (*marks, f"{self.score:.2f}", self.label) if m)
 
 
 @dataclass
@@ -94,7 +116,8 @@ def held_out_audit(prompt: str, query: np.ndarray, before: np.ndarray, after: np
 def run_gallery_masks(folder: RunFolder, paths: list[str], labels: list[str]) -> tuple[np.ndarray, np.ndarray]:
     """``(trained, forgotten)`` booleans over a gallery's rows: the images the run trained on (a run made from a
     selection of this gallery, ``trained_on.json``), and the images of the forgotten subgroup -- the selection's
-    forget images, and every image whose gallery label names a text the run forgot (``marmoset``)."""
+    forget images, and every image whose gallery label holds a name of the subgroup (``marmoset``,
+    :meth:`RunFolder.subgroup_names`)."""
     import os
 
     record = folder.trained_on()
@@ -103,7 +126,7 @@ def run_gallery_masks(folder: RunFolder, paths: list[str], labels: list[str]) ->
     forget_paths = {os.path.realpath(p) for p in record.get("forget", [])}
     trained = np.fromiter((p in trained_paths for p in real), dtype=bool, count=len(real)) if record \
         else np.zeros(len(paths), dtype=bool)
-    names = [n.lower() for n in folder.forgotten_names() if n]
+    names = [n.lower() for n in folder.subgroup_names() if n]
     forgotten = np.fromiter((any(n in label.lower() for n in names) for label in labels), dtype=bool,
                             count=len(labels))
     if forget_paths:
@@ -123,6 +146,7 @@ class ReportInputs:
     described: dict[str, Any] = field(default_factory=dict)  # forget / retain / calibration, in words
     command: str = ""  # the command that reproduces the run
     metrics_table: tuple[list[str], list[list[Any]]] | None = None  # default: metrics.json (at alpha*)
+    retrieval_note: str = ""  # why the report holds no retrieval audit, and how to add one (shown without prompts)
 
 
 def file_sha256(path: Path) -> str:
@@ -156,7 +180,7 @@ def saved_metrics_table(folder: RunFolder) -> tuple[list[str], list[list[Any]]]:
     rows: list[list[Any]] = [[name, v.get("role", ""), v.get("images", ""), round(100 * v["acc_original"], 1),
                               round(100 * v["acc"], 1), round(v["ratio"], 3)]
                              for name, v in metrics.get("zero_shot", {}).items()]
-    rows.append(["Score", "", "", "", "", round(float(metrics.get("score", float("nan"))), 1)])
+    rows.append(["Score", "", "", "", "", score_text(metrics.get("score", float("nan")))])
     return headers, rows
 
 
@@ -208,10 +232,11 @@ def render_report(folder: RunFolder, inputs: ReportInputs) -> str:
         ("Audit α", f"{inputs.alpha:.2f}"),
         ("Run profile", e(inputs.profile or "?")),
         ("Also forgotten as", e(", ".join(forgotten)) or "—"),
-        ("Timings", e(", ".join(f"{k} {v:.1f} s" for k, v in seconds.items())
-                      + f"; method {metrics.get('method_seconds', 0):.1f} s, evaluation "
-                      f"{metrics.get('evaluation_seconds', 0):.1f} s, total "
-                      f"{metrics.get('total_seconds', 0):.1f} s")),
+        ("Timings", e(", ".join(f"{k} {duration(v)}" for k, v in seconds.items())
+                      + f"; method {duration(metrics.get('method_seconds', 0))}, evaluation "
+                      f"{duration(metrics.get('evaluation_seconds', 0))}, total "
+                      f"{duration(metrics.get('total_seconds', 0))} (training and evaluation: the app's time also "
+                      "counts the wait in the queue, the accuracy curves and the gallery)")),
     ]
     parts = [
         "<!doctype html><html lang='en'><head><meta charset='utf-8'>",
@@ -222,14 +247,15 @@ def render_report(folder: RunFolder, inputs: ReportInputs) -> str:
         f"<code>{e(folder.name)}</code> · written {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}</p>",
         "<table class='facts'>" + "".join(f"<tr><th>{e(k)}</th><td>{v}</td></tr>" for k, v in facts) + "</table>",
         "<h2>Zero-shot accuracy</h2><table class='metrics'>" + table + "</table>",
-        "<p class='note'>Score = mean of (1 − target ratio) and every kept set's ratio, ratio = min(acc / "
-        "acc_original, 1), in percent.</p>",
+        f"<p class='note'>{e(SCORE_EXPLAINED)}</p>",
         "<h2>Accuracy vs α</h2><div id='curves' class='plot'></div>",
         f"<script>const curves = {script_json(figure, default=_jsonable)};\n"
         "Plotly.newPlot('curves', curves.data, curves.layout, {displaylogo: false});</script>",
     ]
     if inputs.prompts:
         parts.append(f"<h2>Retrieval audits (α = {inputs.alpha:.2f})</h2>")
+    elif inputs.retrieval_note:
+        parts.append(f"<h2>Retrieval audits</h2><p class='note cf-left-out'>{e(inputs.retrieval_note)}</p>")
     for result in inputs.prompts:
         parts.append(_prompt_section(result))
     parts.append(stress_section(read_stress(folder)))
@@ -288,16 +314,27 @@ def _prompt_section(result: PromptResult) -> str:
                 if result.excluded_trained else "")
     where = f" in <i>{e(result.gallery)}</i> ({result.gallery_images:,} images{excluded})" if result.gallery else ""
 
-    def strip(hits: list[ReportHit], side: str) -> str:
-        cells = "".join(f"<figure class='{' '.join(c for c in (h.mark, 'forgotten' if h.forgotten else '') if c)}'>"
-                        f"<img alt='{e(h.label)}' src='{thumbnail_data_uri(h.image_path)}'>"
-                        f"<figcaption>{e(h.caption)}</figcaption></figure>" for h in hits)
-        return f"<div class='side'><h4>{side}</h4><div class='strip'>{cells}</div></div>"
+    def strip(hits: list[ReportHit], after: bool) -> str:
+        def css(h: ReportHit) -> str:
+            return " ".join(c for c in (h.mark, "forgotten" if after and h.forgotten else "") if c)
 
-    after_title = "θ(α) (➡ NEW: entered the top-k; ⚠ NEW FORGOTTEN: entered, of the forgotten subgroup)"
+        cells = "".join(f"<figure class='{css(h)}'><img alt='{e(h.label)}' src='{thumbnail_data_uri(h.image_path)}'>"
+                        f"<figcaption title='{e(h.label)}'>"
+                        f"{e(hit_caption(h.mark, h.forgotten, after, h.score, h.label))}</figcaption></figure>"
+                        for h in hits)
+        return f"<div class='side'><h4>{e(gallery_title(after))}</h4><div class='strip'>{cells}</div></div>"
+
     return (f"<section class='prompt'><h3>“{e(result.prompt)}”</h3><p>{verdict}{where}; held-out images only.</p>"
-            f"<div class='pair'>{strip(result.before, 'Original model (⬅ LEFT: gone from θ(α)’s top-k)')}"
-            f"{strip(result.after, after_title)}</div></section>")
+            f"<div class='pair'>{strip(result.before, False)}{strip(result.after, True)}</div></section>")
+
+
+def gallery_title(after: bool, alpha: float | None = None) -> str:
+    """The title of a before / after top-k, with the marks it may carry explained."""
+    if not after:
+        return f"Original model, top-k by cosine similarity ({MARKS['left']}: {MARKS_LEGEND['left']})"
+    at = f"θ(α={alpha:.2f})" if alpha is not None else "θ(α)"
+    return (f"{at}, top-k by cosine similarity ({MARKS['entered']}: {MARKS_LEGEND['entered']}; {MARKS['found']}: "
+            f"{MARKS_LEGEND['found']})")
 
 
 def _jsonable(value: Any) -> Any:
@@ -324,6 +361,6 @@ table.facts th {background: #f5f5f5; width: 14em} table.metrics tr:last-child {f
 .pair {display: flex; gap: 1em} .side {flex: 1} .strip {display: flex; flex-wrap: wrap; gap: 4px}
 figure {margin: 0; width: 104px; font-size: .7em; text-align: center; border: 2px solid transparent}
 figure img {width: 96px; height: 96px; object-fit: contain; background: #eee}
-figure.left {border-color: #c33} figure.entered {border-color: #393} figure.entered.forgotten {border-color: #e90}
+figure.left {border-color: #c33} figure.entered {border-color: #393} figure.forgotten {border-color: #e90}
 pre {background: #f5f5f5; padding: .8em; white-space: pre-wrap}
 """

@@ -49,7 +49,7 @@ def build_ui(services: AppServices, default_profile: str = "fast") -> gr.Blocks:
     with gr.Blocks(title="clipforget", delete_cache=(3600, 6 * 3600)) as demo:
         ui = build_layout(services, default_profile)
         demo.load(f["init"], None, [ui.job_id, ui.status, ui.runs, ui.model], api_visibility="private").then(
-            f["watch"], [ui.job_id], [ui.status], concurrency_limit=None, show_progress="minimal",
+            f["watch"], [ui.job_id], [ui.status], concurrency_limit=None, show_progress="hidden",
             api_visibility="private")
         ui.model.change(f["check_model"], [ui.model], [ui.model_msg], api_name="check_model")
         ui.preset.change(f["preset_changed"], [ui.preset], [ui.option], api_visibility="private")
@@ -61,10 +61,13 @@ def build_ui(services: AppServices, default_profile: str = "fast") -> gr.Blocks:
                                                         ui.retain_label, ui.model, ui.profile, ui.forget_prompts],
              "start_upload"),
         ):
-            button.click(fn, inputs, [ui.job_id, ui.status], api_name=name).success(
-                f["watch"], [ui.job_id], [ui.status], concurrency_limit=None, api_name=f"watch_{name}").then(
+            # one progress display, the app's stage bars: no Gradio overlay or timer on the run's events
+            button.click(fn, inputs, [ui.job_id, ui.status], api_name=name, show_progress="hidden").success(
+                f["watch"], [ui.job_id], [ui.status], concurrency_limit=None, api_name=f"watch_{name}",
+                show_progress="hidden").then(
                 f["after_run"], [ui.job_id], [ui.runs, ui.model], api_visibility="private")
-        ui.cancel.click(f["do_cancel"], [ui.job_id], [ui.status], api_name="cancel", concurrency_limit=None)
+        ui.cancel.click(f["do_cancel"], [ui.job_id], [ui.status], api_name="cancel", concurrency_limit=None,
+                        show_progress="hidden")
         ui.refresh.click(f["refresh_runs"], None, [ui.runs], api_name="list_runs", **explore)
         ui.delete_btn.click(f["delete_run"], [ui.runs], [ui.runs, ui.run_id], api_name="delete_run")
         explore_out = ui.explore_outputs
@@ -93,8 +96,9 @@ def build_ui(services: AppServices, default_profile: str = "fast") -> gr.Blocks:
             f["start_from_selection"], [ui.gallery_name, ui.sel_forget_prompt, ui.sel_forget_k, ui.sel_retain_prompt,
                                         ui.sel_retain_k, ui.sel_label, ui.sel_retain_label, ui.sel_also, ui.picks,
                                         ui.run_id, ui.model, ui.profile],
-            [ui.job_id, ui.status, ui.selection_msg], api_name="start_selection").success(
-            f["watch"], [ui.job_id], [ui.status], concurrency_limit=None, api_name="watch_start_selection").then(
+            [ui.job_id, ui.status, ui.selection_msg], api_name="start_selection", show_progress="hidden").success(
+            f["watch"], [ui.job_id], [ui.status], concurrency_limit=None, api_name="watch_start_selection",
+            show_progress="hidden").then(
             f["after_run"], [ui.job_id], [ui.runs, ui.model], api_visibility="private")
         ui.compare_refresh.click(f["compare_choices"], None, [ui.compare_runs], api_name="compare_choices", **explore)
         ui.compare_btn.click(f["compare"], [ui.compare_runs, ui.compare_prompt, ui.gallery_name],

@@ -14,6 +14,7 @@ import itertools
 import logging
 import shutil
 import time
+from pathlib import Path
 from typing import Any
 
 import gradio as gr
@@ -23,8 +24,9 @@ from gradio.components.plot import PlotData
 
 from clipforget.core.errors import ClipforgetError, DataError
 from clipforget.pipeline.folder import STATES_ACTIVE
+from clipforget.pipeline.report import score_text
 
-from .. import compare, selection, stress, validate
+from .. import compare, reports, selection, stress, validate
 from ..messages import md
 from ..messages import text as html_text
 from ..presets import PRESETS
@@ -33,12 +35,13 @@ from ..uploads import shared_files
 from .render import (
     SKIPPED_COLUMNS,
     gallery_items,
-    overall,
+    lag_badge,
     render_status,
     run_choices,
     stress_html,
     stress_progress,
     upload_previews,
+    verdict_html,
 )
 
 log = logging.getLogger("clipforget.app")
@@ -130,7 +133,7 @@ class Handlers:
         try:
             return self.s.runs.policy.describe(spec, owner)
         except ClipforgetError as err:
-            return f"⚠️ **{md(spec, 80)}** cannot be used here: {md(self.message(err), 400)}"
+            return f"⚠ **{md(spec, 80)}** cannot be used here: {md(self.message(err), 400)}"
 
     @staticmethod
     def preset_changed(name: str):
@@ -169,7 +172,7 @@ class Handlers:
         if not both:
             return ""
         names = ", ".join(f"{a} = {b}" for a, b in both[:5]) + (" …" if len(both) > 5 else "")
-        return (f"- ⚠️ {len(both)} image(s) are in both the forget and the retain gallery (same bytes): "
+        return (f"- ⚠ {len(both)} image(s) are in both the forget and the retain gallery (same bytes): "
                 f"{md(names, 400)}. The run will be asked to forget and to keep the same picture.")
 
     def start_from_preset(self, name, opt, spec, prof, request: gr.Request):
@@ -203,8 +206,8 @@ class Handlers:
             gr.Warning(f"{len(shared)} image(s) are in both the forget and the retain gallery")
         return snap["id"], render_status(snap, self.s.scrub)
 
-    def watch(self, current: str, request: gr.Request, progress=gr.Progress()):
-        """Follow the run until it ends (progress bar + per-stage table); other controls stay usable."""
+    def watch(self, current: str, request: gr.Request):
+        """Follow the run until it ends (the app's stage bars: no Gradio overlay); other controls stay usable."""
         owner = self.owner(request)
         current = validate.short_text(current, "the run id", 120)
         if not current or self.s.runs.snapshot(owner, current) is None:
@@ -212,7 +215,6 @@ class Handlers:
             return
         while True:
             snap = self.s.runs.snapshot(owner, current) or {}
-            progress(overall(snap), desc=self.s.scrub(snap.get("message", "")))
             yield render_status(snap, self.s.scrub)
             if snap.get("state") not in STATES_ACTIVE:
                 return
@@ -272,35 +274,39 @@ class Handlers:
         headers, rows = view.metrics_table(a)
         table = pd.DataFrame(rows, columns=headers)
         prompt = validate.short_text(prompt, "the prompt")
+        found = verdict_html(reports.verdict(view, a, gallery))
         if not prompt:
-            return fig, table, "Type a prompt to compare retrieval.", [], []
+            return fig, table, found, "Type a prompt to compare retrieval.", [], []
         try:
             res = view.retrieve(prompt, a, gallery)
         except ClipforgetError as err:
-            return fig, table, f"⚠️ {md(self.message(err), 400)}", [], []
+            return fig, table, found, f"⚠ {md(self.message(err), 400)}", [], []
+        grid = view.grid(gallery)
+        msg = (f"**{md(prompt)}** in *{md(gallery)}*: top-{len(res['before'])} — {len(res['left'])} left, "
+               f"{len(res['entered'])} entered. {lag_badge(a, res['grid_alpha'], len(grid.ready), len(grid.alphas))}")
         note = view.sample_note(gallery)
-        msg = (f"**{md(prompt)}** in *{md(gallery)}*: top-{len(res['before'])} at α={res['grid_alpha']:.2f} — "
-               f"{len(res['left'])} left, {len(res['entered'])} entered." + (f" ({md(note)})" if note else ""))
+        if note:
+            msg += f" <small>({md(note, 1000)})</small>"  # whole: it lists the ready α
         thumb = self._thumbnail_url(request)
-        return fig, table, msg, gallery_items(thumb, res["before"]), gallery_items(thumb, res["after"])
+        return (fig, table, found, msg, gallery_items(thumb, res["before"], after=False),
+                gallery_items(thumb, res["after"], after=True))
 
     def open_run(self, rid: str, text: str, gal: str, request: gr.Request, progress=gr.Progress()):
         owner = self.owner(request)
         view = self.s.runs.open(owner, self._run_id(rid, "pick a run first"))
         gal = self._gallery(gal)
         if not view.has_grid(gal):
-            progress(0.0, desc=f"embedding gallery {gal} under θ(α) (once per run)")
+            progress(0.0, desc=f"the gallery {gal} under this run's model (once per run)")
         view.grid(gal, lambda s, f, m: progress(f, desc=m))
         d = view.task
         summary = (f"**{md(view.title)}** · model `{md(self.s.scrub(view.model_label))}` · profile "
                    f"{md(view.spec.profile if view.spec else '?')} · forget {d.get('forget_images', '?')} / retain "
                    f"{d.get('retain_images', '?')} images · calibrated α* = {view.chosen_alpha:.2f} · "
-                   f"Score at α*: {view.metrics.get('score', float('nan')):.1f}")
-        if d.get("skipped"):
-            summary += f" · {len(d['skipped'])} input files skipped"
-        also = view.folder.forgotten_names()
-        if also:
-            summary += f" · also forgotten as: {md(', '.join(also), 300)}"
+                   f"Score at α*: {score_text(view.metrics.get('score', float('nan')))}")
+        skipped = [str(x[0]) if isinstance(x, list | tuple) and x else str(x) for x in d.get("skipped") or []]
+        if skipped:
+            names = ", ".join(Path(n).name for n in skipped[:8]) + (" …" if len(skipped) > 8 else "")
+            summary += f" · {len(skipped)} input file(s) skipped: {md(self.s.scrub(names), 400)}"
         alphas = view.alphas(gal)
         step = round(min((b - a for a, b in itertools.pairwise(alphas)), default=0.05), 4)
         a = view.chosen_alpha
@@ -317,7 +323,7 @@ class Handlers:
 
     def gallery_changed(self, rid: str, text: str, gal: str, request: gr.Request, progress=gr.Progress()):
         if not rid:  # nothing opened yet: the choice applies when a run is opened
-            return (gr.skip(),) * 8
+            return (gr.skip(),) * 9
         return self.open_run(rid, text, gal, request, progress)
 
     def do_export(self, a: float, rid: str, request: gr.Request):
@@ -436,13 +442,16 @@ class Handlers:
         thumb = self._thumbnail_url(request)
         blocks = []
         for title, hits in result.top_k:
-            cells = "".join(f"<figure style='display:inline-block;margin:2px;width:100px;font-size:.7em'>"
+            cells = "".join(f"<figure style='display:inline-block;vertical-align:top;margin:2px;width:100px;"
+                            "font-size:.7em'>"
                             f"<img src='{html_text(str(url))}' width='96' height='96' style='object-fit:contain'>"
                             f"<figcaption>{html_text(caption)}</figcaption></figure>"
-                            for url, caption in gallery_items(thumb, hits))
+                            for url, caption in gallery_items(thumb, hits, after=True))
             blocks.append(f"<div class='cf-compare-run'><b>{html_text(title)}</b><div>{cells}</div></div>")
-        return (PlotData(type="plotly", plot=result.figure_json), pd.DataFrame(result.rows, columns=result.headers),
-                "\n".join(blocks))
+        runs = len(result.headers) - 1  # the runs share the width left of the role column: no column cut off
+        table = gr.Dataframe(value=pd.DataFrame(result.rows, columns=result.headers),
+                             column_widths=["19%", *[f"{81 / runs:.1f}%"] * runs])
+        return PlotData(type="plotly", plot=result.figure_json), table, "\n".join(blocks)
 
     # stress test ---------------------------------------------------------------------------------------------------
     def stress_show(self, rid: str, request: gr.Request):

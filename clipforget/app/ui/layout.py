@@ -12,13 +12,17 @@ import gradio as gr
 import pandas as pd
 
 from clipforget.jobs.profiles import PROFILES
+from clipforget.pipeline.report import gallery_title
 from clipforget.settings import get_setting
 
 from ..config import EXAMPLE_PROMPTS
+from ..messages import md
 from ..presets import DEFAULT_PRESET, PRESETS
 from ..service import AppServices
 from ..stress import MAX_TEXT_CHARS, MAX_TEXTS
 from .render import NO_RUN, SKIPPED_COLUMNS, STRESS_NONE
+
+UPLOAD_BOX_PX = 150
 
 
 @dataclass
@@ -51,6 +55,7 @@ class Layout:
     delete_btn: gr.Button
     run_info: gr.Markdown
     alpha: gr.Slider
+    verdict: gr.HTML
     plot: gr.Plot
     metrics: gr.Dataframe
     prompt: gr.Textbox
@@ -93,7 +98,7 @@ class Layout:
 
     @property
     def explore_outputs(self) -> list:
-        return [self.plot, self.metrics, self.retrieval_msg, self.before, self.after]
+        return [self.plot, self.metrics, self.verdict, self.retrieval_msg, self.before, self.after]
 
 
 def build_layout(services: AppServices, default_profile: str = "fast") -> Layout:
@@ -101,8 +106,9 @@ def build_layout(services: AppServices, default_profile: str = "fast") -> Layout
     cfg = services.config
     policy = services.runs.policy
     gr.Markdown("# clipforget — make CLIP forget an image subgroup\n"
-                "Forget (relative-Fisher LoRA) → remind (BN-aligned distillation) → restore (model soup θ(α)). "
-                "Set up a task, run it in the background, then slide α and audit accuracy and retrieval.")
+                "Three stages: the model forgets the photos, is reminded of what it keeps, and is blended back with "
+                "the original as far as needed (α). Set up a task and run it here, then slide α in tab 2 and see "
+                "what the model still finds.")
     job_id, run_id = gr.State(""), gr.State("")
     with gr.Tabs():
         with gr.Tab("1 · Set up and run"):
@@ -122,13 +128,18 @@ def build_layout(services: AppServices, default_profile: str = "fast") -> Layout
                                                else p.title, k) for k, p in PRESETS.items()],
                                              value=first.name, label="Preset", scale=3)
                         option = gr.Dropdown(first.choices(), value=first.default_choice(),
-                                             label=first.choice_label, scale=1, allow_custom_value=True)
+                                             label=first.choice_label, scale=1, allow_custom_value=True,
+                                             interactive=first.has_choice())
                     start_preset = gr.Button("Run preset", variant="primary")
                 with gr.Tab("Upload galleries"):
+                    # a fixed height: 80 photos scroll inside the box instead of pushing Run down the page; the counts
+                    # and a thumbnail strip below say what was received
                     with gr.Row():
-                        forget_files = gr.File(file_count="multiple", label="Forget gallery (images or .zip)")
-                        retain_files = gr.File(file_count="multiple", label="Retain gallery (images or .zip)")
-                        cal_files = gr.File(file_count="multiple",
+                        forget_files = gr.File(file_count="multiple", label="Forget gallery (images or .zip)",
+                                               height=UPLOAD_BOX_PX, elem_id="cf-forget-files")
+                        retain_files = gr.File(file_count="multiple", label="Retain gallery (images or .zip)",
+                                               height=UPLOAD_BOX_PX, elem_id="cf-retain-files")
+                        cal_files = gr.File(file_count="multiple", height=UPLOAD_BOX_PX,
                                             label="Calibration gallery, optional (.zip with forget/ and retain/)")
                     with gr.Row():
                         label = gr.Textbox(label="Coarse label the forget images lose", placeholder="monkey",
@@ -137,7 +148,7 @@ def build_layout(services: AppServices, default_profile: str = "fast") -> Layout
                                                   placeholder="monkey", max_length=100)
                         forget_prompts = gr.Textbox(
                             label="Also forget as (optional, comma separated; the method finds names itself too)",
-                            placeholder="marmoset", max_length=300)
+                            placeholder="another name of these photos", max_length=300)
                     quota = f", {cfg.workspace_quota_mb:g} MB per workspace" if cfg.quota_bytes else ""
                     gr.Markdown(f"Limits: {cfg.max_upload_mb:g} MB per file, {cfg.max_total_upload_mb:g} MB per "
                                 f"gallery, {cfg.max_pixels / 1e6:g} Mpixel per image{quota}. Labels come from the "
@@ -147,11 +158,11 @@ def build_layout(services: AppServices, default_profile: str = "fast") -> Layout
                         start_upload = gr.Button("Run on uploads", variant="primary")
                     upload_report = gr.Markdown()
                     previews = gr.Gallery(label="Previews (re-encoded thumbnails)", columns=8, height=140,
-                                          allow_preview=False, object_fit="contain")
+                                          allow_preview=False, object_fit="contain", elem_id="cf-previews")
                     skipped = gr.Dataframe(pd.DataFrame(columns=SKIPPED_COLUMNS), label="Skipped files",
                                            interactive=False, max_height=240)
-            status = gr.HTML(NO_RUN, label="Run")
-            cancel = gr.Button("Cancel run", variant="stop")
+            status = gr.HTML(NO_RUN, label="Run", elem_id="cf-status")
+            cancel = gr.Button("Cancel run", variant="stop", elem_id="cf-cancel")  # shown while a run is active (CSS)
 
         with gr.Tab("2 · Explore and export"):
             with gr.Row():
@@ -162,9 +173,11 @@ def build_layout(services: AppServices, default_profile: str = "fast") -> Layout
                 delete_btn = gr.Button("Delete run", variant="stop", scale=1)
             run_info = gr.Markdown("Open a finished run.")
             alpha = gr.Slider(0.0, 1.0, value=0.0, step=0.05, label="α  (θ(α) = α·θ_unlearned + (1−α)·θ_original)")
+            verdict = gr.HTML("", elem_id="cf-verdict")
             with gr.Row():
                 plot = gr.Plot(label="Zero-shot accuracy vs α")
-                metrics = gr.Dataframe(label="Metrics at α (evaluation sets, with the Score)", interactive=False)
+                metrics = gr.Dataframe(label="Metrics at α (evaluation sets, with the Score)", interactive=False,
+                                       wrap=True, column_widths=["30%", "12%", "12%", "15%", "18%", "13%"])
             with gr.Row():
                 prompt = gr.Textbox(value=EXAMPLE_PROMPTS[1], label="Retrieval prompt", scale=3, max_length=200)
                 gallery_name = gr.Dropdown(services.galleries.names(), value=cfg.default_gallery, label="Gallery",
@@ -172,10 +185,16 @@ def build_layout(services: AppServices, default_profile: str = "fast") -> Layout
             gr.Examples([[p] for p in EXAMPLE_PROMPTS], inputs=[prompt], label="Example prompts")
             retrieval_msg = gr.Markdown()
             with gr.Row():
-                before = gr.Gallery(label="Original model (⬅ LEFT: gone from θ(α)'s top-k)", columns=6,
-                                    height=300, object_fit="contain", elem_id="cf-before", allow_preview=False)
-                after = gr.Gallery(label="θ(α) (➡ NEW: entered the top-k)", columns=6, height=300,
-                                   object_fit="contain", elem_id="cf-after", allow_preview=False)
+                # titles above the thumbnails, not Gradio's label floating over the first row; five columns fit
+                # whole thumbnails at 1280 px
+                with gr.Column():
+                    gr.Markdown(f"**{md(gallery_title(False))}**")
+                    before = gr.Gallery(label="original model", columns=5, height="auto", object_fit="contain",
+                                        elem_id="cf-before", allow_preview=False, show_label=False)
+                with gr.Column():
+                    gr.Markdown(f"**{md(gallery_title(True))}**")
+                    after = gr.Gallery(label="θ(α)", columns=5, height="auto", object_fit="contain",
+                                       elem_id="cf-after", allow_preview=False, show_label=False)
             with gr.Row():
                 export_btn = gr.Button("Export θ(α) (safetensors + model card)")
                 export_file = gr.HTML("", label="Download")
@@ -224,8 +243,9 @@ def build_layout(services: AppServices, default_profile: str = "fast") -> Layout
                 compare_prompt = gr.Textbox(value="marmoset", label="Prompt (top-k under each run's θ(α*), held-out "
                                             "images)", max_length=200, scale=4)
                 compare_btn = gr.Button("Compare", variant="primary", scale=1)
-            compare_plot = gr.Plot(label="Accuracy vs α, runs overlaid")
-            compare_metrics = gr.Dataframe(label="Metrics at each run's α*", interactive=False)
+            compare_plot = gr.Plot(label="Accuracy vs α, runs overlaid (one colour per run)", elem_id="cf-compare-plot")
+            compare_metrics = gr.Dataframe(label="Metrics at each run's α*", interactive=False, wrap=True,
+                                           elem_id="cf-compare-metrics")
             compare_top = gr.HTML("", elem_id="cf-compare-top")
         with gr.Tab("4 · Stress test"):
             gr.Markdown("**Is it really gone?** The run opened in tab 2, at its calibrated α*, over held-out photos "
@@ -247,7 +267,7 @@ def build_layout(services: AppServices, default_profile: str = "fast") -> Layout
             stress_result = gr.HTML(f"<p>{STRESS_NONE}</p>", elem_id="cf-stress-result")
     return Layout(job_id, run_id, model, profile, model_msg, preset, option, start_preset, forget_files,
                   retain_files, cal_files, label, retain_label, check, start_upload, upload_report, previews, skipped,
-                  status, cancel, runs, refresh, open_btn, delete_btn, run_info, alpha, plot, metrics, prompt,
+                  status, cancel, runs, refresh, open_btn, delete_btn, run_info, alpha, verdict, plot, metrics, prompt,
                   gallery_name, retrieval_msg, before, after, export_btn, export_file, api_token, api_token_out,
                   forget_prompts, report_btn=report_btn, report_file=report_file,
                   sel_forget_prompt=sel_forget_prompt, sel_forget_k=sel_forget_k, sel_retain_prompt=sel_retain_prompt,
