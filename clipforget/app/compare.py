@@ -43,8 +43,8 @@ def compare_runs(views: list[RunView], prompt: str, gallery: str, k: int = 6) ->
     for i, view in enumerate(views):
         colour = qualitative.D3[i % len(qualitative.D3)]  # one colour per run; the curve's kind is its dash
         for trace in accuracy_traces(view.folder, f"#{i + 1} "):
-            kind = "dot" if "calibration" in trace["name"] else "solid" if "(forget)" in trace["name"] else "dash"
-            fig.add_trace(go.Scatter(**{**trace, "line": {"color": colour, "dash": kind}}, legendgroup=str(i)))
+            dash = {"calibration": "dot", "forget": "solid"}.get(trace["meta"], "dash")
+            fig.add_trace(go.Scatter(**{**trace, "line": {"color": colour, "dash": dash}}, legendgroup=str(i)))
         fig.add_vline(x=view.chosen_alpha, line_dash="dot", line_color=colour, annotation_text=f"α*#{i + 1}",
                       annotation_font_color=colour, annotation_y=1 - 0.08 * i, annotation_position="left")
     style_accuracy_axes(fig, height=420)

@@ -24,21 +24,22 @@ def accuracy_figure(folder: RunFolder, name_prefix: str = "", chosen_alpha_line:
 
 
 def accuracy_traces(folder: RunFolder, name_prefix: str = "") -> list[dict[str, Any]]:
-    """Keyword arguments of one ``go.Scatter`` per curve of the run."""
+    """Keyword arguments of one ``go.Scatter`` per curve of the run; each trace's ``meta`` says its kind
+    (``calibration``, ``forget`` or ``keep``) for charts that style them apart."""
     traces = []
     calibration = folder.calibration().get("curve", [])
     for key in ("forget", "retain"):
         if calibration and key in calibration[0]:
             traces.append({"x": [r["alpha"] for r in calibration], "y": [100 * r[key] for r in calibration],
                            "name": f"{name_prefix}calibration {key}", "mode": "lines+markers",
-                           "line": {"dash": "dash"}})
+                           "line": {"dash": "dash"}, "meta": "calibration"})
     curve = folder.eval_curve()
     roles = {k: v.get("role") for k, v in folder.metrics().get("zero_shot", {}).items()}
     if curve:
         for key in (k for k in curve[0] if k != "alpha"):
-            label = f"{name_prefix}{key} ({'forget' if roles.get(key) == 'target' else 'keep'})"
-            traces.append({"x": [r["alpha"] for r in curve], "y": [100 * r[key] for r in curve], "name": label,
-                           "mode": "lines"})
+            kind = "forget" if roles.get(key) == "target" else "keep"
+            traces.append({"x": [r["alpha"] for r in curve], "y": [100 * r[key] for r in curve],
+                           "name": f"{name_prefix}{key} ({kind})", "mode": "lines", "meta": kind})
     return traces
 
 
