@@ -73,8 +73,9 @@ def test_full_flow_through_the_client(app):
     runs = service.runs.list_runs(_workspace_of(service, run_id))
     assert [r["id"] for r in runs] == [run_id] and runs[0]["state"] == "done"
 
-    opened = client.predict(run_id, "airplane", "tiny", api_name="/open_run")
-    info, alpha, _, metrics, verdict, _, before, after = opened
+    opened = client.predict(run_id, "marmoset", "tiny", api_name="/open_run")
+    info, alpha, prompt, _, metrics, verdict, _, before, after = opened
+    assert prompt == "airplane"  # a newly opened run starts on its own subject, not the last prompt typed
     alpha = alpha["value"] if isinstance(alpha, dict) else alpha
     assert "α*" in info and alpha == pytest.approx(service.runs.open(
         _workspace_of(service, run_id), run_id).chosen_alpha)

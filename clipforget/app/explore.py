@@ -25,7 +25,7 @@ from clipforget.jobs.profiles import PROFILES, get_profile
 from clipforget.jobs.spec import RunSpec
 from clipforget.models.weights import State, clone_state
 from clipforget.pipeline.curves import accuracy_figure
-from clipforget.pipeline.folder import RunFolder
+from clipforget.pipeline.folder import RunFolder, forget_text_subject
 from clipforget.pipeline.report import run_gallery_masks, saved_metrics_table, score_text
 from clipforget.retrieval.alpha_grid import AlphaGrid, same_alphas
 from clipforget.retrieval.search import search, top_k_rows
@@ -74,6 +74,13 @@ class RunView:
     @property
     def title(self) -> str:
         return self.spec.title if self.spec else self.dir.name
+
+    @property
+    def subject(self) -> str:
+        """What to look for first in this run's retrieval: the subgroup's first name the run forgot (``marmoset``),
+        else its coarse label (a class forgotten under its own name)."""
+        texts = [*self.folder.forget_texts(), *(str(x) for x in self.task.get("forget_labels") or [])]
+        return forget_text_subject(texts[0]) if texts else ""
 
     def states(self) -> tuple[State, State]:
         """(theta_unlearned, theta_original) of the image tower."""

@@ -71,8 +71,9 @@ def build_ui(services: AppServices, default_profile: str = "fast") -> gr.Blocks:
         ui.refresh.click(f["refresh_runs"], None, [ui.runs], api_name="list_runs", **explore)
         ui.delete_btn.click(f["delete_run"], [ui.runs], [ui.runs, ui.run_id], api_name="delete_run")
         explore_out = ui.explore_outputs
-        ui.open_btn.click(f["open_run"], [ui.runs, ui.prompt, ui.gallery_name],
-                          [ui.run_id, ui.run_info, ui.alpha, *explore_out], api_name="open_run", **explore).success(
+        ui.open_btn.click(f["open_run"], [ui.runs, ui.prompt, ui.gallery_name, ui.run_id],
+                          [ui.run_id, ui.run_info, ui.alpha, ui.prompt, *explore_out], api_name="open_run",
+                          **explore).success(
             f["stress_show"], [ui.run_id], [ui.stress_status, ui.stress_result], api_name="stress_show", **explore)
         # events with the slider among their inputs skip Gradio's preprocessing, which lets NaN through and answers
         # a non-number without a message: the handlers check every input themselves (clipforget.app.validate)
@@ -82,7 +83,7 @@ def build_ui(services: AppServices, default_profile: str = "fast") -> gr.Blocks:
         ui.prompt.change(f["set_alpha"], alpha_inputs, explore_out, api_name="retrieve", show_progress="hidden",
                          trigger_mode="always_last", preprocess=False, **explore)  # examples, typing
         ui.gallery_name.change(f["gallery_changed"], [ui.run_id, ui.prompt, ui.gallery_name],
-                               [ui.run_id, ui.run_info, ui.alpha, *explore_out], api_visibility="private",
+                               [ui.run_id, ui.run_info, ui.alpha, ui.prompt, *explore_out], api_visibility="private",
                                **explore)
         ui.export_btn.click(f["do_export"], [ui.alpha, ui.run_id], [ui.export_file], api_name="export",
                             preprocess=False)

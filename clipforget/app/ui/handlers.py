@@ -291,9 +291,14 @@ class Handlers:
         return (fig, table, found, msg, gallery_items(thumb, res["before"], after=False),
                 gallery_items(thumb, res["after"], after=True))
 
-    def open_run(self, rid: str, text: str, gal: str, request: gr.Request, progress=gr.Progress()):
+    def open_run(self, rid: str, text: str, gal: str, opened: str | None, request: gr.Request,
+                 progress=gr.Progress()):
+        """Open a run at its α*; a run other than the one ``opened`` starts on its own subgroup's name as the
+        prompt (a lemon run does not open on the last run's "marmoset")."""
         owner = self.owner(request)
         view = self.s.runs.open(owner, self._run_id(rid, "pick a run first"))
+        if rid != opened and view.subject:
+            text = view.subject
         gal = self._gallery(gal)
         if not view.has_grid(gal):
             progress(0.0, desc=f"the gallery {gal} under this run's model (once per run)")
@@ -310,7 +315,7 @@ class Handlers:
         alphas = view.alphas(gal)
         step = round(min((b - a for a, b in itertools.pairwise(alphas)), default=0.05), 4)
         a = view.chosen_alpha
-        return (rid, summary, gr.update(value=a, step=step), *self._explore(view, a, text, gal, request))
+        return (rid, summary, gr.update(value=a, step=step), text, *self._explore(view, a, text, gal, request))
 
     def set_alpha(self, a: float, rid: str, text: str, gal: str, request: gr.Request):
         owner = self.owner(request)
@@ -323,8 +328,8 @@ class Handlers:
 
     def gallery_changed(self, rid: str, text: str, gal: str, request: gr.Request, progress=gr.Progress()):
         if not rid:  # nothing opened yet: the choice applies when a run is opened
-            return (gr.skip(),) * 9
-        return self.open_run(rid, text, gal, request, progress)
+            return (gr.skip(),) * 10
+        return self.open_run(rid, text, gal, rid, request, progress)
 
     def do_export(self, a: float, rid: str, request: gr.Request):
         owner = self.owner(request)

@@ -157,8 +157,11 @@ def build_layout(services: AppServices, default_profile: str = "fast") -> Layout
                         check = gr.Button("Check uploads")
                         start_upload = gr.Button("Run on uploads", variant="primary")
                     upload_report = gr.Markdown()
+                    # the title above the strip: Gradio's floating label covered the first thumbnails
+                    gr.Markdown("**Previews** (re-encoded thumbnails, after Check uploads)")
                     previews = gr.Gallery(label="Previews (re-encoded thumbnails)", columns=8, height=140,
-                                          allow_preview=False, object_fit="contain", elem_id="cf-previews")
+                                          allow_preview=False, object_fit="contain", elem_id="cf-previews",
+                                          show_label=False)
                     skipped = gr.Dataframe(pd.DataFrame(columns=SKIPPED_COLUMNS), label="Skipped files",
                                            interactive=False, max_height=240)
             status = gr.HTML(NO_RUN, label="Run", elem_id="cf-status")
@@ -168,9 +171,10 @@ def build_layout(services: AppServices, default_profile: str = "fast") -> Layout
             with gr.Row():
                 runs = gr.Dropdown([], label="Runs (this workspace; kept across restarts)", scale=4,
                                    allow_custom_value=True, elem_id="cf-runs")
-                refresh = gr.Button("↻ Refresh", scale=1)
-                open_btn = gr.Button("Open", variant="primary", scale=1)
-                delete_btn = gr.Button("Delete run", variant="stop", scale=1)
+                # buttons at their own width: the run's line (title, Score, α*, where) fits at 1280 px
+                refresh = gr.Button("↻ Refresh", scale=0, min_width=110)
+                open_btn = gr.Button("Open", variant="primary", scale=0, min_width=110)
+                delete_btn = gr.Button("Delete run", variant="stop", scale=0, min_width=110)
             run_info = gr.Markdown("Open a finished run.")
             alpha = gr.Slider(0.0, 1.0, value=0.0, step=0.05, label="α  (θ(α) = α·θ_unlearned + (1−α)·θ_original)")
             verdict = gr.HTML("", elem_id="cf-verdict")
