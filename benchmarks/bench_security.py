@@ -67,11 +67,6 @@ class Tracebacks(logging.Handler):
             self.refused += 1
 
 
-def queued_message(services: AppServices, run_id: str) -> str:
-    snap = services.runs.backend.snapshot(run_id) or {}
-    return f"{snap.get('state')}: {snap.get('message', '')}"
-
-
 def bench_warm_up(services: AppServices, url: str, cache: Path, preset: str, timeout: float,
                   queue_after: float) -> dict:
     from gradio_client import Client

@@ -413,6 +413,30 @@ def test_deferred_work_runs_when_idle_stops_for_a_queued_run_and_resumes(tmp_pat
     assert worker.deferred == []  # not retried forever
 
 
+def test_an_orphaned_worker_stops_its_deferred_work_and_exits(tmp_path):
+    """A worker whose app is gone does not finish a grid or warm-up nobody will look at: it stops within a poll
+    and leaves the queue."""
+    from clipforget.core.progress import check_cancelled
+    from clipforget.jobs.worker import Worker, WorkerConfig
+
+    parent = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(0.4)"])
+    worker = Worker(WorkerConfig(queue=tmp_path / "queue", poll=0.05, parent_pid=parent.pid))
+    steps: list[int] = []
+
+    def work(stop: threading.Event) -> None:
+        while len(steps) < 200:
+            check_cancelled(stop, "test")
+            steps.append(len(steps))
+            time.sleep(0.05)
+
+    worker.deferred.append(("r1", work))
+    started = time.time()
+    worker._finish_deferred()  # the parent exits meanwhile
+    parent.wait()
+    assert len(steps) < 200 and time.time() - started < 5
+    assert worker.serve() == 0  # and the loop leaves at once
+
+
 def test_an_asked_warm_up_runs_once_per_ask_as_deferred_work(tmp_path, monkeypatch):
     """The app asks once at start (``queue/warm-up.json``); an idle worker prepares the default run's caches once
     per ask, as deferred work that a queued run would stop, and reports it in ``warm-up.done.json``."""

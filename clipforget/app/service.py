@@ -88,10 +88,6 @@ class AppServices:
     def bundle(self, spec: str | None = None) -> ClipBundle:
         return self.models.get(spec or self.config.model)
 
-    def available_models(self, owner: str | None = None) -> list[tuple[str, str]]:
-        """``(label, spec)`` choices for the model dropdown: the allow-list, plus the owner's finished runs."""
-        return self.runs.policy.choices(self.runs.list_runs(owner) if owner else [])
-
     def export(self, owner: str, run_id: str, alpha: float | None = None) -> Path:
         """Zip theta(alpha) of the owner's run (default: the calibrated alpha) with a model card."""
         self.runs.require_quota(owner)

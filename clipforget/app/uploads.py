@@ -229,10 +229,3 @@ def shared_files(a: Path, b: Path) -> list[tuple[str, str]]:
     left, right = _digests(a), _digests(b)
     return [(left[d][0], right[d][0]) for d in left if d in right]
 
-
-def read_json_list(path: Path) -> list:
-    try:
-        value = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return []
-    return value if isinstance(value, list) else []

@@ -5,7 +5,8 @@ time, with models it loads itself. Started by a :class:`~clipforget.jobs.pool.Wo
 It writes a heartbeat every couple of seconds; the run's progress goes to the run folder as the run goes. A
 ``cancel.request`` file in the run folder cancels the run. SIGTERM / SIGINT cancel the current run and stop the
 worker. With ``parent_pid`` (the supervisor) the worker *drains* once its supervisor is gone: it finishes the run it
-has -- a restarted app re-attaches to it through the run folder -- and then exits instead of taking another.
+has -- a restarted app re-attaches to it through the run folder -- and then exits instead of taking another; work
+left for later (below) stops at once, so that no orphan keeps the CPU busy.
 
 A finished run may leave work for later (the alpha grid's other points, :func:`~clipforget.jobs.execute.execute`):
 the worker does it when no run is waiting, stops it as soon as one is queued, and takes it up again afterwards.
@@ -123,7 +124,7 @@ class Worker:
         print(f"worker {self.label}: {self.device_label}, queue {self.queue.root}", flush=True)
         try:
             while not self._stop.is_set():
-                if cfg.parent_pid and not process_alive(cfg.parent_pid):
+                if self._orphaned():
                     print(f"worker {self.label}: supervisor {cfg.parent_pid} is gone; exiting", flush=True)
                     break
                 if cfg.max_runs is not None and self.runs >= cfg.max_runs:
@@ -154,6 +155,10 @@ class Worker:
             except OSError:
                 pass
         return 0
+
+    def _orphaned(self) -> bool:
+        """The supervisor this worker was started for is gone."""
+        return bool(self.config.parent_pid) and not process_alive(self.config.parent_pid)
 
     def _run(self, ticket: Ticket, models: ModelCache, cache_root: Path) -> None:
         spec = RunSpec.read(ticket.run_dir)
@@ -212,7 +217,7 @@ class Worker:
 
         def watch() -> None:
             while not watching.wait(self.config.poll):
-                if self._stop.is_set() or self.queue.pending_tickets():
+                if self._stop.is_set() or self.queue.pending_tickets() or self._orphaned():
                     stop.set()
                     return
 

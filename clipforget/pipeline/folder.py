@@ -36,7 +36,6 @@ from clipforget.models.weights import State
 from clipforget.retrieval.alpha_grid import alpha_grid_dir
 
 STATES_ACTIVE = ("queued", "running")
-STATES_FINAL = ("done", "failed", "cancelled", "interrupted")
 
 
 def pid_alive(pid: int | None) -> bool:

@@ -307,7 +307,7 @@ class Handlers:
         summary = (f"**{md(view.title)}** · model `{md(self.s.scrub(view.model_label))}` · profile "
                    f"{md(view.spec.profile if view.spec else '?')} · forget {d.get('forget_images', '?')} / retain "
                    f"{d.get('retain_images', '?')} images · calibrated α* = {view.chosen_alpha:.2f} · "
-                   f"Score at α*: {score_text(view.metrics.get('score', float('nan')))}")
+                   f"Score at α*: {score_text(view.metrics.get('score', float('nan')))} · run {md(view.dir.name)}")
         skipped = [str(x[0]) if isinstance(x, list | tuple) and x else str(x) for x in d.get("skipped") or []]
         if skipped:
             names = ", ".join(Path(n).name for n in skipped[:8]) + (" …" if len(skipped) > 8 else "")

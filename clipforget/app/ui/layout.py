@@ -172,10 +172,10 @@ def build_layout(services: AppServices, default_profile: str = "fast") -> Layout
                 runs = gr.Dropdown([], label="Runs (this workspace; kept across restarts)", scale=4,
                                    allow_custom_value=True, elem_id="cf-runs")
                 # buttons at their own width: the run's line (title, Score, α*, where) fits at 1280 px
-                refresh = gr.Button("↻ Refresh", scale=0, min_width=110)
-                open_btn = gr.Button("Open", variant="primary", scale=0, min_width=110)
-                delete_btn = gr.Button("Delete run", variant="stop", scale=0, min_width=110)
-            run_info = gr.Markdown("Open a finished run.")
+                refresh = gr.Button("↻ Refresh", scale=0, min_width=140)
+                open_btn = gr.Button("Open", variant="primary", scale=0, min_width=140)
+                delete_btn = gr.Button("Delete run", variant="stop", scale=0, min_width=140)
+            run_info = gr.Markdown("Open a finished run.", elem_id="cf-run-info")
             alpha = gr.Slider(0.0, 1.0, value=0.0, step=0.05, label="α  (θ(α) = α·θ_unlearned + (1−α)·θ_original)")
             verdict = gr.HTML("", elem_id="cf-verdict")
             with gr.Row():

@@ -131,7 +131,8 @@ def run_choices(runs: list[dict[str, Any]]) -> list[tuple[str, str]]:
     for r in runs:
         when = time.strftime("%m-%d %H:%M", time.localtime(r["created"] or 0))
         extra = f" · Score {score_text(r['score'])} · α*={r['alpha']:.2f}" if r.get("score") is not None else ""
-        place = f" · {r['where']}" if r.get("where") else ""
+        # where a run trains or waits matters while it does; a finished run's line stays short enough to read
+        place = f" · {r['where']}" if r.get("where") and r["state"] in ("queued", "running") else ""
         out.append((f"{when} · {r['title']} · {r['state']}{extra}{place}", r["id"]))
     return out
 

@@ -30,8 +30,6 @@ PACKAGES: dict[str, tuple[str, str]] = {
 }
 SOURCE_BN_EPS = 1e-3
 TIMM_BN_EPS = 1e-5
-MEAN = (0.5, 0.5, 0.5)
-STD = (0.5, 0.5, 0.5)
 HEAD_KEYS = ("classifier.weight", "classifier.bias")
 
 
