@@ -380,22 +380,29 @@ def test_a_worker_that_cannot_start_is_retried_with_a_back_off(tmp_path):
     pool.stop()
 
 
-def test_deferred_work_runs_when_idle_stops_for_a_queued_run_and_resumes(tmp_path):
-    """What a finished run leaves (the rest of its alpha grid) is done while no run waits; a queued run stops it,
-    and it is taken up again afterwards."""
-    from clipforget.core.errors import RunCancelled
+def _counting_work(limit: int):
+    """Deferred work of ``limit`` short steps that stops between two when asked: (the steps done, the work)."""
     from clipforget.core.progress import check_cancelled
-    from clipforget.jobs.worker import Worker, WorkerConfig
 
-    worker = Worker(WorkerConfig(queue=tmp_path / "queue", poll=0.05))
     steps: list[int] = []
 
     def work(stop: threading.Event) -> None:
-        while len(steps) < 20:
+        while len(steps) < limit:
             check_cancelled(stop, "test")
             steps.append(len(steps))
             time.sleep(0.05)
 
+    return steps, work
+
+
+def test_deferred_work_runs_when_idle_stops_for_a_queued_run_and_resumes(tmp_path):
+    """What a finished run leaves (the rest of its alpha grid) is done while no run waits; a queued run stops it,
+    and it is taken up again afterwards."""
+    from clipforget.core.errors import RunCancelled
+    from clipforget.jobs.worker import Worker, WorkerConfig
+
+    worker = Worker(WorkerConfig(queue=tmp_path / "queue", poll=0.05))
+    steps, work = _counting_work(20)
     worker.deferred.append(("r1", work))
     spec = _spec()
     threading.Timer(0.3, lambda: worker.queue.put(spec, tmp_path / "runs" / spec.run_id)).start()
@@ -416,19 +423,11 @@ def test_deferred_work_runs_when_idle_stops_for_a_queued_run_and_resumes(tmp_pat
 def test_an_orphaned_worker_stops_its_deferred_work_and_exits(tmp_path):
     """A worker whose app is gone does not finish a grid or warm-up nobody will look at: it stops within a poll
     and leaves the queue."""
-    from clipforget.core.progress import check_cancelled
     from clipforget.jobs.worker import Worker, WorkerConfig
 
     parent = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(0.4)"])
     worker = Worker(WorkerConfig(queue=tmp_path / "queue", poll=0.05, parent_pid=parent.pid))
-    steps: list[int] = []
-
-    def work(stop: threading.Event) -> None:
-        while len(steps) < 200:
-            check_cancelled(stop, "test")
-            steps.append(len(steps))
-            time.sleep(0.05)
-
+    steps, work = _counting_work(200)
     worker.deferred.append(("r1", work))
     started = time.time()
     worker._finish_deferred()  # the parent exits meanwhile
