@@ -27,6 +27,7 @@ from clipforget.pipeline.folder import STATES_ACTIVE
 from clipforget.pipeline.report import score_text
 
 from .. import compare, reports, selection, stress, validate
+from ..config import EXAMPLE_PROMPTS
 from ..messages import md
 from ..messages import text as html_text
 from ..presets import PRESETS
@@ -293,12 +294,19 @@ class Handlers:
 
     def open_run(self, rid: str, text: str, gal: str, opened: str | None, request: gr.Request,
                  progress=gr.Progress()):
-        """Open a run at its α*; a run other than the one ``opened`` starts on its own subgroup's name as the
-        prompt (a lemon run does not open on the last run's "marmoset")."""
+        """Open a run at its α*. A run other than the one ``opened`` starts on its own subgroup's name as the
+        prompt when the box still holds a suggestion (the page's default, the last run's name): a lemon run does
+        not open on "marmoset", and a prompt the person typed stays."""
         owner = self.owner(request)
         view = self.s.runs.open(owner, self._run_id(rid, "pick a run first"))
         if rid != opened and view.subject:
-            text = view.subject
+            suggested = {"", EXAMPLE_PROMPTS[1]}
+            if opened:
+                try:
+                    suggested.add(self.s.runs.open(owner, self._run_id(opened)).subject)
+                except ClipforgetError:  # the last run was deleted meanwhile: its name is no longer a suggestion
+                    pass
+            text = view.subject if text.strip() in suggested else text
         gal = self._gallery(gal)
         if not view.has_grid(gal):
             progress(0.0, desc=f"the gallery {gal} under this run's model (once per run)")
