@@ -17,25 +17,15 @@ import argparse
 import json
 import random
 import statistics
-import sys
 import tempfile
 import time
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from common import finished_runs, launch, ms, percentile, run_preset, set_owner, timed
 
 from clipforget.app.config import AppConfig
 from clipforget.app.identity import COOKIE
 from clipforget.app.service import AppServices
-from clipforget.app.ui import build_ui, launch_kwargs
 from clipforget.models.factory import DEFAULT_MODEL
-
-
-def percentile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    pos = (len(ordered) - 1) * q / 100
-    lo, hi = int(pos), min(int(pos) + 1, len(ordered) - 1)
-    return ordered[lo] + (ordered[hi] - ordered[lo]) * (pos - lo)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -54,33 +44,21 @@ def main(argv: list[str] | None = None) -> None:
 
     cache = args.cache_dir or tempfile.mkdtemp(prefix="bench_app_")
     service = AppServices.create(AppConfig(model=args.model, cache_dir=cache))
-    demo = build_ui(service, default_profile=args.profile)
-    demo.launch(prevent_thread_lock=True, quiet=True, **launch_kwargs(service, "127.0.0.1", args.port))
+    demo = launch(service, args.profile, args.port)
     setup: dict[str, float] = {}
     try:
         client = Client(demo.local_url, verbose=False, download_files=False)
         gallery = service.config.default_gallery
-        t0 = time.perf_counter()
-        service.galleries.get(args.model, gallery)
-        setup["index_build_or_load_s"] = time.perf_counter() - t0
+        setup["index_build_or_load_s"] = timed(service.galleries.get, args.model, gallery)[1]
 
-        done = [r for r in sorted(service.runs.runs_dir.iterdir()) if (r / "eval_curve.json").is_file()]
+        done = finished_runs(cache)
         if args.reuse and done:  # hand the run to this client's workspace (named by its signed cookie)
-            info = json.loads((done[-1] / "job.json").read_text())
-            info["owner"] = service.tokens.verify(client.cookies[COOKIE])
-            (done[-1] / "job.json").write_text(json.dumps(info))
+            set_owner(done[-1], service.tokens.verify(client.cookies[COOKIE]))
         else:
-            t0 = time.perf_counter()
-            client.predict("cifar10-class", "airplane", args.model, args.profile, api_name="/start_preset")
-            status = client.predict(api_name="/watch_start_preset")
-            setup["run_s"] = time.perf_counter() - t0
-            if "— done" not in status:
-                raise SystemExit(f"run did not finish: {status}")
+            setup["run_s"] = timed(run_preset, client, "cifar10-class", "airplane", args.model, args.profile)[1]
         run_id = client.predict(api_name="/list_runs")["value"]
 
-        t0 = time.perf_counter()
-        client.predict(run_id, args.prompt, gallery, api_name="/open_run")
-        setup["open_run_s"] = time.perf_counter() - t0
+        setup["open_run_s"] = timed(client.predict, run_id, args.prompt, gallery, api_name="/open_run")[1]
 
         alphas = [round(i * 0.05, 2) for i in range(21)]
         rng = random.Random(0)
@@ -88,17 +66,12 @@ def main(argv: list[str] | None = None) -> None:
             client.predict(a, args.prompt, gallery, api_name="/set_alpha")
         latencies = []
         for _ in range(args.requests):
-            a = rng.choice(alphas)
-            t0 = time.perf_counter()
-            out = client.predict(a, args.prompt, gallery, api_name="/set_alpha")
-            latencies.append(1000 * (time.perf_counter() - t0))
+            out, seconds = timed(client.predict, rng.choice(alphas), args.prompt, gallery, api_name="/set_alpha")
+            latencies.append(1000 * seconds)
             assert len(out) == 6 and out[-1], "empty retrieval result"
 
-        floor = []  # the same round trip for a trivial event (a cached model check): Gradio + client overhead
-        for _ in range(50):
-            t0 = time.perf_counter()
-            client.predict(args.model, api_name="/check_model")
-            floor.append(1000 * (time.perf_counter() - t0))
+        # the same round trip for a trivial event (a cached model check): Gradio + client overhead
+        floor = [ms(client.predict, args.model, api_name="/check_model") for _ in range(50)]
 
         # server side only (no HTTP / queue): the same work set_alpha does
         owner = json.loads((service.runs.runs_dir / run_id / "job.json").read_text())["owner"]
@@ -106,19 +79,14 @@ def main(argv: list[str] | None = None) -> None:
         parts: dict[str, list[float]] = {"figure": [], "metrics": [], "retrieve": [], "thumbnails": []}
         for _ in range(50):
             a = rng.choice(alphas)
-            t = time.perf_counter()
-            view.figure_json(a)
-            parts["figure"].append(1000 * (time.perf_counter() - t))
-            t = time.perf_counter()
-            view.metrics_table(a)
-            parts["metrics"].append(1000 * (time.perf_counter() - t))
-            t = time.perf_counter()
-            res = view.retrieve(args.prompt, a, gallery)
-            parts["retrieve"].append(1000 * (time.perf_counter() - t))
-            t = time.perf_counter()
+            parts["figure"].append(ms(view.figure_json, a))
+            parts["metrics"].append(ms(view.metrics_table, a))
+            res, seconds = timed(view.retrieve, args.prompt, a, gallery)
+            parts["retrieve"].append(1000 * seconds)
+            t0 = time.perf_counter()
             for h in res["before"] + res["after"]:
                 service.galleries.thumbnail(h["path"])
-            parts["thumbnails"].append(1000 * (time.perf_counter() - t))
+            parts["thumbnails"].append(1000 * (time.perf_counter() - t0))
         n_gallery = len(service.galleries.get(args.model, gallery))
     finally:
         demo.close()

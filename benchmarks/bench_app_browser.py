@@ -20,15 +20,13 @@ Screenshots and the server's log go to ``--out``. Needs Debian's ``chromium`` an
 from __future__ import annotations
 
 import argparse
-import os
 import shutil
-import subprocess
 import sys
 import time
-import urllib.request
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
+from common import serve_app
+
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"]
 
 
@@ -40,22 +38,6 @@ def _wait(predicate, timeout: float, what: str, page=None) -> None:
         time.sleep(1)
     shown = page.locator("body").inner_text()[:3000] if page is not None else ""
     raise SystemExit(f"timed out waiting for {what}\n{shown}")
-
-
-def _up(url: str) -> bool:
-    try:
-        return urllib.request.urlopen(url, timeout=5).status == 200
-    except OSError:
-        return False
-
-
-def _server(args: argparse.Namespace) -> subprocess.Popen:
-    cmd = [sys.executable, "app.py", "--port", str(args.port), "--cache-dir", str(args.out / "cache")]
-    if args.model:
-        cmd += ["--allow-model", args.model, "--gallery", f"own={args.gallery}", "--default-gallery", "own",
-                "--profile", "quick", "--no-warm-up"]
-    return subprocess.Popen(cmd, cwd=ROOT, env=dict(os.environ), stdout=open(args.out / "server.log", "w"),
-                            stderr=subprocess.STDOUT)
 
 
 def _upload_and_run(page, args: argparse.Namespace) -> None:
@@ -112,10 +94,11 @@ def main() -> int:
     shutil.rmtree(args.out / "cache", ignore_errors=True)
     args.out.mkdir(parents=True, exist_ok=True)
     started = time.time()
-    server = _server(args)
+    own = ["--allow-model", args.model, "--gallery", f"own={args.gallery}", "--default-gallery", "own", "--profile",
+           "quick", "--no-warm-up"] if args.model else []
+    server = serve_app(["--cache-dir", str(args.out / "cache"), *own], args.port, args.out / "server.log", 180)
     url = f"http://127.0.0.1:{args.port}/"
     try:
-        _wait(lambda: _up(url), 180, "the server")
         with sync_playwright() as pw:
             browser = pw.chromium.launch(executable_path="/usr/bin/chromium", args=CHROMIUM_ARGS)
             page = browser.new_page(viewport={"width": 1400, "height": 1800})

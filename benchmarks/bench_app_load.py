@@ -29,57 +29,18 @@ import os
 import random
 import shutil
 import statistics
-import subprocess
-import sys
 import tempfile
 import threading
 import time
 from pathlib import Path
 
 import httpx
+from common import finished_runs, percentile, rss_mb, run_preset, serve_app
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-
-from clipforget.app.identity import HEADER, WorkspaceTokens  # noqa: E402
-from clipforget.models.factory import DEFAULT_MODEL  # noqa: E402
+from clipforget.app.identity import HEADER, WorkspaceTokens
+from clipforget.models.factory import DEFAULT_MODEL
 
 PROMPTS = ["airplane", "monkey", "marmoset", "cat", "ship", "truck", "a photo of a dog", "bird", "horse", "frog"]
-
-
-def percentile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    pos = (len(ordered) - 1) * q / 100
-    lo, hi = int(pos), min(int(pos) + 1, len(ordered) - 1)
-    return ordered[lo] + (ordered[hi] - ordered[lo]) * (pos - lo)
-
-
-def rss_mb(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    return float("nan")
-
-
-def start_server(cache: Path, port: int, model: str) -> subprocess.Popen:
-    log = open(cache / f"bench-load-{port}.log", "w")  # closed with the process
-    return subprocess.Popen([sys.executable, str(ROOT / "app.py"), "--cache-dir", str(cache), "--port", str(port),
-                             "--model", model, "--profile", "quick"], cwd=ROOT, stdout=log,
-                            stderr=subprocess.STDOUT, env={**os.environ, "PYTHONUNBUFFERED": "1"})
-
-
-def wait_up(url: str, proc: subprocess.Popen, timeout: float = 300) -> None:
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        if proc.poll() is not None:
-            raise SystemExit(f"server exited with {proc.returncode}")
-        try:
-            if httpx.get(url, timeout=5).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(1)
-    raise SystemExit("server did not come up")
 
 
 def give_run(cache: Path, source: Path, owner: str) -> str:
@@ -91,12 +52,6 @@ def give_run(cache: Path, source: Path, owner: str) -> str:
     (target / "job.json").unlink()
     (target / "job.json").write_text(json.dumps({**spec, "run_id": run_id, "owner": owner}))
     return run_id
-
-
-def client_api_token(url: str) -> str:
-    from gradio_client import Client
-
-    return Client(url, verbose=False, download_files=False).predict(api_name="/new_api_token")
 
 
 class RequestMix:
@@ -115,8 +70,8 @@ class RequestMix:
 
 
 def answered(out) -> bool:
-    """An explore event's output holds its five components and a non-empty theta(alpha) gallery."""
-    return len(out) == 5 and len(out[4]) > 0
+    """An explore event's output holds its six components and a non-empty theta(alpha) gallery."""
+    return len(out) == 6 and len(out[5]) > 0
 
 
 def record(results: dict[str, list[float]], errors: list[str], endpoint: str, ok: bool, out, ms: float) -> None:
@@ -170,7 +125,7 @@ async def run_raw_clients(jobs: list[tuple], opened: threading.Event | None = No
         fn_index = {d["api_name"]: d["id"] for d in config["dependencies"] if d.get("api_name")}
         clients = [QueueClient(http, token, fn_index) for _, _, token, *_ in jobs]
         t0 = time.perf_counter()
-        await asyncio.gather(*(c.call("open_run", [run_id, "airplane", gallery])
+        await asyncio.gather(*(c.call("open_run", [run_id, "airplane", gallery, ""])
                                for c, (_, _, _, run_id, gallery, *_) in zip(clients, jobs, strict=True)))
         open_s = time.perf_counter() - t0
         if opened is not None:
@@ -256,24 +211,21 @@ def main(argv: list[str] | None = None) -> None:
     cache = Path(args.cache_dir or tempfile.mkdtemp(prefix="bench_load_"))
     cache.mkdir(parents=True, exist_ok=True)
     url = f"http://127.0.0.1:{args.port}"
-    server = start_server(cache, args.port, args.model)
+    server = serve_app(["--cache-dir", str(cache), "--model", args.model, "--profile", "quick"], args.port,
+                       cache / f"bench-load-{args.port}.log")
     try:
-        wait_up(url, server)
         keys = WorkspaceTokens.from_file(cache / "workspace.key")
         gallery = "cifar10-test+imagenet"
-        tokens = [client_api_token(url) for _ in range(args.clients)]  # what a script does: /new_api_token
+        tokens = [Client(url, verbose=False, download_files=False).predict(api_name="/new_api_token")
+                  for _ in range(args.clients)]  # what a script does
         owners = [keys.verify(t, "api") for t in tokens]
-        done = sorted(r for r in (cache / "runs").glob("*") if (r / "eval_curve.json").is_file()) \
-            if (cache / "runs").is_dir() else []
+        done = finished_runs(cache)
         t0 = time.perf_counter()
         if args.reuse and done:
             source = done[-1]
         else:
             first = Client(url, verbose=False, download_files=False, headers={HEADER: tokens[0]})
-            first.predict("cifar10-class", "airplane", args.model, "quick", api_name="/start_preset")
-            status = first.predict(api_name="/watch_start_preset")
-            if "— done" not in status:
-                raise SystemExit(f"run did not finish: {status}")
+            run_preset(first, "cifar10-class", "airplane", args.model, "quick")
             source = max((cache / "runs").iterdir(), key=lambda r: r.stat().st_mtime)
         setup_run = time.perf_counter() - t0
         run_ids = [give_run(cache, source, owner) for owner in owners]
@@ -296,12 +248,8 @@ def main(argv: list[str] | None = None) -> None:
             with multiprocessing.get_context("spawn").Pool(procs) as pool:
                 outcomes = pool.map(run_clients, [jobs[k::procs] for k in range(procs)])
         wall = time.perf_counter() - t0 - max(o["open_s"] for o in outcomes)
-        results: dict[str, list[float]] = {"set_alpha": [], "retrieve": [], "page": []}
-        errors: list[str] = []
-        for o in outcomes:
-            for name in results:
-                results[name] += o["results"][name]
-            errors += o["errors"]
+        results = {name: [v for o in outcomes for v in o["results"][name]] for name in outcomes[0]["results"]}
+        errors = [e for o in outcomes for e in o["errors"]]
         setup_open = max(o["open_s"] for o in outcomes)
         rss_after = rss_mb(server.pid)
     finally:

@@ -16,17 +16,15 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import sys
 import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from common import launch, run_preset, timed
 
 from clipforget.app.config import EXAMPLE_PROMPTS, AppConfig
 from clipforget.app.presets import PRESETS, get_preset
 from clipforget.app.service import AppServices
-from clipforget.app.ui import build_ui, launch_kwargs
 from clipforget.app.workspaces import folder_bytes
 from clipforget.models.factory import DEFAULT_MODEL
 
@@ -48,8 +46,7 @@ def main(argv: list[str] | None = None) -> None:
     cache = args.cache_dir or tempfile.mkdtemp(prefix="bench_quick_")
     os.environ["CLIPFORGET_CACHE"] = cache  # decoded datasets and class texts too, as app.py --cache-dir does
     services = AppServices.create(AppConfig(model=args.model, cache_dir=cache, warm_up=not args.no_warm_up))
-    demo = build_ui(services, default_profile=args.profile)
-    demo.launch(prevent_thread_lock=True, quiet=True, **launch_kwargs(services, "127.0.0.1", args.port))
+    demo = launch(services, args.profile, args.port)
     gallery = services.config.default_gallery
     rows = []
     try:
@@ -64,15 +61,10 @@ def main(argv: list[str] | None = None) -> None:
         for _ in range(args.runs):
             t0 = time.perf_counter()
             choice = args.choice or get_preset(args.preset).default_choice()
-            client.predict(args.preset, choice, args.model, args.profile, api_name="/start_preset")
-            job = client.predict(api_name="/watch_start_preset")
+            run_preset(client, args.preset, choice, args.model, args.profile)
             run_s = time.perf_counter() - t0
-            if "— done" not in job:
-                raise SystemExit(f"run did not finish: {job}")
             run_id = client.predict(api_name="/list_runs")["value"]
-            t1 = time.perf_counter()
-            opened = client.predict(run_id, args.prompt, gallery, api_name="/open_run")
-            open_s = time.perf_counter() - t1
+            opened, open_s = timed(client.predict, run_id, args.prompt, gallery, api_name="/open_run")
             folder = services.runs.runs_dir / run_id
             info_path = next((folder / "alpha_grid").glob("*/grid.json"))
             ready_at_done = len(json.loads(info_path.read_text()).get("ready", [None] * 10**6))

@@ -16,12 +16,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from common import timed
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -51,10 +50,9 @@ def main(argv: list[str] | None = None) -> None:
         owner = reused[0][2]
     asked = SelectionRequest("demo", "marmoset", 40, [], "monkey", 200, [])
     out: dict = {"profile": args.profile, "threads": args.threads}
-    t0 = time.perf_counter()
-    size = len(services.galleries.get(services.config.model, "demo"))
-    out["index_s"] = round(time.perf_counter() - t0, 1)
-    out["gallery_images"] = size
+    gallery, seconds = timed(services.galleries.get, services.config.model, "demo")
+    out["index_s"] = round(seconds, 1)
+    out["gallery_images"] = len(gallery)
 
     def run(profile: str) -> str:
         started = time.perf_counter()
@@ -76,9 +74,8 @@ def main(argv: list[str] | None = None) -> None:
                 "fall": round(1 - marmosets[1] / marmosets[0], 3) if marmosets[0] else None,
                 "forgotten_as": view.folder.forgotten_names(),
                 "metrics_table": view.metrics_table(alpha)[1]})
-    started = time.perf_counter()
-    report = services.report(owner, run_id, alpha, "a photo of a marmoset", "demo")
-    out["report_s"] = round(time.perf_counter() - started, 2)
+    report, seconds = timed(services.report, owner, run_id, alpha, "a photo of a marmoset", "demo")
+    out["report_s"] = round(seconds, 2)
     out["report_kb"] = round(report.stat().st_size / 1e3)
     target = Path(args.out) if args.out else Path(cache) / report.name
     target.write_bytes(report.read_bytes())
@@ -88,11 +85,8 @@ def main(argv: list[str] | None = None) -> None:
     views = [services.runs.open(owner, r) for r in ids]
     for v in views:
         v.retrieve("monkey", v.chosen_alpha, "demo")  # what Open shows first
-    timings = []
-    for _ in range(4):  # the first one fills the views' caches (prompt similarities)
-        started = time.perf_counter()
-        compare.compare_runs(views, "marmoset", "demo")
-        timings.append(round(time.perf_counter() - started, 3))
+    # the first one fills the views' caches (prompt similarities)
+    timings = [round(timed(compare.compare_runs, views, "marmoset", "demo")[1], 3) for _ in range(4)]
     out["compare_runs"] = len(views)
     out["compare_s"] = {"first": timings[0], "again": timings[1:]}
     services.close()

@@ -25,11 +25,10 @@ import json
 import random
 import socket
 import statistics
-import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from common import launch, ms, percentile, set_owner
 
 from clipforget.app.config import AppConfig
 from clipforget.app.service import AppServices
@@ -38,13 +37,6 @@ from clipforget.models.factory import DEFAULT_MODEL
 OWNER = "benchbackends0000"
 PROMPTS = ("airplane", "a photo of an airplane", "jet", "cat", "ship on the sea", "truck", "a red car", "dog", "bird",
            "horse", "frog", "deer", "a small boat", "an airliner in the sky", "a kitten", "a pickup truck")
-
-
-def percentile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    pos = (len(ordered) - 1) * q / 100
-    lo, hi = int(pos), min(int(pos) + 1, len(ordered) - 1)
-    return ordered[lo] + (ordered[hi] - ordered[lo]) * (pos - lo)
 
 
 def summary(values: list[float]) -> dict[str, float]:
@@ -94,19 +86,11 @@ def measure(service: AppServices, run_id: str, requests: int, client, until=None
             break
         a = rng.choice(alphas)
         prompt = f"{rng.choice(PROMPTS)} {i}"  # a new prompt: its text embedding is not cached
-        t0 = time.perf_counter()
-        view.retrieve(prompt + " s", 0.5, gallery)
-        out["retrieval_server"].append(1000 * (time.perf_counter() - t0))
+        out["retrieval_server"].append(ms(view.retrieve, prompt + " s", 0.5, gallery))
         if client is not None:
-            t0 = time.perf_counter()
-            client.predict(a, "airplane", gallery, api_name="/set_alpha")
-            out["slider_http"].append(1000 * (time.perf_counter() - t0))
-            t0 = time.perf_counter()
-            client.predict(0.5, prompt, gallery, api_name="/retrieve")
-            out["retrieval_http"].append(1000 * (time.perf_counter() - t0))
-            t0 = time.perf_counter()
-            client.predict(service.config.model, api_name="/check_model")
-            out["trivial_http"].append(1000 * (time.perf_counter() - t0))
+            out["slider_http"].append(ms(client.predict, a, "airplane", gallery, api_name="/set_alpha"))
+            out["retrieval_http"].append(ms(client.predict, 0.5, prompt, gallery, api_name="/retrieve"))
+            out["trivial_http"].append(ms(client.predict, service.config.model, api_name="/check_model"))
         time.sleep(0.02)  # a user moving a slider, not a load test
     return out
 
@@ -115,18 +99,13 @@ def bench_backend(name: str, cache: str, model: str, run_id: str, requests: int,
     config = AppConfig(model=model, cache_dir=cache, backend=name, workers=1 if name == "local" else None)
     service = AppServices.create(config)
     demo = client = None
-    job_file = service.runs.runs_dir / run_id / "job.json"
+    run_dir = service.runs.runs_dir / run_id
     if use_http:
         from gradio_client import Client
 
-        from clipforget.app.ui import build_ui, launch_kwargs
-
-        demo = build_ui(service, default_profile="quick")
-        demo.launch(prevent_thread_lock=True, quiet=True, **launch_kwargs(service, "127.0.0.1", free_port()))
+        demo = launch(service, "quick", free_port())
         client = Client(demo.local_url, verbose=False, download_files=False)
-        spec = json.loads(job_file.read_text())  # hand the explored run to this client's workspace
-        spec["owner"] = client_owner(client)
-        job_file.write_text(json.dumps(spec))
+        set_owner(run_dir, client_owner(client))  # hand the explored run to this client's workspace
         client.predict(run_id, "airplane", service.config.default_gallery, api_name="/open_run")
     result: dict = {"backend": name}
     try:
@@ -151,9 +130,7 @@ def bench_backend(name: str, cache: str, model: str, run_id: str, requests: int,
         service.runs.backend.wait(rid, timeout=1800)
         result["idle_after"] = measure(service, run_id, requests, client)
     finally:
-        spec = json.loads(job_file.read_text())
-        spec["owner"] = OWNER
-        job_file.write_text(json.dumps(spec))
+        set_owner(run_dir, OWNER)
         if demo is not None:
             demo.close()
         service.runs.backend.close()

@@ -19,22 +19,19 @@ import os
 import shutil
 import subprocess
 import sys
-import time
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+from common import ROOT, timed
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-
-from clipforget.core.devices import resolve_device  # noqa: E402
-from clipforget.core.paths import data_root  # noqa: E402
-from clipforget.models.encode import encode_text, text_classifier  # noqa: E402
-from clipforget.pipeline.folder import RunFolder  # noqa: E402
-from clipforget.retrieval.index import load_index  # noqa: E402
-from index_builder.alpha_grid import embeddings_at  # noqa: E402
+from clipforget.core.devices import resolve_device
+from clipforget.core.paths import data_root
+from clipforget.models.encode import encode_text, text_classifier
+from clipforget.pipeline.folder import RunFolder
+from clipforget.retrieval.index import load_index
+from index_builder.alpha_grid import embeddings_at
 
 # one class list for every task (the user's --classes; no per-task setting): zero-shot competitors of the label
 CLASSES = ("animal,bird,cat,dog,monkey,insect,fish,vehicle,car,food,fruit,bottle,ball,tool,furniture,building,"
@@ -59,10 +56,6 @@ class Task:
         return next(iter(self.subgroup.values()))
 
 
-def _m(species: str) -> str:
-    return f"monkeys10:{species}"
-
-
 MONKEYS = {
     "mantled_howler": "howler monkey", "patas_monkey": "patas monkey", "bald_uakari": "bald uakari",
     "japanese_macaque": "japanese macaque", "pygmy_marmoset": "pygmy marmoset",
@@ -73,8 +66,8 @@ MONKEYS = {
 
 
 def monkey_task(name: str, half: str, forget: list[str], own: str) -> Task:
-    sub = {_m(s): own for s in forget}
-    sib = {_m(s): n for s, n in MONKEYS.items() if s not in forget}
+    sub = {f"monkeys10:{s}": own for s in forget}
+    sib = {f"monkeys10:{s}": n for s, n in MONKEYS.items() if s not in forget}
     return Task(name, half, "animals (monkeys10)", "monkey", sub, sib)
 
 
@@ -163,11 +156,10 @@ def run_task(task: Task, data: Path, out: Path, py: str, extra: list[str], rerun
     if RunFolder(out).is_done() and not rerun:
         return 0.0
     shutil.rmtree(out, ignore_errors=True)
-    start = time.perf_counter()
-    subprocess.run([py, "-m", "clipforget", "unlearn", "--forget", str(data / "forget"), "--retain",
-                    str(data / "retain"), "--label", task.label, "--retain-label", task.label, "--classes", CLASSES,
-                    "--quiet", "--out", str(out), *extra], check=True, cwd=ROOT, stdout=subprocess.DEVNULL)
-    return time.perf_counter() - start
+    cmd = [py, "-m", "clipforget", "unlearn", "--forget", str(data / "forget"), "--retain", str(data / "retain"),
+           "--label", task.label, "--retain-label", task.label, "--classes", CLASSES, "--quiet", "--out", str(out),
+           *extra]
+    return timed(subprocess.run, cmd, check=True, cwd=ROOT, stdout=subprocess.DEVNULL)[1]
 
 
 # -------------------------------------------------------------------------------------------------------- checks

@@ -14,21 +14,18 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from pathlib import Path
 
+import common  # noqa: F401  (puts the repository on sys.path)
 import numpy as np
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-
-from clipforget.core.devices import resolve_device  # noqa: E402
-from clipforget.data.imagenet import display_name  # noqa: E402
-from clipforget.models.encode import encode_text  # noqa: E402
-from clipforget.pipeline.folder import RunFolder  # noqa: E402
-from clipforget.retrieval.audit import audit_prompt  # noqa: E402
-from clipforget.retrieval.index import load_index  # noqa: E402
-from index_builder.alpha_grid import embeddings_at  # noqa: E402
+from clipforget.core.devices import resolve_device
+from clipforget.data.imagenet import display_name
+from clipforget.models.encode import encode_text
+from clipforget.pipeline.folder import RunFolder
+from clipforget.retrieval.audit import audit_prompt
+from clipforget.retrieval.index import load_index
+from index_builder.alpha_grid import embeddings_at
 
 UNRELATED = {  # prompt -> Tiny-ImageNet val folder of its class
     "lesser panda": "n02509815", "golden retriever": "n02099601", "sports car": "n04285008",

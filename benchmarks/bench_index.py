@@ -19,9 +19,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
+from common import timed
 
 from clipforget.core.paths import data_root
 from clipforget.models.encode import encode_images, encode_text
@@ -59,23 +57,17 @@ def bench_build(args, bundle) -> tuple[Path, torch.Tensor]:
     out = Path(args.index)
     cfg = BuildConfig(model=args.model, batch_size=args.batch_size, workers=args.workers, progress=False)
     if not args.skip_build:
-        t0 = time.perf_counter()
-        build(args.gallery, out, cfg)
-        seconds = time.perf_counter() - t0
+        seconds = timed(build, args.gallery, out, cfg)[1]
         info = json.loads((out / "info.json").read_text())
         n = info["count"] + info["skipped"]
         report("build_images_per_s", n / seconds, f"{n / seconds:8.1f} img/s  ({n} files in {seconds:.1f} s, "
                f"workers={args.workers}, batch={args.batch_size}, index {info['index_key']}, incl. model load)")
         RESULTS["build_info"] = info["build"]
-    t0 = time.perf_counter()
-    images = decoded_images(out, bundle.image_size, args.batch_size, args.workers)
-    decode = time.perf_counter() - t0
+    images, decode = timed(decoded_images, out, bundle.image_size, args.batch_size, args.workers)
     report("decode_seconds", decode, f"{decode:8.1f} s   (decoding the gallery "
            f"once, {args.workers} workers: what a naive re-encode loop pays once, before its first alpha)")
     encode_images(bundle, images[: args.batch_size], batch_size=args.batch_size)  # warm-up
-    t0 = time.perf_counter()
-    encode_images(bundle, images, batch_size=args.batch_size)
-    forward = time.perf_counter() - t0
+    forward = timed(encode_images, bundle, images, batch_size=args.batch_size)[1]
     report("pure_forward_images_per_s", len(images) / forward,
            f"{len(images) / forward:8.1f} img/s  (pre-decoded uint8, encode_images, batch {args.batch_size})")
     if "build_images_per_s" in RESULTS:
@@ -140,20 +132,14 @@ def bench_search(bundle, gallery, grid: AlphaGrid | None, args) -> None:
     feats = encode_text(bundle, prompts)
     text_t, search_t = [], []
     for i, prompt in enumerate(prompts):
-        t0 = time.perf_counter()
-        q = encode_text(bundle, [prompt])
-        t1 = time.perf_counter()
-        search(gallery, feats[i], 20)
-        t2 = time.perf_counter()
-        text_t.append(t1 - t0)
-        search_t.append(t2 - t1)
+        text_t.append(timed(encode_text, bundle, [prompt])[1])
+        search_t.append(timed(search, gallery, feats[i], 20)[1])
     total = [a + b for a, b in zip(text_t, search_t, strict=True)]
     report("search_ms_p50_p95", [pct(search_t, 50), pct(search_t, 95)],
            f"{pct(search_t, 50):8.2f} / {pct(search_t, 95):.2f} ms  (FAISS {gallery.info['index_key']}, "
            f"{len(gallery)} x {gallery.info['dim']}, k=20; goal p95 < 20 ms)")
     report("query_ms_p50_p95", [pct(total, 50), pct(total, 95)],
            f"{pct(total, 50):8.2f} / {pct(total, 95):.2f} ms  (text encoding + search)")
-    del q
     if grid is None:
         return
     rng = np.random.default_rng(0)
@@ -227,35 +213,32 @@ def main() -> int:
     run = Path(args.run)
     if args.search_only:  # latency figures only, on an existing index (+ the run's grid when there is one)
         gallery = load_index(args.index)
-        names = AlphaGrid.available(run)
-        grid = AlphaGrid.load(run, gallery.name) if gallery.name in names else None
-        bench_search(bundle, gallery, grid, args)
-        if args.json:
-            Path(args.json).write_text(json.dumps(RESULTS, indent=2, default=float))
-        return 0
-    index_dir, images = bench_build(args, bundle)
-    gallery = load_index(index_dir)
-    grid = None
-    if (run / "status.json").is_file() and json.loads((run / "status.json").read_text()).get("state") == "done":
-        original, theta_u = RunFolder(run).original_model(device), RunFolder(run).unlearned_state(device)
-        theta_0 = clone_state(original.model.visual)
-        alpha = json.loads((run / "alpha_curve.json").read_text())["alpha"]
-        final = create_model(str(run / "model"), device=device)
-        audit(bundle, gallery, encode_images(final, images, batch_size=args.batch_size).numpy(), alpha)
-        naive = naive_seconds_per_alpha(
-            original, theta_u, theta_0, images, args.batch_size, (0.35, 0.7, 0.15)[: args.naive_alphas]
-        )
-        if args.skip_grid:
-            grid = AlphaGrid.load(run, index_dir.name)
-        else:
-            grid = bench_grid("run", run, index_dir, images, args, naive, args.grid_step)
-        if not args.no_late_layer:
-            with tempfile.TemporaryDirectory() as tmp:
-                spec = json.loads((run / "config.json").read_text())["model"]
-                fake = late_layer_run(original, theta_0, Path(tmp), spec)
-                bench_grid("late_layer", fake, index_dir, images, args, naive, 0.05)
+        grid = AlphaGrid.load(run, gallery.name) if gallery.name in AlphaGrid.available(run) else None
     else:
-        print(f"no finished run at {run}: alpha grid and audit skipped", flush=True)
+        index_dir, images = bench_build(args, bundle)
+        gallery = load_index(index_dir)
+        grid = None
+        status = json.loads((run / "status.json").read_text()) if (run / "status.json").is_file() else {}
+        if status.get("state") == "done":
+            original, theta_u = RunFolder(run).original_model(device), RunFolder(run).unlearned_state(device)
+            theta_0 = clone_state(original.model.visual)
+            alpha = json.loads((run / "alpha_curve.json").read_text())["alpha"]
+            final = create_model(str(run / "model"), device=device)
+            audit(bundle, gallery, encode_images(final, images, batch_size=args.batch_size).numpy(), alpha)
+            naive = naive_seconds_per_alpha(
+                original, theta_u, theta_0, images, args.batch_size, (0.35, 0.7, 0.15)[: args.naive_alphas]
+            )
+            if args.skip_grid:
+                grid = AlphaGrid.load(run, index_dir.name)
+            else:
+                grid = bench_grid("run", run, index_dir, images, args, naive, args.grid_step)
+            if not args.no_late_layer:
+                with tempfile.TemporaryDirectory() as tmp:
+                    spec = json.loads((run / "config.json").read_text())["model"]
+                    fake = late_layer_run(original, theta_0, Path(tmp), spec)
+                    bench_grid("late_layer", fake, index_dir, images, args, naive, 0.05)
+        else:
+            print(f"no finished run at {run}: alpha grid and audit skipped", flush=True)
     bench_search(bundle, gallery, grid, args)
     if args.json:
         Path(args.json).write_text(json.dumps(RESULTS, indent=2, default=float))

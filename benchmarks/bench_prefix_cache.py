@@ -19,10 +19,9 @@ import json
 import os
 import subprocess
 import sys
-import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
+from common import ROOT, timed
 
 TASKS = {
     "monkeys": (["run", "monkeys", "--size", "small"], [
@@ -42,9 +41,7 @@ def python() -> str:
 
 
 def run(cmd: list[str], env: dict[str, str]) -> float:
-    start = time.perf_counter()
-    subprocess.run(cmd, cwd=ROOT, env=env, check=True, stdout=subprocess.DEVNULL)
-    return time.perf_counter() - start
+    return timed(subprocess.run, cmd, cwd=ROOT, env=env, check=True, stdout=subprocess.DEVNULL)[1]
 
 
 def ensure_index(out: Path, env: dict[str, str], data: Path) -> Path:

@@ -13,24 +13,18 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 import tempfile
 import threading
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from common import rss_mb
 
 from clipforget.core.devices import configure_backends, resolve_device
 from clipforget.methods.registry import get_method, seed_config
 from clipforget.models.factory import DEFAULT_MODEL, create_model
 from clipforget.pipeline.run import run_method
 from clipforget.settings import get_setting
-
-
-def rss_mb() -> float:
-    with open("/proc/self/statm") as handle:
-        return int(handle.read().split()[1]) * 4096 / 2**20
 
 
 class PhaseSampler:

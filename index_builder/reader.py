@@ -102,6 +102,16 @@ def shard_files(files: Sequence[GalleryFile], shard: tuple[int, int]) -> list[Ga
     return list(files[i * len(files) // n : (i + 1) * len(files) // n])
 
 
+def decode(path: str, image_size: int) -> tuple[torch.Tensor | None, str | None]:
+    """One file at model size, or ``None`` and the reason it could not be read (a bad file is never fatal)."""
+    try:
+        return to_model_size(open_image(path), image_size), None
+    except DataError as err:
+        return None, str(err)
+    except OSError as err:  # vanished / unreadable file
+        return None, f"cannot read file ({type(err).__name__})"
+
+
 class ImageFileDataset(Dataset):
     """``dataset[i] -> (i, uint8 3,S,S tensor or None, reason or None)``; decoding errors become reasons."""
 
@@ -113,12 +123,7 @@ class ImageFileDataset(Dataset):
         return len(self.files)
 
     def __getitem__(self, i: int) -> tuple[int, torch.Tensor | None, str | None]:
-        try:
-            return i, to_model_size(open_image(self.files[i].path), self.image_size), None
-        except DataError as err:
-            return i, None, str(err)
-        except OSError as err:  # vanished / unreadable file
-            return i, None, f"cannot read file ({type(err).__name__})"
+        return i, *decode(self.files[i].path, self.image_size)
 
 
 @dataclass

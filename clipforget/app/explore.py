@@ -65,6 +65,15 @@ class RunView:
         self._tables: dict[float, tuple[list[str], list[list[Any]]]] = {}
         self._lock = threading.Lock()
 
+    def _remember(self, cache: dict, key: Any, value: Any, limit: int = 64) -> Any:
+        """Keep ``value`` in ``cache``, dropping the oldest entries past ``limit`` (explore events run concurrently,
+        :mod:`clipforget.app.ui.blocks`); returns ``value``."""
+        with self._lock:
+            cache[key] = value
+            while len(cache) > limit:
+                cache.pop(next(iter(cache)))
+        return value
+
     # weights
     @property
     def model_label(self) -> str:
@@ -90,10 +99,6 @@ class RunView:
         return self._states
 
     # curves and metrics
-    def eval_sets(self) -> list[dict[str, Any]]:
-        zero_shot = self.metrics.get("zero_shot", {})
-        return [{"name": k, **v} for k, v in zero_shot.items()]
-
     def accuracy_at(self, alpha: float) -> dict[str, float]:
         """Each evaluation set's accuracy at ``alpha`` (linear between the curve's alphas)."""
         if not self.eval_curve:
@@ -112,7 +117,7 @@ class RunView:
             return saved_metrics_table(self.folder)  # at α* the saved metrics: the run list's and report's Score
         headers = ["set", "role", "images", "original %", f"θ(α={alpha:.2f}) %", "ratio"]
         acc, original = self.accuracy_at(alpha), self.accuracy_at(0.0)
-        sets = self.eval_sets()
+        sets = [{"name": k, **v} for k, v in self.metrics.get("zero_shot", {}).items()]
         final = {s["name"]: acc.get(s["name"], s["acc"]) for s in sets}  # no curve (older run): saved metrics
         start = {s["name"]: original.get(s["name"], s["acc_original"]) for s in sets}
         summary = summarize(start, final, {s["name"]: s.get("role", "retain") for s in sets})
@@ -120,11 +125,7 @@ class RunView:
                  round(100 * v["acc_original"], 1), round(100 * v["acc"], 1), round(v["ratio"], 3)]
                 for name, v in summary["zero_shot"].items()]
         rows.append(["Score", "", "", "", "", score_text(summary["score"])])
-        with self._lock:
-            self._tables[round(alpha, 4)] = headers, rows
-            while len(self._tables) > 64:
-                self._tables.pop(next(iter(self._tables)))
-        return headers, rows
+        return self._remember(self._tables, round(alpha, 4), (headers, rows))
 
     def figure(self, alpha: float):
         """Plotly figure: accuracy vs alpha per set, calibration curves dashed, chosen and current alpha marked."""
@@ -202,11 +203,7 @@ class RunView:
             sims = np.zeros(grid.array.shape[:2], np.float32)
             for i in grid.ready:
                 sims[i] = grid.embeddings(float(grid.alphas[i])) @ query
-        with self._lock:
-            self._sims[key] = sims
-            while len(self._sims) > 32:
-                self._sims.popitem(last=False)
-        return sims
+        return self._remember(self._sims, key, sims, 32)
 
     def alphas(self, gallery: str | None = None) -> list[float]:
         """The alphas the slider can show distinct retrieval at (the grid's, else the profile's)."""
@@ -229,25 +226,19 @@ class RunView:
                          f"{len(self.galleries.get(self.model_spec, gallery)):,} images ({self.profile.name} run)")
         return "; ".join(notes)
 
-    def _masks(self, gallery: str) -> tuple[np.ndarray, np.ndarray]:
+    def masks(self, gallery: str) -> tuple[np.ndarray, np.ndarray]:
+        """``(trained, forgotten)``, ``N`` booleans each over the gallery's rows: images this run was trained on (a
+        run made from a selection of this gallery; none otherwise -- an audit scores a model on the other, held-out
+        images only) and images of the forgotten subgroup (:func:`clipforget.pipeline.report.run_gallery_masks`)."""
         found = self._gallery_masks.get(gallery)
         if found is None:
             gal = self.galleries.get(self.model_spec, gallery)
             found = self._gallery_masks[gallery] = run_gallery_masks(self.folder, gal.paths, gal.labels)
         return found
 
-    def trained_mask(self, gallery: str) -> np.ndarray:
-        """``N`` booleans over the gallery's rows: images this run was trained on (a run made from a selection of
-        this gallery; none otherwise). An audit scores a model on the other, held-out images only."""
-        return self._masks(gallery)[0]
-
-    def forgotten_mask(self, gallery: str) -> np.ndarray:
-        """``N`` booleans: images of the forgotten subgroup (:func:`clipforget.pipeline.report.run_gallery_masks`)."""
-        return self._masks(gallery)[1]
-
     def _original_top(self, gallery: str, prompt: str, k: int, held_out_only: bool = False
                       ) -> tuple[list[int], list[float]]:
-        excluded = self.trained_mask(gallery) if held_out_only else None
+        excluded = self.masks(gallery)[0] if held_out_only else None
         held_out_only = excluded is not None and bool(excluded.any())
         key = (gallery, prompt, k, held_out_only)
         found = self._before.get(key)
@@ -263,10 +254,7 @@ class RunView:
                 sims = gal.embeddings[rows] @ query
                 top = top_k_rows(sims, k, excluded[rows] if held_out_only else None)
                 found = ([int(rows[i]) for i in top], [float(sims[i]) for i in top])
-            with self._lock:  # explore events run concurrently (clipforget.app.ui.blocks)
-                self._before[key] = found
-                while len(self._before) > 64:
-                    self._before.pop(next(iter(self._before)))
+            self._remember(self._before, key, found)
         return found
 
     def retrieve(self, prompt: str, alpha: float, gallery: str, k: int | None = None, held_out_only: bool = False
@@ -281,7 +269,7 @@ class RunView:
         gal = self.galleries.get(self.model_spec, gallery)
         grid = self.grid(gallery)
         k = min(k or self.app_config.top_k, len(grid))
-        trained, forgotten = self.trained_mask(gallery), self.forgotten_mask(gallery)
+        trained, forgotten = self.masks(gallery)
         before, before_scores = self._original_top(gallery, prompt, k, held_out_only)
         sims = self._similarities(gallery, prompt)[grid.nearest(alpha)]
         rows = grid.rows
@@ -314,14 +302,10 @@ class RunView:
         if found is None:
             base = self._base_figure()
             layout = base.get("layout", {})
-            found = json.dumps({**base, "layout": {
+            found = self._remember(self._figures, key, json.dumps({**base, "layout": {
                 **layout, "shapes": [*layout.get("shapes", []), _alpha_line(alpha)],
                 "annotations": [*layout.get("annotations", []), _alpha_label(alpha)]}},
-                cls=PlotlyJSONEncoder)
-            with self._lock:
-                self._figures[key] = found
-                while len(self._figures) > 64:
-                    self._figures.pop(next(iter(self._figures)))
+                cls=PlotlyJSONEncoder))
         return found
 
 

@@ -95,26 +95,19 @@ def startup(cache: Path, workspaces: Workspaces, runs: Runs, ttl_days: float) ->
             **sweep(cache, workspaces, runs, ttl_days)}
 
 
-class Sweeper:
-    """Runs :func:`sweep` every ``interval_s`` seconds on a daemon thread until :meth:`stop`."""
+def start_sweeper(cache: Path, workspaces: Workspaces, runs: Runs, ttl_days: float, interval_s: float
+                  ) -> threading.Event:
+    """Run :func:`sweep` every ``interval_s`` seconds (never when it is 0) on a daemon thread until the returned
+    event is set."""
+    stop = threading.Event()
 
-    def __init__(self, cache: Path, workspaces: Workspaces, runs: Runs, ttl_days: float, interval_s: float):
-        self._stop = threading.Event()
-        self._args = (cache, workspaces, runs, ttl_days)
-        self.interval_s = interval_s
-        self._thread = threading.Thread(target=self._loop, name="clipforget-housekeeping", daemon=True)
-
-    def start(self) -> Sweeper:
-        if self.interval_s > 0:
-            self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        self._stop.set()
-
-    def _loop(self) -> None:
-        while not self._stop.wait(self.interval_s):
+    def loop() -> None:
+        while not stop.wait(interval_s):
             try:
-                sweep(*self._args)
+                sweep(cache, workspaces, runs, ttl_days)
             except Exception:  # housekeeping must never take the app down
                 continue
+
+    if interval_s > 0:
+        threading.Thread(target=loop, name="clipforget-housekeeping", daemon=True).start()
+    return stop

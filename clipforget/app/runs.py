@@ -85,12 +85,9 @@ class Runs:
 
     def all_runs(self) -> list[tuple[RunSpec, Path]]:
         """Every run on disk with its spec (any owner): for housekeeping."""
-        out = []
-        for folder in sorted(self.runs_dir.iterdir()) if self.runs_dir.is_dir() else []:
-            spec = RunSpec.read(folder) if folder.is_dir() else None
-            if spec is not None:
-                out.append((spec, folder))
-        return out
+        folders = sorted(self.runs_dir.iterdir()) if self.runs_dir.is_dir() else []
+        specs = ((RunSpec.read(folder) if folder.is_dir() else None, folder) for folder in folders)
+        return [(spec, folder) for spec, folder in specs if spec is not None]
 
     def is_active(self, run_id: str) -> bool:
         live = self.backend.snapshot(run_id)
@@ -145,10 +142,9 @@ class Runs:
             raise DataError("type the coarse label the forget images should lose (e.g. 'monkey')")
         if len(label) > 100:
             raise DataError("the label is too long (100 characters at most)")
-        if not uploads.has_files(forget_dir):
-            raise DataError("upload the forget gallery first (image files or a zip)")
-        if not uploads.has_files(retain_dir):
-            raise DataError("upload the retain gallery first (image files or a zip)")
+        for kind, folder in (("forget", forget_dir), ("retain", retain_dir)):
+            if not uploads.has_files(folder):
+                raise DataError(f"upload the {kind} gallery first (image files or a zip)")
         retain_label = (retain_label or "").strip() or None
         if retain_label and len(retain_label) > 100:
             raise DataError("the retain label is too long (100 characters at most)")
@@ -202,9 +198,7 @@ class Runs:
                                            request)
         upload_id = self.new_upload_id()
         root = self.upload_root(owner, upload_id)
-        left = self.quota_left(owner)
-        c = self.config
-        limits = uploads.UploadLimits(c.max_upload_mb, c.max_total_upload_mb, c.max_files, c.max_pixels, left)
+        limits = self._upload_limits(self.quota_left(owner))
         selection.write_selection(chosen, root, limits, (retain_label or "").strip() or None)
 
         def said(prompt: str, k: int, picked: int) -> str:
@@ -242,10 +236,12 @@ class Runs:
             raise DataError("unknown gallery kind")
         dest = self.upload_root(owner, upload_id) / kind
         left = self.quota_left(owner)
-        c = self.config
-        limits = uploads.UploadLimits(c.max_upload_mb, c.max_total_upload_mb, c.max_files, c.max_pixels,
-                                      None if left is None else left + folder_bytes(dest))
+        limits = self._upload_limits(None if left is None else left + folder_bytes(dest))
         return uploads.save_files(dest, kind, files, limits)
+
+    def _upload_limits(self, quota_left: int | None) -> uploads.UploadLimits:
+        c = self.config
+        return uploads.UploadLimits(c.max_upload_mb, c.max_total_upload_mb, c.max_files, c.max_pixels, quota_left)
 
     def inspect_upload(self, folder: Path, label: str | None, size: int = 32) -> uploads.UploadReport:
         return uploads.inspect_folder(folder, label, self.config.max_pixels, size)
@@ -255,11 +251,7 @@ class Runs:
         return time.strftime("%Y%m%d%H%M%S") + secrets.token_hex(3)
 
     def _own_folders(self, owner: str) -> list[tuple[Path, bool]]:
-        out = []
-        for spec, folder in self.all_runs():
-            if spec.owner == owner:
-                out.append((folder, not self.is_active(spec.run_id)))
-        return out
+        return [(folder, not self.is_active(spec.run_id)) for spec, folder in self.all_runs() if spec.owner == owner]
 
     def usage(self, owner: str) -> int:
         """Bytes held by the workspace: uploads, exports and its runs' folders."""
@@ -329,10 +321,13 @@ class Runs:
         return folder
 
     def finished_run_dir(self, owner: str, run_id: str) -> Path:
+        """The folder of the owner's finished run ``run_id`` (a failed run's error is in the refusal)."""
         folder = self.run_dir(owner, run_id)
-        state = self._state(folder)[0].get("state")
+        snap, _ = self._state(folder)
+        state = snap.get("state")
         if state != "done" or not RunFolder(folder).is_done():
-            raise DataError(f"run {run_id} is not finished (state: {state})")
+            why = f": {snap['error']}" if state in ("failed", "interrupted") and snap.get("error") else ""
+            raise DataError(f"run {run_id} is not finished (state: {state}){why}")
         return folder
 
     def open(self, owner: str, run_id: str) -> RunView:
@@ -342,12 +337,7 @@ class Runs:
             if view is not None and view.spec is not None and view.spec.owner == owner and view.dir.is_dir():
                 self._views.move_to_end(run_id)  # an opened run is finished: only its deletion ends the view
                 return view
-        folder = self.run_dir(owner, run_id)
-        snap, _ = self._state(folder)
-        state = snap.get("state")
-        if state != "done" or not RunFolder(folder).is_done():
-            why = f": {snap['error']}" if state in ("failed", "interrupted") and snap.get("error") else ""
-            raise DataError(f"run {run_id} is not finished (state: {state}){why}")
+        folder = self.finished_run_dir(owner, run_id)
         with self._lock:
             view = self._views.get(run_id)
             if view is None:

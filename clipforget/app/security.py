@@ -252,12 +252,15 @@ class SecurityMiddleware:
         if owner is None:
             await self._refuse(send_with_headers, 403, NO_WORKSPACE)
             return
+        # gradio_client fetches every output file as file=<its path>; a thumbnail's path is its link
+        linked = THUMBNAIL_LINK.fullmatch(match.group("path")) if route.guard == "file" else None
+        if route.guard == "thumbnail" or linked:
+            name = (linked or match).group("name")
+            await self._serve_file(self.thumbnail(name) if self.thumbnail else None, method, send_with_headers,
+                                   b"image/png", [(b"cache-control", b"private, max-age=86400")])
+            return
         if route.guard == "file":
             target = match.group("path")
-            linked = THUMBNAIL_LINK.fullmatch(target)
-            if linked:  # gradio_client fetches every output file as file=<its path>; a thumbnail's path is its link
-                await self._serve_thumbnail(linked.group("name"), method, send_with_headers)
-                return
             if not (any(within(target, r) for r in self.served_roots())
                     and self.bindings.allowed("file", file_key(target), owner)):
                 await self._refuse(send_with_headers)
@@ -272,9 +275,6 @@ class SecurityMiddleware:
             await self._serve_file(target, method, send_with_headers, kind, [
                 (b"content-disposition", f"attachment; filename*=UTF-8''{quote(name)}".encode("latin-1")),
                 (b"cache-control", b"no-store"), (b"content-security-policy", FILE_CSP.encode())])
-            return
-        if route.guard == "thumbnail":
-            await self._serve_thumbnail(match.group("name"), method, send_with_headers)
             return
         query = parse_qs(scope.get("query_string", b"").decode("latin-1"))
         body = None
@@ -342,7 +342,11 @@ class SecurityMiddleware:
         pending = bytearray()
         state = {"capture": False}
 
-        def grant_from(payload) -> None:
+        def grant_from(raw: bytes) -> None:
+            try:
+                payload = json.loads(raw)
+            except ValueError:
+                return
             if "event" in route.binds and isinstance(payload, dict) and isinstance(payload.get("event_id"), str):
                 bindings.grant("event", [payload["event_id"]], owner)
             if "files" in route.binds:
@@ -368,10 +372,7 @@ class SecurityMiddleware:
                 pending[:] = rest
                 for line in lines:
                     if line.startswith(b"data:"):
-                        try:
-                            grant_from(json.loads(line[5:]))
-                        except ValueError:
-                            pass
+                        grant_from(line[5:])
                 await send(message)
                 return
             if state["capture"]:
@@ -380,10 +381,7 @@ class SecurityMiddleware:
                     state["capture"] = False
                     captured.clear()
                 elif not message.get("more_body", False):
-                    try:
-                        grant_from(json.loads(bytes(captured)))
-                    except ValueError:
-                        pass
+                    grant_from(bytes(captured))
             await send(message)
 
         return wrapped
@@ -444,10 +442,6 @@ class SecurityMiddleware:
         return wrapped
 
     # files ---------------------------------------------------------------------------------------------------------
-    async def _serve_thumbnail(self, name: str, method: str, send) -> None:
-        target = self.thumbnail(name) if self.thumbnail else None
-        await self._serve_file(target, method, send, b"image/png", [(b"cache-control", b"private, max-age=86400")])
-
     async def _serve_file(self, target: Path | None, method: str, send, content_type: bytes,
                           headers: list[tuple[bytes, bytes]]) -> None:
         """Send the app's own file ``target`` (an export, a thumbnail), or 404 when there is none."""

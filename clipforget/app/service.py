@@ -7,6 +7,7 @@ so the UI (:mod:`clipforget.app.ui`) and scripts reach each through one object.
 from __future__ import annotations
 
 import os
+import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -43,17 +44,10 @@ class AppServices:
     runs: Runs
     tokens: WorkspaceTokens
     scrub: Scrubber
+    stress: StressTests  # the stress tests of opened runs (one at a time on the server)
     bindings: Bindings = field(default_factory=Bindings)  # Gradio's handles -> workspaces (the middleware's)
     startup_report: dict = field(default_factory=dict)
-    _sweeper: housekeeping.Sweeper | None = None
-    _stress: StressTests | None = None
-
-    @property
-    def stress(self) -> StressTests:
-        """The stress tests of opened runs (one at a time on the server)."""
-        if self._stress is None:
-            self._stress = StressTests(self.runs, self.galleries)
-        return self._stress
+    _sweeper: threading.Event | None = None  # set: the housekeeping thread stops
 
     @classmethod
     def create(cls, config: AppConfig | None = None, housekeeping_thread: bool = True) -> AppServices:
@@ -70,18 +64,19 @@ class AppServices:
         roots = [("<cache>", cache), ("<data>", data_root(config.data_root)), ("<imagenet>", config.imagenet_root),
                  *((f"<gallery {name}>", p) for name, paths in config.galleries.items()
                    for p in paths.split(os.pathsep)), ("<app>", Path(__file__).resolve().parents[2])]
-        services = cls(config, cache, models, workspaces, galleries, runs, tokens, Scrubber(roots))
+        services = cls(config, cache, models, workspaces, galleries, runs, tokens, Scrubber(roots),
+                       StressTests(runs, galleries))
         services.startup_report = housekeeping.startup(cache, workspaces, runs, config.workspace_ttl_days)
         if config.warm_up:
             runs.warm_up()
         if housekeeping_thread:
-            services._sweeper = housekeeping.Sweeper(cache, workspaces, runs, config.workspace_ttl_days,
-                                                     config.housekeeping_interval_s).start()
+            services._sweeper = housekeeping.start_sweeper(cache, workspaces, runs, config.workspace_ttl_days,
+                                                           config.housekeeping_interval_s)
         return services
 
     def close(self) -> None:
         if self._sweeper is not None:
-            self._sweeper.stop()
+            self._sweeper.set()
         self.runs.backend.close()
         self.workspaces.remove_exports()  # an export lives as long as the server that made it
 
@@ -99,10 +94,6 @@ class AppServices:
         view = self.runs.open(owner, run_id)
         return write_view_report(view, self.workspaces.exports_dir(owner), alpha, report_prompts(view, prompt),
                                  gallery)
-
-    def thumbnail_path(self, name: str) -> Path | None:
-        """A gallery thumbnail for the thumbnail route (galleries are shared: any workspace may see them)."""
-        return self.galleries.thumbnail_file(name)
 
     def download_path(self, owner: str, name: str) -> Path | None:
         """The owner's export ``name`` for the download route, or ``None`` (another workspace's, or gone)."""

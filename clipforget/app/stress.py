@@ -90,12 +90,10 @@ class StressJob:
 class StressTests:
     """Starts the stress test of an owner's finished run, at most one per workspace and one on the server."""
 
-    def __init__(self, runs: Runs, galleries: Galleries, device: str | None = None,
-                 cfg: StressConfig | None = None):
+    def __init__(self, runs: Runs, galleries: Galleries):
         self.runs = runs
         self.galleries = galleries
-        self.device = device
-        self.cfg = cfg or StressConfig()
+        self.cfg = StressConfig()
         self._jobs: dict[str, StressJob] = {}  # owner -> the running (or last) job
         self._lock = threading.Lock()
 
@@ -122,7 +120,7 @@ class StressTests:
             self.runs.require_quota(owner)
             gal = self.galleries.get(view.model_spec, gallery)  # the gallery the explore view shows
             parts = subgroup_parts(view, gal.paths)
-            device = self.device or str(self.runs.models.device)
+            device = str(self.runs.models.device)
         except BaseException:
             job.done.set()  # a start that fails leaves the workspace and the server free
             raise
@@ -141,15 +139,3 @@ class StressTests:
 
         threading.Thread(target=work, name=f"stress-{run_id}", daemon=True).start()
         return job
-
-    def run(self, owner: str, run_id: str, gallery: str, relearning: bool = False,
-            texts: list[str] | tuple[str, ...] = (), timeout: float | None = None) -> dict[str, Any]:
-        """:meth:`start` and wait for the result (scripts and tests)."""
-        job = self.start(owner, run_id, gallery, relearning, texts)
-        if not job.done.wait(timeout):
-            raise DataError("the stress test did not finish in time")
-        if job.error is not None:
-            raise job.error
-        assert job.result is not None
-        return job.result
-

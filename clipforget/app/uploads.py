@@ -13,13 +13,12 @@ a hidden ``.partial`` sibling that only an accepted upload renames into place.
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
-from clipforget.core.atomic import partial_dir, replace_dir, write_json
+from clipforget.core.atomic import partial_dir, read_json, replace_dir, write_json
 from clipforget.core.errors import DataError
 from clipforget.data.archives import ArchiveLimits, storage_name, unpack_zip
 from clipforget.data.images import read_folder
@@ -77,16 +76,7 @@ class UploadReport:
 
 
 def is_within(path: Path, folder: Path) -> bool:
-    try:
-        path.resolve().relative_to(folder.resolve())
-    except ValueError:
-        return False
-    return True
-
-
-def _display_name(path: Path) -> str:
-    """The name a browser gave a file (Gradio keeps it as the last path component)."""
-    return path.name
+    return path.resolve().is_relative_to(folder.resolve())
 
 
 META = ".upload.json"  # inside the upload folder; hidden, so no reader takes it for an image
@@ -116,7 +106,7 @@ def save_files(dest: Path, kind: str, files: list[str | os.PathLike] | None, lim
         count, written, ignored = 0, 0, 0
         archives: dict[str, str] = {}  # storage folder -> the zip's name as uploaded (shown with its members)
         for f in paths:
-            shown = _display_name(f)
+            shown = f.name  # the name a browser gave the file (Gradio keeps it as the last path component)
             size = f.stat().st_size
             if f.suffix.lower() == ".zip":
                 folder = tmp / storage_name(Path(shown).stem, taken)
@@ -153,11 +143,7 @@ def save_files(dest: Path, kind: str, files: list[str | os.PathLike] | None, lim
 
 def upload_meta(folder: Path) -> dict:
     """What :func:`save_files` recorded about ``folder`` (skipped files, ignored hidden files)."""
-    try:
-        value = json.loads((folder / META).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return {}
-    return value if isinstance(value, dict) else {}
+    return read_json(folder / META)
 
 
 def skipped_at_upload(folder: Path) -> list[list[str]]:

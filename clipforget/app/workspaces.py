@@ -12,6 +12,7 @@ import os
 import re
 import secrets
 import shutil
+import stat
 import threading
 import time
 from collections.abc import Iterable
@@ -33,20 +34,14 @@ def export_stem(run_id: str, alpha: float) -> str:
 def folder_bytes(path: Path) -> int:
     """Bytes of the files under ``path`` (0 when it does not exist; links are not followed)."""
     total = 0
-    stack = [Path(path)]
-    while stack:
-        try:
-            entries = list(os.scandir(stack.pop()))
-        except (FileNotFoundError, NotADirectoryError, PermissionError):
-            continue
-        for entry in entries:
+    for folder, _, names in os.walk(path):  # unreadable folders are skipped
+        for name in names:
             try:
-                if entry.is_dir(follow_symlinks=False):
-                    stack.append(Path(entry.path))
-                elif entry.is_file(follow_symlinks=False):
-                    total += entry.stat(follow_symlinks=False).st_size
+                info = os.lstat(os.path.join(folder, name))
             except OSError:
                 continue
+            if stat.S_ISREG(info.st_mode):
+                total += info.st_size
     return total
 
 

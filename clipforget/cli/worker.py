@@ -63,12 +63,8 @@ def cmd_worker(args: argparse.Namespace) -> int:
             slot.threads = args.threads
     pool = WorkerPool(WorkQueue(queue_dir), slots, args.cache_dir, args.plugin,
                       nice=10 if args.nice is None else args.nice)
-
-    def stop(signum: int, frame: object) -> None:
-        pool.request_stop()
-
-    signal.signal(signal.SIGTERM, stop)
-    signal.signal(signal.SIGINT, stop)
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, lambda *_: pool.request_stop())
     print(f"supervising {len(slots)} worker(s) on {queue_dir}: "
           + ", ".join(f"{s.name} ({s.device})" for s in slots), flush=True)
     try:

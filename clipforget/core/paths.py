@@ -6,9 +6,12 @@ Cache dir: ``--cache-dir`` flag, else ``$CLIPFORGET_CACHE``, else ``~/.cache/cli
 
 from __future__ import annotations
 
+import hashlib
 import os
 import re
 from pathlib import Path
+
+from .errors import DataError
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 ASSETS_DIR = REPO_ROOT / "assets"
@@ -37,6 +40,22 @@ def cache_dir(override: str | os.PathLike | None = None) -> Path:
     return path.resolve()
 
 
+def existing(path: Path, what: str, folder: bool = False) -> Path:
+    """``path`` when it is a file (a folder with ``folder``), else a :class:`DataError`: ``what`` not found there."""
+    if not (path.is_dir() if folder else path.is_file()):
+        raise DataError(f"{what} not found: {path}")
+    return path
+
+
 def safe_name(name: str) -> str:
     """``name`` reduced to ``[A-Za-z0-9._-]`` (other runs become ``_``), usable as one path component."""
     return re.sub(r"[^A-Za-z0-9._-]+", "_", name).strip("._") or "file"
+
+
+def file_digest(path: str | os.PathLike, algorithm: str = "sha256") -> str:
+    """The hex digest of a file's bytes, read a MiB at a time."""
+    digest = hashlib.new(algorithm)
+    with open(path, "rb") as handle:
+        while chunk := handle.read(1 << 20):
+            digest.update(chunk)
+    return digest.hexdigest()

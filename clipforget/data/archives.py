@@ -9,7 +9,6 @@ are unpacked into a temporary sibling folder that is renamed into place only whe
 
 from __future__ import annotations
 
-import hashlib
 import os
 import shutil
 import unicodedata
@@ -21,7 +20,7 @@ from pathlib import Path, PurePosixPath
 from clipforget.core.atomic import partial_dir
 from clipforget.core.errors import DataError
 from clipforget.core.locks import file_lock
-from clipforget.core.paths import cache_dir, safe_name
+from clipforget.core.paths import cache_dir, file_digest, safe_name
 
 
 @dataclass(frozen=True)
@@ -163,11 +162,7 @@ def _copy_member(zf: zipfile.ZipFile, info: zipfile.ZipInfo, target: Path, max_b
 
 def unpack_to_cache(archive: Path, limits: ArchiveLimits | None = None) -> tuple[Path, list[tuple[str, str]]]:
     """Unpack a gallery zip once into the cache (keyed by its content hash); ``(folder, skipped members)``."""
-    digest = hashlib.sha1()
-    with open(archive, "rb") as handle:
-        while chunk := handle.read(1 << 20):
-            digest.update(chunk)
-    target = cache_dir() / "unpacked" / f"{safe_name(archive.stem)}-{digest.hexdigest()[:16]}"
+    target = cache_dir() / "unpacked" / f"{safe_name(archive.stem)}-{file_digest(archive, 'sha1')[:16]}"
     if target.is_dir():
         return target, []
     with file_lock(target.parent / f".{target.name}.lock"):  # the same zip twice at once: unpacked once

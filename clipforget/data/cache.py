@@ -21,10 +21,12 @@ from .images import ImageSet
 FORMAT_VERSION = 1
 
 
-def cached_imageset(reader: str, source: Path, size: int, build: Callable[[], ImageSet]) -> ImageSet:
-    """``build()`` once per (reader, source, size); later calls load the ``.npz``."""
+def cached_imageset(reader: str, source: Path, size: int, build: Callable[[], ImageSet],
+                    folder: Path | None = None) -> ImageSet:
+    """``build()`` once per (reader, source, size); later calls load the ``.npz`` from ``folder`` (default
+    ``<cache>/datasets``)."""
     key = hashlib.sha1(f"{reader}|{Path(source).resolve()}|{size}|v{FORMAT_VERSION}".encode()).hexdigest()[:12]
-    path = cache_dir() / "datasets" / f"{reader}-{size}px-{key}.npz"
+    path = (folder or cache_dir() / "datasets") / f"{reader}-{size}px-{key}.npz"
     if path.is_file():
         with np.load(path) as npz:
             skipped = [tuple(s.split("\t", 1)) for s in npz["skipped"].tolist()]

@@ -6,8 +6,7 @@ import json
 import os
 from dataclasses import dataclass
 
-from clipforget.core.errors import DataError
-from clipforget.core.paths import data_root
+from clipforget.core.paths import data_root, existing
 
 from .cache import cached_imageset
 from .images import ImageSet, read_images
@@ -23,9 +22,7 @@ class CaptionedImages:
 
 def coco_mini(size: int, root: str | os.PathLike | None = None) -> CaptionedImages:
     folder = data_root(root) / "coco-mini"
-    table_path = folder / "captions.json"
-    if not table_path.is_file():
-        raise DataError(f"coco-mini captions not found: {table_path}")
+    table_path = existing(folder / "captions.json", "coco-mini captions")
     table = json.loads(table_path.read_text(encoding="utf-8"))
 
     def build() -> ImageSet:

@@ -7,7 +7,7 @@ import os
 from functools import lru_cache
 
 from clipforget.core.errors import DataError
-from clipforget.core.paths import data_root
+from clipforget.core.paths import data_root, existing
 
 from .cache import cached_imageset
 from .images import ImageSet, read_images
@@ -57,17 +57,13 @@ def imagenet_names(root: str | os.PathLike | None = None) -> list[str]:
 
 def imagenet_classes(root: str | os.PathLike | None = None) -> list[dict]:
     """The 1,000 ImageNet-1k classes: ``index``, ``wnid``, ``name`` (WordNet synonyms, comma separated)."""
-    path = data_root(root) / "breeds" / "imagenet-classes.json"
-    if not path.is_file():
-        raise DataError(f"ImageNet class list not found: {path}")
+    path = existing(data_root(root) / "breeds" / "imagenet-classes.json", "ImageNet class list")
     return json.loads(path.read_text(encoding="utf-8"))
 
 
 def living17(root: str | os.PathLike | None = None) -> dict[str, list[dict]]:
     """BREEDS LIVING-17: superclass -> its four ImageNet subclasses (``imagenet_index``, ``wnid``, ``name``)."""
-    path = data_root(root) / "breeds" / "living17.json"
-    if not path.is_file():
-        raise DataError(f"BREEDS LIVING-17 split not found: {path}")
+    path = existing(data_root(root) / "breeds" / "living17.json", "BREEDS LIVING-17 split")
     return json.loads(path.read_text(encoding="utf-8"))
 
 
@@ -76,9 +72,7 @@ def imagenet_samples(
 ) -> ImageSet:
     """The ImageNet sample images whose class index is listed, labelled by the dict key (default: CIFAR mapping)."""
     indices = indices or IMAGENET_TO_CIFAR10
-    folder = data_root(root) / "imagenet-samples"
-    if not folder.is_dir():
-        raise DataError(f"ImageNet samples folder not found: {folder}")
+    folder = existing(data_root(root) / "imagenet-samples", "ImageNet samples folder", folder=True)
     by_wnid = {p.name.split("_", 1)[0]: p for p in folder.iterdir()}
     classes = imagenet_classes(root)
     files, labels = [], []
@@ -93,9 +87,7 @@ def imagenet_samples(
 
 def imagenet_all_samples(size: int, root: str | os.PathLike | None = None) -> ImageSet:
     """All 1,000 ImageNet sample images, labelled by display name (evaluation only)."""
-    folder = data_root(root) / "imagenet-samples"
-    if not folder.is_dir():
-        raise DataError(f"ImageNet samples folder not found: {folder}")
+    folder = existing(data_root(root) / "imagenet-samples", "ImageNet samples folder", folder=True)
 
     def build() -> ImageSet:
         known = _names_by_wnid(str(data_root(root)))

@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 
 from clipforget.core.errors import DataError
-from clipforget.core.paths import data_root
+from clipforget.core.paths import data_root, existing
 
 from .cache import cached_imageset
 from .images import ImageSet, list_image_files, read_images
@@ -33,9 +33,7 @@ def monkeys10(split: str, size: int, root: str | os.PathLike | None = None) -> I
     """All photos of ``split`` (``train`` / ``val``), labelled by species display name."""
     if split not in ("train", "val"):
         raise DataError(f"monkeys10 split must be train or val, not {split!r}")
-    folder = data_root(root) / "monkeys10" / split
-    if not folder.is_dir():
-        raise DataError(f"monkeys10 folder not found: {folder}")
+    folder = existing(data_root(root) / "monkeys10" / split, "monkeys10 folder", folder=True)
 
     def build() -> ImageSet:
         files = [p for p in list_image_files(folder)

@@ -16,7 +16,7 @@ import torch
 from PIL import Image
 
 from clipforget.core.errors import DataError
-from clipforget.core.paths import data_root
+from clipforget.core.paths import data_root, existing
 
 from .cache import cached_imageset
 from .imagenet import display_name
@@ -25,9 +25,7 @@ from .images import IMAGE_SUFFIXES, ImageSet, list_image_files, per_class_indice
 
 def tiny_imagenet_classes(root: str | os.PathLike | None = None) -> list[dict]:
     """The 202 classes: ``wnid``, ``name`` (WordNet synonyms, comma separated)."""
-    path = data_root(root) / "tiny-imagenet" / "classes.json"
-    if not path.is_file():
-        raise DataError(f"Tiny-ImageNet class list not found: {path}")
+    path = existing(data_root(root) / "tiny-imagenet" / "classes.json", "Tiny-ImageNet class list")
     return json.loads(path.read_text(encoding="utf-8"))
 
 
@@ -40,9 +38,7 @@ def tiny_imagenet(split: str, size: int, root: str | os.PathLike | None = None) 
     """All images of ``split`` (``train``: 150 per class from the zip; ``val``: 50 per class), labelled by name."""
     base = data_root(root) / "tiny-imagenet"
     if split == "val":
-        folder = base / "val"
-        if not folder.is_dir():
-            raise DataError(f"Tiny-ImageNet val folder not found: {folder}")
+        folder = existing(base / "val", "Tiny-ImageNet val folder", folder=True)
 
         def build_val() -> ImageSet:
             files = [p for p in list_image_files(folder) if len(p.relative_to(folder).parts) == 2]
@@ -51,9 +47,7 @@ def tiny_imagenet(split: str, size: int, root: str | os.PathLike | None = None) 
         return cached_imageset("tiny-imagenet-val", folder, size, build_val)
     if split != "train":
         raise DataError(f"Tiny-ImageNet split must be train or val, not {split!r}")
-    archive = base / "train.zip"
-    if not archive.is_file():
-        raise DataError(f"Tiny-ImageNet train archive not found: {archive}")
+    archive = existing(base / "train.zip", "Tiny-ImageNet train archive")
     return cached_imageset("tiny-imagenet-train", archive, size, lambda: _read_zip(archive, size, root))
 
 
@@ -61,9 +55,7 @@ def tiny_imagenet_train_sample(
     size: int, per_class: int, seed: int = 0, root: str | os.PathLike | None = None,
 ) -> ImageSet:
     """``tiny_imagenet("train", size).per_class(per_class, seed)`` without decoding the other ~30k images."""
-    archive = data_root(root) / "tiny-imagenet" / "train.zip"
-    if not archive.is_file():
-        raise DataError(f"Tiny-ImageNet train archive not found: {archive}")
+    archive = existing(data_root(root) / "tiny-imagenet" / "train.zip", "Tiny-ImageNet train archive")
     with zipfile.ZipFile(archive) as zf:
         members, _ = _image_members(zf, archive)
         labels = [display_name(Path(info.filename).parts[0], root) for info in members]

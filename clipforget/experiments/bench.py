@@ -29,7 +29,7 @@ from clipforget.pipeline.folder import RunFolder
 from clipforget.pipeline.run import run_method
 from clipforget.settings import get_setting
 
-from .ablations import alpha_sweep, remind_steps_sweep
+from .ablations import alpha_sweep, done_or_run, remind_steps_sweep
 from .merging import continual_merge
 
 ABLATIONS = ("steps", "alpha", "merge")
@@ -83,7 +83,7 @@ def aggregate(runs: dict[str, list[dict]]) -> dict[str, Any]:
     return {"sets": sets, "original": {k: _mean_std(v) for k, v in original.items()}, "methods": methods}
 
 
-def _pct(mean: float, std: float | None = None, scale: float = 100.0) -> str:
+def mean_std_text(mean: float, std: float | None = None, scale: float = 100.0) -> str:
     """``mean ± std`` in percent (``scale`` 1 for numbers that already are percent); no ± for a single value."""
     if math.isnan(mean):
         return "–"
@@ -96,14 +96,14 @@ def markdown_table(agg: dict[str, Any], title: str = "") -> str:
     head = ["Method", *[f"{name} ({'target ↓' if role == 'target' else 'retain ↑'})" for name, role in sets.items()],
             "Score ↑", "seconds"]
     lines = [f"### {title}" if title else "", "", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    lines.append("| Original | " + " | ".join(_pct(*agg["original"][k]) for k in sets) + " | – | – |")
+    lines.append("| Original | " + " | ".join(mean_std_text(*agg["original"][k]) for k in sets) + " | – | – |")
     best = max((m["score"][0] for m in agg["methods"].values() if not math.isnan(m["score"][0])), default=None)
     for method, m in agg["methods"].items():
         cells = []
         for name in sets:
             acc, rat = m["sets"].get(name, {}).get("acc"), m["sets"].get(name, {}).get("ratio")
-            cells.append("–" if acc is None else f"{_pct(*acc)} ({100 * rat[0]:.1f})")
-        score = _pct(*m["score"], scale=1.0)
+            cells.append("–" if acc is None else f"{mean_std_text(*acc)} ({100 * rat[0]:.1f})")
+        score = mean_std_text(*m["score"], scale=1.0)
         if best is not None and m["score"][0] == best:
             score = f"**{score}**"
         alpha = f" (α={m['alpha'][0]:.2f})" if not math.isnan(m["alpha"][0]) else ""
@@ -237,12 +237,10 @@ def run_ablation(bundle: ClipBundle, plan: BenchPlan, ablation: str, values: Seq
                 per_seed.append(remind_steps_sweep(bundle, task, eval_sets, [int(v) for v in values],
                                                    out / f"seed{seed}", seed, progress))
                 continue
-            folder = RunFolder(out / "ours" / f"seed{seed}")
-            config = method_config("ours", seed, plan.overrides)
-            if not folder.is_done() or folder.differences(bundle.spec, config):
-                run_method(bundle, task, folder.path, "ours", config, eval_sets, progress,
-                           extra={"seed": seed, "overrides": list(plan.overrides)})
-            unlearned = load_checkpoint(folder.path / "unlearned").visual_state()
+            run_dir = out / "ours" / f"seed{seed}"
+            done_or_run(bundle, task, run_dir, "ours", method_config("ours", seed, plan.overrides), eval_sets,
+                        progress, {"seed": seed, "overrides": list(plan.overrides)})
+            unlearned = load_checkpoint(run_dir / "unlearned").visual_state()
             per_seed.append(alpha_sweep(bundle, unlearned, eval_sets, [float(v) for v in values]))
         key = "steps" if ablation == "steps" else "alpha"
         title = f"{'Remind steps (Tab. 4)' if key == 'steps' else 'Fixed alpha (Tab. 5)'} on {plan.setting}"

@@ -21,7 +21,7 @@ from clipforget.core.atomic import write_json, write_text
 from clipforget.core.progress import ProgressFn, no_progress
 from clipforget.models.factory import ClipBundle
 
-from .bench import BenchPlan, run_bench
+from .bench import BenchPlan, mean_std_text, run_bench
 
 OURS = "ours"
 
@@ -71,12 +71,6 @@ def score_matrix(per_cell: dict[str, dict[str, Any]]) -> dict[str, Any]:
     return {"cells": list(per_cell), "methods": methods, "scores": scores, "margin": margin}
 
 
-def _cell(mean: float, std: float) -> str:
-    if math.isnan(mean):
-        return "–"
-    return f"{mean:.1f}" + (f" ± {std:.1f}" if std >= 0.05 else "")
-
-
 def suite_markdown(matrix: dict[str, Any], title: str) -> str:
     cells = matrix["cells"]
     lines = [f"### {title}", "", "| Method | " + " | ".join(cells) + " | mean |", "|" + "---|" * (len(cells) + 2)]
@@ -86,8 +80,9 @@ def suite_markdown(matrix: dict[str, Any], title: str) -> str:
         mean = sum(means) / len(means) if means else math.nan
         best = [c for c in cells if not math.isnan(row[c][0]) and row[c][0] == max(
             matrix["scores"][m][c][0] for m in matrix["methods"] if not math.isnan(matrix["scores"][m][c][0]))]
-        texts = [f"**{_cell(*row[c])}**" if c in best else _cell(*row[c]) for c in cells]
-        lines.append(f"| {method} | " + " | ".join(texts) + f" | {_cell(mean, 0.0)} |")
+        texts = [mean_std_text(*row[c], scale=1.0) for c in cells]
+        texts = [f"**{text}**" if c in best else text for c, text in zip(cells, texts, strict=True)]
+        lines.append(f"| {method} | " + " | ".join(texts) + f" | {mean_std_text(mean, 0.0, scale=1.0)} |")
     margins = matrix["margin"]
     lines.append("| ours − best baseline | " + " | ".join(
         "–" if math.isnan(margins[c]["margin"]) else f"{margins[c]['margin']:+.1f} ({margins[c]['best_baseline']})"

@@ -10,8 +10,12 @@ restarted app can list runs -- and re-attach to those still running -- from disk
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Protocol
+
+from clipforget.pipeline.folder import STATES_ACTIVE
 
 from .spec import RunSpec
 
@@ -51,3 +55,19 @@ class Backend(Protocol):
     def close(self) -> None:
         """Stop accepting runs and release workers (running runs are cancelled)."""
         ...
+
+
+def wait_until(snapshot: Callable[[], Snapshot | None], run_id: str, timeout: float | None, poll: float,
+               settled: Callable[[Snapshot], bool] = lambda snap: snap.get("state") not in STATES_ACTIVE) -> Snapshot:
+    """The backends' :meth:`Backend.wait`: poll ``snapshot()`` until ``settled`` (default: no longer active);
+    ``KeyError`` when the backend does not know the run, ``TimeoutError`` after ``timeout`` s."""
+    deadline = None if timeout is None else time.time() + timeout
+    while True:
+        snap = snapshot()
+        if snap is None:
+            raise KeyError(f"run {run_id} is not known to this backend")
+        if settled(snap):
+            return snap
+        if deadline is not None and time.time() > deadline:
+            raise TimeoutError(f"run {run_id} still {snap.get('state')} after {timeout} s")
+        time.sleep(poll)

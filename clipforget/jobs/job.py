@@ -153,6 +153,13 @@ def request_cancel(run_dir: Path) -> None:
     path.write_text(f"{time.time()}\n", encoding="utf-8")
 
 
+def cancel_queued(run_dir: Path) -> None:
+    """Record that a run was cancelled while it waited in a queue (nothing had started it)."""
+    folder = RunFolder(run_dir)
+    folder.write_progress({**folder.progress(), "state": "cancelled", "message": "cancelled before it started",
+                           "ended": time.time(), "queue_position": 0})
+
+
 def mark_dead(run_dir: Path, reason: str, state: str = "interrupted") -> None:
     """Record that the process running ``run_dir`` died: ``progress.json`` and (unless the method had finished)
     ``status.json`` say ``state`` (``interrupted``: it was stopped from outside and can be started again; ``failed``

@@ -21,8 +21,8 @@ from typing import Any
 from clipforget.core.atomic import read_json
 from clipforget.pipeline.folder import STATES_ACTIVE, RunFolder
 
-from .backend import Snapshot
-from .job import Job, request_cancel
+from .backend import Snapshot, wait_until
+from .job import Job, cancel_queued, request_cancel
 from .pool import WorkerPool, plan_slots
 from .spec import RunSpec
 from .workqueue import Ticket, WorkQueue
@@ -113,9 +113,7 @@ class LocalBackend:
             pending, claimed = self._scan()
             ticket = next((t for t in pending if t.run_id == run_id), None)
             if ticket is not None and self.queue.withdraw(run_id):
-                folder = RunFolder(ticket.run_dir)
-                folder.write_progress({**folder.progress(), "state": "cancelled", "message": "cancelled before it "
-                                       "started", "ended": time.time(), "queue_position": 0})
+                cancel_queued(ticket.run_dir)
                 self._tickets = (0.0, [], [])
                 return True
             ticket = next((t for t in claimed if t.run_id == run_id), None)
@@ -131,16 +129,7 @@ class LocalBackend:
         self.queue.set_warm_up(spec)  # the workers (any on this queue) take it when idle
 
     def wait(self, run_id: str, timeout: float | None = None) -> Snapshot:
-        deadline = None if timeout is None else time.time() + timeout
-        while True:
-            snap = self.snapshot(run_id)
-            if snap is None:
-                raise KeyError(f"run {run_id} is not in the queue")
-            if snap.get("state") not in STATES_ACTIVE:
-                return snap
-            if deadline is not None and time.time() > deadline:
-                raise TimeoutError(f"run {run_id} still {(snap or {}).get('state')} after {timeout} s")
-            time.sleep(0.1)
+        return wait_until(lambda: self.snapshot(run_id), run_id, timeout, 0.1)
 
     def close(self) -> None:
         """Stop supervising; the pool's workers cancel their runs and exit. Queued runs stay in the queue folder."""
@@ -202,11 +191,9 @@ class LocalBackend:
         return snap
 
     @staticmethod
-    def _final(run_dir: Path | None) -> Snapshot | None:
+    def _final(run_dir: Path) -> Snapshot | None:
         """A seen run that left the queue: its recorded end (``interrupted`` if it recorded none)."""
-        if run_dir is None:
-            return None
-        snap = read_json(Path(run_dir) / RunFolder.PROGRESS)
+        snap = read_json(run_dir / RunFolder.PROGRESS)
         if snap.get("state") in STATES_ACTIVE:
             snap["state"] = "interrupted"
             snap["error"] = snap.get("error") or "the run left the queue without recording its end"

@@ -67,7 +67,7 @@ class WorkerPool:
 
     def __init__(self, queue: WorkQueue, slots: list[Slot], cache_dir: str | os.PathLike | None = None,
                  plugins: list[str] | None = None, poll: float = 0.5, heartbeat_timeout: float = 60.0,
-                 python: str = sys.executable, extra_args: list[str] | None = None, nice: int = 10):
+                 python: str = sys.executable, nice: int = 10):
         self.queue = queue
         self.slots = slots
         self.cache_dir = str(cache_dir) if cache_dir else None
@@ -75,7 +75,6 @@ class WorkerPool:
         self.poll = poll
         self.heartbeat_timeout = heartbeat_timeout
         self.python = python
-        self.extra_args = list(extra_args or [])
         self.nice = nice  # workers yield the CPU to the web app (docs/decisions.md, backends)
         self.procs: dict[str, subprocess.Popen] = {}
         self.problem: str | None = None  # the last worker death / failed start, for queued runs' messages
@@ -174,7 +173,6 @@ class WorkerPool:
             cmd += ["--cache-dir", self.cache_dir]
         for plugin in self.plugins:
             cmd += ["--plugin", plugin]
-        cmd += self.extra_args
         log = open(self.queue.logs / f"{slot.name}.log", "ab")  # handed to the child
         try:
             proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,

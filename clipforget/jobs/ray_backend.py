@@ -23,8 +23,8 @@ from typing import Any
 from clipforget.core.atomic import read_json
 from clipforget.pipeline.folder import STATES_ACTIVE, RunFolder
 
-from .backend import Snapshot
-from .job import CancelWatch, Job, mark_dead, request_cancel
+from .backend import Snapshot, wait_until
+from .job import CancelWatch, Job, cancel_queued, mark_dead, request_cancel
 from .pool import PACKAGE_ROOT
 from .spec import RunSpec
 
@@ -183,9 +183,7 @@ class RayBackend:
             return False
         state = read_json(run.run_dir / RunFolder.PROGRESS).get("state")
         if state == "queued":  # its actor has not started: nothing to stop gracefully
-            folder = RunFolder(run.run_dir)
-            folder.write_progress({**folder.progress(), "state": "cancelled", "message": "cancelled before it started",
-                                   "ended": time.time(), "queue_position": 0})
+            cancel_queued(run.run_dir)
             ray.kill(run.actor, no_restart=True)
             return True
         if state in STATES_ACTIVE:
@@ -197,17 +195,11 @@ class RayBackend:
         """Nothing ahead: each run is an actor of its own, possibly on another node."""
 
     def wait(self, run_id: str, timeout: float | None = None) -> Snapshot:
-        deadline = None if timeout is None else time.time() + timeout
-        while True:
-            snap = self.snapshot(run_id)
-            if snap is None:
-                raise KeyError(f"run {run_id} is not known to the Ray backend")
-            run = self._runs[run_id]
-            if snap.get("state") not in STATES_ACTIVE and (run.finished or snap.get("state") == "cancelled"):
-                return snap
-            if deadline is not None and time.time() > deadline:
-                raise TimeoutError(f"run {run_id} still {snap.get('state')} after {timeout} s")
-            time.sleep(0.1)
+        def settled(snap: Snapshot) -> bool:
+            return snap.get("state") not in STATES_ACTIVE and (self._runs[run_id].finished
+                                                               or snap.get("state") == "cancelled")
+
+        return wait_until(lambda: self.snapshot(run_id), run_id, timeout, 0.1, settled)
 
     def close(self) -> None:
         """Cancel active runs, end their actors, stop following; shuts down a cluster this backend started."""
@@ -222,10 +214,7 @@ class RayBackend:
         self._stop.set()
         self._thread.join(timeout=5)
         for run in self._runs.values():
-            try:
-                ray.kill(run.actor, no_restart=True)
-            except Exception:  # already gone
-                pass
+            _kill(run.actor)
         if self.started_cluster:
             ray.shutdown()
 
@@ -258,10 +247,7 @@ class RayBackend:
         except ray.exceptions.RayError as err:
             mark_dead(run.run_dir, f"Ray could not run this run: {_first_line(err)}", "failed")
         run.finished = True
-        try:
-            ray.kill(run.actor, no_restart=True)
-        except Exception:  # already gone
-            pass
+        _kill(run.actor)
 
     def _reattach(self) -> None:
         """Follow the ``run-*`` actors a previous app left running (found by name; detached)."""
@@ -282,6 +268,15 @@ class RayBackend:
                 continue
             self._runs[run_id] = _Run(run_id, (self.runs_dir / run_id).resolve(), spec.owner, spec.created, actor,
                                       actor.result.remote())
+
+
+def _kill(actor: Any) -> None:
+    import ray
+
+    try:
+        ray.kill(actor, no_restart=True)
+    except Exception:  # already gone
+        pass
 
 
 def _first_line(err: BaseException) -> str:

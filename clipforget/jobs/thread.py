@@ -9,12 +9,11 @@ from __future__ import annotations
 
 import queue
 import threading
-import time
 from pathlib import Path
 
 from clipforget.pipeline.folder import STATES_ACTIVE
 
-from .backend import Snapshot
+from .backend import Snapshot, wait_until
 from .job import STAGES, Job
 from .model_cache import ModelCache
 from .spec import RunSpec
@@ -73,13 +72,7 @@ class ThreadBackend:
 
     def wait(self, run_id: str, timeout: float | None = None) -> Snapshot:
         """Block until the job leaves the queue/worker (for scripts and tests)."""
-        job = self.jobs[run_id]
-        deadline = None if timeout is None else time.time() + timeout
-        while job.state in STATES_ACTIVE:
-            if deadline is not None and time.time() > deadline:
-                raise TimeoutError(f"run {run_id} still {job.state} after {timeout} s")
-            time.sleep(0.05)
-        return job.snapshot()
+        return wait_until(lambda: self.snapshot(run_id), run_id, timeout, 0.05)
 
     def close(self) -> None:
         for job in list(self.jobs.values()):

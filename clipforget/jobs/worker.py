@@ -164,8 +164,7 @@ class Worker:
         spec = RunSpec.read(ticket.run_dir)
         if spec is None:
             mark_dead(ticket.run_dir, f"the run folder {ticket.run_dir} has no readable job.json", "failed")
-            ticket_path = self.dir / ticket.name
-            ticket_path.unlink(missing_ok=True)
+            (self.dir / ticket.name).unlink(missing_ok=True)
             return
         job = Job(spec, ticket.run_dir, device=self.device_label, backend="local", worker=self.label,
                   record_every=0.5)

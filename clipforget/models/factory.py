@@ -26,7 +26,7 @@ from torch import nn
 
 from clipforget.core.atomic import write_atomic, write_json
 from clipforget.core.errors import ModelLoadError, WeightsNotFoundError
-from clipforget.core.paths import ASSETS_DIR, cache_dir
+from clipforget.core.paths import ASSETS_DIR, cache_dir, file_digest
 
 from .inputs import PixelSpace
 from .layers import adaptable_layers
@@ -365,11 +365,7 @@ def weights_digest(spec: str) -> str | None:
     st = path.stat()
     key = (str(path), st.st_size, st.st_mtime_ns)
     if key not in _DIGESTS:
-        digest = hashlib.sha256()
-        with path.open("rb") as f:
-            for block in iter(lambda: f.read(1 << 20), b""):
-                digest.update(block)
-        _DIGESTS[key] = digest.hexdigest()[:16]
+        _DIGESTS[key] = file_digest(path)[:16]
     return _DIGESTS[key]
 
 

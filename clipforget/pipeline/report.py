@@ -12,7 +12,6 @@ names a server path: images are embedded, models and data are named as the user 
 from __future__ import annotations
 
 import base64
-import hashlib
 import io
 import time
 from dataclasses import dataclass, field
@@ -23,6 +22,7 @@ import numpy as np
 
 from clipforget.core.atomic import write_text
 from clipforget.core.escape import html_text, script_json
+from clipforget.core.paths import file_digest
 from clipforget.core.progress import duration
 from clipforget.retrieval.search import top_k_rows
 
@@ -149,18 +149,10 @@ class ReportInputs:
     retrieval_note: str = ""  # why the report holds no retrieval audit, and how to add one (shown without prompts)
 
 
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        while chunk := handle.read(1 << 20):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def model_hash(folder: RunFolder) -> str:
     """sha256 of theta(alpha*)'s weights file (``model/*.safetensors``)."""
     files = sorted((folder.path / "model").glob("*.safetensors"))
-    return file_sha256(files[0]) if files else ""
+    return file_digest(files[0]) if files else ""
 
 
 def data_hash(folder: RunFolder) -> str:
@@ -170,7 +162,7 @@ def data_hash(folder: RunFolder) -> str:
     if recorded:
         return str(recorded)
     task = folder.path / "task.json"
-    return file_sha256(task) if task.is_file() else ""
+    return file_digest(task) if task.is_file() else ""
 
 
 def saved_metrics_table(folder: RunFolder) -> tuple[list[str], list[list[Any]]]:

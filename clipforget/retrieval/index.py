@@ -90,7 +90,7 @@ def load_index(path: str | os.PathLike, mmap: bool = True, gpu: bool | None = Fa
             f"index folder {path} is inconsistent: faiss {index.ntotal}, embeddings {len(embeddings)}, "
             f"metadata {len(records)}, info {info.get('count')} rows"
         )
-    _set_search_params(index, info.get("search_params", ""))
+    set_search_params(index, info.get("search_params", ""))
     from .gpu import index_to_gpu, wants_gpu
 
     info["faiss_gpu"] = False
@@ -99,7 +99,8 @@ def load_index(path: str | os.PathLike, mmap: bool = True, gpu: bool | None = Fa
     return GalleryIndex(path, info, index, embeddings, records, skipped)
 
 
-def _set_search_params(index: Any, params: str) -> None:
+def set_search_params(index: Any, params: str) -> None:
+    """Apply FAISS search-time parameters (a ``ParameterSpace`` string such as ``efSearch=128``; empty: none)."""
     if params:
         import faiss
 

@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from clipforget.core.errors import DataError
+from clipforget.core.paths import existing
 from clipforget.data.cifar10 import CIFAR10_CLASSES, cifar10
 from clipforget.data.imagenet import living17, short_name
 from clipforget.data.images import ImageSet, list_image_files, read_images
@@ -50,9 +51,7 @@ def living17_task(
         if sub not in [short_name(s["name"]) for s in supers[sup]]:
             raise DataError(f"{sub!r} is not a subclass of {sup!r}: {[short_name(s['name']) for s in supers[sup]]}")
     classes = list(supers)
-    base = Path(imagenet_root)
-    if not base.is_dir():
-        raise DataError(f"ImageNet folder not found: {base}")
+    base = existing(Path(imagenet_root), "ImageNet folder", folder=True)
     n_train, n_cal, n_eval = sizes.train_per_subclass, sizes.calibration_per_subclass, sizes.eval_per_subclass
     rng = np.random.default_rng(seed)
 

@@ -55,17 +55,19 @@ def build_ui(services: AppServices, default_profile: str = "fast") -> gr.Blocks:
         ui.preset.change(f["preset_changed"], [ui.preset], [ui.option], api_visibility="private")
         ui.check.click(f["check_uploads"], [ui.forget_files, ui.retain_files, ui.cal_files, ui.label, ui.retain_label],
                        [ui.upload_report, ui.skipped, ui.previews], api_name="check_uploads")
-        for button, fn, inputs, name in (
-            (ui.start_preset, f["start_from_preset"], [ui.preset, ui.option, ui.model, ui.profile], "start_preset"),
-            (ui.start_upload, f["start_from_uploads"], [ui.forget_files, ui.retain_files, ui.cal_files, ui.label,
-                                                        ui.retain_label, ui.model, ui.profile, ui.forget_prompts],
-             "start_upload"),
-        ):
+
+        def start(button: gr.Button, fn: str, inputs: list, name: str, more_outputs: tuple = ()) -> None:
             # one progress display, the app's stage bars: no Gradio overlay or timer on the run's events
-            button.click(fn, inputs, [ui.job_id, ui.status], api_name=name, show_progress="hidden").success(
+            button.click(f[fn], inputs, [ui.job_id, ui.status, *more_outputs], api_name=name,
+                         show_progress="hidden").success(
                 f["watch"], [ui.job_id], [ui.status], concurrency_limit=None, api_name=f"watch_{name}",
                 show_progress="hidden").then(
                 f["after_run"], [ui.job_id], [ui.runs, ui.model], api_visibility="private")
+
+        start(ui.start_preset, "start_from_preset", [ui.preset, ui.option, ui.model, ui.profile], "start_preset")
+        start(ui.start_upload, "start_from_uploads", [ui.forget_files, ui.retain_files, ui.cal_files, ui.label,
+                                                      ui.retain_label, ui.model, ui.profile, ui.forget_prompts],
+              "start_upload")
         ui.cancel.click(f["do_cancel"], [ui.job_id], [ui.status], api_name="cancel", concurrency_limit=None,
                         show_progress="hidden")
         ui.refresh.click(f["refresh_runs"], None, [ui.runs], api_name="list_runs", **explore)
@@ -93,14 +95,10 @@ def build_ui(services: AppServices, default_profile: str = "fast") -> gr.Blocks:
         ui.before.select(f["pick"], pick_inputs, [ui.picks, ui.picks_msg], api_visibility="private")
         ui.after.select(f["pick_after"], pick_inputs, [ui.picks, ui.picks_msg], api_visibility="private")
         ui.clear_picks.click(f["clear"], None, [ui.picks, ui.picks_msg], api_visibility="private")
-        ui.start_selection.click(
-            f["start_from_selection"], [ui.gallery_name, ui.sel_forget_prompt, ui.sel_forget_k, ui.sel_retain_prompt,
-                                        ui.sel_retain_k, ui.sel_label, ui.sel_retain_label, ui.sel_also, ui.picks,
-                                        ui.run_id, ui.model, ui.profile],
-            [ui.job_id, ui.status, ui.selection_msg], api_name="start_selection", show_progress="hidden").success(
-            f["watch"], [ui.job_id], [ui.status], concurrency_limit=None, api_name="watch_start_selection",
-            show_progress="hidden").then(
-            f["after_run"], [ui.job_id], [ui.runs, ui.model], api_visibility="private")
+        start(ui.start_selection, "start_from_selection", [
+            ui.gallery_name, ui.sel_forget_prompt, ui.sel_forget_k, ui.sel_retain_prompt, ui.sel_retain_k, ui.sel_label,
+            ui.sel_retain_label, ui.sel_also, ui.picks, ui.run_id, ui.model, ui.profile], "start_selection",
+              (ui.selection_msg,))
         ui.compare_refresh.click(f["compare_choices"], None, [ui.compare_runs], api_name="compare_choices", **explore)
         ui.compare_btn.click(f["compare"], [ui.compare_runs, ui.compare_prompt, ui.gallery_name],
                              [ui.compare_plot, ui.compare_metrics, ui.compare_top], api_name="compare", **explore)
@@ -140,7 +138,7 @@ def launch_kwargs(services: AppServices, host: str = "127.0.0.1", port: int = 78
     cfg = services.config
     middleware = Middleware(SecurityMiddleware, tokens=services.tokens, new_workspace=services.workspaces.new_id,
                             served_roots=served_roots(services), bindings=services.bindings,
-                            download=services.download_path, thumbnail=services.thumbnail_path,
+                            download=services.download_path, thumbnail=services.galleries.thumbnail_file,
                             cookie_max_age=int(cfg.workspace_ttl_days * 86400),
                             max_upload_request_bytes=int(cfg.max_total_upload_mb * 1e6) + 10_000_000,
                             allowed_origins=list(cfg.allowed_origins))

@@ -16,7 +16,6 @@ import contextlib
 import functools
 import logging
 from collections.abc import AsyncIterator, Callable
-from typing import Any
 
 import gradio as gr
 from gradio.route_utils import CustomCORSMiddleware
@@ -26,20 +25,16 @@ log = logging.getLogger("clipforget.app.gradio")
 BAD_ARGUMENTS = "the server could not read this request's arguments (see the API page for their types)"
 
 
-def own_cors_only(user_lifespan: Callable[[Any], contextlib.AbstractAsyncContextManager] | None = None):
-    """A lifespan (``app_kwargs["lifespan"]``) that removes Gradio's CORS middleware, then runs ``user_lifespan``."""
+def own_cors_only():
+    """A lifespan (``app_kwargs["lifespan"]``) that removes Gradio's CORS middleware."""
 
     @contextlib.asynccontextmanager
-    async def lifespan(app) -> AsyncIterator[Any]:
+    async def lifespan(app) -> AsyncIterator[None]:
         kept = [m for m in app.user_middleware if m.cls is not CustomCORSMiddleware]
         if len(kept) != len(app.user_middleware):
             app.user_middleware = kept
             app.middleware_stack = None  # built again, without it, for the first request
-        if user_lifespan is None:
-            yield None
-        else:
-            async with user_lifespan(app) as state:
-                yield state
+        yield None
 
     return lifespan
 

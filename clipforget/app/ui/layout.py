@@ -6,7 +6,7 @@ value is checked on the server by the handlers and the services, never by the wi
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 
 import gradio as gr
 import pandas as pd
@@ -269,16 +269,5 @@ def build_layout(services: AppServices, default_profile: str = "fast") -> Layout
                                            elem_id="cf-stress-run")
             stress_status = gr.HTML("", elem_id="cf-stress-status")
             stress_result = gr.HTML(f"<p>{STRESS_NONE}</p>", elem_id="cf-stress-result")
-    return Layout(job_id, run_id, model, profile, model_msg, preset, option, start_preset, forget_files,
-                  retain_files, cal_files, label, retain_label, check, start_upload, upload_report, previews, skipped,
-                  status, cancel, runs, refresh, open_btn, delete_btn, run_info, alpha, verdict, plot, metrics, prompt,
-                  gallery_name, retrieval_msg, before, after, export_btn, export_file, api_token, api_token_out,
-                  forget_prompts, report_btn=report_btn, report_file=report_file,
-                  sel_forget_prompt=sel_forget_prompt, sel_forget_k=sel_forget_k, sel_retain_prompt=sel_retain_prompt,
-                  sel_retain_k=sel_retain_k, sel_label=sel_label, sel_retain_label=sel_retain_label, sel_also=sel_also,
-                  pick_target=pick_target, picks=picks, picks_msg=picks_msg, clear_picks=clear_picks,
-                  start_selection=start_selection, selection_msg=selection_msg, compare_runs=compare_runs,
-                  compare_refresh=compare_refresh, compare_prompt=compare_prompt, compare_btn=compare_btn,
-                  compare_plot=compare_plot, compare_metrics=compare_metrics, compare_top=compare_top,
-                  stress_texts=stress_texts, stress_relearn=stress_relearn, stress_btn=stress_btn,
-                  stress_status=stress_status, stress_result=stress_result)
+    components = locals()  # every component above is a local named as its Layout field
+    return Layout(**{f.name: components[f.name] for f in fields(Layout)})

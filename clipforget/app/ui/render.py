@@ -221,20 +221,16 @@ def _verdict_mark(verdict: str) -> tuple[str, str]:
         return "✔", "cf-v-good"
     if v.startswith("partly"):
         return "⚠", "cf-v-partly"
-    if v.startswith("not run") or v.startswith("untested"):
-        return "–", "cf-v-none"
-    if v.startswith("not"):
+    if v.startswith("not") and not v.startswith("not run"):
         return "✘", "cf-v-bad"
-    return "–", "cf-v-none"
+    return "–", "cf-v-none"  # not run, untested
 
 
 def stress_progress(stage: str, fraction: float, message: str, elapsed: float,
                     scrub: Callable[[str], str] = str) -> str:
     """A moving bar for a stress test at work."""
-    fraction = min(max(float(fraction), 0.0), 1.0)
     return (f"<div class='cf-stress-progress'><b>▶ Stress test running</b> — {duration(elapsed)}"
-            f"<div class='cf-stage'><span>{text(stage)}</span><progress max='1' value='{fraction:.3f}'></progress>"
-            f"<small>{100 * fraction:.0f}%</small></div><small>{text(scrub(message))}</small></div>")
+            f"{_bar(stage, fraction)}<small>{text(scrub(message))}</small></div>")
 
 
 def stress_html(result: dict[str, Any], title: str = "") -> str:

@@ -25,23 +25,17 @@ format version, so a different data root or size never reuses a stale array.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
-import torch
-from PIL import Image
-
 from clipforget.core import paths
 from clipforget.core.errors import DataError
+from clipforget.data.cache import cached_imageset
 from clipforget.data.cifar10 import CIFAR10_CLASSES, load_cifar10_arrays
-from clipforget.data.images import IMAGE_SUFFIXES, ImageSet, list_image_files, open_image, to_model_size
-
-FORMAT_VERSION = 1
+from clipforget.data.images import ImageSet, arrays_to_imageset, list_image_files, read_images
 
 
 def data_root(root: str | os.PathLike | None = None) -> Path:
@@ -55,80 +49,18 @@ def data_root(root: str | os.PathLike | None = None) -> Path:
 # --- cache ------------------------------------------------------------------------------------------------------
 
 
-def _cache_path(cache: str | os.PathLike | None, reader: str, source: Path, size: int) -> Path:
-    key = hashlib.sha1(f"{reader}|{source.resolve()}|{size}|v{FORMAT_VERSION}".encode()).hexdigest()[:12]
-    folder = Path(cache) if cache else paths.cache_dir() / "readers"
-    return folder / f"{reader}-{size}px-{key}.npz"
-
-
-def _save(path: Path, images: ImageSet) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + f".tmp{os.getpid()}")
-    with open(tmp, "wb") as fh:
-        np.savez(
-            fh,
-            images=images.images.numpy(),
-            labels=np.asarray(images.labels, dtype=str),
-            paths=np.asarray(images.paths, dtype=str),
-            skipped=np.asarray([f"{p}\t{r}" for p, r in images.skipped], dtype=str),
-        )
-    os.replace(tmp, path)
-
-
-def _load(path: Path) -> ImageSet:
-    with np.load(path) as npz:
-        skipped = [tuple(s.split("\t", 1)) for s in npz["skipped"].tolist()]
-        return ImageSet(
-            torch.from_numpy(npz["images"]),
-            npz["labels"].tolist(),
-            npz["paths"].tolist(),
-            [(p, r) for p, r in skipped],
-        )
-
-
 def cached(
     reader: str, source: Path, size: int, build: Callable[[], ImageSet], cache: str | os.PathLike | None = None
 ) -> ImageSet:
-    """``build()`` once per (reader, source, size); later calls load the ``.npz``."""
-    path = _cache_path(cache, reader, source, size)
-    if path.is_file():
-        return _load(path)
-    images = build()
-    _save(path, images)
-    return images
-
-
-# --- decoding ---------------------------------------------------------------------------------------------------
-
-
-def _stack(tensors: list[torch.Tensor], size: int) -> torch.Tensor:
-    return torch.stack(tensors) if tensors else torch.zeros((0, 3, size, size), dtype=torch.uint8)
-
-
-def decode_files(files: list[Path], labels: list[str], size: int) -> ImageSet:
-    """Decode image files at ``size``; wrong suffixes and unreadable files are skipped with a reason."""
-    tensors: list[torch.Tensor] = []
-    kept: list[str] = []
-    paths: list[str] = []
-    skipped: list[tuple[str, str]] = []
-    for path, label in zip(files, labels, strict=True):
-        if path.suffix.lower() not in IMAGE_SUFFIXES:
-            skipped.append((str(path), "not an image file type"))
-            continue
-        try:
-            tensors.append(to_model_size(open_image(path), size))
-        except DataError as err:
-            skipped.append((str(path), str(err)))
-            continue
-        kept.append(label)
-        paths.append(str(path))
-    return ImageSet(_stack(tensors, size), kept, paths, skipped)
+    """``build()`` once per (reader, source, size); later calls load the ``.npz`` (in ``cache``, else
+    ``<cache>/readers``)."""
+    return cached_imageset(reader, source, size, build, Path(cache) if cache else paths.cache_dir() / "readers")
 
 
 def _folder_by_class(root: Path, size: int) -> ImageSet:
     """``root/<label>/<file>`` -> images labelled by their sub-folder."""
     files = [p for p in list_image_files(root) if len(p.relative_to(root).parts) == 2]
-    return decode_files(files, [p.parent.name for p in files], size)
+    return read_images(files, size, [p.parent.name for p in files])
 
 
 # --- readers ----------------------------------------------------------------------------------------------------
@@ -154,9 +86,8 @@ def cifar10(split: str, size: int, root: str | os.PathLike | None = None, cache:
 
     def build() -> ImageSet:
         arrays, ids = load_cifar10_arrays(split, data_root(root))
-        images = _stack([to_model_size(Image.fromarray(a), size) for a in arrays], size)
         names = [CIFAR10_CLASSES[i] for i in ids.tolist()]
-        return ImageSet(images, names, [f"cifar10/{split}/{n}/{i:05d}" for i, n in enumerate(names)], [])
+        return arrays_to_imageset(arrays, names, size, [f"cifar10/{split}/{n}/{i:05d}" for i, n in enumerate(names)])
 
     return cached(f"cifar10-{split}", folder, size, build, cache)
 
@@ -167,7 +98,7 @@ def imagenet_samples(size: int, root: str | os.PathLike | None = None, cache: st
 
     def build() -> ImageSet:
         files = sorted(p for p in folder.iterdir() if p.is_file() and not p.name.startswith("."))
-        return decode_files(files, [p.name.split("_", 1)[0] for p in files], size)
+        return read_images(files, size, [p.name.split("_", 1)[0] for p in files])
 
     return cached("imagenet-samples", folder, size, build, cache)
 
@@ -187,7 +118,7 @@ def coco_mini(size: int, root: str | os.PathLike | None = None, cache: str | os.
 
     def build() -> ImageSet:
         files = [folder / "images" / name for name in sorted(table)]
-        return decode_files(files, [p.name for p in files], size)
+        return read_images(files, size, [p.name for p in files])
 
     images = cached("coco-mini", folder / "images", size, build, cache)
     return CaptionedImages(images, [list(table[name]) for name in images.labels])
