@@ -8,6 +8,8 @@ starts at the original weights (Eq. 5). Choices and measurements: docs/decisions
 from __future__ import annotations
 
 import copy
+import functools
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 
 import numpy as np
@@ -29,7 +31,10 @@ from .forget import ForgetConfig, ForgetLoss
 class RemindConfig:
     align: bool = True
     align_images: int = 512  # retain images that get a perturbation (the fine-tuning pool)
-    align_batch: int = 128
+    align_batch: int = 128  # images whose BN statistics are matched together
+    # pixel space only: images through the whole tower at once; the batch's statistics and gradient stay exact
+    # (decisions D3). RN50 at 224 px holds ~150 MB of activations an image: 128 at once did not fit in 24 GB
+    align_micro_batch: int = 32
     align_steps: int = 20
     align_lr: float = 0.01
     epsilon: float = 16 / 255  # L-inf bound of the perturbation, in [0, 1] pixel units
@@ -51,26 +56,82 @@ def batchnorm_layers(visual: nn.Module) -> list[tuple[str, nn.modules.batchnorm.
 
 
 class BNStatistics:
-    """Forward pre-hooks that record the batch mean / variance entering each BatchNorm layer."""
+    """Forward pre-hooks on every BatchNorm layer: the batch mean / variance entering each (:meth:`mismatch`), or,
+    for a batch too large to back-propagate at once, its statistics gathered over micro-batches (:meth:`gather`) and
+    then back-propagated one micro-batch at a time with the whole batch's gradient (:meth:`backward_in_slices`)."""
 
     def __init__(self, visual: nn.Module):
         self.layers = batchnorm_layers(visual)
-        self.stats: list[tuple[torch.Tensor, torch.Tensor]] = []
+        self.stats: list = []
+        self._mode = "batch"
+        self._centre: list[torch.Tensor] = []
+        self._grads: list[tuple[torch.Tensor, torch.Tensor]] = []
+        self._count = 0
         self._hooks = [m.register_forward_pre_hook(self._hook) for _, m in self.layers]
 
     def _hook(self, module: nn.Module, inputs: tuple[torch.Tensor, ...]) -> None:
         x = inputs[0].float()
-        self.stats.append((x.mean(dim=(0, 2, 3)), x.var(dim=(0, 2, 3), unbiased=False)))
+        if self._mode == "batch":
+            self.stats.append((x.mean(dim=(0, 2, 3)), x.var(dim=(0, 2, 3), unbiased=False)))
+        elif self._mode == "gather":
+            self.stats.append((x.shape[0] * x.shape[2] * x.shape[3], x.mean(dim=(0, 2, 3)).double(),
+                               x.var(dim=(0, 2, 3), unbiased=False).double()))
+        else:  # d mean / dx = 1/n and d var / dx = 2 (x - mean) / n: the whole batch's gradient, a slice at a time
+            i = len(self.stats)
+            mean, (g_mean, g_var) = self._centre[i], self._grads[i]
+            n = self._count * x.shape[2] * x.shape[3]
+            self.stats.append(((g_mean * x.sum(dim=(0, 2, 3))).sum() + (g_var * (x - mean[:, None, None]).pow(2)
+                                                                          .sum(dim=(0, 2, 3))).sum()) / n)
 
-    def mismatch(self) -> torch.Tensor:
-        """``sum_l ||mu_l - running_mean_l|| + ||var_l - running_var_l||`` of the last forward pass."""
+    def _loss(self, means: list[torch.Tensor], variances: list[torch.Tensor]) -> torch.Tensor:
         total = torch.zeros(())
-        for (_, bn), (mean, var) in zip(self.layers, self.stats, strict=True):
+        for (_, bn), mean, var in zip(self.layers, means, variances, strict=True):
             total = total + torch.linalg.vector_norm(mean - bn.running_mean) + torch.linalg.vector_norm(
                 var - bn.running_var
             )
-        self.stats = []
         return total
+
+    def mismatch(self) -> torch.Tensor:
+        """``sum_l ||mu_l - running_mean_l|| + ||var_l - running_var_l||`` of the last forward pass."""
+        stats, self.stats = self.stats, []
+        return self._loss([m for m, _ in stats], [v for _, v in stats])
+
+    def gather(self, forward: Callable[[int, int], object], bounds: list[tuple[int, int]]) -> float:
+        """The mismatch of a batch run through ``forward(start, stop)`` one slice at a time without gradients;
+        keeps what :meth:`backward_in_slices` needs."""
+        layers = len(self.layers)
+        self._mode, self.stats = "gather", []
+        try:
+            with torch.no_grad():
+                for start, stop in bounds:
+                    forward(start, stop)
+            per_layer = [self.stats[i::layers] for i in range(layers)]  # the hooks ran layer by layer, slice by slice
+        finally:
+            self._mode, self.stats = "batch", []
+        means, variances = [], []
+        for parts in per_layer:  # the pooled mean and (biased) variance of the slices (Chan et al.)
+            n = sum(c for c, _, _ in parts)
+            mean = sum(c * m for c, m, _ in parts) / n
+            means.append(mean.float().requires_grad_())
+            variances.append((sum(c * (v + (m - mean) ** 2) for c, m, v in parts) / n).float().requires_grad_())
+        loss = self._loss(means, variances)
+        loss.backward()
+        self._centre = [m.detach() for m in means]
+        self._grads = [(m.grad, v.grad) for m, v in zip(means, variances, strict=True)]
+        self._count = bounds[-1][1] - bounds[0][0]
+        return float(loss.detach())
+
+    def backward_in_slices(self, forward: Callable[[int, int], object], bounds: list[tuple[int, int]]) -> None:
+        """Back-propagate the mismatch that :meth:`gather` measured, a slice at a time: each slice's surrogate
+        has that slice's share of the whole batch's gradient, so the inputs' gradients equal one pass's."""
+        self._mode = "surrogate"
+        try:
+            for start, stop in bounds:
+                self.stats = []
+                forward(start, stop)
+                sum(self.stats, torch.zeros(())).backward()
+        finally:
+            self._mode, self.stats = "batch", []
 
     def close(self) -> None:
         for hook in self._hooks:
@@ -88,6 +149,12 @@ def bn_mismatch(bundle: ClipBundle, visual: nn.Module, images: torch.Tensor) -> 
         stats.close()
 
 
+def _perturbed_forward(bundle: ClipBundle, visual: nn.Module, x: torch.Tensor, delta: torch.Tensor, start: int,
+                       stop: int) -> None:
+    with autocast(bundle):
+        visual(bundle.input_space.tower_input(x[start:stop] + delta[start:stop]))
+
+
 def align_to_bn_statistics(
     bundle: ClipBundle, visual: nn.Module, images: torch.Tensor, cfg: RemindConfig, cancel=None,
     progress: ProgressFn = no_progress,
@@ -99,6 +166,8 @@ def align_to_bn_statistics(
         return images, {"aligned": False, "reason": "model has no BatchNorm layers; alignment skipped"}
     space = bundle.input_space
     epsilon = cfg.epsilon if space.kind == "pixels" else cfg.activation_epsilon
+    # cached activations enter only the tower's later, smaller stages: their batch fits in one pass
+    micro = cfg.align_micro_batch if space.kind == "pixels" else cfg.align_batch
     visual.eval()
     flags = [p.requires_grad for p in visual.parameters()]
     for p in visual.parameters():
@@ -112,19 +181,27 @@ def align_to_bn_statistics(
             delta = torch.zeros_like(x, requires_grad=True)
             # the same step relative to the bound in both spaces
             opt = torch.optim.Adam([delta], lr=cfg.align_lr / cfg.epsilon * float(bound.mean()))
+            bounds = [(a, min(a + micro, len(x))) for a in range(0, len(x), micro)]
+            forward = functools.partial(_perturbed_forward, bundle, visual, x, delta)
             for step in range(cfg.align_steps + 1):
                 check_cancelled(cancel)
-                with autocast(bundle):
-                    visual(space.tower_input(x + delta))
-                loss = stats.mismatch()
+                last = step == cfg.align_steps
+                if len(bounds) == 1:
+                    forward(0, len(x))
+                    loss = stats.mismatch()
+                    value = float(loss.detach())
+                else:
+                    value = stats.gather(forward, bounds)
                 if step == 0:
-                    before.append(float(loss.detach()))
-                elif step == cfg.align_steps:
-                    after.append(float(loss.detach()))
-                if step == cfg.align_steps:
+                    before.append(value)
+                elif last:
+                    after.append(value)
                     break
                 opt.zero_grad(set_to_none=True)
-                loss.backward()
+                if len(bounds) == 1:
+                    loss.backward()
+                else:
+                    stats.backward_in_slices(forward, bounds)
                 opt.step()
                 with torch.no_grad():
                     delta.copy_(torch.maximum(torch.minimum(delta, bound), -bound))
