@@ -12,7 +12,6 @@ a hidden ``.partial`` sibling that only an accepted upload renames into place.
 
 from __future__ import annotations
 
-import hashlib
 import os
 import shutil
 from dataclasses import dataclass
@@ -20,6 +19,7 @@ from pathlib import Path
 
 from clipforget.core.atomic import partial_dir, read_json, replace_dir, write_json
 from clipforget.core.errors import DataError
+from clipforget.core.paths import file_digest
 from clipforget.data.archives import ArchiveLimits, storage_name, unpack_zip
 from clipforget.data.images import read_folder
 
@@ -201,11 +201,7 @@ def _digests(folder: Path) -> dict[str, list[str]]:
     if not folder.is_dir():
         return out
     for path in sorted(p for p in folder.rglob("*") if p.is_file() and not p.name.startswith(".")):
-        digest = hashlib.sha256()
-        with open(path, "rb") as handle:
-            while chunk := handle.read(1 << 20):
-                digest.update(chunk)
-        out.setdefault(digest.hexdigest(), []).append(str(path.relative_to(folder)))
+        out.setdefault(file_digest(path), []).append(str(path.relative_to(folder)))
     return out
 
 
