@@ -4,6 +4,11 @@ No pretrained CLIP weights are on the project's machines, yet ``RN50:openai`` or
 bring. A stand-in file makes ``--model RN50:/path/RN50-standin.pt`` go through exactly the code those specs do
 (open_clip's config, :func:`open_clip.create_model_and_transforms` with a file path, its ``load_checkpoint``) --
 only the numbers differ, so it measures speed, memory and layer choice, never accuracy.
+
+open_clip initialises each ResNet bottleneck's last BatchNorm scale (``bn3.weight``) to zero, as is usual for
+training from scratch: every residual branch then outputs zero and receives no gradient, so the relative Fisher
+ranking saw 0.0 for 17 of RN50's 18 candidate layers and chose by tie-break. A trained network has non-zero scales;
+the stand-in sets them to BatchNorm's default of 1 so that the ranking compares real values (docs/decisions.md D37).
 """
 
 from __future__ import annotations
@@ -32,6 +37,9 @@ def standin_state(arch: str, seed: int = 0) -> dict[str, torch.Tensor]:
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         model = open_clip.create_model(arch, pretrained=None, device="cpu")
+        for name, param in model.named_parameters():
+            if name.endswith("bn3.weight") and not param.any():
+                param.data.fill_(1.0)
     return {k: v.detach().contiguous() for k, v in model.state_dict().items()}
 
 
