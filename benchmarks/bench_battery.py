@@ -2,7 +2,7 @@
 label L, keep its siblings", on the generic path (`unlearn`, no forget prompt, no per-task setting), judged on
 held-out photos (an index of monkeys10 val + Tiny-ImageNet val) at the run's alpha*.
 
-    PYTHONPATH=. .venv/bin/python benchmarks/bench_battery.py --work /tmp/battery [--half tuning|heldout|all]
+    PYTHONPATH=. .venv/bin/python benchmarks/bench_battery.py --work W [--half tuning|heldout|all] [--alpha A]
 
 Prepares each task's forget / retain folders from the training splits (monkeys10/train, Tiny-ImageNet train.zip)
 under WORK/data, builds the held-out index once (WORK/index), runs `python -m clipforget unlearn` per task
@@ -171,11 +171,11 @@ def fraction(after: float, before: float) -> float:
     return after / before if before else 1.0
 
 
-def evaluate(task: Task, run_dir: Path, gallery, device) -> dict:
-    """Every check of issue 38 for one task (held-out photos only, top-20 at alpha*)."""
+def evaluate(task: Task, run_dir: Path, gallery, device, alpha: float | None = None) -> dict:
+    """Every check of issue 38 for one task (held-out photos only, top-20 at alpha*, or at ``alpha``)."""
     run = RunFolder(run_dir)
     original = run.original_model(device)
-    alpha = run.chosen_alpha
+    alpha = run.chosen_alpha if alpha is None else alpha
     before = np.asarray(gallery.embeddings, np.float32)
     after = embeddings_at(original, run.unlearned_state(device), gallery, alpha)
     paths = np.array([p.replace("\\", "/") for p in gallery.paths])
@@ -231,7 +231,9 @@ def pair(x) -> str:
 
 
 def markdown(results: list[dict]) -> str:
-    lines = []
+    """Both halves' tables; a task's failed checks by number, in the order of the legend's checks."""
+    checks = list(results[0]["checks"]) if results else []
+    lines = ["Checks: " + "; ".join(f"{i} {name}" for i, name in enumerate(checks, 1)) + ".", ""]
     for half in ("tuning", "heldout"):
         rows = [r for r in results if r["half"] == half]
         if not rows:
@@ -239,8 +241,8 @@ def markdown(results: list[dict]) -> str:
         passing = sum(not r["failed"] for r in rows)
         lines += [f"**{half} half**: {passing} of {len(rows)} tasks pass every check; "
                   f"{sum(len(r['failed']) <= 1 for r in rows)} fail at most one.", "",
-                  "| task (label) | α* | own name | label: subgroup | label: siblings | siblings' names (min) | "
-                  "unrelated min, overlap | zero-shot subgroup / siblings ratio | failed |",
+                  "| task (label) | α | own name | label: subgroup | label: siblings | siblings' names (min) | "
+                  "unrelated min, overlap | zero-shot subgroup / siblings ratio | failed checks |",
                   "|---|---|---|---|---|---|---|---|---|"]
         for r in rows:
             sib_min = min((fraction(a, b) for b, a in r["sibling_names"].values()), default=1.0)
@@ -250,8 +252,8 @@ def markdown(results: list[dict]) -> str:
                 f"| {r['task']} ({r['label']}) | {r['alpha']:.2f} | {pair(r['own'])} | {pair(r['label_subgroup'])} "
                 f"| {pair(r['label_siblings'])} | {sib_min:.2f} | {unrel_min:.2f}, {r['mean_overlap']:.2f} | "
                 f"{fraction(zs['subgroup'][1], zs['subgroup'][0]):.2f} / "
-                f"{fraction(zs['siblings'][1], zs['siblings'][0]):.2f} | {len(r['failed'])}: "
-                f"{'; '.join(r['failed']) or '–'} |")
+                f"{fraction(zs['siblings'][1], zs['siblings'][0]):.2f} | "
+                f"{', '.join(str(checks.index(f) + 1) for f in r['failed']) or '–'} |")
         lines.append("")
     return "\n".join(lines)
 
@@ -277,6 +279,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--rerun", action="store_true", help="run every task again")
     p.add_argument("--set", action="append", default=[], dest="overrides", metavar="FIELD=VALUE",
                    help="passed to unlearn (an ablation; the battery itself uses the defaults)")
+    p.add_argument("--alpha", type=float, default=None,
+                   help="judge every run at this alpha instead of its alpha* (1: the unlearned end of the soup)")
     p.add_argument("--data-root", default=None)
     args = p.parse_args(argv)
     if args.data_root:
@@ -294,16 +298,17 @@ def main(argv: list[str] | None = None) -> int:
     for task in tasks:
         data = prepare(task, work, root)
         seconds = run_task(task, data, work / "runs" / task.name, py, extra, args.rerun)
-        result = evaluate(task, work / "runs" / task.name, gallery, device)
+        result = evaluate(task, work / "runs" / task.name, gallery, device, args.alpha)
         result["seconds"] = round(seconds, 1)
         results.append(result)
-        print(f"{task.name} ({task.half}): alpha* {result['alpha']:.2f}, own {pair(result['own'])}, "
+        print(f"{task.name} ({task.half}): alpha {result['alpha']:.2f}, own {pair(result['own'])}, "
               f"label sub {pair(result['label_subgroup'])} sib {pair(result['label_siblings'])}, zero-shot "
               f"{result['zero_shot']}, failed {result['failed'] or 'none'} ({seconds:.0f} s)", flush=True)
-    (work / "battery.json").write_text(json.dumps(results, indent=2), encoding="utf-8")
+    stem = "battery" if args.alpha is None else f"battery-alpha{args.alpha:g}"
+    (work / f"{stem}.json").write_text(json.dumps(results, indent=2), encoding="utf-8")
     table = markdown(results)
-    (work / "battery.md").write_text(table, encoding="utf-8")
-    figure(results, work / "battery.html")
+    (work / f"{stem}.md").write_text(table, encoding="utf-8")
+    figure(results, work / f"{stem}.html")
     print(table)
     return 0
 
