@@ -8,7 +8,8 @@ only the numbers differ, so it measures speed, memory and layer choice, never ac
 open_clip initialises each ResNet bottleneck's last BatchNorm scale (``bn3.weight``) to zero, as is usual for
 training from scratch: every residual branch then outputs zero and receives no gradient, so the relative Fisher
 ranking saw 0.0 for 17 of RN50's 18 candidate layers and chose by tie-break. A trained network has non-zero scales;
-the stand-in sets them to BatchNorm's default of 1 so that the ranking compares real values (docs/decisions.md D37).
+the stand-in sets every all-zero BatchNorm scale to BatchNorm's default of 1, so that the ranking compares real
+values (docs/decisions.md D37).
 """
 
 from __future__ import annotations
@@ -37,9 +38,11 @@ def standin_state(arch: str, seed: int = 0) -> dict[str, torch.Tensor]:
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         model = open_clip.create_model(arch, pretrained=None, device="cpu")
-        for name, param in model.named_parameters():
-            if name.endswith("bn3.weight") and not param.any():
-                param.data.fill_(1.0)
+        with torch.no_grad():
+            for module in model.modules():  # zero-initialised BatchNorm scales (ResNets' bn3), see above
+                if isinstance(module, torch.nn.modules.batchnorm._BatchNorm) and module.weight is not None \
+                        and not module.weight.any():
+                    module.weight.fill_(1.0)
     return {k: v.detach().contiguous() for k, v in model.state_dict().items()}
 
 
