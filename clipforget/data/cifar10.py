@@ -66,15 +66,8 @@ def _download_cifar10(split: str) -> tuple[np.ndarray, np.ndarray]:
     return np.asarray(ds.data, dtype=np.uint8), np.asarray(ds.targets, dtype=np.int64)
 
 
-def cifar10(
-    split: str,
-    size: int,
-    classes: tuple[str, ...] | None = None,
-    per_class: int | None = None,
-    offset: int = 0,
-    root: str | os.PathLike | None = None,
-    seed: int | None = None,
-) -> ImageSet:
+def cifar10(split: str, size: int, classes: tuple[str, ...] | None = None, per_class: int | None = None,
+            offset: int = 0, root: str | os.PathLike | None = None, seed: int | None = None) -> ImageSet:
     """CIFAR-10 images of ``classes`` (default all): ``per_class`` of each from ``offset`` on.
 
     The order inside a class is the file order, or a permutation drawn from ``seed`` -- the same seed always gives

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 from dataclasses import dataclass
+from pathlib import Path
 
 from clipforget.core.paths import data_root, existing
 
@@ -20,7 +21,8 @@ class CaptionedImages:
     captions: list[list[str]]
 
 
-def coco_mini(size: int, root: str | os.PathLike | None = None) -> CaptionedImages:
+def coco_mini(size: int, root: str | os.PathLike | None = None, cache: Path | None = None) -> CaptionedImages:
+    """The photos (decoded once, cached in ``cache``, default ``<cache>/datasets``) with their captions."""
     folder = data_root(root) / "coco-mini"
     table_path = existing(folder / "captions.json", "coco-mini captions")
     table = json.loads(table_path.read_text(encoding="utf-8"))
@@ -29,5 +31,5 @@ def coco_mini(size: int, root: str | os.PathLike | None = None) -> CaptionedImag
         files = [folder / "images" / name for name in sorted(table)]
         return read_images(files, size, [p.name for p in files])
 
-    images = cached_imageset("coco-mini", folder / "images", size, build)
+    images = cached_imageset("coco-mini", folder / "images", size, build, cache)
     return CaptionedImages(images, [list(table[name]) for name in images.labels])

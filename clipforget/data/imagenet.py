@@ -67,9 +67,8 @@ def living17(root: str | os.PathLike | None = None) -> dict[str, list[dict]]:
     return json.loads(path.read_text(encoding="utf-8"))
 
 
-def imagenet_samples(
-    size: int, indices: dict[str, tuple[int, ...]] | None = None, root: str | os.PathLike | None = None
-) -> ImageSet:
+def imagenet_samples(size: int, indices: dict[str, tuple[int, ...]] | None = None,
+                     root: str | os.PathLike | None = None) -> ImageSet:
     """The ImageNet sample images whose class index is listed, labelled by the dict key (default: CIFAR mapping)."""
     indices = indices or IMAGENET_TO_CIFAR10
     folder = existing(data_root(root) / "imagenet-samples", "ImageNet samples folder", folder=True)

@@ -37,9 +37,7 @@ class ImageSet:
 
     def subset(self, index: np.ndarray | list[int] | range | torch.Tensor) -> ImageSet:
         idx = torch.as_tensor(np.asarray(index), dtype=torch.long)
-        return ImageSet(
-            self.images[idx], [self.labels[i] for i in idx.tolist()], [self.paths[i] for i in idx.tolist()], []
-        )
+        return ImageSet(self.images[idx], [self.labels[i] for i in idx.tolist()], [self.paths[i] for i in idx.tolist()])
 
     def where(self, keep: list[bool]) -> ImageSet:
         return self.subset([i for i, k in enumerate(keep) if k])
@@ -56,20 +54,12 @@ class ImageSet:
         return dict(Counter(self.labels))
 
     @staticmethod
-    def empty(size: int) -> ImageSet:
-        return ImageSet(torch.zeros((0, 3, size, size), dtype=torch.uint8), [], [])
-
-    @staticmethod
     def concat(sets: list[ImageSet]) -> ImageSet:
         sets = [s for s in sets if len(s)]
         if not sets:
             raise DataError("no images to concatenate")
-        return ImageSet(
-            torch.cat([s.images for s in sets]),
-            [x for s in sets for x in s.labels],
-            [x for s in sets for x in s.paths],
-            [x for s in sets for x in s.skipped],
-        )
+        return ImageSet(torch.cat([s.images for s in sets]), [x for s in sets for x in s.labels],
+                        [x for s in sets for x in s.paths], [x for s in sets for x in s.skipped])
 
 
 def per_class_indices(labels: list[str], n: int, seed: int = 0) -> list[int]:
@@ -128,12 +118,7 @@ def list_image_files(root: str | os.PathLike) -> list[Path]:
     )
 
 
-def read_images(
-    files: list[Path],
-    size: int,
-    labels: list[str],
-    max_pixels: int = DEFAULT_MAX_PIXELS,
-) -> ImageSet:
+def read_images(files: list[Path], size: int, labels: list[str], max_pixels: int = DEFAULT_MAX_PIXELS) -> ImageSet:
     """Decode ``files`` to model size; unreadable, non-image or oversized files are skipped with a reason."""
     tensors, kept_labels, paths, skipped = [], [], [], []
     for path, label in zip(files, labels, strict=True):
@@ -159,12 +144,8 @@ def folder_labels(files: list[Path], root: Path, label: str | None = None) -> li
     return [p.relative_to(root).parts[0] if len(p.relative_to(root).parts) > 1 else root.name for p in files]
 
 
-def read_folder(
-    root: str | os.PathLike,
-    size: int,
-    label: str | None = None,
-    max_pixels: int = DEFAULT_MAX_PIXELS,
-) -> ImageSet:
+def read_folder(root: str | os.PathLike, size: int, label: str | None = None,
+                max_pixels: int = DEFAULT_MAX_PIXELS) -> ImageSet:
     """Read a gallery folder (or a .zip of one, unpacked once into the cache). Labels: see :func:`folder_labels`."""
     root = Path(root)
     skipped: list[tuple[str, str]] = []
@@ -178,9 +159,7 @@ def read_folder(
     return images
 
 
-def arrays_to_imageset(
-    images: np.ndarray, labels: list[str], size: int, paths: list[str] | None = None
-) -> ImageSet:
+def arrays_to_imageset(images: np.ndarray, labels: list[str], size: int, paths: list[str] | None = None) -> ImageSet:
     """HWC uint8 arrays -> :class:`ImageSet` at model size (same PIL path as files)."""
     tensors = [to_model_size(Image.fromarray(img), size) for img in images]
     out = torch.stack(tensors) if tensors else torch.zeros((0, 3, size, size), dtype=torch.uint8)

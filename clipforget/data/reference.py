@@ -9,9 +9,8 @@ from .images import ImageSet
 from .tiny_imagenet import tiny_imagenet_train_sample
 
 
-def reference_images(
-    image_size: int, tiny_per_class: int, cifar_per_class: int, seed: int, root: str | os.PathLike | None = None,
-) -> ImageSet | None:
+def reference_images(image_size: int, tiny_per_class: int, cifar_per_class: int, seed: int,
+                     root: str | os.PathLike | None = None) -> ImageSet | None:
     """Training images of the other retained sets (Tiny-ImageNet train, CIFAR-10 train), or None when both are 0."""
     sets = []
     if tiny_per_class:

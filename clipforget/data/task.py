@@ -64,9 +64,8 @@ class EvalSet:
     role: str = "retain"
 
 
-def batches(
-    images: ImageSet, labels: torch.Tensor, batch_size: int, rng: np.random.Generator, steps: int
-) -> Iterator[tuple[torch.Tensor, torch.Tensor, np.ndarray]]:
+def batches(images: ImageSet, labels: torch.Tensor, batch_size: int, rng: np.random.Generator,
+            steps: int) -> Iterator[tuple[torch.Tensor, torch.Tensor, np.ndarray]]:
     """``steps`` shuffled mini-batches (epochs wrap around): (uint8 images, label ids, indices)."""
     n = len(images)
     order = rng.permutation(n)

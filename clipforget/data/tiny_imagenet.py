@@ -51,9 +51,8 @@ def tiny_imagenet(split: str, size: int, root: str | os.PathLike | None = None) 
     return cached_imageset("tiny-imagenet-train", archive, size, lambda: _read_zip(archive, size, root))
 
 
-def tiny_imagenet_train_sample(
-    size: int, per_class: int, seed: int = 0, root: str | os.PathLike | None = None,
-) -> ImageSet:
+def tiny_imagenet_train_sample(size: int, per_class: int, seed: int = 0,
+                               root: str | os.PathLike | None = None) -> ImageSet:
     """``tiny_imagenet("train", size).per_class(per_class, seed)`` without decoding the other ~30k images."""
     archive = existing(data_root(root) / "tiny-imagenet" / "train.zip", "Tiny-ImageNet train archive")
     with zipfile.ZipFile(archive) as zf:

@@ -134,9 +134,7 @@ def warm_up(spec: RunSpec, models: ModelCache, cache_root: Path, stop: threading
     if spec.gallery:
         check_cancelled(stop, "warm-up")
         start = time.perf_counter()
-        gallery = str(spec.gallery)
-
-        index_progress = gallery_progress(progress, "gallery_index", gallery)
+        index_progress = gallery_progress(progress, "gallery_index", str(spec.gallery))
         index_progress("index", 0.0, "listing its images")
         gallery_index(spec, bundle, models, cache_root, index_progress, stop)
         seconds["gallery_index"] = time.perf_counter() - start

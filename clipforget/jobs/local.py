@@ -1,13 +1,10 @@
-"""The ``local`` backend (the app's default): runs leave the web process for worker processes on this machine.
+"""The ``local`` backend (the app's default): runs leave the web process for worker processes (docs/backends.md).
 
 ``submit`` writes the spec and a ``queued`` progress into the run folder, then a ticket into the queue folder
-(:mod:`clipforget.jobs.workqueue`); a worker claims it, runs it and writes progress into the run folder, which is
-where :meth:`LocalBackend.snapshot` reads it. Nothing about a run lives only in this process, so a restarted app
-sees queued and running runs again (re-attach is reading the same folders) and the UI never goes down with a run.
-
-Workers: a :class:`~clipforget.jobs.pool.WorkerPool` started here (one per GPU, or one on the CPU; ``workers=0``:
-none) and/or any ``python -m clipforget worker`` pointed at the same queue folder (another machine included, when
-the cache folder is shared).
+(:mod:`clipforget.jobs.workqueue`); a worker claims it and writes progress into the run folder, where
+:meth:`LocalBackend.snapshot` reads it. Nothing about a run lives only in this process, so a restarted app re-attaches
+by reading the same folders. Workers: a :class:`~clipforget.jobs.pool.WorkerPool` started here (``workers=0``: none)
+and/or any ``python -m clipforget worker`` on the same queue folder.
 """
 
 from __future__ import annotations
@@ -68,7 +65,6 @@ class LocalBackend:
     # the protocol --------------------------------------------------------------------------------------------------
     def submit(self, spec: RunSpec, run_dir: Path) -> Snapshot:
         run_dir = Path(run_dir)
-        run_dir.mkdir(parents=True, exist_ok=True)
         spec.write(run_dir)
         Job(spec, run_dir, backend=self.name, device="next free worker", worker="-",
             message="queued").record()  # progress first: a worker's "running" must never be overwritten by it
@@ -109,8 +105,7 @@ class LocalBackend:
 
     def cancel(self, run_id: str) -> bool:
         with self._lock:
-            self._tickets = (0.0, [], [])
-            pending, claimed = self._scan()
+            pending, claimed = self._scan(fresh=True)
             ticket = next((t for t in pending if t.run_id == run_id), None)
             if ticket is not None and self.queue.withdraw(run_id):
                 cancel_queued(ticket.run_dir)
@@ -118,8 +113,7 @@ class LocalBackend:
                 return True
             ticket = next((t for t in claimed if t.run_id == run_id), None)
             if ticket is None:  # claimed between the scan and the withdrawal?
-                self._tickets = (0.0, [], [])
-                ticket = next((t for t in self._scan()[1] if t.run_id == run_id), None)
+                ticket = next((t for t in self._scan(fresh=True)[1] if t.run_id == run_id), None)
             if ticket is None:
                 return False
             request_cancel(ticket.run_dir)

@@ -1,11 +1,7 @@
-"""Supervised worker processes: :class:`WorkerPool` starts one ``python -m clipforget worker --one`` per slot (one per
-GPU, or one on the CPU), watches them, and when one dies -- killed, out of memory, segfault -- marks the run it held
-as failed with the reason (``worker gpu0@host (pid 123) killed by signal 9 (SIGKILL)``) and starts a replacement.
-Queued runs stay in the queue folder and go on with the next free worker.
-
-Workers run in their own session, so a Ctrl-C or a crash of the supervisor does not kill them: they finish the run
-they have (a restarted supervisor re-attaches to it) and then exit; the new supervisor fills their slot once they
-have (it never runs two workers in one slot).
+"""Supervised worker processes (docs/backends.md, "Supervision"): :class:`WorkerPool` starts one ``python -m
+clipforget worker --one`` per slot and replaces one that dies, marking the run it held as failed with the reason
+(``worker gpu0@host (pid 123) killed by signal 9 (SIGKILL)``). Workers run in their own session and outlive a crashed
+supervisor; a new one fills their slot only once they have exited (never two workers in one slot).
 """
 
 from __future__ import annotations
@@ -78,7 +74,6 @@ class WorkerPool:
         self.nice = nice  # workers yield the CPU to the web app (docs/decisions.md, backends)
         self.procs: dict[str, subprocess.Popen] = {}
         self.problem: str | None = None  # the last worker death / failed start, for queued runs' messages
-        self.events: list[str] = []  # what happened, newest last (deaths, restarts)
         self._failures: dict[str, tuple[int, float]] = {}  # slot -> (quick deaths in a row, not before)
         self._lock = threading.Lock()
         self._stop = threading.Event()
@@ -180,7 +175,6 @@ class WorkerPool:
         finally:
             log.close()
         proc.started = time.time()  # type: ignore[attr-defined]
-        self.events.append(f"{time.strftime('%H:%M:%S')} started worker {slot.name} (pid {proc.pid}, {slot.device})")
         return proc
 
     def _retire(self, slot: str, proc: subprocess.Popen) -> None:
@@ -196,8 +190,6 @@ class WorkerPool:
         failed = self.queue.retire(wid, f"{reason} while running this run")
         if code != 0 or failed:
             self.problem = reason + (f"; its log: {self.queue.logs / (slot + '.log')}" if not failed else "")
-            self.events.append(f"{time.strftime('%H:%M:%S')} {reason}" + (f" (run {failed[0]} failed)"
-                                                                          if failed else ""))
         lived = time.time() - getattr(proc, "started", 0.0)
         deaths = self._failures.get(slot, (0, 0.0))[0] + 1 if (code != 0 and lived < 30 and not failed) else 0
         self._failures[slot] = (deaths, time.time() + min(60.0, 2.0 ** deaths) if deaths else 0.0)

@@ -1,14 +1,10 @@
 """The ``ray`` backend: each run is a Ray actor asking for one GPU (one CPU where the cluster has no GPU); Ray
-schedules them, queues what does not fit, and places them on any node. No scheduler of ours.
+schedules, queues and places them (docs/backends.md, "The ray backend").
 
-The actor is named (``run-<run id>`` in namespace ``clipforget``) and detached, so it outlives the app: a restarted
-app finds running actors by name and re-attaches. The actor writes the run folder as any worker does, so
-**the cache folder must be on storage that the app and every Ray node mount at the same path** (runs, gallery
-indexes, uploads; the data folders too) -- docs/backends.md. Code: every node needs clipforget importable (the same
-checkout or ``pip install``); a local cluster (``address=None``) gets this checkout on its ``PYTHONPATH``.
-
-Cancelling a waiting run kills its actor; a running one is asked through the run folder (``cancel.request``), as
-with local workers. An actor that dies (node lost, out of memory, killed) fails its run with Ray's reason.
+The actor is named (``run-<run id>`` in namespace ``clipforget``) and detached, so a restarted app finds running
+actors by name and re-attaches. It writes the run folder as any worker does, so **the cache folder must be on storage
+that the app and every Ray node mount at the same path**. Cancelling a waiting run kills its actor; a running one is
+asked through ``cancel.request``. An actor that dies fails its run with Ray's reason.
 """
 
 from __future__ import annotations
@@ -32,7 +28,7 @@ NAMESPACE = "clipforget"
 ACTOR_PREFIX = "run-"
 
 
-def init_ray(address: str | None = None, num_cpus: int | None = None, num_gpus: int | None = None) -> bool:
+def init_ray(address: str | None = None, num_cpus: int | None = None) -> bool:
     """Connect to (``auto``, ``ray://host:port``, ``host:port``) or start (``None`` / ``local``) a Ray cluster in
     namespace ``clipforget``; returns whether this call started it (``False`` when already connected)."""
     import ray
@@ -40,13 +36,11 @@ def init_ray(address: str | None = None, num_cpus: int | None = None, num_gpus: 
     if ray.is_initialized():
         return False
     env = {k: os.environ[k] for k in ("CLIPFORGET_DATA", "CLIPFORGET_CACHE") if os.environ.get(k)}
-    local = address in (None, "", "local")
-    if local:  # the local cluster's workers import this checkout
-        env["PYTHONPATH"] = os.pathsep.join([str(PACKAGE_ROOT), *filter(None, [os.environ.get("PYTHONPATH")])])
     kwargs: dict[str, Any] = {"namespace": NAMESPACE, "runtime_env": {"env_vars": env}, "log_to_driver": False,
                               "include_dashboard": False}
-    if local:
-        kwargs.update(num_cpus=num_cpus, num_gpus=num_gpus)
+    if address in (None, "", "local"):  # the local cluster's workers import this checkout
+        env["PYTHONPATH"] = os.pathsep.join([str(PACKAGE_ROOT), *filter(None, [os.environ.get("PYTHONPATH")])])
+        kwargs["num_cpus"] = num_cpus
     else:
         kwargs["address"] = address
     ray.init(**kwargs)
@@ -54,8 +48,8 @@ def init_ray(address: str | None = None, num_cpus: int | None = None, num_gpus: 
 
 
 class RunActor:
-    """One run on a Ray worker (wrapped by ``ray.remote`` in :class:`RayBackend`; threaded, so :meth:`result` and
-    :meth:`describe` answer while :meth:`run` works)."""
+    """One run on a Ray worker (wrapped by ``ray.remote`` in :class:`RayBackend`; threaded, so :meth:`result` answers
+    while :meth:`run` works)."""
 
     def __init__(self, run_dir: str, plugins: list[str] | None = None):
         from .worker import load_plugins
@@ -64,9 +58,6 @@ class RunActor:
         self.done = threading.Event()
         self.final: Snapshot | None = None
         load_plugins(list(plugins or []))
-
-    def describe(self) -> dict[str, Any]:
-        return {"run_dir": str(self.run_dir), "pid": os.getpid(), "done": self.done.is_set()}
 
     def result(self) -> Snapshot | None:
         self.done.wait()
@@ -136,7 +127,6 @@ class RayBackend:
     # the protocol --------------------------------------------------------------------------------------------------
     def submit(self, spec: RunSpec, run_dir: Path) -> Snapshot:
         run_dir = Path(run_dir).resolve()
-        run_dir.mkdir(parents=True, exist_ok=True)
         spec.write(run_dir)
         where = "a free GPU" if self.gpus_per_run else "a free CPU"
         Job(spec, run_dir, backend=self.name, device=f"next {where.split()[-1]} in the cluster", worker="-",

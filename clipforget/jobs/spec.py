@@ -4,6 +4,7 @@ worker in another process -- or on another machine -- needs nothing else to run 
 from __future__ import annotations
 
 import secrets
+import shlex
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -58,22 +59,16 @@ class RunSpec:
         if self.setting == "folders":
             opts = self.options
             parts = ["python -m clipforget unlearn --forget forget/ --retain retain/",
-                     f"--label {_quote(str(opts.get('label', '')))}"]
+                     f"--label {shlex.quote(str(opts.get('label', '')))}"]
             if opts.get("retain_label"):
-                parts.append(f"--retain-label {_quote(str(opts['retain_label']))}")
+                parts.append(f"--retain-label {shlex.quote(str(opts['retain_label']))}")
             if opts.get("calibration_dir"):
                 parts.append("--calibration calibration/")
-            parts += [f"--forget-prompt {_quote(str(p))}" for p in opts.get("forget_prompts") or []]
+            parts += [f"--forget-prompt {shlex.quote(str(p))}" for p in opts.get("forget_prompts") or []]
         else:
             parts = [f"python -m clipforget run {self.setting}"]
-            parts += [f"--{k.replace('_', '-')} {_quote(str(v))}" for k, v in self.options.items()
+            parts += [f"--{k.replace('_', '-')} {shlex.quote(str(v))}" for k, v in self.options.items()
                       if k in ("forget_class", "forget_style") and v is not None]
-        parts += [f"--model {_quote(model)}", f"--method {self.method}", f"--seed {self.seed}",
+        parts += [f"--model {shlex.quote(model)}", f"--method {self.method}", f"--seed {self.seed}",
                   f"--out runs/{self.run_id}", f"  # app profile '{self.profile}'"]
         return " ".join(parts)
-
-
-def _quote(text: str) -> str:
-    import shlex
-
-    return shlex.quote(text)

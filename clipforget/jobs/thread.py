@@ -36,7 +36,6 @@ class ThreadBackend:
         self._worker.start()
 
     def submit(self, spec: RunSpec, run_dir: Path) -> Snapshot:
-        run_dir.mkdir(parents=True, exist_ok=True)
         spec.write(run_dir)
         job = Job(spec, run_dir, device=self.models.device)
         with self._lock:

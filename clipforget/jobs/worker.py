@@ -1,15 +1,10 @@
 """A worker process: claims runs from a queue folder (:mod:`clipforget.jobs.workqueue`) and executes them, one at a
-time, with models it loads itself. Started by a :class:`~clipforget.jobs.pool.WorkerPool` (the app's or
-``python -m clipforget worker``'s) or by hand (``python -m clipforget worker --one``).
+time, with models it loads itself (docs/backends.md, "Workers"). SIGTERM / SIGINT cancel the current run and stop it.
 
-It writes a heartbeat every couple of seconds; the run's progress goes to the run folder as the run goes. A
-``cancel.request`` file in the run folder cancels the run. SIGTERM / SIGINT cancel the current run and stop the
-worker. With ``parent_pid`` (the supervisor) the worker *drains* once its supervisor is gone: it finishes the run it
-has -- a restarted app re-attaches to it through the run folder -- and then exits instead of taking another; work
-left for later (below) stops at once, so that no orphan keeps the CPU busy.
-
-A finished run may leave work for later (the alpha grid's other points, :func:`~clipforget.jobs.execute.execute`):
-the worker does it when no run is waiting, stops it as soon as one is queued, and takes it up again afterwards.
+With ``parent_pid`` (the supervisor) the worker *drains* once its supervisor is gone: it finishes the run it has and
+exits instead of taking another; work left for later stops at once, so that no orphan keeps the CPU busy. Work left
+for later (the alpha grid's other points, :func:`~clipforget.jobs.execute.execute`, and the app's warm-up) runs when
+no run is waiting, stops as soon as one is queued, and is taken up again afterwards.
 """
 
 from __future__ import annotations

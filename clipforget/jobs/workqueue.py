@@ -131,18 +131,12 @@ class WorkQueue:
 
     def pending_tickets(self) -> list[Ticket]:
         """Waiting tickets, oldest first."""
-        names = sorted(p for p in _json_files(self.pending))
-        return [t for t in (self._read(p, None) for p in names) if t is not None]
+        return [t for t in (self._read(p, None) for p in sorted(_json_files(self.pending))) if t is not None]
 
     def claimed_tickets(self) -> list[Ticket]:
-        out = []
-        for folder in _folders(self.workers):
-            for path in _json_files(folder):
-                if path.name != HEARTBEAT_FILE:
-                    ticket = self._read(path, folder.name)
-                    if ticket is not None:
-                        out.append(ticket)
-        return out
+        tickets = (self._read(path, folder.name) for folder in _folders(self.workers) for path in _json_files(folder)
+                   if path.name != HEARTBEAT_FILE)
+        return [t for t in tickets if t is not None]
 
     def claim(self, worker_dir: Path) -> Ticket | None:
         """Move the oldest pending ticket into ``worker_dir``; ``None`` when nothing waits (or others won)."""

@@ -34,6 +34,8 @@ from clipforget.evaluation import zero_shot_accuracy
 from clipforget.models.encode import autocast
 from clipforget.models.factory import ClipBundle, new_model, save_checkpoint
 
+from .common.text import PooledText
+
 NAME = "embedded-cifar"
 
 
@@ -47,15 +49,6 @@ class PretrainConfig:
     photo_share: float = 0.55  # the rest is split evenly over the other styles
     seed: int = 0
     limit: int | None = None  # images per epoch (smoke tests)
-
-
-def _pooled_text(bundle: ClipBundle, captions: list[str]) -> torch.Tensor:
-    text = bundle.model.text
-    tokens = bundle.tokenizer(captions)
-    mask = (tokens != text.config.pad_token_id).long()
-    with torch.no_grad():
-        out = text.transformer(input_ids=tokens, attention_mask=mask)
-        return text.pooler(out, mask).float()
 
 
 def _positives(labels: np.ndarray, styles: np.ndarray, meta: list[tuple[str, str, str]]) -> torch.Tensor:
@@ -84,10 +77,6 @@ def _augment(images: torch.Tensor, gen: torch.Generator, pad: int = 8) -> torch.
     return out
 
 
-def _style_copies(images: torch.Tensor) -> dict[str, torch.Tensor]:
-    return {s: (images if s == "photo" else stylize(images, s)) for s in STYLES}
-
-
 def pretrain(cfg: PretrainConfig, out_dir: str | Path) -> Path:
     """Train, evaluate and save the embedded model to ``out_dir`` (fp16 safetensors + config + report)."""
     torch.manual_seed(cfg.seed)
@@ -104,19 +93,18 @@ def pretrain(cfg: PretrainConfig, out_dir: str | Path) -> Path:
         keep = rng.permutation(len(labels))[: cfg.limit]
         arrays, labels = arrays[keep], labels[keep]
     base = arrays_to_imageset(arrays, [""] * len(labels), size).images
-    copies = _style_copies(base)
+    copies = {s: (base if s == "photo" else stylize(base, s)) for s in STYLES}
 
     captions, meta = caption_bank()
-    pooled = _pooled_text(bundle, captions)
+    pooled = PooledText(bundle, None)(captions)
 
     for p in model.text.transformer.parameters():
         p.requires_grad_(False)
     model.visual.to(memory_format=torch.channels_last)
     decay = [p for n, p in model.named_parameters() if p.requires_grad and p.ndim > 1]
     no_decay = [p for n, p in model.named_parameters() if p.requires_grad and p.ndim <= 1]
-    opt = torch.optim.AdamW(
-        [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}], lr=cfg.lr
-    )
+    opt = torch.optim.AdamW([{"params": decay, "weight_decay": cfg.weight_decay},
+                             {"params": no_decay, "weight_decay": 0.0}], lr=cfg.lr)
     steps_per_epoch = len(labels) // cfg.batch_size
     total = steps_per_epoch * cfg.epochs
 

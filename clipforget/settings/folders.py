@@ -29,19 +29,11 @@ class FolderSizes:
 
 
 def folder_task(
-    image_size: int,
-    seed: int = 0,
-    sizes: FolderSizes | None = None,
-    forget_dir: str | os.PathLike | None = None,
-    retain_dir: str | os.PathLike | None = None,
-    label: str = "",
-    classnames: list[str] | None = None,
-    retain_label: str | None = None,
-    calibration_dir: str | os.PathLike | None = None,
-    max_pixels: int = DEFAULT_MAX_PIXELS,
-    root: str | os.PathLike | None = None,
-    prior_skipped: list[tuple[str, str]] | None = None,
-    forget_prompts: list[str] | None = None,
+    image_size: int, seed: int = 0, sizes: FolderSizes | None = None, forget_dir: str | os.PathLike | None = None,
+    retain_dir: str | os.PathLike | None = None, label: str = "", classnames: list[str] | None = None,
+    retain_label: str | None = None, calibration_dir: str | os.PathLike | None = None,
+    max_pixels: int = DEFAULT_MAX_PIXELS, root: str | os.PathLike | None = None,
+    prior_skipped: list[tuple[str, str]] | None = None, forget_prompts: list[str] | None = None,
 ) -> tuple[UnlearningTask, list[EvalSet]]:
     """Generic task from folders: forget images all carry ``label``; retain images carry ``retain_label`` if given
     (e.g. the same coarse label, for subgroup forgetting) or their sub-folder names.

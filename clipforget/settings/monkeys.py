@@ -44,9 +44,8 @@ def vocabulary(root: str | os.PathLike | None = None) -> list[str]:
     return [short_name(k) for k in living17(root)]
 
 
-def monkeys_task(
-    image_size: int, seed: int = 0, sizes: MonkeySizes | None = None, root: str | os.PathLike | None = None,
-) -> tuple[UnlearningTask, list[EvalSet]]:
+def monkeys_task(image_size: int, seed: int = 0, sizes: MonkeySizes | None = None,
+                 root: str | os.PathLike | None = None) -> tuple[UnlearningTask, list[EvalSet]]:
     """Forget pygmy + silvery marmosets as "monkey"; keep the other species, Tiny-ImageNet, CIFAR-10, ImageNet."""
     sizes = sizes or MonkeySizes()
     classes = vocabulary(root)

@@ -41,26 +41,25 @@ def subgroup_task(
     def as_coarse(images: ImageSet) -> ImageSet:
         return images.relabel({c: coarse_label(c) for c in CIFAR10_CLASSES})
 
-    forget = as_coarse(cifar10("train", image_size, (forget_class,), sizes.forget, 0, root, seed))
-    retain = as_coarse(cifar10("train", image_size, siblings, sizes.retain_per_class, 0, root, seed))
+    def train(names: tuple[str, ...], per_class: int, offset: int = 0) -> ImageSet:
+        return as_coarse(cifar10("train", image_size, names, per_class, offset, root, seed))
+
+    def test(names: tuple[str, ...]) -> ImageSet:
+        return as_coarse(cifar10("test", image_size, names, sizes.eval_per_class, 0, root))
+
+    forget = train((forget_class,), sizes.forget)
+    retain = train(siblings, sizes.retain_per_class)
     if sizes.retain_animals_per_class:
-        retain = ImageSet.concat([retain, as_coarse(
-            cifar10("train", image_size, strangers, sizes.retain_animals_per_class, 0, root, seed))])
-    cal_forget = as_coarse(cifar10("train", image_size, (forget_class,), sizes.calibration_forget,
-                                        sizes.forget, root, seed))
-    cal_retain = as_coarse(cifar10("train", image_size, siblings, sizes.calibration_retain_per_class,
-                                        sizes.retain_per_class, root, seed))
+        retain = ImageSet.concat([retain, train(strangers, sizes.retain_animals_per_class)])
+    cal_forget = train((forget_class,), sizes.calibration_forget, sizes.forget)
+    cal_retain = train(siblings, sizes.calibration_retain_per_class, sizes.retain_per_class)
     task = UnlearningTask(forget, retain, classes, cal_forget, cal_retain, name=f"subgroup-{forget_class}-in-{coarse}")
     raw = imagenet_samples(image_size, IMAGENET_TO_CIFAR10, root)
     imagenet, image_classes = as_coarse(raw), raw.labels
     eval_sets = [
-        EvalSet("cifar10_target", as_coarse(cifar10("test", image_size, (forget_class,),
-                                                         sizes.eval_per_class, 0, root)), classes, "target"),
-        EvalSet(f"cifar10_other_{coarse}", as_coarse(cifar10("test", image_size, siblings,
-                                                                  sizes.eval_per_class, 0, root)), classes, "retain"),
-        EvalSet("cifar10_" + ("animal" if coarse == "vehicle" else "vehicle"),
-                as_coarse(cifar10("test", image_size, strangers, sizes.eval_per_class, 0, root)), classes,
-                "retain"),
+        EvalSet("cifar10_target", test((forget_class,)), classes, "target"),
+        EvalSet(f"cifar10_other_{coarse}", test(siblings), classes, "retain"),
+        EvalSet("cifar10_" + ("animal" if coarse == "vehicle" else "vehicle"), test(strangers), classes, "retain"),
         EvalSet("imagenet_target", imagenet.where([x == forget_class for x in image_classes]), classes, "retain"),
         EvalSet("imagenet_all", imagenet, classes, "retain"),
     ]
@@ -70,8 +69,7 @@ def subgroup_task(
 SIZES = {
     "quick": SubgroupSizes(forget=16, retain_per_class=6, calibration_forget=8, calibration_retain_per_class=4,
                            eval_per_class=8),
-    "small": SubgroupSizes(forget=200, retain_per_class=70, calibration_forget=50, calibration_retain_per_class=20,
-                           eval_per_class=100),
+    "small": SubgroupSizes(),  # the paper's sizes
     "paper": SubgroupSizes(),
 }
 

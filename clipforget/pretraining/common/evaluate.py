@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import argparse
 import os
-from collections.abc import Callable, Sequence
-from pathlib import Path
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -15,7 +13,7 @@ from clipforget.data.cifar10 import CIFAR10_CLASSES
 from clipforget.data.images import ImageSet
 from clipforget.data.styles import STYLES, stylize
 from clipforget.models.encode import encode_images
-from clipforget.models.factory import ClipBundle, load_checkpoint
+from clipforget.models.factory import ClipBundle
 
 from . import readers as dr
 from . import vocabulary as vocab
@@ -23,9 +21,9 @@ from .text import PooledText, classifier, project_text
 
 
 @torch.no_grad()
-def image_embeddings(bundle: ClipBundle, images: torch.Tensor, batch: int = 500) -> torch.Tensor:
+def image_embeddings(bundle: ClipBundle, images: torch.Tensor) -> torch.Tensor:
     """Eval-mode unit image embeddings exactly as clipforget encodes them (its autocast, channels_last)."""
-    return encode_images(bundle, images, batch_size=batch)
+    return encode_images(bundle, images, batch_size=500)
 
 
 def top1(bundle: ClipBundle, images: torch.Tensor, labels: Sequence[int], cls: torch.Tensor) -> float:
@@ -35,13 +33,8 @@ def top1(bundle: ClipBundle, images: torch.Tensor, labels: Sequence[int], cls: t
 
 
 @torch.no_grad()
-def evaluate(
-    bundle: ClipBundle,
-    text: PooledText | None = None,
-    root: str | None = None,
-    cache: str | os.PathLike | None = None,
-    quick: bool = False,
-) -> dict[str, Any]:
+def evaluate(bundle: ClipBundle, text: PooledText | None = None, root: str | None = None,
+             cache: str | os.PathLike | None = None, quick: bool = False) -> dict[str, Any]:
     """Zero-shot top-1 (neutral templates averaged) on the held-out sets, COCO-mini recall@5, retrieval checks."""
     text = text or PooledText(bundle, None)
     size = bundle.image_size
@@ -74,9 +67,8 @@ def evaluate(
     few = styled_test_indices(cifar_labels, 200 if not quick else 50)
     for style in STYLES[1:]:
         styled = stylize(cifar.images[torch.from_numpy(few)], style)
-        out[f"cifar10_test_{style.replace(' ', '_')}_top1"] = top1(
-            bundle, styled, [cifar_labels[i] for i in few], cifar_cls
-        )
+        out[f"cifar10_test_{style.replace(' ', '_')}_top1"] = top1(bundle, styled, [cifar_labels[i] for i in few],
+                                                                   cifar_cls)
 
     coco = dr.coco_mini(size, root, cache)
     img = image_embeddings(bundle, coco.images.images)
@@ -102,9 +94,8 @@ def _image_to_caption_r5(img: torch.Tensor, cap: torch.Tensor, owner: torch.Tens
     return float(owner[top].eq(torch.arange(len(img))[:, None]).any(1).float().mean())
 
 
-def retrieval_check(
-    bundle: ClipBundle, text: PooledText, monkeys: ImageSet, tiny_val: ImageSet, tiny_classes: list[dict]
-) -> dict[str, Any]:
+def retrieval_check(bundle: ClipBundle, text: PooledText, monkeys: ImageSet, tiny_val: ImageSet,
+                    tiny_classes: list[dict]) -> dict[str, Any]:
     """Top-20 over the monkeys10 val + Tiny-ImageNet val gallery for two queries, counted by label."""
     gallery = torch.cat([image_embeddings(bundle, monkeys.images), image_embeddings(bundle, tiny_val.images)])
     labels = list(monkeys.labels) + list(tiny_val.labels)
@@ -123,27 +114,3 @@ def retrieval_check(
             "primates": sum(h in vocab.MONKEYS10_NAMES or h in primates for h in hits),
         }
     return out
-
-
-def evaluate_checkpoint(folder: str | os.PathLike, root: str | None, cache: Path) -> dict[str, Any]:
-    """Load an exported checkpoint with clipforget's loader and evaluate it."""
-    bundle = load_checkpoint(folder)
-    text = PooledText(bundle, cache / "text" / "minilm_pooled.pt")
-    return evaluate(bundle, text, root, cache / "readers")
-
-
-def print_checkpoint_evaluation(folder: str | os.PathLike, root: str | None, cache: Path, threads: int) -> None:
-    """``pretrain NAME --eval-only``: evaluate the checkpoint in ``folder`` on ``threads`` threads and print it."""
-    import json
-
-    torch.set_num_threads(threads)
-    print(json.dumps(evaluate_checkpoint(folder, root, cache), indent=1))
-
-
-def evaluate_or_train(args: argparse.Namespace, out: Path, cfg: Any, cache: Path, train: Callable[..., Path]) -> Path:
-    """A recipe's ``build``: with ``--eval-only`` print the evaluation of the checkpoint in ``out``; else
-    ``train(cfg, out, run_eval=args.eval)`` (train, evaluate and export)."""
-    if args.eval_only:
-        print_checkpoint_evaluation(out, cfg.data_root, cache, cfg.threads)
-        return out
-    return train(cfg, out, run_eval=args.eval)

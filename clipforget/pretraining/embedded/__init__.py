@@ -33,12 +33,12 @@ from clipforget.core.atomic import write_json
 from clipforget.core.paths import cache_dir
 from clipforget.data.cifar10 import CIFAR10_CLASSES
 from clipforget.data.styles import STYLES
-from clipforget.models.factory import ClipBundle, save_checkpoint
+from clipforget.models.factory import ClipBundle, load_checkpoint, save_checkpoint
 from clipforget.models.prefix import TowerCut, plan_cut
 
 from ..common import readers as dr
 from ..common import vocabulary as vocab
-from ..common.evaluate import evaluate, evaluate_or_train
+from ..common.evaluate import evaluate
 from ..common.text import PooledText
 from ..common.vocabulary import imagenet_display_names
 from .config import LitConfig
@@ -57,7 +57,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--eval-only", action="store_true", help="evaluate the checkpoint in --out")
     parser.add_argument("--eval", action=argparse.BooleanOptionalAction, default=True, help="evaluate before export")
     for f in fields(LitConfig):
-        if f.name in ("data_root",):
+        if f.name == "data_root":
             continue
         flag = f"--{f.name.replace('_', '-')}"
         value = getattr(defaults, f.name)
@@ -65,11 +65,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
             parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=value)
         else:
             parser.add_argument(flag, type=type(value) if value is not None else str, default=value)
-
-
-def config_from_args(args: argparse.Namespace) -> LitConfig:
-    values = {f.name: getattr(args, f.name) for f in fields(LitConfig) if hasattr(args, f.name)}
-    return LitConfig(**{**values, "data_root": getattr(args, "data_root", None)})
 
 
 def resolve_cache(cfg: LitConfig) -> Path:
@@ -99,9 +94,8 @@ def trained_cut(bundle: ClipBundle, cfg: LitConfig) -> TowerCut | None:
     return cut
 
 
-def prepare(
-    cfg: LitConfig, log=print
-) -> tuple[ClipBundle, PooledText, dict[str, Source], torch.Tensor, TowerCut | None]:
+def prepare(cfg: LitConfig, log=print
+            ) -> tuple[ClipBundle, PooledText, dict[str, Source], torch.Tensor, TowerCut | None]:
     """The ConSE-initialised model, its text cache, the training sources, the ImageNet class texts and the cut."""
     cache = resolve_cache(cfg)
     bundle = build_bundle(cfg)
@@ -109,38 +103,23 @@ def prepare(
     texts = class_texts(text, cfg.data_root)
     conse_init(bundle, cfg, texts["imagenet"])
     cut = trained_cut(bundle, cfg)
-    feats = training_features(
-        bundle.model.visual,
-        cut,
-        cfg.model_name,
-        cfg.image_size,
-        cache,
-        cfg.data_root,
-        cfg.tiny_per_class,
-        cfg.cifar_per_class,
-        cfg.style_per_class,
-        log,
-    )
+    feats = training_features(bundle.model.visual, cut, cfg.model_name, cfg.image_size, cache, cfg.data_root,
+                              cfg.tiny_per_class, cfg.cifar_per_class, cfg.style_per_class, log)
     imagenet, _ = dr.class_names(cfg.data_root)
     wnid_index = {c["wnid"]: int(c["index"]) for c in imagenet}
     species = list(vocab.MONKEYS10_NAMES)
 
-    def targets(labels: list[str], index) -> torch.Tensor:
-        return torch.tensor([index(label) for label in labels])
+    def source(rows: FeatureSet, index, class_text: torch.Tensor, weight: float, distil: bool = True) -> Source:
+        return Source(rows, torch.tensor([index(label) for label in rows.labels]), class_text, weight, distil)
 
     sources = {
-        "tiny": Source(feats["tiny"], targets(feats["tiny"].labels, wnid_index.__getitem__), texts["imagenet"],
-                       cfg.tiny_weight, True),
-        "cifar": Source(feats["cifar"], targets(feats["cifar"].labels, CIFAR10_CLASSES.index), texts["cifar"],
-                        cfg.cifar_weight, True),
-        "monkeys": Source(feats["monkeys"], targets(feats["monkeys"].labels, species.index), texts["monkeys"],
-                          cfg.monkeys_weight, True),
+        "tiny": source(feats["tiny"], wnid_index.__getitem__, texts["imagenet"], cfg.tiny_weight),
+        "cifar": source(feats["cifar"], CIFAR10_CLASSES.index, texts["cifar"], cfg.cifar_weight),
+        "monkeys": source(feats["monkeys"], species.index, texts["monkeys"], cfg.monkeys_weight),
     }
     styled = [feats[style_source(style)] for style in STYLES[1:]]
     merged = FeatureSet(torch.cat([s.feats for s in styled]), [label for s in styled for label in s.labels])
-    sources["styles"] = Source(
-        merged, targets(merged.labels, CIFAR10_CLASSES.index), texts["cifar"], cfg.style_weight, False
-    )
+    sources["styles"] = source(merged, CIFAR10_CLASSES.index, texts["cifar"], cfg.style_weight, distil=False)
     return bundle, text, sources, texts["imagenet"], cut
 
 
@@ -178,5 +157,13 @@ def train(cfg: LitConfig, out: Path, run_eval: bool = True) -> Path:
 
 def build(args: argparse.Namespace, out: Path) -> Path:
     """Train, evaluate and export the model to ``out`` (or, with ``--eval-only``, evaluate what is there)."""
-    cfg = config_from_args(args)
-    return evaluate_or_train(args, out, cfg, resolve_cache(cfg), train)
+    values = {f.name: getattr(args, f.name) for f in fields(LitConfig) if hasattr(args, f.name)}
+    cfg = LitConfig(**{**values, "data_root": getattr(args, "data_root", None)})
+    if not args.eval_only:
+        return train(cfg, out, run_eval=args.eval)
+    torch.set_num_threads(cfg.threads)
+    cache = resolve_cache(cfg)
+    bundle = load_checkpoint(out)
+    report = evaluate(bundle, PooledText(bundle, cache / "text" / "minilm_pooled.pt"), cfg.data_root, cache / "readers")
+    print(json.dumps(report, indent=1))
+    return out

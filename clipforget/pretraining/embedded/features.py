@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import itertools
 import os
 import time
 import zipfile
@@ -75,9 +76,7 @@ def _tiny(root: Path, size: int, per_class: int) -> Iterator[Sample]:
                     continue
 
 
-def cifar_samples(
-    root: Path, size: int, per_class: int, style: str
-) -> Iterator[Sample]:
+def cifar_samples(root: Path, size: int, per_class: int, style: str) -> Iterator[Sample]:
     """The first ``per_class`` CIFAR-10 train images per class at ``size`` px, in ``style``."""
     arrays, ids = load_cifar10_arrays("train", root)
     ids = np.asarray(ids)
@@ -105,9 +104,8 @@ def style_source(style: str) -> str:
     return "cifar-" + style.replace(" ", "_").replace("-", "_")
 
 
-def sources(
-    tiny_per_class: int, cifar_per_class: int, style_per_class: int
-) -> dict[str, tuple[str, Callable[[Path, int], Iterator[Sample]]]]:
+def sources(tiny_per_class: int, cifar_per_class: int, style_per_class: int
+            ) -> dict[str, tuple[str, Callable[[Path, int], Iterator[Sample]]]]:
     """``name -> (selection, samples(root, size))`` for every training source of the recipe."""
     out: dict[str, tuple[str, Callable[[Path, int], Iterator[Sample]]]] = {
         "tiny": (f"first {tiny_per_class}", lambda root, size: _tiny(root, size, tiny_per_class)),
@@ -115,10 +113,8 @@ def sources(
         "monkeys": ("all", _monkeys),
     }
     for style in STYLES[1:]:
-        out[style_source(style)] = (
-            f"first {style_per_class}, styles v{STYLES_VERSION}",
-            lambda root, size, style=style: cifar_samples(root, size, style_per_class, style),
-        )
+        out[style_source(style)] = (f"first {style_per_class}, styles v{STYLES_VERSION}",
+                                    lambda root, size, style=style: cifar_samples(root, size, style_per_class, style))
     return out
 
 
@@ -148,25 +144,14 @@ def encode_source(encode: Encoder, samples: Iterator[Sample], log: Callable[[str
     """Stream ``samples`` through ``encode`` a chunk at a time."""
     feats: list[torch.Tensor] = []
     labels: list[str] = []
-    chunk: list[torch.Tensor] = []
-    chunk_labels: list[str] = []
     started = time.perf_counter()
-
-    def flush() -> None:
-        if chunk:
-            feats.append(encode(torch.stack(chunk)).half().contiguous())
-            labels.extend(chunk_labels)
-            chunk.clear()
-            chunk_labels.clear()
-            if log and len(labels) % (CHUNK * 40) == 0:
-                log(f"{len(labels)} images, {len(labels) / (time.perf_counter() - started):.0f} img/s")
-
-    for image, label in samples:
-        chunk.append(image)
-        chunk_labels.append(label)
-        if len(chunk) == CHUNK:
-            flush()
-    flush()
+    samples = iter(samples)
+    while chunk := list(itertools.islice(samples, CHUNK)):
+        images, chunk_labels = zip(*chunk, strict=True)
+        feats.append(encode(torch.stack(images)).half().contiguous())
+        labels.extend(chunk_labels)
+        if log and len(labels) % (CHUNK * 40) == 0:
+            log(f"{len(labels)} images, {len(labels) / (time.perf_counter() - started):.0f} img/s")
     return FeatureSet(torch.cat(feats) if feats else torch.zeros((0, 0), dtype=torch.float16), labels)
 
 
@@ -177,18 +162,9 @@ def _path(cache: Path, name: str, trunk_name: str, size: int, selection: str, ro
     return cache / "features" / f"{name}-{trunk_name}-{size}px{'-' + at if at else ''}-{key.hexdigest()[:12]}.pt"
 
 
-def training_features(
-    visual: nn.Module,
-    cut: TowerCut | None,
-    trunk_name: str,
-    size: int,
-    cache: Path,
-    root: str | os.PathLike | None,
-    tiny_per_class: int,
-    cifar_per_class: int,
-    style_per_class: int,
-    log: Callable[[str], None] = print,
-) -> dict[str, FeatureSet]:
+def training_features(visual: nn.Module, cut: TowerCut | None, trunk_name: str, size: int, cache: Path,
+                      root: str | os.PathLike | None, tiny_per_class: int, cifar_per_class: int, style_per_class: int,
+                      log: Callable[[str], None] = print) -> dict[str, FeatureSet]:
     """What the fit reads of every training source (:func:`encoder_for`), computed once per (source, trunk, size,
     selection, cut) and cached."""
     base = data_root(root)

@@ -42,14 +42,8 @@ class Source:
     distil: bool
 
 
-def fit(
-    bundle: ClipBundle,
-    cfg: LitConfig,
-    sources: dict[str, Source],
-    imagenet_text: torch.Tensor,
-    cut: TowerCut | None = None,
-    log: Callable[[str], None] = print,
-) -> dict[str, float]:
+def fit(bundle: ClipBundle, cfg: LitConfig, sources: dict[str, Source], imagenet_text: torch.Tensor,
+        cut: TowerCut | None = None, log: Callable[[str], None] = print) -> dict[str, float]:
     """Train ``head.mlp``, ``text.proj``, the logit scale and, with ``cut``, the trunk's stages from the cut on, in
     place; returns the last step's losses and seconds."""
     model = bundle.model
@@ -71,9 +65,8 @@ def fit(
     if trunk_params:
         groups.append({"params": trunk_params, "lr": cfg.trunk_lr})
     optimizer = torch.optim.AdamW(groups, lr=cfg.lr, weight_decay=cfg.weight_decay)
-    schedule = torch.optim.lr_scheduler.OneCycleLR(
-        optimizer, max_lr=[g["lr"] for g in groups], total_steps=cfg.steps, pct_start=0.1
-    )
+    schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=[g["lr"] for g in groups], total_steps=cfg.steps,
+                                                   pct_start=0.1)
     generator = torch.Generator().manual_seed(cfg.seed)
     active = {name: s for name, s in sources.items() if s.weight > 0 and len(s.feats)}
     hidden = {}  # with fc1 locked, its activations are computed once per image
