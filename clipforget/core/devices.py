@@ -1,13 +1,10 @@
 """Where tensors run: one rule for every command, worker and test, and the per-device numerics.
 
-* :func:`resolve_device` -- ``auto`` means the first visible GPU, else the CPU;
-* :func:`configure_backends` -- TF32 matmuls / convolutions and cuDNN autotuning on CUDA (inputs have fixed sizes);
-* :func:`autocast_dtype` -- bf16 on GPUs that have it (Ampere and later), fp16 on older GPUs; on the CPU bf16 only
-  where the processor computes it natively (AMX or AVX-512 BF16), else fp32 (emulated bf16 made forward + backward
-  2.5x slower on the project's machines: docs/decisions.md D15). Training runs under the same autocast as inference
-  and clipforget uses no gradient scaler, so bf16 (fp32's exponent range) is what keeps small gradients from
-  underflowing (docs/decisions.md D8-backends). ``CLIPFORGET_CPU_AUTOCAST=bf16|fp32`` overrides the CPU choice;
-* :func:`worker_devices` -- one local worker per visible GPU, else one on the CPU.
+:func:`autocast_dtype`: bf16 on GPUs that have it (Ampere and later), fp16 on older GPUs; on the CPU bf16 only where
+the processor computes it natively (AMX or AVX-512 BF16), else fp32 (emulated bf16 made forward + backward 2.5x slower
+on the project's machines: docs/decisions.md D15). Training runs under the same autocast as inference and clipforget
+uses no gradient scaler, so bf16 (fp32's exponent range) is what keeps small gradients from underflowing
+(docs/decisions.md D8-backends). ``CLIPFORGET_CPU_AUTOCAST=bf16|fp32`` overrides the CPU choice.
 """
 
 from __future__ import annotations

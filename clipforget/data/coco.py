@@ -24,8 +24,7 @@ class CaptionedImages:
 def coco_mini(size: int, root: str | os.PathLike | None = None, cache: Path | None = None) -> CaptionedImages:
     """The photos (decoded once, cached in ``cache``, default ``<cache>/datasets``) with their captions."""
     folder = data_root(root) / "coco-mini"
-    table_path = existing(folder / "captions.json", "coco-mini captions")
-    table = json.loads(table_path.read_text(encoding="utf-8"))
+    table = json.loads(existing(folder / "captions.json", "coco-mini captions").read_text(encoding="utf-8"))
 
     def build() -> ImageSet:
         files = [folder / "images" / name for name in sorted(table)]

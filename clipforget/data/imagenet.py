@@ -74,14 +74,9 @@ def imagenet_samples(size: int, indices: dict[str, tuple[int, ...]] | None = Non
     folder = existing(data_root(root) / "imagenet-samples", "ImageNet samples folder", folder=True)
     by_wnid = {p.name.split("_", 1)[0]: p for p in folder.iterdir()}
     classes = imagenet_classes(root)
-    files, labels = [], []
-    for label, ids in indices.items():
-        for i in ids:
-            path = by_wnid.get(classes[i]["wnid"])
-            if path is not None:
-                files.append(path)
-                labels.append(label)
-    return read_images(files, size, labels)
+    found = [(by_wnid[classes[i]["wnid"]], label) for label, ids in indices.items() for i in ids
+             if classes[i]["wnid"] in by_wnid]
+    return read_images([path for path, _ in found], size, [label for _, label in found])
 
 
 def imagenet_all_samples(size: int, root: str | os.PathLike | None = None) -> ImageSet:

@@ -136,17 +136,10 @@ def read_images(files: list[Path], size: int, labels: list[str], max_pixels: int
     return ImageSet(images, kept_labels, paths, skipped)
 
 
-def folder_labels(files: list[Path], root: Path, label: str | None = None) -> list[str]:
-    """``label`` for every file if given, else each file's first sub-folder (the folder's own name for files
-    directly in ``root``)."""
-    if label is not None:
-        return [label] * len(files)
-    return [p.relative_to(root).parts[0] if len(p.relative_to(root).parts) > 1 else root.name for p in files]
-
-
 def read_folder(root: str | os.PathLike, size: int, label: str | None = None,
                 max_pixels: int = DEFAULT_MAX_PIXELS) -> ImageSet:
-    """Read a gallery folder (or a .zip of one, unpacked once into the cache). Labels: see :func:`folder_labels`."""
+    """Read a gallery folder (or a .zip of one, unpacked once into the cache). Labels: ``label`` for every file if
+    given, else each file's first sub-folder (the folder's own name for files directly in ``root``)."""
     root = Path(root)
     skipped: list[tuple[str, str]] = []
     if root.suffix.lower() == ".zip" and root.is_file():
@@ -154,7 +147,11 @@ def read_folder(root: str | os.PathLike, size: int, label: str | None = None,
 
         root, skipped = unpack_to_cache(root)
     files = list_image_files(root)
-    images = read_images(files, size, folder_labels(files, root, label), max_pixels)
+    if label is None:
+        labels = [p.relative_to(root).parts[0] if len(p.relative_to(root).parts) > 1 else root.name for p in files]
+    else:
+        labels = [label] * len(files)
+    images = read_images(files, size, labels, max_pixels)
     images.skipped = skipped + images.skipped
     return images
 

@@ -9,15 +9,8 @@ from .styles import STYLES
 EMBEDDED_TEMPLATES = ("a picture of a {}.", "an image of a {}.", "a {}.", "a small {}.", "a blurry image of the {}.")
 
 # For open_clip models (RN50 & co): a short subset of CLIP's ImageNet templates.
-OPENCLIP_TEMPLATES = (
-    "a photo of a {}.",
-    "a bad photo of a {}.",
-    "a photo of the large {}.",
-    "a photo of the small {}.",
-    "a cropped photo of a {}.",
-    "art of the {}.",
-    "a sketch of a {}.",
-)
+OPENCLIP_TEMPLATES = ("a photo of a {}.", "a bad photo of a {}.", "a photo of the large {}.",
+                      "a photo of the small {}.", "a cropped photo of a {}.", "art of the {}.", "a sketch of a {}.")
 
 STYLE_TEMPLATES: dict[str, tuple[str, ...]] = {
     "photo": ("a photo of a {}.", "a photograph of the {}."),

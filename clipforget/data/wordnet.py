@@ -96,8 +96,7 @@ def read_index(path: Path) -> dict[str, tuple[int, ...]]:
 @lru_cache(maxsize=1)
 def load_wordnet() -> WordNet | None:
     """The WordNet database of this machine, or ``None`` when there is none."""
-    candidates = [os.environ.get("CLIPFORGET_WORDNET", ""), *SEARCH_PATHS]
-    for folder in candidates:
+    for folder in [os.environ.get("CLIPFORGET_WORDNET", ""), *SEARCH_PATHS]:
         if folder and (Path(folder) / "data.noun").is_file() and (Path(folder) / "index.noun").is_file():
             return WordNet(folder)
     return None

@@ -29,32 +29,25 @@ class Backend(Protocol):
 
     def submit(self, spec: RunSpec, run_dir: Path) -> Snapshot:
         """Write ``spec`` into ``run_dir`` and queue it; returns the first snapshot (``queued``)."""
-        ...
 
     def snapshot(self, run_id: str) -> Snapshot | None:
         """The run's latest snapshot, or ``None`` if this backend does not know it."""
-        ...
 
     def active(self, owner: str) -> list[Snapshot]:
         """The owner's queued and running runs, oldest first."""
-        ...
 
     def cancel(self, run_id: str) -> bool:
         """Ask a queued or running run to stop; ``False`` when it is not active."""
-        ...
 
     def warm_up(self, spec: RunSpec) -> None:
         """Prepare, while nothing runs, what the first run like ``spec`` pays once (model, gallery index, data and
         class-text caches); a backend whose runs share nothing with the next does nothing."""
-        ...
 
     def wait(self, run_id: str, timeout: float | None = None) -> Snapshot:
         """Block until the run is no longer active (scripts and tests); ``TimeoutError`` after ``timeout`` s."""
-        ...
 
     def close(self) -> None:
         """Stop accepting runs and release workers (running runs are cancelled)."""
-        ...
 
 
 def wait_until(snapshot: Callable[[], Snapshot | None], run_id: str, timeout: float | None, poll: float,

@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from clipforget.core.errors import DataError, IndexLoadError
-from clipforget.core.locks import file_lock
+from clipforget.core.locks import file_lock, path_lock
 from clipforget.core.paths import safe_name
 from clipforget.core.progress import ProgressFn, no_progress
 from clipforget.methods.ours import ThreeStageConfig
@@ -23,8 +23,6 @@ from index_builder.build import BuildConfig, build
 from index_builder.encoder import ClipImageEncoder
 
 INTERRUPTIBLE_BATCH = 64  # images per batch of a build that a queued run may stop (about a second on a CPU)
-_LOCKS: dict[Path, threading.Lock] = {}
-_LOCKS_GUARD = threading.Lock()
 
 
 def index_folder(cache_root: Path, bundle: ClipBundle, gallery: str) -> Path:
@@ -48,9 +46,7 @@ def ensure_gallery_index(cache_root: Path, bundle: ClipBundle, gallery: str, sou
     batches, once ``cancel`` is set (:class:`RunCancelled`). ``build_missing=False``: a missing index is a
     :class:`DataError` instead (a request must not pay for a build)."""
     folder = index_folder(cache_root, bundle, gallery)
-    with _LOCKS_GUARD:
-        lock = _LOCKS.setdefault(folder, threading.Lock())
-    with lock, file_lock(folder.parent / f".{folder.name}.lock"):
+    with path_lock(folder), file_lock(folder.parent / f".{folder.name}.lock"):
         try:
             return load_index(folder, mmap=mmap)
         except IndexLoadError:

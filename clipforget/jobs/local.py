@@ -9,6 +9,7 @@ and/or any ``python -m clipforget worker`` on the same queue folder.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import threading
 import time
@@ -32,7 +33,7 @@ class LocalBackend:
 
     def __init__(self, queue_dir: str | os.PathLike, workers: int | None = None, device: str | None = None,
                  cache_dir: str | os.PathLike | None = None, plugins: list[str] | None = None, poll: float = 0.5,
-                 heartbeat_timeout: float = 60.0, start: bool = True):
+                 heartbeat_timeout: float = 60.0):
         self.queue = WorkQueue(queue_dir)
         self.poll = poll
         self.heartbeat_timeout = heartbeat_timeout
@@ -42,11 +43,6 @@ class LocalBackend:
         self._tickets: tuple[float, list[Ticket], list[Ticket]] = (0.0, [], [])
         self._dirs: dict[str, Path] = {}  # run folders of the runs this backend has seen
         self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
-        if start:
-            self.start()
-
-    def start(self) -> None:
         if self.pool is not None:
             self.pool.check()
         self._thread = threading.Thread(target=self._loop, name="clipforget-local-backend", daemon=True)
@@ -54,13 +50,11 @@ class LocalBackend:
 
     def _loop(self) -> None:
         while not self._stop.wait(self.poll):
-            try:
+            with contextlib.suppress(OSError):  # a shared folder hiccup must not end supervision
                 if self.pool is not None:
                     self.pool.check()
                 else:
                     self.queue.reap(self.heartbeat_timeout)
-            except OSError:  # a shared folder hiccup must not end supervision
-                pass
 
     # the protocol --------------------------------------------------------------------------------------------------
     def submit(self, spec: RunSpec, run_dir: Path) -> Snapshot:
@@ -128,8 +122,7 @@ class LocalBackend:
     def close(self) -> None:
         """Stop supervising; the pool's workers cancel their runs and exit. Queued runs stay in the queue folder."""
         self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout=5)
+        self._thread.join(timeout=5)
         if self.pool is not None:
             self.pool.stop()
 
@@ -171,9 +164,9 @@ class LocalBackend:
     def _idle_work(self) -> list[dict[str, Any]]:
         """What live workers without a run are doing (their heartbeats' ``activity``: step, fraction, message, e.g.
         "preparing the demo gallery (first start only): 3,200 / 21,531 images, about 1 min left")."""
-        timeout = self.pool.heartbeat_timeout if self.pool is not None else 60.0
         return [b["activity"] for b in self.queue.heartbeats()
-                if not b.get("run") and isinstance(b.get("activity"), dict) and self.queue.is_alive(b, timeout)]
+                if not b.get("run") and isinstance(b.get("activity"), dict)
+                and self.queue.is_alive(b, self.heartbeat_timeout)]
 
     def _running(self, ticket: Ticket) -> Snapshot:
         snap = read_json(ticket.run_dir / RunFolder.PROGRESS)
@@ -189,6 +182,6 @@ class LocalBackend:
         """A seen run that left the queue: its recorded end (``interrupted`` if it recorded none)."""
         snap = read_json(run_dir / RunFolder.PROGRESS)
         if snap.get("state") in STATES_ACTIVE:
-            snap["state"] = "interrupted"
-            snap["error"] = snap.get("error") or "the run left the queue without recording its end"
+            snap.update(state="interrupted",
+                        error=snap.get("error") or "the run left the queue without recording its end")
         return snap or None

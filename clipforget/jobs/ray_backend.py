@@ -9,6 +9,7 @@ asked through ``cancel.request``. An actor that dies fails its run with Ray's re
 
 from __future__ import annotations
 
+import contextlib
 import os
 import threading
 import time
@@ -147,10 +148,9 @@ class RayBackend:
         snap = read_json(run.run_dir / RunFolder.PROGRESS)
         snap["id"] = run_id
         if snap.get("state") == "queued":
-            ahead = self._waiting_ahead(run)
-            snap["queue_position"] = ahead + 1
-            where = "GPU" if self.gpus_per_run else "CPU"
-            snap["message"] = f"queued: waiting for a free {where} in the Ray cluster ({ahead} run(s) ahead)"
+            ahead, where = self._waiting_ahead(run), "GPU" if self.gpus_per_run else "CPU"
+            snap.update(queue_position=ahead + 1,
+                        message=f"queued: waiting for a free {where} in the Ray cluster ({ahead} run(s) ahead)")
         elif snap.get("state") == "running":
             snap["queue_position"] = 0
             if snap.get("started"):
@@ -195,9 +195,8 @@ class RayBackend:
         """Cancel active runs, end their actors, stop following; shuts down a cluster this backend started."""
         import ray
 
-        for run in list(self._runs.values()):
-            if not run.finished:
-                self.cancel(run.run_id)
+        for run_id in list(self._runs):
+            self.cancel(run_id)  # False for a finished run
         deadline = time.time() + 30
         while any(not r.finished for r in self._runs.values()) and time.time() < deadline:
             time.sleep(0.2)
@@ -263,10 +262,8 @@ class RayBackend:
 def _kill(actor: Any) -> None:
     import ray
 
-    try:
+    with contextlib.suppress(Exception):  # already gone
         ray.kill(actor, no_restart=True)
-    except Exception:  # already gone
-        pass
 
 
 def _first_line(err: BaseException) -> str:

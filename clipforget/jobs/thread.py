@@ -7,6 +7,7 @@ A second run queues and says how many are ahead; a job is cancelled through its 
 
 from __future__ import annotations
 
+import contextlib
 import queue
 import threading
 from pathlib import Path
@@ -83,10 +84,8 @@ class ThreadBackend:
             job = self._queue.get()
             if not job.cancel.is_set():
                 self._requeue_messages(job)
-            try:
+            with contextlib.suppress(BaseException):  # recorded as the job's error; this thread must survive any run
                 job.run(self.models, self.cache_root)
-            except BaseException:  # recorded as the job's error; this thread must survive any run
-                pass
 
     def _requeue_messages(self, starting: Job) -> None:
         with self._lock:

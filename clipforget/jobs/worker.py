@@ -9,6 +9,7 @@ no run is waiting, stops as soon as one is queued, and is taken up again afterwa
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import importlib.util
 import os
@@ -103,10 +104,8 @@ class Worker:
             signal.signal(signal.SIGTERM, self._on_signal)
             signal.signal(signal.SIGINT, self._on_signal)
         if cfg.nice:
-            try:
+            with contextlib.suppress(OSError):
                 os.nice(cfg.nice)
-            except OSError:
-                pass
         configure_threads(cfg.threads)
         load_plugins(cfg.plugins)
         self.dir.mkdir(parents=True, exist_ok=True)
@@ -145,10 +144,8 @@ class Worker:
                 if path.name != HEARTBEAT_FILE:
                     os.replace(path, self.queue.pending / path.name)
             (self.dir / HEARTBEAT_FILE).unlink(missing_ok=True)
-            try:
+            with contextlib.suppress(OSError):
                 self.dir.rmdir()
-            except OSError:
-                pass
         return 0
 
     def _orphaned(self) -> bool:
@@ -159,7 +156,7 @@ class Worker:
         spec = RunSpec.read(ticket.run_dir)
         if spec is None:
             mark_dead(ticket.run_dir, f"the run folder {ticket.run_dir} has no readable job.json", "failed")
-            (self.dir / ticket.name).unlink(missing_ok=True)
+            ticket.path.unlink(missing_ok=True)
             return
         job = Job(spec, ticket.run_dir, device=self.device_label, backend="local", worker=self.label,
                   record_every=0.5)
@@ -179,7 +176,7 @@ class Worker:
         finally:
             self.current = None
             self.runs += 1
-            (self.dir / ticket.name).unlink(missing_ok=True)
+            ticket.path.unlink(missing_ok=True)
             self._beat()
 
     def _add_warm_up(self, models: ModelCache, cache_root: Path) -> None:
@@ -238,10 +235,8 @@ class Worker:
                          "updated": time.time()}
         if time.time() - self._activity_beat >= 1.0:
             self._activity_beat = time.time()
-            try:
+            with contextlib.suppress(OSError):
                 self._beat()
-            except OSError:
-                pass
 
     # heartbeat -----------------------------------------------------------------------------------------------------
     def _beat(self) -> None:
@@ -256,7 +251,5 @@ class Worker:
 
     def _beat_loop(self) -> None:
         while not self._stop.wait(self.config.heartbeat):
-            try:
+            with contextlib.suppress(OSError):
                 self._beat()
-            except OSError:
-                pass

@@ -66,10 +66,6 @@ class Ticket:
     created: float
     worker: str | None = None  # the claiming worker's id (None while pending)
 
-    @property
-    def name(self) -> str:
-        return self.path.name
-
 
 class WorkQueue:
     """The queue folder (see the module docstring)."""
@@ -210,11 +206,9 @@ class WorkQueue:
             if not beat.get("pid") and time.time() - float(beat.get("folder_mtime") or 0) < timeout:
                 continue  # a worker that is starting: its folder exists before its first heartbeat
             if not self.is_alive(beat, timeout):
-                where = f" on {beat['host']}" if beat.get("host") and beat["host"] != host_name() else ""
-                if beat.get("host") == host_name():
-                    why = "its process is gone (killed or crashed)"
-                else:
-                    why = f"no heartbeat for {timeout:.0f} s"
+                here = beat.get("host") == host_name()
+                where = f" on {beat['host']}" if beat.get("host") and not here else ""
+                why = "its process is gone (killed or crashed)" if here else f"no heartbeat for {timeout:.0f} s"
                 name = beat.get("label") or beat["id"]
                 failed += self.retire(beat["id"], f"worker {name}{where} stopped while running this run: {why}")
         return failed

@@ -149,11 +149,9 @@ def pretrain(cfg: PretrainConfig, out_dir: str | Path) -> Path:
             if step % 20 == 0:
                 bar.set_postfix(loss=f"{loss.item():.3f}", lr=f"{lr_at(step):.1e}")
     bar.close()
-    train_seconds = time.time() - start
+    report = {"config": asdict(cfg), "train_seconds": round(time.time() - start, 1)}
     model.eval()
     model.visual.to(memory_format=torch.contiguous_format)
-
-    report = {"config": asdict(cfg), "train_seconds": round(train_seconds, 1)}
     report.update(evaluate_embedded(bundle))
     out_dir = Path(out_dir)
     save_checkpoint(bundle, out_dir, metadata={"trained_by": f"clipforget.pretraining ({NAME})", **report},

@@ -43,8 +43,7 @@ def living17_task(
         raise DataError("the living17 setting needs an ImageNet folder (--imagenet-root: one sub-folder per wnid)")
     forget = forget or LIVING17_FORGET
     sizes = sizes or Living17Sizes()
-    hierarchy = living17(root)
-    supers = {short_name(k): v for k, v in hierarchy.items()}
+    supers = {short_name(k): v for k, v in living17(root).items()}
     for sup, sub in forget.items():
         if sup not in supers:
             raise DataError(f"{sup!r} is not a LIVING-17 superclass; choose from {', '.join(supers)}")
@@ -62,13 +61,11 @@ def living17_task(
                 raise DataError(f"missing ImageNet folder {folder} ({entry['name']}, needed for {sup!r})")
             return None
         files = list_image_files(folder)
-        files = [files[i] for i in rng.permutation(len(files))]
+        files = [files[i] for i in rng.permutation(len(files))][: n_train + n_cal + n_eval if required else n_eval]
+        picked = read_images(files, image_size, [sup] * len(files))
         if not required:  # other superclasses: evaluation only
-            picked = read_images(files[:n_eval], image_size, [sup] * len(files[:n_eval]))
             empty = picked.subset([])
             return empty, empty, picked
-        picked = read_images(files[: n_train + n_cal + n_eval], image_size,
-                                  [sup] * len(files[: n_train + n_cal + n_eval]))
         n = len(picked)
         if n < 3:
             raise DataError(f"{folder}: need at least 3 readable images, found {n}")

