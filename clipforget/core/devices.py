@@ -9,6 +9,7 @@ uses no gradient scaler, so bf16 (fp32's exponent range) is what keeps small gra
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import os
 
@@ -46,12 +47,10 @@ def configure_threads(threads: int | None) -> None:
     if threads and threads > 0:
         torch.set_num_threads(int(threads))
         os.environ.setdefault("OMP_NUM_THREADS", str(int(threads)))
-        try:
+        with contextlib.suppress(ImportError):  # faiss is a dependency
             import faiss
 
             faiss.omp_set_num_threads(int(threads))
-        except ImportError:  # pragma: no cover - faiss is a dependency
-            pass
 
 
 def autocast_dtype(device: str | torch.device) -> torch.dtype:

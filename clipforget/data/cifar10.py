@@ -59,10 +59,9 @@ def _download_cifar10(split: str) -> tuple[np.ndarray, np.ndarray]:
 
         ds = CIFAR10(str(cache_dir() / "torchvision"), train=split == "train", download=True)
     except Exception as err:
-        raise DataError(
-            f"CIFAR-10 not found under the data root ({data_root()}) and could not be downloaded: {err}. "
-            "Point --data-root / CLIPFORGET_DATA at a folder holding cifar10/{train,test}/<class>/*.jpg"
-        ) from err
+        raise DataError(f"CIFAR-10 not found under the data root ({data_root()}) and could not be downloaded: {err}. "
+                        "Point --data-root / CLIPFORGET_DATA at a folder holding cifar10/{train,test}/<class>/*.jpg"
+                        ) from err
     return np.asarray(ds.data, dtype=np.uint8), np.asarray(ds.targets, dtype=np.int64)
 
 

@@ -112,10 +112,8 @@ def list_image_files(root: str | os.PathLike) -> list[Path]:
         return [root]
     if not root.is_dir():
         raise DataError(f"folder not found: {root.name}")
-    return sorted(
-        p for p in root.rglob("*")
-        if p.is_file() and not any(part.startswith(".") or part == "__MACOSX" for part in p.relative_to(root).parts)
-    )
+    return sorted(p for p in root.rglob("*") if p.is_file()
+                  and not any(part.startswith(".") or part == "__MACOSX" for part in p.relative_to(root).parts))
 
 
 def read_images(files: list[Path], size: int, labels: list[str], max_pixels: int = DEFAULT_MAX_PIXELS) -> ImageSet:

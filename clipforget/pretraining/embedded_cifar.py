@@ -98,8 +98,7 @@ def pretrain(cfg: PretrainConfig, out_dir: str | Path) -> Path:
     captions, meta = caption_bank()
     pooled = PooledText(bundle, None)(captions)
 
-    for p in model.text.transformer.parameters():
-        p.requires_grad_(False)
+    model.text.transformer.requires_grad_(False)
     model.visual.to(memory_format=torch.channels_last)
     decay = [p for n, p in model.named_parameters() if p.requires_grad and p.ndim > 1]
     no_decay = [p for n, p in model.named_parameters() if p.requires_grad and p.ndim <= 1]

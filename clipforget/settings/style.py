@@ -46,8 +46,7 @@ def style_task(
         styled = ImageSet(stylize(pool.images, style), pool.labels, [f"{p}#{style}" for p in pool.paths])
         train[style] = styled.subset(range(min(sizes.train_per_style, len(styled))))
         cal[style] = styled.subset(range(sizes.train_per_style, len(styled)))
-        held = cifar10("test", image_size, (forget_class,), sizes.eval_per_style, k * sizes.eval_per_style,
-                            root, seed)
+        held = cifar10("test", image_size, (forget_class,), sizes.eval_per_style, k * sizes.eval_per_style, root, seed)
         test[style] = ImageSet(stylize(held.images, style), held.labels, [f"{p}#{style}" for p in held.paths])
     kept = [s for s in STYLES if s != forget_style]
     retain = ImageSet.concat([train[s] for s in kept])
