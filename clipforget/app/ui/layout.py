@@ -214,11 +214,9 @@ def build_layout(services: AppServices, default_profile: str = "fast") -> Layout
                     sel_forget_prompt = gr.Textbox(value="marmoset", label="Forget: prompt", max_length=200, scale=3)
                     sel_forget_k = gr.Number(value=40, precision=0, minimum=0, maximum=2000, label="top-k", scale=1)
                     sel_retain_prompt = gr.Textbox(value="monkey", label="Retain: prompt", max_length=200, scale=3)
-                    sel_retain_k = gr.Number(value=200, precision=0, minimum=0, maximum=2000, label="top-k",
-                                             scale=1)
+                    sel_retain_k = gr.Number(value=200, precision=0, minimum=0, maximum=2000, label="top-k", scale=1)
                 with gr.Row():
-                    sel_label = gr.Textbox(value="monkey", label="Coarse label the forget images lose",
-                                           max_length=100)
+                    sel_label = gr.Textbox(value="monkey", label="Coarse label the forget images lose", max_length=100)
                     sel_retain_label = gr.Textbox(value="monkey",
                                                   label="Retain label (blank: each image's gallery label)",
                                                   max_length=100)
