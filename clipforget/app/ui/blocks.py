@@ -67,7 +67,7 @@ def build_ui(services: AppServices, default_profile: str = "fast") -> gr.Blocks:
                         show_progress="hidden")
         ui.refresh.click(f(h.refresh_runs), None, [ui.runs], api_name="list_runs", **explore)
         ui.delete_btn.click(f(h.delete_run), [ui.runs], [ui.runs, ui.run_id], api_name="delete_run")
-        explore_out = ui.explore_outputs
+        explore_out = [ui.plot, ui.metrics, ui.verdict, ui.retrieval_msg, ui.before, ui.after]  # Handlers._explore
         ui.open_btn.click(f(h.open_run), [ui.runs, ui.prompt, ui.gallery_name, ui.run_id],
                           [ui.run_id, ui.run_info, ui.alpha, ui.prompt, *explore_out], api_name="open_run",
                           **explore).success(

@@ -96,10 +96,6 @@ class Layout:
     stress_status: gr.HTML
     stress_result: gr.HTML
 
-    @property
-    def explore_outputs(self) -> list:
-        return [self.plot, self.metrics, self.verdict, self.retrieval_msg, self.before, self.after]
-
 
 def build_layout(services: AppServices, default_profile: str = "fast") -> Layout:
     """Create the components (call inside ``with gr.Blocks(): ...``)."""
