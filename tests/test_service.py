@@ -207,8 +207,9 @@ def test_retrieval_before_after_marks_left_and_entered(finished, service):
     assert sorted(marked) == moved["entered"]
     # alpha 0 of the grid is the original index; the slider snaps to the nearest grid point
     gal = service.galleries.get(view.model_spec, "tiny")
-    assert np.allclose(view.gallery_embeddings("tiny", 0.0), gal.embeddings, atol=2e-3)
-    assert np.array_equal(view.gallery_embeddings("tiny", 0.98), view.gallery_embeddings("tiny", 1.0))
+    grid = view.grid("tiny")
+    assert np.allclose(grid.embeddings(0.0), gal.embeddings, atol=2e-3)
+    assert np.array_equal(grid.embeddings(0.98), grid.embeddings(1.0))
 
 
 def test_export_is_a_loadable_checkpoint_with_a_model_card(finished, service, tmp_path):
@@ -323,7 +324,8 @@ def test_presets_check_their_options(service):
 
 def test_subgroup_preset_builds_a_valid_task(service):
     options = get_preset("subgroup-vehicle").options(None, service.config)
-    task, sets = get_setting("subgroup").build(service.bundle().image_size, 0, "quick", **options)
+    image_size = service.models.get(service.config.model).image_size
+    task, sets = get_setting("subgroup").build(image_size, 0, "quick", **options)
     assert isinstance(task, UnlearningTask)
     assert set(task.forget.labels) == {"vehicle"} and set(task.classnames) == {"vehicle", "animal"}
     assert [s.role for s in sets].count("target") == 1

@@ -1,20 +1,13 @@
 """Which workspace owns each of Gradio's own handles: session hashes, event ids, upload ids and the files it serves.
 
-Gradio names a page's events by a ``session_hash`` the client picks, its events by ``event_id`` s the server returns,
-and the files it serves by their path in its cache folder; none of them is a secret worth the name (the hash travels
-in the clear, file paths come back in every event). :class:`Bindings` ties each handle to the workspace that first
-used it with a valid token, so that the security middleware can refuse any other caller (docs/security.md):
-
-* a session hash or upload id is *claimed* by the first authenticated request that names it; a later request from
-  another workspace (or from nobody) is refused;
-* an event id is bound when the server hands it out (the response of ``queue/join`` / ``call/<api>``);
-* a file is bound to every workspace it was delivered to (an event's output, an upload's response): the same
-  thumbnail may go to many workspaces, each may fetch it, nobody else may.
+None of these is a secret (the session hash travels in the clear, file paths come back in every event), so
+:class:`Bindings` ties each to the workspace that first used it with a valid token, and the security middleware
+refuses any other caller: a session hash or upload id is *claimed* by the first authenticated request that names it;
+an event id is bound when the server hands it out; a file is bound to every workspace it was delivered to.
 
 Everything is kept in memory, bounded (least recently used entries go first): after a restart the old handles open
-nothing, and a page reload makes new ones. Claims are bounded per workspace too (``max_claims_per_owner`` per kind,
-its own oldest claim goes first), so one caller claiming handles in bulk pushes out only its own, never another
-workspace's.
+nothing. Claims are bounded per workspace too (``max_claims_per_owner`` per kind, its own oldest claim goes first),
+so one caller claiming handles in bulk pushes out only its own, never another workspace's. See docs/security.md.
 """
 
 from __future__ import annotations

@@ -175,10 +175,6 @@ class RunView:
             self._grids[gallery] = AlphaGrid(folder)
             return self._grids[gallery]
 
-    def gallery_embeddings(self, gallery: str, alpha: float) -> np.ndarray:
-        """Gallery embeddings under theta(alpha) at the grid point nearest ``alpha`` (the slider's step)."""
-        return self.grid(gallery).embeddings(alpha)
-
     def _similarities(self, gallery: str, prompt: str) -> np.ndarray:
         """Cosine similarity of ``prompt`` to every gallery image at every grid alpha (``A,N``), cached per prompt.
 

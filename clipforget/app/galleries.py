@@ -9,7 +9,7 @@ import os
 import re
 import threading
 from collections import OrderedDict
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -35,12 +35,8 @@ class Gallery:
     name: str
     index: GalleryIndex
     embeddings: np.ndarray  # N,D float32 unit norm (the original model)
-    labels: list[str] = field(default_factory=list)
-    paths: list[str] = field(default_factory=list)
-
-    def __post_init__(self) -> None:
-        self.labels = self.labels or self.index.labels
-        self.paths = self.paths or self.index.paths
+    labels: list[str]
+    paths: list[str]
 
     @property
     def folder(self) -> Path:
@@ -86,7 +82,8 @@ class Galleries:
                                          build_missing=build)
             if len(index) == 0:
                 raise DataError(f"gallery {name!r} has no readable images (ask the operator to check its folders)")
-            self._loaded[key] = Gallery(name, index, np.asarray(index.embeddings, dtype=np.float32))
+            embeddings = np.asarray(index.embeddings, dtype=np.float32)
+            self._loaded[key] = Gallery(name, index, embeddings, index.labels, index.paths)
         return self._loaded[key]
 
     def text_embedding(self, spec: str, prompt: str) -> np.ndarray:

@@ -1,17 +1,10 @@
-"""Clean-up the app does by itself: stale partial files, finished upload sets, old exports, expired workspaces.
+"""Clean-up the app does by itself (docs/security.md, "Disk and lifetime").
 
-* **At start-up** (:func:`startup`): every export (and the ``outbox/`` of earlier versions) is removed; every
-  ``.partial`` file or folder a killed process left -- upload copies (``sessions/<ws>/uploads/**/.*.partial``),
-  unpacked zips (``unpacked/.*.partial``) and alpha grids (``runs/<id>/alpha_grid/<gallery>/.*.partial``) of runs no
-  backend is running -- is removed; then :func:`sweep`.
-* **Every hour** (``AppConfig.housekeeping_interval_s``) and at start-up (:func:`sweep`):
-  - the upload set of a run that has ended (done, failed, cancelled, interrupted) is deleted: the run read it when it
-    started, and what it was made of is recorded in the run's ``task.json``;
-  - exports (``sessions/<ws>/exports/``) older than a day are deleted (they are also deleted with their run, at
-    start-up and when the app stops: an export is made to be downloaded at once);
-  - a workspace not used for ``--workspace-ttl-days`` days (default 30; its last request, or its newest run when it
-    never made one) expires: its folder (uploads, exports) and its runs are deleted, unless a run is still queued or
-    running. The browser's cookie lives as long, so a browser that comes back later starts an empty workspace.
+* :func:`startup`: every export and every ``.partial`` leftover of a killed process (upload copies, unpacked zips,
+  alpha grids of runs no backend is running) is removed; then :func:`sweep`.
+* :func:`sweep`, also every ``AppConfig.housekeeping_interval_s``: the upload sets of ended runs, exports older than
+  a day, and workspaces unused for ``--workspace-ttl-days`` days (with their runs, unless one is queued or running)
+  are deleted.
 """
 
 from __future__ import annotations
@@ -80,10 +73,10 @@ def expire_workspaces(workspaces: Workspaces, runs: Runs, ttl_s: float, now: flo
     return expired
 
 
-def sweep(cache: Path, workspaces: Workspaces, runs: Runs, ttl_days: float, now: float | None = None) -> dict:
+def sweep(workspaces: Workspaces, runs: Runs, ttl_days: float) -> dict:
     return {"uploads_released": release_uploads(runs),
             "exports_removed": workspaces.remove_exports(older_than_s=DAY),
-            "workspaces_expired": len(expire_workspaces(workspaces, runs, ttl_days * DAY, now)) if ttl_days > 0 else 0}
+            "workspaces_expired": len(expire_workspaces(workspaces, runs, ttl_days * DAY)) if ttl_days > 0 else 0}
 
 
 def startup(cache: Path, workspaces: Workspaces, runs: Runs, ttl_days: float) -> dict:
@@ -92,11 +85,10 @@ def startup(cache: Path, workspaces: Workspaces, runs: Runs, ttl_days: float) ->
         _remove(path)
     _remove(Path(cache) / "outbox")  # download copies of earlier versions
     return {"partials_removed": len(partials), "exports_at_start": workspaces.remove_exports(),
-            **sweep(cache, workspaces, runs, ttl_days)}
+            **sweep(workspaces, runs, ttl_days)}
 
 
-def start_sweeper(cache: Path, workspaces: Workspaces, runs: Runs, ttl_days: float, interval_s: float
-                  ) -> threading.Event:
+def start_sweeper(workspaces: Workspaces, runs: Runs, ttl_days: float, interval_s: float) -> threading.Event:
     """Run :func:`sweep` every ``interval_s`` seconds (never when it is 0) on a daemon thread until the returned
     event is set."""
     stop = threading.Event()
@@ -104,7 +96,7 @@ def start_sweeper(cache: Path, workspaces: Workspaces, runs: Runs, ttl_days: flo
     def loop() -> None:
         while not stop.wait(interval_s):
             try:
-                sweep(cache, workspaces, runs, ttl_days)
+                sweep(workspaces, runs, ttl_days)
             except Exception:  # housekeeping must never take the app down
                 continue
 

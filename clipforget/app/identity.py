@@ -1,17 +1,10 @@
 """Who is calling: workspace tokens the server issues and signs, and that a client can neither forge nor read.
 
-A workspace id is random (:meth:`Workspaces.new_id`); what a client holds is a *token*, ``<id>.<signature>``, the
-signature an HMAC-SHA256 of the id under a key that never leaves the server (``<cache>/workspace.key``, mode 0600,
-not under any path Gradio serves). Two kinds, signed for their purpose so one cannot stand in for the other:
-
-* **browser** -- an ``HttpOnly; SameSite=Lax`` cookie set by :class:`clipforget.app.security.SecurityMiddleware` on
-  the first response without a valid one. The page's JavaScript cannot read it (so a script that runs in another
-  page cannot carry it off), it survives reloads and restarts, and gradio_client keeps it for a ``Client``'s life.
-* **api** -- returned by the ``/new_api_token`` endpoint and sent back in the ``X-Clipforget-Token`` header, for
-  scripts that want to come back to the same workspace later.
-
-Nothing the client sends in the clear -- Gradio's ``session_hash``, a localStorage value, a workspace id -- names a
-workspace. See docs/security.md.
+A workspace id is random (:meth:`Workspaces.new_id`); a client holds a *token*, ``<id>.<signature>``, the signature an
+HMAC-SHA256 of the id and the token's purpose under a key that never leaves the server (``<cache>/workspace.key``,
+mode 0600). Purposes: **browser** (the ``HttpOnly`` cookie :class:`clipforget.app.security.SecurityMiddleware` sets)
+and **api** (``/new_api_token``, sent back in the ``X-Clipforget-Token`` header); one cannot stand in for the other.
+Nothing the client sends in the clear names a workspace. See docs/security.md ("Identity: workspaces").
 """
 
 from __future__ import annotations

@@ -1,16 +1,9 @@
 """Which models a client may ask for: an allow-list, checked on the server, answered without touching the model.
 
-A model spec from the page or the API is accepted when it is
-
-* a bundled model (``clipforget.models.factory.bundled_models``),
-* named by the operator: ``--model`` and every ``--allow-model SPEC``,
-* ``run:<run id>`` -- the final model of one of the caller's own finished runs (resolved to the run's ``model/``
-  folder on the server; the folder's path is never shown), or
-* anything at all when the operator started the app with ``--allow-any-model`` (a trusted, single-user set-up).
-
-Everything else is refused with the same message whatever the spec names, so replies tell nothing about the server's
-files. Checking a spec never loads it: loading happens on the run's worker, and the page only learns whether the
-weights are present (a file-exists test for bundled models and checkpoint folders).
+Accepted: a bundled model, ``--model`` and every ``--allow-model SPEC``, ``run:<run id>`` of the caller's own finished
+runs (resolved to the run's ``model/`` folder, never shown), or anything with ``--allow-any-model`` (a trusted,
+single-user set-up). Everything else gets the same refusal whatever the spec names, so replies tell nothing about the
+server's files; checking a spec never loads it (a file-exists test at most). See docs/security.md ("Inputs").
 """
 
 from __future__ import annotations

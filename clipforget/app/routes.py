@@ -1,23 +1,12 @@
 """Every HTTP route the app server answers, with the guard that decides who may use it: the route policy as data.
 
-The security middleware (:mod:`clipforget.app.security`) looks each request up here; a route that is not listed --
-Gradio's log-in, monitoring, run history, proxy, custom-component, vibe-editor and profiling routes among them --
-is answered 404 before Gradio sees it, so a new Gradio route stays closed until it is reviewed and listed. The table
-in docs/security.md is this table.
-
-Guards:
-
-* ``public`` -- the page's static parts and descriptions (no workspace data in them);
-* ``page`` -- the HTML page (public; a page load refreshes the workspace cookie);
-* ``session`` -- Gradio's event routes: a valid workspace token is required, and every session hash, event id and
-  upload id the request names (path, query or JSON body) must belong to the caller's workspace
-  (:class:`clipforget.app.bindings.Bindings`); files named in the inputs must have been given to that workspace;
-  event ids handed out and files in the outputs are bound to it;
-* ``upload`` -- Gradio's upload route: a token is required; the stored files are bound to the caller;
-* ``file`` -- Gradio's file route: only files given to the caller's workspace (an upload's, an event's output);
-* ``download`` -- the app's own export and report downloads: only the caller's workspace's files;
-* ``thumbnail`` -- the app's own thumbnails of the shared retrieval galleries: any valid workspace token (every
-  workspace may search every gallery), never a file outside the thumbnail folder.
+The security middleware (:mod:`clipforget.app.security`) looks each request up here; a route that is not listed is
+answered 404 before Gradio sees it, so a new Gradio route stays closed until it is reviewed and listed. The table in
+docs/security.md is this table. Guards: ``public`` -- no workspace data; ``page`` -- public, a page load refreshes the
+workspace cookie; ``session`` -- a valid token, and every session hash, event id, upload id and input file the request
+names must be the caller's (:class:`clipforget.app.bindings.Bindings`); ``upload`` -- a token, the stored files bound
+to the caller; ``file`` -- only files given to the caller's workspace; ``download`` -- the caller's own exports and
+reports; ``thumbnail`` -- any valid token, nothing outside the thumbnail folder.
 """
 
 from __future__ import annotations

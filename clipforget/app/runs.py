@@ -105,10 +105,9 @@ class Runs:
         self.require_quota(owner)
         gallery = gallery if gallery is not None else self.config.default_gallery
         source = {**(source or {}), "model": (model or "").strip() or self.config.model}
+        sources = [str(p) for p in self.galleries.sources(gallery)] if gallery else []
         spec = RunSpec(RunSpec.new_id(title), owner, title, resolved, setting, options, profile,
-                       gallery=gallery or None,
-                       gallery_sources=[str(p) for p in self.galleries.sources(gallery)] if gallery else [],
-                       source=source)
+                       gallery=gallery or None, gallery_sources=sources, source=source)
         for name, value in (run_files or {}).items():
             write_json(self.runs_dir / spec.run_id / name, value)
         return self._public(self.backend.submit(spec, self.runs_dir / spec.run_id), spec)
@@ -166,8 +165,7 @@ class Runs:
                    "forget_prompts": [str(p)[:300] for p in forget_prompts or []][:20] or None}
         described = {"forget": "uploaded gallery", "retain": "uploaded gallery",
                      "calibration": "uploaded" if calibration else "held out from the uploads"}
-        subgroup = next((forget_text_subject(p) for p in forget_prompts or []), "") or uploads.subgroup_name(
-            forget_dir)
+        subgroup = next((forget_text_subject(p) for p in forget_prompts or []), "") or uploads.subgroup_name(forget_dir)
         title = f"Forget '{subgroup}' from '{label}'" if subgroup else f"Uploads: forget photos labelled '{label}'"
         run_files = None
         if from_selection is not None:  # made from a gallery selection (start_selection)
@@ -194,8 +192,7 @@ class Runs:
             prompt = (prompt or "").strip()
             return self.galleries.text_embedding(index_model or self.config.model, prompt) if prompt else None
 
-        chosen = selection.build_selection(gallery, query(request.forget_prompt), query(request.retain_prompt),
-                                           request)
+        chosen = selection.build_selection(gallery, query(request.forget_prompt), query(request.retain_prompt), request)
         upload_id = self.new_upload_id()
         root = self.upload_root(owner, upload_id)
         limits = self._upload_limits(self.quota_left(owner))

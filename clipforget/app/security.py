@@ -1,32 +1,12 @@
 """HTTP-level protections around the Gradio app: workspace cookies, a guard on every route, response headers.
 
 :class:`SecurityMiddleware` is a plain ASGI middleware (it must not buffer Gradio's event streams), installed through
-``demo.launch(app_kwargs={"middleware": [...]})`` (:func:`clipforget.app.ui.launch_kwargs`). On every HTTP request:
-
-* **route guard** -- the request is looked up in the route table (:mod:`clipforget.app.routes`); a route that is
-  not listed is answered 404. Event routes need a valid workspace token, and every Gradio handle they name (session
-  hash, event id, upload id, input file) must belong to the caller's workspace (:mod:`clipforget.app.bindings`);
-  event ids handed out and files in event outputs or upload responses are bound to it as they pass.
-* **workspace cookie** -- a request without a valid browser token gets one (``Set-Cookie``, ``HttpOnly``,
-  ``SameSite=Lax``, ``Secure`` behind HTTPS); a page load refreshes its lifetime. See :mod:`clipforget.app.identity`.
-* **files** -- ``/gradio_api/file=<path>`` serves only files inside Gradio's own upload/cache folder that were given
-  to the caller's workspace. File responses carry ``Content-Security-Policy: sandbox`` (a document opened from there
-  has an opaque origin: no script, no access to the app's storage or cookies), and every type but raster images (PNG
-  / JPEG / GIF / WebP) is sent as an attachment. Exports are served by the app itself
-  (``/clipforget/download/<name>``), from the caller's workspace only, as attachments; retrieval thumbnails
-  (``/clipforget/thumb/<name>.png``, shared galleries) to any valid workspace, inline, with the same sandbox.
-* **uploads** -- one request to Gradio's upload route may carry at most the upload limit (``--max-total-upload-mb``
-  plus form overhead): a larger ``Content-Length`` is refused with 413 before Gradio reads it, a chunked body is cut
-  off when it passes the limit.
-* **origins** -- a request whose ``Origin`` is neither the app's own (the ``Host`` it was sent to) nor one of
-  ``allowed_origins`` (``--allow-origin``) is refused with 403 on every route but the public page parts, and never
-  gets an ``Access-Control-Allow-*`` header: a page on another port of the same host can neither read nor act
-  (SameSite cookies do not tell ports apart). Preflights (``OPTIONS``) are answered here, only for allowed origins.
-  Gradio's own CORS layer, which answers any localhost origin with credentials, is taken out of the app
-  (:func:`clipforget.app.ui.gradio_guard.own_cors_only`), and any ``Access-Control-*`` header from below is dropped.
-* **headers** -- ``X-Content-Type-Options: nosniff`` everywhere; the page gets a Content-Security-Policy that Gradio's
-  front end can live with (no framing by other sites, no plugins, no foreign ``<base>`` or form targets) and
-  ``Referrer-Policy: same-origin``.
+``demo.launch(app_kwargs={"middleware": [...]})`` (:func:`clipforget.app.ui.launch_kwargs`). On every HTTP request it
+looks the route up (:mod:`clipforget.app.routes`; unlisted: 404), checks the ``Origin`` (foreign: 403, no CORS
+header), sets the workspace cookie (:mod:`clipforget.app.identity`), checks that every Gradio handle the request names
+belongs to the caller (:mod:`clipforget.app.bindings`) and binds those it hands out, limits upload sizes (413), serves
+files sandboxed and as attachments unless they are raster images, and adds the security headers. docs/security.md
+says what each of these stops and which test checks it.
 """
 
 from __future__ import annotations
@@ -71,6 +51,11 @@ def _cookies(scope) -> dict[str, str]:
 
 def _header(scope, name: bytes) -> str:
     return next((v.decode("latin-1") for k, v in scope.get("headers", []) if k == name), "")
+
+
+def _https(scope) -> bool:
+    """The request came over HTTPS (directly, or through a proxy that says so)."""
+    return scope.get("scheme") == "https" or _header(scope, b"x-forwarded-proto") == "https"
 
 
 def _netloc(origin: str) -> str | None:
@@ -156,9 +141,8 @@ class SecurityMiddleware:
         if normal in self.allowed_origins:
             return True
         scheme = normal.split("://", 1)[0]
-        served = "https" if scope.get("scheme") == "https" or _header(scope, b"x-forwarded-proto") == "https" \
-            else "http"
         hosts = [_header(scope, b"host"), _header(scope, b"x-forwarded-host").split(",")[0]]
+        served = "https" if _https(scope) else "http"
         return scheme == served and any(h and _host_netloc(h, scheme) == _netloc(normal) for h in hosts)
 
     # the request ---------------------------------------------------------------------------------------------------
@@ -213,7 +197,7 @@ class SecurityMiddleware:
             set_cookie = self.tokens.issue(self.new_workspace(), "browser")
         elif route.guard == "page" and method == "GET" and owner is not None:
             set_cookie = cookie  # a page load: keep the workspace alive for another cookie lifetime
-        secure = scope.get("scheme") == "https" or _header(scope, b"x-forwarded-proto") == "https"
+        secure = _https(scope)
         is_file = route.guard in ("file", "download", "thumbnail")
 
         async def send_with_headers(message):
@@ -415,19 +399,15 @@ class SecurityMiddleware:
         return replayed
 
     def _upload_receive(self, scope, receive):
-        """``receive`` of an upload within the request limit, or ``None`` when its Content-Length is over it."""
+        """``receive`` of an upload within the request limit, or ``None`` when its Content-Length is over it. The
+        request ends as a client disconnect once its body passes the limit (a chunked upload has no Content-Length to
+        check first); Gradio then deletes what it had written."""
         limit = self.max_upload_request_bytes
         if not limit:
             return receive
         declared = _header(scope, b"content-length")
         if declared.isdigit() and int(declared) > limit:
             return None
-        return self._counting(receive, limit)
-
-    @staticmethod
-    def _counting(receive, limit: int):
-        """``receive`` that ends the request as a client disconnect once its body passes ``limit`` bytes (a chunked
-        upload has no Content-Length to check first); Gradio then deletes what it had written."""
         seen = 0
 
         async def wrapped():

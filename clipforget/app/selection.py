@@ -73,11 +73,11 @@ def check_k(value: object, what: str) -> int:
     return k
 
 
-def top_rows(gallery: Gallery, query: np.ndarray, k: int) -> list[int]:
-    """The original model's top-``k`` rows of the gallery for a text embedding (best first)."""
+def top_rows(gallery: Gallery, query: np.ndarray | None, k: int) -> list[int]:
+    """The original model's top-``k`` rows of the gallery for a text embedding (best first; none without one)."""
     from clipforget.retrieval.search import top_k_rows
 
-    return [int(i) for i in top_k_rows(gallery.embeddings @ query, k)] if k else []
+    return [int(i) for i in top_k_rows(gallery.embeddings @ query, k)] if k and query is not None else []
 
 
 def split_rows(rows: list[int], holdout: float = HOLDOUT, seed: int = 0) -> tuple[list[int], list[int]]:
@@ -94,11 +94,9 @@ def build_selection(gallery: Gallery, forget_query: np.ndarray | None, retain_qu
                     request: SelectionRequest) -> Selection:
     """Forget = the forget prompt's top-k plus picked rows; retain = the retain prompt's top-k plus picked rows,
     minus every forget row. Both split into a training and a held-out share."""
-    forget = list(dict.fromkeys([*(top_rows(gallery, forget_query, request.forget_k)
-                                   if forget_query is not None else []), *request.forget_rows]))
+    forget = list(dict.fromkeys([*top_rows(gallery, forget_query, request.forget_k), *request.forget_rows]))
     taken = set(forget)
-    retain = [r for r in dict.fromkeys([*(top_rows(gallery, retain_query, request.retain_k)
-                                          if retain_query is not None else []), *request.retain_rows])
+    retain = [r for r in dict.fromkeys([*top_rows(gallery, retain_query, request.retain_k), *request.retain_rows])
               if r not in taken]
     if not forget:
         raise DataError("the forget set is empty: type a prompt and a top-k, or pick images")
@@ -166,7 +164,6 @@ def trained_on_record(selection: Selection) -> dict[str, Any]:
             "trained": [paths[r] for r in [*selection.forget_train, *selection.retain_train]],
             "heldout": [paths[r] for r in [*selection.forget_heldout, *selection.retain_heldout]],
             "forget": [paths[r] for r in selection.forget],
-            "counts": {"forget_train": len(selection.forget_train), "forget_heldout": len(selection.forget_heldout),
-                       "retain_train": len(selection.retain_train),
-                       "retain_heldout": len(selection.retain_heldout)},
+            "counts": {part: len(getattr(selection, part))
+                       for part in ("forget_train", "forget_heldout", "retain_train", "retain_heldout")},
             "data_sha256": data_sha256(selection)}

@@ -14,7 +14,6 @@ from pathlib import Path
 from clipforget.core.paths import cache_dir, data_root
 from clipforget.jobs.model_cache import ModelCache
 from clipforget.jobs.registry import create_backend
-from clipforget.models.factory import ClipBundle
 
 from . import housekeeping
 from .bindings import Bindings
@@ -70,7 +69,7 @@ class AppServices:
         if config.warm_up:
             runs.warm_up()
         if housekeeping_thread:
-            services._sweeper = housekeeping.start_sweeper(cache, workspaces, runs, config.workspace_ttl_days,
+            services._sweeper = housekeeping.start_sweeper(workspaces, runs, config.workspace_ttl_days,
                                                            config.housekeeping_interval_s)
         return services
 
@@ -79,9 +78,6 @@ class AppServices:
             self._sweeper.set()
         self.runs.backend.close()
         self.workspaces.remove_exports()  # an export lives as long as the server that made it
-
-    def bundle(self, spec: str | None = None) -> ClipBundle:
-        return self.models.get(spec or self.config.model)
 
     def export(self, owner: str, run_id: str, alpha: float | None = None) -> Path:
         """Zip theta(alpha) of the owner's run (default: the calibrated alpha) with a model card."""
@@ -92,8 +88,7 @@ class AppServices:
         """Write the owner's run's audit report (one self-contained HTML file) into the workspace's exports."""
         self.runs.require_quota(owner)
         view = self.runs.open(owner, run_id)
-        return write_view_report(view, self.workspaces.exports_dir(owner), alpha, report_prompts(view, prompt),
-                                 gallery)
+        return write_view_report(view, self.workspaces.exports_dir(owner), alpha, report_prompts(view, prompt), gallery)
 
     def download_path(self, owner: str, name: str) -> Path | None:
         """The owner's export ``name`` for the download route, or ``None`` (another workspace's, or gone)."""

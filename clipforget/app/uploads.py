@@ -1,13 +1,8 @@
 """Uploaded galleries: copy files and zips into a workspace safely, and report what a run will be able to read.
 
-Every uploaded file is kept under a unique storage name (:func:`clipforget.data.archives.storage_name`), so no two
-uploads replace each other, whatever their names; labels come from the form's label fields or a zip's sub-folders,
-never from file names. Every file that cannot be used is listed with the reason (too large, not an image, unsafe
-path or bad member in a zip, not decodable), and the report's counts add up to what was sent: ``files = images +
-skipped``, plus hidden system files of zips (``__MACOSX/``, ``.DS_Store``) counted apart. Limits that would fill the
-disk -- the upload's total size, its file count, the workspace's quota -- refuse the whole upload with a
-:class:`~clipforget.core.errors.DataError`, and a refused or failed upload leaves nothing behind: it is written into
-a hidden ``.partial`` sibling that only an accepted upload renames into place.
+Every uploaded file is kept under a unique storage name; labels never come from file names; every unusable file is
+listed with its reason, and the counts add up (``files = images + skipped``, hidden system files of zips apart).
+Limits that would fill the disk refuse the whole upload, which then leaves nothing behind. See docs/security.md.
 """
 
 from __future__ import annotations
@@ -49,8 +44,7 @@ class UploadLimits:
                          "total limit (--max-total-upload-mb / CLIPFORGET_MAX_TOTAL_UPLOAD_MB)")
 
     def archive_limits(self, used_bytes: int = 0, used_files: int = 0) -> ArchiveLimits:
-        return ArchiveLimits(int(self.max_upload_mb * 1e6), self.total_bytes - used_bytes,
-                             self.max_files - used_files)
+        return ArchiveLimits(int(self.max_upload_mb * 1e6), self.total_bytes - used_bytes, self.max_files - used_files)
 
 
 @dataclass
@@ -141,13 +135,8 @@ def save_files(dest: Path, kind: str, files: list[str | os.PathLike] | None, lim
     return dest
 
 
-def upload_meta(folder: Path) -> dict:
-    """What :func:`save_files` recorded about ``folder`` (skipped files, ignored hidden files)."""
-    return read_json(folder / META)
-
-
 def skipped_at_upload(folder: Path) -> list[list[str]]:
-    return [list(x) for x in upload_meta(folder).get("skipped", [])]
+    return [list(x) for x in read_json(folder / META).get("skipped", [])]
 
 
 def has_files(folder: Path) -> bool:
@@ -174,7 +163,7 @@ def subgroup_name(folder: Path) -> str:
 
 def inspect_folder(folder: Path, label: str | None, max_pixels: int, size: int = 32) -> UploadReport:
     """Read an upload folder the way a run will (at a small size): counts per label and skipped files."""
-    meta = upload_meta(folder)
+    meta = read_json(folder / META)  # what save_files recorded
     skipped = [tuple(x) for x in meta.get("skipped", [])]
     ignored = int(meta.get("ignored", 0))
     if not has_files(folder):

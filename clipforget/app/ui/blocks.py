@@ -6,6 +6,7 @@ from __future__ import annotations
 import importlib.util
 import os
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -19,12 +20,6 @@ from .gradio_guard import own_cors_only, quiet_input_errors
 from .handlers import Handlers
 from .layout import build_layout
 from .render import CSS
-
-WRAPPED = ("init", "check_model", "check_uploads", "start_from_preset", "start_from_uploads", "after_run",
-           "do_cancel", "refresh_runs", "delete_run", "open_run", "set_alpha", "gallery_changed", "do_export",
-           "new_api_token", "preset_changed", "watch", "do_report", "pick", "pick_after", "clear",
-           "start_from_selection", "compare_choices", "compare", "stress_show", "stress_run")
-
 
 # Gradio recomputes its monitoring summary (a pandas group-by over the last 10,000 events) after every event unless
 # told otherwise; the app closes the monitoring routes, so once per 1,000 events is plenty (docs/decisions.md D12)
@@ -43,71 +38,71 @@ def build_ui(services: AppServices, default_profile: str = "fast") -> gr.Blocks:
     h = Handlers(services)
     # the read-only explore events share one pool of slots sized to the machine; training stays in the workers
     explore = {"concurrency_limit": services.config.explore_concurrency, "concurrency_id": "explore"}
-    f = h.wrap_all(list(WRAPPED))
+    f = h.errors  # every callback: library errors become a message box
     # Gradio keeps every uploaded file and every returned file in its cache folder: clear what is older than 6 h,
     # hourly (a file handed out again is touched, so thumbnails in use stay)
     with gr.Blocks(title="clipforget", delete_cache=(3600, 6 * 3600)) as demo:
         ui = build_layout(services, default_profile)
-        demo.load(f["init"], None, [ui.job_id, ui.status, ui.runs, ui.model], api_visibility="private").then(
-            f["watch"], [ui.job_id], [ui.status], concurrency_limit=None, show_progress="hidden",
+        demo.load(f(h.init), None, [ui.job_id, ui.status, ui.runs, ui.model], api_visibility="private").then(
+            f(h.watch), [ui.job_id], [ui.status], concurrency_limit=None, show_progress="hidden",
             api_visibility="private")
-        ui.model.change(f["check_model"], [ui.model], [ui.model_msg], api_name="check_model")
-        ui.preset.change(f["preset_changed"], [ui.preset], [ui.option], api_visibility="private")
-        ui.check.click(f["check_uploads"], [ui.forget_files, ui.retain_files, ui.cal_files, ui.label, ui.retain_label],
+        ui.model.change(f(h.check_model), [ui.model], [ui.model_msg], api_name="check_model")
+        ui.preset.change(f(h.preset_changed), [ui.preset], [ui.option], api_visibility="private")
+        ui.check.click(f(h.check_uploads), [ui.forget_files, ui.retain_files, ui.cal_files, ui.label, ui.retain_label],
                        [ui.upload_report, ui.skipped, ui.previews], api_name="check_uploads")
 
-        def start(button: gr.Button, fn: str, inputs: list, name: str, more_outputs: tuple = ()) -> None:
+        def start(button: gr.Button, fn: Callable, inputs: list, name: str, more_outputs: tuple = ()) -> None:
             # one progress display, the app's stage bars: no Gradio overlay or timer on the run's events
-            button.click(f[fn], inputs, [ui.job_id, ui.status, *more_outputs], api_name=name,
+            button.click(f(fn), inputs, [ui.job_id, ui.status, *more_outputs], api_name=name,
                          show_progress="hidden").success(
-                f["watch"], [ui.job_id], [ui.status], concurrency_limit=None, api_name=f"watch_{name}",
+                f(h.watch), [ui.job_id], [ui.status], concurrency_limit=None, api_name=f"watch_{name}",
                 show_progress="hidden").then(
-                f["after_run"], [ui.job_id], [ui.runs, ui.model], api_visibility="private")
+                f(h.after_run), [ui.job_id], [ui.runs, ui.model], api_visibility="private")
 
-        start(ui.start_preset, "start_from_preset", [ui.preset, ui.option, ui.model, ui.profile], "start_preset")
-        start(ui.start_upload, "start_from_uploads", [ui.forget_files, ui.retain_files, ui.cal_files, ui.label,
+        start(ui.start_preset, h.start_from_preset, [ui.preset, ui.option, ui.model, ui.profile], "start_preset")
+        start(ui.start_upload, h.start_from_uploads, [ui.forget_files, ui.retain_files, ui.cal_files, ui.label,
                                                       ui.retain_label, ui.model, ui.profile, ui.forget_prompts],
               "start_upload")
-        ui.cancel.click(f["do_cancel"], [ui.job_id], [ui.status], api_name="cancel", concurrency_limit=None,
+        ui.cancel.click(f(h.do_cancel), [ui.job_id], [ui.status], api_name="cancel", concurrency_limit=None,
                         show_progress="hidden")
-        ui.refresh.click(f["refresh_runs"], None, [ui.runs], api_name="list_runs", **explore)
-        ui.delete_btn.click(f["delete_run"], [ui.runs], [ui.runs, ui.run_id], api_name="delete_run")
-        explore_out = ui.explore_outputs
-        ui.open_btn.click(f["open_run"], [ui.runs, ui.prompt, ui.gallery_name, ui.run_id],
+        ui.refresh.click(f(h.refresh_runs), None, [ui.runs], api_name="list_runs", **explore)
+        ui.delete_btn.click(f(h.delete_run), [ui.runs], [ui.runs, ui.run_id], api_name="delete_run")
+        explore_out = [ui.plot, ui.metrics, ui.verdict, ui.retrieval_msg, ui.before, ui.after]  # Handlers._explore
+        ui.open_btn.click(f(h.open_run), [ui.runs, ui.prompt, ui.gallery_name, ui.run_id],
                           [ui.run_id, ui.run_info, ui.alpha, ui.prompt, *explore_out], api_name="open_run",
                           **explore).success(
-            f["stress_show"], [ui.run_id], [ui.stress_status, ui.stress_result], api_name="stress_show", **explore)
+            f(h.stress_show), [ui.run_id], [ui.stress_status, ui.stress_result], api_name="stress_show", **explore)
         # events with the slider among their inputs skip Gradio's preprocessing, which lets NaN through and answers
         # a non-number without a message: the handlers check every input themselves (clipforget.app.validate)
         alpha_inputs = [ui.alpha, ui.run_id, ui.prompt, ui.gallery_name]
-        ui.alpha.change(f["set_alpha"], alpha_inputs, explore_out, api_name="set_alpha", trigger_mode="always_last",
+        ui.alpha.change(f(h.set_alpha), alpha_inputs, explore_out, api_name="set_alpha", trigger_mode="always_last",
                         show_progress="hidden", preprocess=False, **explore)
-        ui.prompt.change(f["set_alpha"], alpha_inputs, explore_out, api_name="retrieve", show_progress="hidden",
+        ui.prompt.change(f(h.set_alpha), alpha_inputs, explore_out, api_name="retrieve", show_progress="hidden",
                          trigger_mode="always_last", preprocess=False, **explore)  # examples, typing
-        ui.gallery_name.change(f["gallery_changed"], [ui.run_id, ui.prompt, ui.gallery_name],
+        ui.gallery_name.change(f(h.gallery_changed), [ui.run_id, ui.prompt, ui.gallery_name],
                                [ui.run_id, ui.run_info, ui.alpha, ui.prompt, *explore_out], api_visibility="private",
                                **explore)
-        ui.export_btn.click(f["do_export"], [ui.alpha, ui.run_id], [ui.export_file], api_name="export",
+        ui.export_btn.click(f(h.do_export), [ui.alpha, ui.run_id], [ui.export_file], api_name="export",
                             preprocess=False)
-        ui.report_btn.click(f["do_report"], [ui.alpha, ui.run_id, ui.prompt, ui.gallery_name], [ui.report_file],
+        ui.report_btn.click(f(h.do_report), [ui.alpha, ui.run_id, ui.prompt, ui.gallery_name], [ui.report_file],
                             api_name="report", preprocess=False)
         pick_inputs = [ui.pick_target, ui.picks, ui.run_id, ui.alpha, ui.prompt, ui.gallery_name]
-        ui.before.select(f["pick"], pick_inputs, [ui.picks, ui.picks_msg], api_visibility="private")
-        ui.after.select(f["pick_after"], pick_inputs, [ui.picks, ui.picks_msg], api_visibility="private")
-        ui.clear_picks.click(f["clear"], None, [ui.picks, ui.picks_msg], api_visibility="private")
-        start(ui.start_selection, "start_from_selection", [
+        ui.before.select(f(h.pick), pick_inputs, [ui.picks, ui.picks_msg], api_visibility="private")
+        ui.after.select(f(h.pick_after), pick_inputs, [ui.picks, ui.picks_msg], api_visibility="private")
+        ui.clear_picks.click(f(h.clear), None, [ui.picks, ui.picks_msg], api_visibility="private")
+        start(ui.start_selection, h.start_from_selection, [
             ui.gallery_name, ui.sel_forget_prompt, ui.sel_forget_k, ui.sel_retain_prompt, ui.sel_retain_k, ui.sel_label,
             ui.sel_retain_label, ui.sel_also, ui.picks, ui.run_id, ui.model, ui.profile], "start_selection",
               (ui.selection_msg,))
-        ui.compare_refresh.click(f["compare_choices"], None, [ui.compare_runs], api_name="compare_choices", **explore)
-        ui.compare_btn.click(f["compare"], [ui.compare_runs, ui.compare_prompt, ui.gallery_name],
+        ui.compare_refresh.click(f(h.compare_choices), None, [ui.compare_runs], api_name="compare_choices", **explore)
+        ui.compare_btn.click(f(h.compare), [ui.compare_runs, ui.compare_prompt, ui.gallery_name],
                              [ui.compare_plot, ui.compare_metrics, ui.compare_top], api_name="compare", **explore)
         # the stress test holds a model and minutes of CPU: one at a time on the server. No queue limit here: a second
         # request reaches the service at once and is refused with a message instead of waiting silently behind the first
-        ui.stress_btn.click(f["stress_run"], [ui.run_id, ui.gallery_name, ui.stress_relearn, ui.stress_texts],
+        ui.stress_btn.click(f(h.stress_run), [ui.run_id, ui.gallery_name, ui.stress_relearn, ui.stress_texts],
                             [ui.stress_status, ui.stress_result], api_name="stress_test", concurrency_limit=None,
                             show_progress="minimal")
-        ui.api_token.click(f["new_api_token"], None, [ui.api_token_out], api_name="new_api_token")
+        ui.api_token.click(f(h.new_api_token), None, [ui.api_token_out], api_name="new_api_token")
     demo.queue(default_concurrency_limit=4)
     return quiet_input_errors(demo)
 

@@ -1,13 +1,7 @@
-"""Where Gradio's own layers would answer for the app: its CORS policy and its input checks (docs/security.md).
-
-* :func:`own_cors_only` -- a lifespan that takes Gradio's CORS middleware out of the app before the first request.
-  That middleware answers every ``localhost`` / ``127.0.0.1`` origin (any origin at all when the server is reached
-  by another name) with ``Access-Control-Allow-Origin: <origin>`` and ``Allow-Credentials: true``: a page on another
-  port of the same machine could read the user's data. The security middleware decides CORS alone instead.
-* :func:`quiet_input_errors` -- Gradio checks an event's arguments itself (choices of a dropdown, file payloads,
-  numbers, select-event data) before the app's handler runs, and prints a full traceback for each refusal. The
-  wrappers turn any error of that layer into one log line and a short ``gr.Error`` for the caller; errors the
-  handlers raise are quiet ``gr.Error`` s already (:meth:`clipforget.app.ui.handlers.Handlers.errors`) and pass.
+"""Where Gradio's own layers would answer for the app (docs/security.md, "One origin" and "Gradio's own argument
+checks"): :func:`own_cors_only` takes out Gradio's CORS middleware, which answers every ``localhost`` origin with
+credentials, so the security middleware decides CORS alone; :func:`quiet_input_errors` turns Gradio's refusals of
+an event's arguments, each printed with a full traceback, into one log line and a short ``gr.Error``.
 """
 
 from __future__ import annotations

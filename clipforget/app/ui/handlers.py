@@ -15,7 +15,6 @@ import logging
 import shutil
 import time
 from pathlib import Path
-from typing import Any
 
 import gradio as gr
 import pandas as pd
@@ -96,8 +95,7 @@ class Handlers:
             if isinstance(err, ClipforgetError | FileNotFoundError | KeyError):
                 return gr.Error(self.message(err), print_exception=False)
             log.exception("unexpected error in %s", fn.__name__)
-            return gr.Error("the server could not do this (the error is logged on the server)",
-                            print_exception=False)
+            return gr.Error("the server could not do this (the error is logged on the server)", print_exception=False)
 
         if inspect.isgeneratorfunction(fn):
             @functools.wraps(fn)
@@ -292,8 +290,7 @@ class Handlers:
         return (fig, table, found, msg, gallery_items(thumb, res["before"], after=False),
                 gallery_items(thumb, res["after"], after=True))
 
-    def open_run(self, rid: str, text: str, gal: str, opened: str | None, request: gr.Request,
-                 progress=gr.Progress()):
+    def open_run(self, rid: str, text: str, gal: str, opened: str | None, request: gr.Request, progress=gr.Progress()):
         """Open a run at its α*. A run other than the one ``opened`` starts on its own subgroup's name as the
         prompt when the box still holds a suggestion (the page's default, the last run's name): a lemon run does
         not open on "marmoset", and a prompt the person typed stays."""
@@ -353,8 +350,7 @@ class Handlers:
         owner = self.owner(request)
         a = validate.alpha(a)
         started = time.perf_counter()
-        report = self.s.report(owner, self._run_id(rid), a, validate.short_text(text, "the prompt"),
-                               self._gallery(gal))
+        report = self.s.report(owner, self._run_id(rid), a, validate.short_text(text, "the prompt"), self._gallery(gal))
         size_kb = report.stat().st_size / 1e3
         return (f'<a href="clipforget/download/{html_text(report.name)}" download class="cf-download" '
                 f'id="cf-report-link">⬇ {html_text(report.name)} ({size_kb:,.0f} KB, written in '
@@ -427,10 +423,9 @@ class Handlers:
             selection.check_k(rk, "the retain top-k"), rows["retain"])
         also = validate.short_text(also, "the 'also forget as' names", 300)
         prompts = [f"a photo of a {name.strip()}." for name in also.split(",") if name.strip()]
-        index_model = None
         rid = validate.short_text(rid, "the run id", 120)
-        if rid:  # the ranking the panel showed: the opened run's original model
-            index_model = self.s.runs.open(owner, rid).model_spec
+        # the ranking the panel showed: the opened run's original model
+        index_model = self.s.runs.open(owner, rid).model_spec if rid else None
         snap = self.s.runs.start_selection(owner, asked, validate.short_text(label_text, "the label", 100),
                                            validate.short_text(retain_text, "the retain label", 100) or None,
                                            validate.short_text(spec, "the model", 300),
@@ -495,6 +490,3 @@ class Handlers:
     def new_api_token(self) -> str:
         """A token for a new, empty workspace (for scripts: send it in the ``X-Clipforget-Token`` header)."""
         return self.s.tokens.issue(self.s.workspaces.new_id(), "api")
-
-    def wrap_all(self, names: list[str]) -> dict[str, Any]:
-        return {name: self.errors(getattr(self, name)) for name in names}

@@ -96,10 +96,6 @@ class Layout:
     stress_status: gr.HTML
     stress_result: gr.HTML
 
-    @property
-    def explore_outputs(self) -> list:
-        return [self.plot, self.metrics, self.verdict, self.retrieval_msg, self.before, self.after]
-
 
 def build_layout(services: AppServices, default_profile: str = "fast") -> Layout:
     """Create the components (call inside ``with gr.Blocks(): ...``)."""
@@ -214,11 +210,9 @@ def build_layout(services: AppServices, default_profile: str = "fast") -> Layout
                     sel_forget_prompt = gr.Textbox(value="marmoset", label="Forget: prompt", max_length=200, scale=3)
                     sel_forget_k = gr.Number(value=40, precision=0, minimum=0, maximum=2000, label="top-k", scale=1)
                     sel_retain_prompt = gr.Textbox(value="monkey", label="Retain: prompt", max_length=200, scale=3)
-                    sel_retain_k = gr.Number(value=200, precision=0, minimum=0, maximum=2000, label="top-k",
-                                             scale=1)
+                    sel_retain_k = gr.Number(value=200, precision=0, minimum=0, maximum=2000, label="top-k", scale=1)
                 with gr.Row():
-                    sel_label = gr.Textbox(value="monkey", label="Coarse label the forget images lose",
-                                           max_length=100)
+                    sel_label = gr.Textbox(value="monkey", label="Coarse label the forget images lose", max_length=100)
                     sel_retain_label = gr.Textbox(value="monkey",
                                                   label="Retain label (blank: each image's gallery label)",
                                                   max_length=100)
