@@ -114,7 +114,7 @@ class QueueClient:
         return [r.status_code for r in pages] == [200, 200]
 
 
-async def run_raw_clients(jobs: list[tuple], opened: threading.Event | None = None) -> dict:
+async def run_raw_clients(jobs: list[tuple], opened: threading.Event) -> dict:
     """Every client as a task of one event loop (see the module docstring)."""
     url, seconds = jobs[0][1], jobs[0][-1]
     results: dict[str, list[float]] = {"set_alpha": [], "retrieve": [], "page": []}
@@ -128,8 +128,7 @@ async def run_raw_clients(jobs: list[tuple], opened: threading.Event | None = No
         await asyncio.gather(*(c.call("open_run", [run_id, "airplane", gallery, ""])
                                for c, (_, _, _, run_id, gallery, *_) in zip(clients, jobs, strict=True)))
         open_s = time.perf_counter() - t0
-        if opened is not None:
-            opened.set()
+        opened.set()
         stop_at = time.time() + seconds
 
         async def worker(i: int, c: QueueClient, run_id: str, gallery: str, alphas: list[float]) -> None:
@@ -247,10 +246,10 @@ def main(argv: list[str] | None = None) -> None:
             procs = max(1, min(args.procs, args.clients))
             with multiprocessing.get_context("spawn").Pool(procs) as pool:
                 outcomes = pool.map(run_clients, [jobs[k::procs] for k in range(procs)])
-        wall = time.perf_counter() - t0 - max(o["open_s"] for o in outcomes)
+        setup_open = max(o["open_s"] for o in outcomes)
+        wall = time.perf_counter() - t0 - setup_open
         results = {name: [v for o in outcomes for v in o["results"][name]] for name in outcomes[0]["results"]}
         errors = [e for o in outcomes for e in o["errors"]]
-        setup_open = max(o["open_s"] for o in outcomes)
         rss_after = rss_mb(server.pid)
     finally:
         server.terminate()

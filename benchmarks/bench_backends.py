@@ -31,6 +31,7 @@ from pathlib import Path
 from common import launch, ms, percentile, set_owner
 
 from clipforget.app.config import AppConfig
+from clipforget.app.identity import COOKIE
 from clipforget.app.service import AppServices
 from clipforget.models.factory import DEFAULT_MODEL
 
@@ -63,11 +64,6 @@ def finished_run(cache: str, model: str) -> str:
         raise SystemExit(f"set-up run failed: {job.get('error')}")
     print(f"set-up: index + quick run + alpha grid in {time.perf_counter() - t0:.0f} s", flush=True)
     return started["id"]
-
-
-def client_owner(client) -> str:
-    """The workspace the UI gives an API client without a browser store (``ui._owner``)."""
-    return "s" + "".join(ch for ch in client.session_hash if ch.isalnum())[:48]
 
 
 def measure(service: AppServices, run_id: str, requests: int, client, until=None) -> dict[str, list[float]]:
@@ -105,7 +101,7 @@ def bench_backend(name: str, cache: str, model: str, run_id: str, requests: int,
 
         demo = launch(service, "quick", free_port())
         client = Client(demo.local_url, verbose=False, download_files=False)
-        set_owner(run_dir, client_owner(client))  # hand the explored run to this client's workspace
+        set_owner(run_dir, service.tokens.verify(client.cookies[COOKIE]))  # to this client's workspace (its cookie)
         client.predict(run_id, "airplane", service.config.default_gallery, api_name="/open_run")
     result: dict = {"backend": name}
     try:

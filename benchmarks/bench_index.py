@@ -218,13 +218,13 @@ def main() -> int:
         index_dir, images = bench_build(args, bundle)
         gallery = load_index(index_dir)
         grid = None
-        status = json.loads((run / "status.json").read_text()) if (run / "status.json").is_file() else {}
-        if status.get("state") == "done":
-            original, theta_u = RunFolder(run).original_model(device), RunFolder(run).unlearned_state(device)
+        folder = RunFolder(run)
+        if folder.is_done():
+            original, theta_u = folder.original_model(device), folder.unlearned_state(device)
             theta_0 = clone_state(original.model.visual)
-            alpha = json.loads((run / "alpha_curve.json").read_text())["alpha"]
-            final = create_model(str(run / "model"), device=device)
-            audit(bundle, gallery, encode_images(final, images, batch_size=args.batch_size).numpy(), alpha)
+            final = folder.load_model("model", device)
+            audit(bundle, gallery, encode_images(final, images, batch_size=args.batch_size).numpy(),
+                  folder.chosen_alpha)
             naive = naive_seconds_per_alpha(
                 original, theta_u, theta_0, images, args.batch_size, (0.35, 0.7, 0.15)[: args.naive_alphas]
             )
@@ -234,8 +234,7 @@ def main() -> int:
                 grid = bench_grid("run", run, index_dir, images, args, naive, args.grid_step)
             if not args.no_late_layer:
                 with tempfile.TemporaryDirectory() as tmp:
-                    spec = json.loads((run / "config.json").read_text())["model"]
-                    fake = late_layer_run(original, theta_0, Path(tmp), spec)
+                    fake = late_layer_run(original, theta_0, Path(tmp), folder.model_spec)
                     bench_grid("late_layer", fake, index_dir, images, args, naive, 0.05)
         else:
             print(f"no finished run at {run}: alpha grid and audit skipped", flush=True)

@@ -1,24 +1,21 @@
 """Issue 39's attack cases under load, against the app in this process on a fresh cache (the fast ones are tests:
-tests/test_app_hostile.py).
+tests/test_app_hostile.py; the figures: docs/security.md, "Issue 39 measured").
 
     nice -n 5 .venv/bin/python benchmarks/bench_security.py [--exports 20] [--sweep 855] [--gallery NAME]
 
-In order:
+The cases (``--cases``), in order:
 
-1. **warm-up** -- the app starts with its warm-up on a fresh cache (the worker builds the gallery index); once the
-   build is under way a quick CIFAR-10 run is queued: seconds from the click until a worker runs it, and what the
-   queue said meanwhile ("the worker is preparing the ... gallery, 3,200 / 11,000 images ...");
+1. **warm-up** -- once the fresh app's warm-up is inside its gallery index build, a quick CIFAR-10 run is queued:
+   seconds from the click until a worker runs it, and what the queue said meanwhile;
 2. **exports** -- ``--exports`` clients of one workspace export the finished run at one alpha at the same moment:
-   how many links, distinct files, identical downloads, valid zips (``testzip``), zips with a temporary member;
+   links, distinct files, identical downloads, valid zips (``testzip``), zips with a temporary member;
 3. **origin** -- a page of ``http://127.0.0.1:9999`` with the user's cookie: allow-origin headers answered, calls that
    got through (run list, cancel, delete, export, upload, preflight), runs changed;
-4. **sweep** -- ``--sweep`` calls with bad arguments spread over every API endpoint (wrong types, values outside the
-   choices, malformed files, numbers as text, huge and nested values): error replies, tracebacks printed by the
-   server (its stderr and log records with an exception) -- the target is 0.
+4. **sweep** -- ``--sweep`` calls with bad arguments spread over every API endpoint and the page's own events:
+   error replies, tracebacks printed by the server (stderr, log records with an exception) -- the target is 0.
 
-The default gallery is ``bench`` (1,431 images of the data root: ImageNet samples, COCO mini, monkeys10 val), so
-that the whole bench takes minutes on 2 loaded CPU cores; ``--gallery demo`` is the app's default (21,531 images).
-Prints one JSON object at the end.
+The default gallery ``bench`` (1,431 images of the data root) keeps the whole bench to minutes on 2 loaded CPU cores;
+``--gallery demo`` is the app's default (21,531 images). Prints one JSON object at the end.
 """
 
 from __future__ import annotations

@@ -3,28 +3,17 @@
     python benchmarks/gpu_check.py                    # on CUDA; prints a table, writes $OUT/gpu_check.json if $OUT
     python benchmarks/gpu_check.py --device cpu --quick   # the same steps, small, on the CPU (checks the script)
 
-Steps (each timed; a failing step is recorded and the next one runs):
+Steps (``--steps``; each timed, a failing one recorded and the next one run): ``env``; ``forward``, the image
+encoder's pure forward images/s (uint8 batches in pinned host memory -> embeddings on the host); ``build``, an index
+build and its share of the pure forward (goal >= 90 %); ``run``, the app's default run (``fast``, CIFAR-10 airplane)
+through ``clipforget.jobs.execute`` (goal: the three stages <= 60 s on an H100-class GPU); ``grid``, the 21-alpha grid
+alone; ``faiss``, exact top-20 search, CPU vs GPU; ``worker``, a quick run by a ``local`` worker on the device;
+``rn50``, open_clip RN50 at 224 px (stand-in weights unless ``--paper-weights FILE``): tower images/s, then the
+paper-size ``cifar10`` airplane run (``--quick``: a handful of images, two steps a stage). More: docs/backends.md,
+"The GPU check".
 
-1. ``env``       torch / CUDA / GPU name / bf16 / FAISS GPUs / the autocast dtype;
-2. ``forward``   pure forward throughput of the image encoder (uint8 batches in pinned host memory -> embeddings on
-                 the host: the encoder's share of an index build), images/s;
-3. ``build``     an index build of the gallery (``index_builder.build``, DataLoader decoding), images/s and its share
-                 of the pure forward throughput (goal >= 90 %);
-4. ``run``       the app's default run (``fast`` profile, CIFAR-10 airplane, the three stages + evaluation + curves +
-                 the gallery's alpha grid) through ``clipforget.jobs.execute.execute``: seconds per stage (goal: the
-                 three stages <= 60 s on an H100-class GPU), Score, peak GPU memory;
-5. ``grid``      the alpha grid (21 alphas) over the gallery again, alone;
-6. ``faiss``     exact top-20 search, 200 queries, CPU vs. GPU (FAISS GPU only where installed);
-7. ``worker``    the ``local`` backend: one worker process on the device runs a quick run (the supervised path);
-8. ``rn50``      the paper's model: open_clip's RN50 at 224 px (``--paper-weights FILE``, else a stand-in with seeded
-                 random weights, ``clipforget.models.standin``: the same code as ``RN50:openai``, other numbers) --
-                 the tower's forward images/s, then the paper-size ``cifar10`` airplane run with the method's default
-                 settings, prefix cache on: seconds per stage and peak GPU memory. ``--quick`` makes it a handful of
-                 images and two steps a stage, so that it runs on the CPU in minutes.
-
-On a machine without CUDA and without ``--device cpu`` it says so and exits 0. Data: the data root
-(``$CLIPFORGET_DATA``) must hold ``cifar10/{train,test}``, ``imagenet-samples`` and ``breeds`` -- or the subset
-that ``benchmarks/gpu_pack.py`` packs for the device tool (docs/backends.md, "GPU check").
+On a machine without CUDA and without ``--device cpu`` it says so and exits 0. Data: the data root must hold
+``cifar10/{train,test}``, ``imagenet-samples`` and ``breeds``, or the subset ``benchmarks/gpu_pack.py`` packs.
 """
 
 from __future__ import annotations
@@ -189,8 +178,7 @@ def step_grid(device: str, model: str, run_dir: str, tmp: Path, workers: int) ->
     _sync(device)
     seconds = time.perf_counter() - t0
     info = json.loads((out / "grid.json").read_text())
-    rows = int(info.get("count", 0) or info.get("rows", 0) or 0)
-    alphas = len(info.get("alphas", []))
+    rows, alphas = info["count"], len(info["alphas"])
     return {"seconds": round(seconds, 2), "rows": rows, "alphas": alphas,
             "image_alphas_per_second": round(rows * alphas / seconds, 1) if rows and seconds else None}
 

@@ -20,7 +20,7 @@ from clipforget.retrieval.audit import audit_prompt
 from clipforget.retrieval.index import load_index
 from index_builder.alpha_grid import AlphaGridConfig, compute_alpha_grid, embeddings_at
 
-from .common import add_folder_args, apply_folders
+from .common import add_folder_args
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -61,7 +61,6 @@ def step_alphas(step: float) -> tuple[float, ...]:
 
 
 def cmd_alpha_grid(args: argparse.Namespace) -> int:
-    apply_folders(args)
     run = RunFolder(args.run)
     device = resolve_device(args.device)
     cfg = AlphaGridConfig(alphas=step_alphas(args.step), batch_size=args.batch_size, workers=args.workers,
@@ -77,7 +76,6 @@ def cmd_alpha_grid(args: argparse.Namespace) -> int:
 
 
 def cmd_audit(args: argparse.Namespace) -> int:
-    apply_folders(args)
     run = RunFolder(args.run)
     run.require_done()
     alpha = run.chosen_alpha if args.alpha is None else float(args.alpha)

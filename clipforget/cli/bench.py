@@ -9,7 +9,7 @@ from pathlib import Path
 from clipforget.experiments.bench import ABLATIONS, BenchPlan, run_ablation, run_bench
 from clipforget.experiments.suite import SUITES, run_suite
 
-from .common import add_folder_args, add_model_args, apply_folders, load_model, progress_printer
+from .common import add_folder_args, add_model_args, load_model, progress_printer
 from .run import add_setting_options, setting_options
 
 
@@ -37,7 +37,6 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
-    apply_folders(args)
     bundle = load_model(args)
     methods = () if args.methods == "all" else tuple(m.strip() for m in args.methods.split(",") if m.strip())
     plan = BenchPlan(args.setting, Path(args.out), methods, args.seeds, args.size or "small", setting_options(args),

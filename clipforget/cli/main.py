@@ -8,6 +8,7 @@ import sys
 from clipforget.core.errors import ClipforgetError
 
 from . import audit, bench, pretrain, report, run, stress, worker
+from .common import apply_folders
 
 # each has register(subparsers), setting `func(args) -> int`
 COMMANDS = (run, bench, audit, stress, report, pretrain, worker)
@@ -23,6 +24,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    apply_folders(args)
     try:
         return args.func(args)
     except (ClipforgetError, ValueError, KeyError) as err:

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from clipforget.core.paths import ASSETS_DIR
 
-from .common import add_folder_args, apply_folders
+from .common import add_folder_args
 
 # recipe name -> the module of clipforget.pretraining holding it (add_arguments + build, optionally default_out):
 # the bundled models, and `standin` (an open_clip architecture with seeded random weights, in one file)
@@ -29,7 +29,6 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def cmd_pretrain(args: argparse.Namespace) -> int:
-    apply_folders(args)
     module = args.recipe_module
     if args.out:
         out = Path(args.out)

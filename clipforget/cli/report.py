@@ -27,7 +27,7 @@ from clipforget.pipeline.report import ReportInputs, held_out_audit, run_gallery
 from clipforget.retrieval.index import load_index
 from index_builder.alpha_grid import embeddings_at
 
-from .common import add_folder_args, apply_folders
+from .common import add_folder_args
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -54,7 +54,6 @@ def retrieval_left_out(index: str | None, prompts: list[str]) -> str:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    apply_folders(args)
     started = time.perf_counter()
     if args.prompt and not args.index:
         # a prompt is never dropped silently: its top-k needs a gallery of held-out photos

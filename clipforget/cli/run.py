@@ -13,7 +13,7 @@ from clipforget.methods.registry import available_methods, get_method, override_
 from clipforget.pipeline.run import RunResult, run_method
 from clipforget.settings import SIZE_PRESETS, available_settings, get_setting
 
-from .common import add_folder_args, add_model_args, apply_folders, load_model, progress_printer
+from .common import add_folder_args, add_model_args, load_model, progress_printer
 
 
 def add_run_args(parser: argparse.ArgumentParser) -> None:
@@ -72,7 +72,6 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _execute(args: argparse.Namespace, setting_name: str, size: str, options: dict[str, Any]) -> int:
-    apply_folders(args)
     config = get_method(args.method).config_cls()
     seed_config(config, args.seed)
     for assignment in args.overrides:  # before any work, so that a mistyped field costs nothing

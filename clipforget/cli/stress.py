@@ -19,7 +19,7 @@ from clipforget.pipeline.folder import RunFolder
 from clipforget.pipeline.stress import StressConfig, stress_test
 from clipforget.retrieval.index import load_index
 
-from .common import add_folder_args, apply_folders, progress_printer
+from .common import add_folder_args, progress_printer
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -41,7 +41,6 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def cmd_stress(args: argparse.Namespace) -> int:
-    apply_folders(args)
     run = RunFolder(args.run)
     parts = [p.strip() for p in args.subgroup.split(",") if p.strip()]
     result = stress_test(run, load_index(args.index), parts, args.alpha, args.name, args.prompt, args.relearn,

@@ -23,7 +23,7 @@ from clipforget.jobs.pool import WorkerPool, plan_slots
 from clipforget.jobs.worker import Worker, WorkerConfig
 from clipforget.jobs.workqueue import WorkQueue
 
-from .common import add_folder_args, apply_folders
+from .common import add_folder_args
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -47,7 +47,6 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def cmd_worker(args: argparse.Namespace) -> int:
-    apply_folders(args)
     queue_dir = Path(args.queue) if args.queue else cache_dir(args.cache_dir) / "queue"
     if args.status:
         return _status(WorkQueue(queue_dir))
