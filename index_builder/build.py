@@ -60,17 +60,9 @@ class BuildConfig:
     fold_batchnorm: bool = True  # encode with BatchNorms folded into the convolutions (recorded; D21)
 
 
-def encode_files(
-    files: Sequence[GalleryFile],
-    encoder: ClipImageEncoder,
-    writer: IndexWriter,
-    batch_size: int = 256,
-    workers: int | None = None,
-    progress: bool = True,
-    desc: str = "encoding",
-    report: ProgressFn = no_progress,
-    cancel: threading.Event | None = None,
-) -> dict[str, float]:
+def encode_files(files: Sequence[GalleryFile], encoder: ClipImageEncoder, writer: IndexWriter, batch_size: int = 256,
+                 workers: int | None = None, progress: bool = True, desc: str = "encoding",
+                 report: ProgressFn = no_progress, cancel: threading.Event | None = None) -> dict[str, float]:
     """Decode and encode ``files`` into ``writer`` (failures go to ``writer.skip``); returns timing figures.
     ``report("index", fraction, "3,200 / 21,531 images")`` follows every batch; setting ``cancel`` stops the
     build between two batches (:class:`RunCancelled`; the folder is left incomplete, a later build starts over)."""
@@ -100,14 +92,9 @@ def encode_files(
     }
 
 
-def build(
-    galleries: Sequence[str | os.PathLike],
-    out_dir: str | os.PathLike,
-    config: BuildConfig | None = None,
-    encoder: ClipImageEncoder | None = None,
-    report: ProgressFn = no_progress,
-    cancel: threading.Event | None = None,
-) -> Path:
+def build(galleries: Sequence[str | os.PathLike], out_dir: str | os.PathLike, config: BuildConfig | None = None,
+          encoder: ClipImageEncoder | None = None, report: ProgressFn = no_progress,
+          cancel: threading.Event | None = None) -> Path:
     """Index the images of ``galleries`` (this config's shard of them) into ``out_dir``; returns ``out_dir``.
     ``report`` / ``cancel``: as in :func:`encode_files`."""
     cfg = config or BuildConfig()
@@ -152,13 +139,8 @@ def _read_info(folder: Path) -> dict[str, Any]:
     return json.loads(path.read_text(encoding="utf-8"))
 
 
-def merge(
-    shard_dirs: Sequence[str | os.PathLike],
-    out_dir: str | os.PathLike,
-    index_key: str | None = None,
-    exact_threshold: int = EXACT_THRESHOLD,
-    max_index_memory: int = DEFAULT_INDEX_MEMORY,
-) -> Path:
+def merge(shard_dirs: Sequence[str | os.PathLike], out_dir: str | os.PathLike, index_key: str | None = None,
+          exact_threshold: int = EXACT_THRESHOLD, max_index_memory: int = DEFAULT_INDEX_MEMORY) -> Path:
     """Join the shard folders of one sharded build; refuses missing, duplicate or mismatched shards."""
     folders = [Path(d) for d in shard_dirs]
     infos = [_read_info(f) for f in folders]
@@ -198,15 +180,9 @@ def merge(
     return write_index_folder(out_dir, embeddings, records, skipped, info, index_key, exact_threshold, max_index_memory)
 
 
-def add(
-    index_dir: str | os.PathLike,
-    galleries: Sequence[str | os.PathLike],
-    batch_size: int = 256,
-    workers: int | None = None,
-    device: str | None = None,
-    encoder: ClipImageEncoder | None = None,
-    progress: bool = True,
-) -> Path:
+def add(index_dir: str | os.PathLike, galleries: Sequence[str | os.PathLike], batch_size: int = 256,
+        workers: int | None = None, device: str | None = None, encoder: ClipImageEncoder | None = None,
+        progress: bool = True) -> Path:
     """Append the images of ``galleries`` that ``index_dir`` does not hold yet (by path), with the index's model.
 
     Files skipped before are tried again. The FAISS index is extended in place when the size rule still picks the

@@ -33,9 +33,8 @@ def ivf_clusters(n: int) -> int:
     return 16_384 if n < 10_000_000 else 65_536
 
 
-def choose_index_key(
-    n: int, dim: int, exact_threshold: int = EXACT_THRESHOLD, max_index_memory: int = DEFAULT_INDEX_MEMORY
-) -> str:
+def choose_index_key(n: int, dim: int, exact_threshold: int = EXACT_THRESHOLD,
+                     max_index_memory: int = DEFAULT_INDEX_MEMORY) -> str:
     """The FAISS factory key for ``n`` vectors of dimension ``dim`` (rule of the module docstring)."""
     if n < exact_threshold:
         return "Flat"

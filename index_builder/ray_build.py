@@ -69,15 +69,9 @@ class EncodeBatches:
                 "batchnorm_folded": np.full(len(paths), self.encoder.batchnorm_folded, dtype=bool)}
 
 
-def build_ray(
-    galleries: Sequence[str | os.PathLike],
-    out_dir: str | os.PathLike,
-    config: BuildConfig | None = None,
-    workers: int | None = None,
-    address: str | None = None,
-    use_gpu: bool | None = None,
-    decode_threads: int = 4,
-) -> Path:
+def build_ray(galleries: Sequence[str | os.PathLike], out_dir: str | os.PathLike, config: BuildConfig | None = None,
+              workers: int | None = None, address: str | None = None, use_gpu: bool | None = None,
+              decode_threads: int = 4) -> Path:
     """Index ``galleries`` into ``out_dir`` on Ray Data (module docstring); ``workers``: encoder actors (default: one
     per GPU of the cluster, else one per CPU); ``address``: as ``ray.init`` (``None``: connect or start locally)."""
     import ray

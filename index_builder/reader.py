@@ -149,9 +149,8 @@ def default_workers() -> int:
 class FolderReader:
     """Iterates :class:`Batch` es of ``files`` in order, decoded by ``workers`` DataLoader processes."""
 
-    def __init__(
-        self, files: Sequence[GalleryFile], image_size: int, batch_size: int = 256, workers: int | None = None
-    ):
+    def __init__(self, files: Sequence[GalleryFile], image_size: int, batch_size: int = 256,
+                 workers: int | None = None):
         self.files = list(files)
         self.dataset = ImageFileDataset(self.files, image_size)
         self.batch_size = batch_size

@@ -17,17 +17,10 @@ from clipforget.retrieval.index import EMBEDDINGS_FILE, INDEX_FILE, INFO_FILE, M
 from .indexing import DEFAULT_INDEX_MEMORY, EXACT_THRESHOLD, build_faiss_index, choose_index_key, search_params
 
 
-def write_index_folder(
-    out_dir: str | os.PathLike,
-    embeddings: np.ndarray,
-    records: list[dict[str, str]],
-    skipped: list[dict[str, str]],
-    info: dict[str, Any],
-    index_key: str | None = None,
-    exact_threshold: int = EXACT_THRESHOLD,
-    max_index_memory: int = DEFAULT_INDEX_MEMORY,
-    index: faiss.Index | None = None,
-) -> Path:
+def write_index_folder(out_dir: str | os.PathLike, embeddings: np.ndarray, records: list[dict[str, str]],
+                       skipped: list[dict[str, str]], info: dict[str, Any], index_key: str | None = None,
+                       exact_threshold: int = EXACT_THRESHOLD, max_index_memory: int = DEFAULT_INDEX_MEMORY,
+                       index: faiss.Index | None = None) -> Path:
     """Write every file of an index folder; ``info.json`` goes last (its presence marks the folder complete).
 
     The FAISS index is built from the float16 embeddings widened to float32, so index and embeddings file agree.

@@ -33,9 +33,7 @@ def touched(cfg: ThreeStageConfig, bundle: ClipBundle) -> list[str]:
 
 @register("ours", ThreeStageConfig, "relative-Fisher LoRA forgetting, BN-aligned KD reminding with EMA, model soup",
           layers=touched)
-def three_stage(
-    bundle: ClipBundle, task: UnlearningTask, cfg: ThreeStageConfig, progress: ProgressFn
-) -> MethodOutput:
+def three_stage(bundle: ClipBundle, task: UnlearningTask, cfg: ThreeStageConfig, progress: ProgressFn) -> MethodOutput:
     seconds: dict[str, float] = {}
     theta_0 = clone_state(bundle.model.visual)
 

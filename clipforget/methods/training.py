@@ -96,13 +96,8 @@ def start_training(bundle: ClipBundle, task: UnlearningTask, cfg: TrainConfig) -
     return Training(bundle, rng, classifier, visual, opt)
 
 
-def run_steps(
-    task: UnlearningTask,
-    name: str,
-    steps: int,
-    step_fn: Callable[[int], dict[str, float]],
-    progress: ProgressFn,
-) -> tuple[list[dict[str, float]], float]:
+def run_steps(task: UnlearningTask, name: str, steps: int, step_fn: Callable[[int], dict[str, float]],
+              progress: ProgressFn) -> tuple[list[dict[str, float]], float]:
     """Call ``step_fn(step)`` ``steps`` times with cancellation and progress; return (losses, seconds)."""
     start = time.perf_counter()
     losses = []

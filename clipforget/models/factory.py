@@ -216,11 +216,8 @@ def find_bundled_checkpoint(name: str, cache: str | os.PathLike | None = None) -
     return None
 
 
-def create_model(
-    spec: str = DEFAULT_MODEL,
-    device: str | torch.device = "cpu",
-    cache: str | os.PathLike | None = None,
-) -> ClipBundle:
+def create_model(spec: str = DEFAULT_MODEL, device: str | torch.device = "cpu",
+                 cache: str | os.PathLike | None = None) -> ClipBundle:
     """Return a :class:`ClipBundle` (eval mode) for ``spec``; see the module docstring for the forms."""
     if spec in bundled_models():
         folder = find_bundled_checkpoint(spec, cache)
@@ -312,12 +309,8 @@ def load_checkpoint(folder: str | os.PathLike, device: str | torch.device = "cpu
     return ClipBundle(model, tokenizer, str(folder), config, frozen)
 
 
-def save_checkpoint(
-    bundle: ClipBundle,
-    folder: str | os.PathLike,
-    metadata: dict[str, Any] | None = None,
-    dtype: torch.dtype = torch.float32,
-) -> Path:
+def save_checkpoint(bundle: ClipBundle, folder: str | os.PathLike, metadata: dict[str, Any] | None = None,
+                    dtype: torch.dtype = torch.float32) -> Path:
     """Write ``open_clip_config.json`` + ``open_clip_model.safetensors`` (frozen package weights left out)."""
     folder = Path(folder)
     state = {

@@ -50,19 +50,10 @@ def _jsonable(obj: Any) -> Any:
     return asdict(obj) if is_dataclass(obj) else obj
 
 
-def run_method(
-    bundle: ClipBundle,
-    task: UnlearningTask,
-    out_dir: str | os.PathLike,
-    method: str = "ours",
-    config: Any = None,
-    eval_sets: list[EvalSet] | None = None,
-    progress: ProgressFn = no_progress,
-    extra: dict[str, Any] | None = None,
-    cache_original: bool = True,
-    prefix_cache: bool = True,
-    keep_pixels: bool = True,
-) -> RunResult:
+def run_method(bundle: ClipBundle, task: UnlearningTask, out_dir: str | os.PathLike, method: str = "ours",
+               config: Any = None, eval_sets: list[EvalSet] | None = None, progress: ProgressFn = no_progress,
+               extra: dict[str, Any] | None = None, cache_original: bool = True, prefix_cache: bool = True,
+               keep_pixels: bool = True) -> RunResult:
     """Unlearn ``task`` with ``method`` on ``bundle`` (left unchanged), evaluate, and write ``out_dir``.
 
     The original model's accuracies come from :func:`~clipforget.evaluation.original_accuracies`'s disk cache when

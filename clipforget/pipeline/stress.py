@@ -1,21 +1,12 @@
 """Is it really gone? The stress test of a finished run, over held-out photos of a gallery index.
 
-Three tests, each with a verdict a stakeholder can read (forgotten / partly / not) and the numbers behind it:
-
-1. **Other names** -- a sweep of texts the subgroup could be found by (:mod:`clipforget.retrieval.paraphrases`:
-   the mined names, the forget images' folder names, WordNet's synonyms / hyponyms / hypernyms, descriptive
-   templates, the user's prompts, and names chosen against the unlearned model by an attacker who holds the forget
-   photos). Per text the subgroup's count in the top-k before / after; the headline is the *worst* text.
-2. **Relearning** -- from theta(alpha), k steps of plain fine-tuning of every layer the run may have changed (a) on
-   the retain images alone and (b) on five forget images with their label; the subgroup's zero-shot accuracy and
-   top-k count after each, beside the same attack on the original model; and the weight distance to the original.
-3. **Unseen photos** -- the share forgotten (1 - zero-shot accuracy ratio) on the photos the run trained on versus
-   held-out photos of the subgroup: did it forget the subgroup or the pictures?
-
-Everything is computed from prefix activations: each gallery image goes once through the frozen layers before the
-first layer the run changed, and every model (before, theta(alpha), each relearning step) runs only the rest, so the
-name sweep and the unseen-photo check take seconds and relearning a minute or two on two CPU cores. The result is
-written to the run folder (``stress.json``), where the report and the app read it. Choices: docs/decisions.md D34.
+Three tests, each with a verdict a stakeholder can read (forgotten / partly / not) and the numbers behind it: *other
+names* (the worst of the texts the subgroup could be found by, :mod:`clipforget.retrieval.paraphrases`),
+*relearning* (steps of plain fine-tuning from theta(alpha), beside the same attack on the original) and *unseen
+photos* (the share forgotten on the photos the run trained on versus held-out ones). Everything is computed from
+prefix activations: each gallery image goes once through the frozen layers before the first layer the run changed,
+and every model runs only the rest. The result is written to the run folder (``stress.json``), where the report and
+the app read it. What each test does and why: docs/decisions.md D34.
 """
 
 from __future__ import annotations
@@ -89,9 +80,7 @@ class _Encoder:
         self.visual = copy.deepcopy(self.bundle.model.visual).eval()
 
     def inputs(self, images: torch.Tensor) -> torch.Tensor:
-        if self.cache is None:
-            return images
-        return self.cache.activations(images)
+        return self.cache.activations(images) if self.cache is not None else images
 
     def state(self, full: State) -> State:
         return self.cache.suffix_state(full) if self.cache is not None else full
@@ -324,10 +313,8 @@ def stress_test(run: RunFolder, gallery: GalleryIndex, subgroup_parts: Sequence[
     classifier = text_classifier(bundle, classnames).float().cpu()
     label_id = classnames.index(label)
     unseen: dict[str, Any] = {"label": label}
-    sets = {"held-out photos (gallery)": torch.from_numpy(before[subgroup]),
-            "held-out photos (gallery), after": torch.from_numpy(after[subgroup])}
-    held_b = _label_accuracy(sets["held-out photos (gallery)"], classifier, bundle, label_id)
-    held_a = _label_accuracy(sets["held-out photos (gallery), after"], classifier, bundle, label_id)
+    held_b = _label_accuracy(torch.from_numpy(before[subgroup]), classifier, bundle, label_id)
+    held_a = _label_accuracy(torch.from_numpy(after[subgroup]), classifier, bundle, label_id)
     unseen["heldout"] = {"images": int(subgroup.sum()), "acc_original": held_b, "acc": held_a,
                          "forgotten": forgotten_share(held_a, held_b)}
     if task is not None:
@@ -336,8 +323,7 @@ def stress_test(run: RunFolder, gallery: GalleryIndex, subgroup_parts: Sequence[
         trained_a = _label_accuracy(torch.from_numpy(forget_after), classifier, bundle, label_id)
         unseen["trained"] = {"images": len(task.forget), "acc_original": trained_b, "acc": trained_a,
                              "forgotten": forgotten_share(trained_a, trained_b)}
-        gap = unseen["trained"]["forgotten"] - unseen["heldout"]["forgotten"]
-        unseen["gap"] = gap
+        unseen["gap"] = unseen["trained"]["forgotten"] - unseen["heldout"]["forgotten"]
         unseen["verdict"] = unseen_verdict(unseen["trained"]["forgotten"], unseen["heldout"]["forgotten"], cfg)
     else:
         unseen["verdict"] = "untested: the run did not record its training folders"

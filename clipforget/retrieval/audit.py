@@ -59,16 +59,9 @@ def path_group(patterns: str) -> Callable[[Hit], bool]:
     return lambda hit: any(p in hit.path.replace("\\", "/") for p in parts)
 
 
-def audit_prompt(
-    bundle: ClipBundle,
-    gallery: GalleryIndex,
-    after: np.ndarray,
-    prompt: str,
-    k: int = 20,
-    subgroup: str | None = None,
-    track: tuple[str, ...] = (),
-    groups: dict[str, str] | None = None,
-) -> PromptAudit:
+def audit_prompt(bundle: ClipBundle, gallery: GalleryIndex, after: np.ndarray, prompt: str, k: int = 20,
+                 subgroup: str | None = None, track: tuple[str, ...] = (),
+                 groups: dict[str, str] | None = None) -> PromptAudit:
     """Top-``k`` of ``prompt`` before (index embeddings) and after (``after``); ranks of rows labelled ``track``;
     per group (name -> comma-separated path parts) the counts in the top-k before and after.
 

@@ -116,13 +116,8 @@ def to_hits(gallery: GalleryIndex, scores: np.ndarray, ids: np.ndarray) -> list[
 
 
 @torch.no_grad()
-def text_to_image(
-    bundle: Any,
-    index: GalleryIndex,
-    prompt: str,
-    k: int = 20,
-    embeddings: np.ndarray | torch.Tensor | None = None,
-) -> list[Hit]:
+def text_to_image(bundle: Any, index: GalleryIndex, prompt: str, k: int = 20,
+                  embeddings: np.ndarray | torch.Tensor | None = None) -> list[Hit]:
     """Top-``k`` gallery images for ``prompt``.
 
     The prompt is encoded by ``bundle``'s text tower (unlearning changes only the image tower, so the original

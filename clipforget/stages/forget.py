@@ -57,14 +57,8 @@ class LayerImportance:
     parameters: int
 
 
-def layer_fisher(
-    model: nn.Module,
-    layer_names: list[str],
-    loss_fn,
-    inputs: torch.Tensor,
-    targets: torch.Tensor,
-    micro_batch: int = 8,
-) -> dict[str, float]:
+def layer_fisher(model: nn.Module, layer_names: list[str], loss_fn, inputs: torch.Tensor, targets: torch.Tensor,
+                 micro_batch: int = 8) -> dict[str, float]:
     """Empirical Fisher per layer: mean over micro-batches of squared gradients, averaged over parameters."""
     modules = dict(model.named_modules())
     params = {name: list(modules[name].parameters(recurse=False)) for name in layer_names}
@@ -123,9 +117,8 @@ def zero_shot_ce(bundle: ClipBundle, classifier: torch.Tensor):
 
 
 @torch.no_grad()
-def text_thresholds(
-    bundle: ClipBundle, task: UnlearningTask, texts: torch.Tensor, quantile: float | None = None, samples: int = 256,
-) -> torch.Tensor:
+def text_thresholds(bundle: ClipBundle, task: UnlearningTask, texts: torch.Tensor, quantile: float | None = None,
+                    samples: int = 256) -> torch.Tensor:
     """Per text, the mean (or ``quantile``) cosine similarity of (up to ``samples``) retain images to it under the
     original model: where forget images are pushed down to."""
     idx = torch.randperm(len(task.retain), generator=torch.Generator().manual_seed(0))[:samples]
@@ -241,9 +234,8 @@ def apply_lora(visual: nn.Module, layer_names: list[str], cfg: ForgetConfig) -> 
     return get_peft_model(copy.deepcopy(visual), config)
 
 
-def forget(
-    bundle: ClipBundle, task: UnlearningTask, cfg: ForgetConfig | None = None, progress: ProgressFn = no_progress
-) -> tuple[nn.Module, list[LayerImportance], dict]:
+def forget(bundle: ClipBundle, task: UnlearningTask, cfg: ForgetConfig | None = None,
+           progress: ProgressFn = no_progress) -> tuple[nn.Module, list[LayerImportance], dict]:
     """Return (unlearned image tower with LoRA merged, layer ranking, stage log)."""
     cfg = cfg or ForgetConfig()
     torch.manual_seed(cfg.seed)
