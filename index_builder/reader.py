@@ -162,13 +162,7 @@ class FolderReader:
     def __iter__(self) -> Iterator[Batch]:
         if not self.files:
             return iter(())
-        loader = DataLoader(
-            self.dataset,
-            batch_size=self.batch_size,
-            shuffle=False,
-            num_workers=self.workers,
-            collate_fn=collate,
-            pin_memory=torch.cuda.is_available(),
-            prefetch_factor=4 if self.workers else None,
-        )
+        loader = DataLoader(self.dataset, batch_size=self.batch_size, shuffle=False, num_workers=self.workers,
+                            collate_fn=collate, pin_memory=torch.cuda.is_available(),
+                            prefetch_factor=4 if self.workers else None)
         return iter(loader)

@@ -88,12 +88,5 @@ def three_stage(bundle: ClipBundle, task: UnlearningTask, cfg: ThreeStageConfig,
         "calibration_sizes": {k: len(v[0]) for k, v in calibration.items()},
         "calibration_is_training_data": task.calibration_forget is None or task.calibration_retain is None,
     }
-    return MethodOutput(
-        visual_state=final,
-        log=log,
-        unlearned_state=theta_u,
-        alpha=alpha,
-        alpha_curve=curve,
-        ranking=[asdict(r) for r in ranking],
-        stage_seconds=seconds,
-    )
+    return MethodOutput(visual_state=final, log=log, unlearned_state=theta_u, alpha=alpha, alpha_curve=curve,
+                        ranking=[asdict(r) for r in ranking], stage_seconds=seconds)

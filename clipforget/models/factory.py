@@ -222,10 +222,8 @@ def create_model(spec: str = DEFAULT_MODEL, device: str | torch.device = "cpu",
     if spec in bundled_models():
         folder = find_bundled_checkpoint(spec, cache)
         if folder is None:
-            raise WeightsNotFoundError(
-                f"the bundled model {spec!r} is not built on this machine: run "
-                f"`python -m clipforget pretrain {spec}` (it writes assets/{spec}/)"
-            )
+            raise WeightsNotFoundError(f"the bundled model {spec!r} is not built on this machine: run "
+                                       f"`python -m clipforget pretrain {spec}` (it writes assets/{spec}/)")
         bundle = load_checkpoint(folder, device)
         bundle.spec = spec
         return bundle
@@ -249,10 +247,8 @@ def _create_open_clip(name: str, tag: str, device: str | torch.device, cache: st
     weights_dir = cache_dir(cache) / "open_clip"
     is_file = Path(tag).expanduser().is_file()
     if not is_file and tag not in open_clip.list_pretrained_tags_by_model(name):
-        raise ModelLoadError(
-            f"'{tag}' is neither a weights file nor a pretrained tag of {name}; "
-            f"tags: {', '.join(open_clip.list_pretrained_tags_by_model(name)) or 'none'}"
-        )
+        raise ModelLoadError(f"'{tag}' is neither a weights file nor a pretrained tag of {name}; "
+                             f"tags: {', '.join(open_clip.list_pretrained_tags_by_model(name)) or 'none'}")
     try:
         model, _, _ = open_clip.create_model_and_transforms(
             name, pretrained=str(Path(tag).expanduser()) if is_file else tag, device=device, cache_dir=str(weights_dir)

@@ -293,10 +293,8 @@ def remind(bundle: ClipBundle, unlearned_visual: nn.Module, task: UnlearningTask
         student_logits = logits(bundle, student_feats, classifier)
         ce = F.cross_entropy(student_logits, targets.to(student_logits.device))
         t = cfg.kd_temperature
-        kd = F.kl_div(
-            F.log_softmax(student_logits / t, -1), F.log_softmax(teacher_logits / t, -1), log_target=True,
-            reduction="batchmean",
-        ) * t * t
+        kd = F.kl_div(F.log_softmax(student_logits / t, -1), F.log_softmax(teacher_logits / t, -1), log_target=True,
+                      reduction="batchmean") * t * t
         loss = ce + cfg.kd_weight * kd
         if cfg.feature_kd_weight > 0:
             feature_kd = (1.0 - (student_feats * teacher_feats).sum(-1)).mean()

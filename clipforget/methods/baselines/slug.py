@@ -58,10 +58,8 @@ def pareto_front(points: dict[str, tuple[float, float]]) -> list[str]:
     """Names not dominated when maximising the first value and minimising the second."""
     front = []
     for name, (imp, align) in points.items():
-        dominated = any(
-            (o_imp >= imp and o_align <= align) and (o_imp > imp or o_align < align)
-            for other, (o_imp, o_align) in points.items() if other != name
-        )
+        dominated = any((o_imp >= imp and o_align <= align) and (o_imp > imp or o_align < align)
+                        for other, (o_imp, o_align) in points.items() if other != name)
         if not dominated:
             front.append(name)
     return sorted(front, key=lambda n: -points[n][0])
