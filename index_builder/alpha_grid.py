@@ -282,16 +282,14 @@ def _compute_grid(original: ClipBundle, theta_u: State, index_dir: Path, records
     varying = split.split < len(split.stages)
 
     def info() -> dict[str, Any]:
-        return {
-            "alphas": alphas, "count": count, "dim": dim, "index_dir": str(index_dir.resolve()),
-            "index_name": out.name, **provenance, "model": original.spec,
-            **({} if len(ready) == len(alphas) else {"ready": sorted(ready)}),
-            "sequential_split": split.sequential, "batchnorm_folded": split.batchnorm_folded,
-            "stages": list(split.stages),
-            "first_recomputed_stage": split.split_name, "cached_activation_shape": source.shape,
-            "activations": source.origin, "changed_tensors": split.changed, "negligible_changes": split.negligible,
-            "config": asdict(cfg), "seconds": {k: round(v, 3) for k, v in timing.items()},
-        }
+        return {"alphas": alphas, "count": count, "dim": dim, "index_dir": str(index_dir.resolve()),
+                "index_name": out.name, **provenance, "model": original.spec,
+                **({} if len(ready) == len(alphas) else {"ready": sorted(ready)}),
+                "sequential_split": split.sequential, "batchnorm_folded": split.batchnorm_folded,
+                "stages": list(split.stages),
+                "first_recomputed_stage": split.split_name, "cached_activation_shape": source.shape,
+                "activations": source.origin, "changed_tensors": split.changed, "negligible_changes": split.negligible,
+                "config": asdict(cfg), "seconds": {k: round(v, 3) for k, v in timing.items()}}
 
     def publish(points: list[int]) -> None:
         """Mark ``points`` done; the first time, move the new grid into place (readers see it from then on)."""

@@ -85,11 +85,8 @@ def encode_files(files: Sequence[GalleryFile], encoder: ClipImageEncoder, writer
             report("index", done / max(1, len(files)), f"{done:,} / {len(files):,} images")
             check_cancelled(cancel, "index build")
     seconds = time.perf_counter() - start
-    return {
-        "seconds": round(seconds, 3),
-        "encode_seconds": round(encode_seconds, 3),
-        "images_per_second": round(len(files) / seconds, 1) if seconds > 0 else 0.0,
-    }
+    return {"seconds": round(seconds, 3), "encode_seconds": round(encode_seconds, 3),
+            "images_per_second": round(len(files) / seconds, 1) if seconds > 0 else 0.0}
 
 
 def build(galleries: Sequence[str | os.PathLike], out_dir: str | os.PathLike, config: BuildConfig | None = None,
@@ -111,19 +108,12 @@ def build(galleries: Sequence[str | os.PathLike], out_dir: str | os.PathLike, co
     check_cancelled(cancel, "index build")
     with stage_inputs(encoder.tower, stage) as captured:
         timing = encode_files(mine, encoder, writer, cfg.batch_size, cfg.workers, cfg.progress, desc, report, cancel)
-    info = {
-        "model": encoder.bundle.spec,
-        "image_size": encoder.image_size,
-        "galleries": [str(Path(g).expanduser().resolve()) for g in galleries],
-        "shard": shard_text if cfg.shard[1] > 1 else None,
-        "total_files": len(files),
-        "device": str(encoder.bundle.device),
-        "batchnorm_folded": encoder.batchnorm_folded,
-        "build": timing,
-        "index_key_forced": cfg.index_key is not None,
-        "exact_threshold": cfg.exact_threshold,
-        "max_index_memory": cfg.max_index_memory,
-    }
+    info = {"model": encoder.bundle.spec, "image_size": encoder.image_size,
+            "galleries": [str(Path(g).expanduser().resolve()) for g in galleries],
+            "shard": shard_text if cfg.shard[1] > 1 else None, "total_files": len(files),
+            "device": str(encoder.bundle.device), "batchnorm_folded": encoder.batchnorm_folded, "build": timing,
+            "index_key_forced": cfg.index_key is not None, "exact_threshold": cfg.exact_threshold,
+            "max_index_memory": cfg.max_index_memory}
     out = writer.finish(
         info, index_key=cfg.index_key, exact_threshold=cfg.exact_threshold, max_index_memory=cfg.max_index_memory
     )
@@ -164,19 +154,11 @@ def merge(shard_dirs: Sequence[str | os.PathLike], out_dir: str | os.PathLike, i
     records = [rec for _, _, folder, _ in shards for rec in read_records(folder / METADATA_FILE)]
     skipped = [s for _, _, folder, _ in shards for s in json.loads((folder / SKIPPED_FILE).read_text("utf-8"))]
     first = shards[0][3]
-    info = {
-        "model": first["model"],
-        "image_size": first["image_size"],
-        "galleries": first["galleries"],
-        "shard": None,
-        "total_files": first["total_files"],
-        "batchnorm_folded": folded.pop(),
-        "merged_from": [str(folder.resolve()) for _, _, folder, _ in shards],
-        "build": {"shards": [s[3].get("build") for s in shards]},
-        "index_key_forced": index_key is not None,
-        "exact_threshold": exact_threshold,
-        "max_index_memory": max_index_memory,
-    }
+    info = {"model": first["model"], "image_size": first["image_size"], "galleries": first["galleries"], "shard": None,
+            "total_files": first["total_files"], "batchnorm_folded": folded.pop(),
+            "merged_from": [str(folder.resolve()) for _, _, folder, _ in shards],
+            "build": {"shards": [s[3].get("build") for s in shards]}, "index_key_forced": index_key is not None,
+            "exact_threshold": exact_threshold, "max_index_memory": max_index_memory}
     return write_index_folder(out_dir, embeddings, records, skipped, info, index_key, exact_threshold, max_index_memory)
 
 

@@ -65,10 +65,8 @@ def three_stage(bundle: ClipBundle, task: UnlearningTask, cfg: ThreeStageConfig,
 
     start = time.perf_counter()
     theta_u = clone_state(unlearned)
-    calibration = {
-        "forget": (task.calibration_forget or task.forget, task.classnames),
-        "retain": (task.calibration_retain or task.retain, task.classnames),
-    }
+    calibration = {"forget": (task.calibration_forget or task.forget, task.classnames),
+                   "retain": (task.calibration_retain or task.retain, task.classnames)}
     probe = None
     if cfg.restore.retrieval_tolerance is not None:
         texts = forget_texts(bundle, task, text_classifier(bundle, task.classnames))
@@ -78,15 +76,9 @@ def three_stage(bundle: ClipBundle, task: UnlearningTask, cfg: ThreeStageConfig,
     final = soup(theta_u, theta_0, alpha)
     seconds["restore"] = time.perf_counter() - start
 
-    log = {
-        "config": asdict(cfg),
-        "forget_texts": list(task.forget_prompts),
-        "mined_texts": [asdict(m) for m in mined],
-        "paraphrases": [asdict(m) for m in paraphrases],
-        "forget": forget_log,
-        "remind": remind_log,
-        "calibration_sizes": {k: len(v[0]) for k, v in calibration.items()},
-        "calibration_is_training_data": task.calibration_forget is None or task.calibration_retain is None,
-    }
+    log = {"config": asdict(cfg), "forget_texts": list(task.forget_prompts), "mined_texts": [asdict(m) for m in mined],
+           "paraphrases": [asdict(m) for m in paraphrases], "forget": forget_log, "remind": remind_log,
+           "calibration_sizes": {k: len(v[0]) for k, v in calibration.items()},
+           "calibration_is_training_data": task.calibration_forget is None or task.calibration_retain is None}
     return MethodOutput(visual_state=final, log=log, unlearned_state=theta_u, alpha=alpha, alpha_curve=curve,
                         ranking=[asdict(r) for r in ranking], stage_seconds=seconds)

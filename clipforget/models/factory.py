@@ -263,18 +263,11 @@ def _create_open_clip(name: str, tag: str, device: str | torch.device, cache: st
     model.eval()
     pp = model.visual.preprocess_cfg
     size = pp["size"]
-    config = {
-        "model_cfg": open_clip.get_model_config(name),
-        "preprocess_cfg": {
-            "size": int(size[0] if isinstance(size, (list, tuple)) else size),
-            "mean": list(pp["mean"]),
-            "std": list(pp["std"]),
-            "interpolation": pp.get("interpolation", "bicubic"),
-            "resize_mode": pp.get("resize_mode", "shortest"),
-        },
-        "frozen_prefixes": [],
-        "base_spec": f"{name}:{tag}",
-    }
+    preprocess = {"size": int(size[0] if isinstance(size, (list, tuple)) else size), "mean": list(pp["mean"]),
+                  "std": list(pp["std"]), "interpolation": pp.get("interpolation", "bicubic"),
+                  "resize_mode": pp.get("resize_mode", "shortest")}
+    config = {"model_cfg": open_clip.get_model_config(name), "preprocess_cfg": preprocess, "frozen_prefixes": [],
+              "base_spec": f"{name}:{tag}"}
     return ClipBundle(model, open_clip.get_tokenizer(name), f"{name}:{tag}", config)
 
 
@@ -309,11 +302,8 @@ def save_checkpoint(bundle: ClipBundle, folder: str | os.PathLike, metadata: dic
                     dtype: torch.dtype = torch.float32) -> Path:
     """Write ``open_clip_config.json`` + ``open_clip_model.safetensors`` (frozen package weights left out)."""
     folder = Path(folder)
-    state = {
-        k: (v.detach().to("cpu", dtype) if v.is_floating_point() else v.detach().cpu()).contiguous()
-        for k, v in bundle.model.state_dict().items()
-        if not k.startswith(bundle.frozen_prefixes)
-    }
+    state = {k: (v.detach().to("cpu", dtype) if v.is_floating_point() else v.detach().cpu()).contiguous()
+             for k, v in bundle.model.state_dict().items() if not k.startswith(bundle.frozen_prefixes)}
     config = dict(bundle.config)
     config["frozen_prefixes"] = list(bundle.frozen_prefixes)
     if metadata:

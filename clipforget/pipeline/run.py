@@ -73,22 +73,12 @@ def run_method(bundle: ClipBundle, task: UnlearningTask, out_dir: str | os.PathL
     folder.write_status("running", started=started, method=method)
     eval_sets = eval_sets or []
     skipped = task.forget.skipped + task.retain.skipped
-    run_config = {
-        "method": method,
-        "model": bundle.spec,
-        "model_weights": weights_digest(bundle.spec),
-        "task": task.name,
-        "classnames": task.classnames,
-        "sizes": {
-            "forget": len(task.forget),
-            "retain": len(task.retain),
-            "calibration_forget": len(task.calibration_forget) if task.calibration_forget else 0,
-            "calibration_retain": len(task.calibration_retain) if task.calibration_retain else 0,
-        },
-        "config": _jsonable(config),
-        "device": str(bundle.device),
-        **(extra or {}),
-    }
+    sizes = {"forget": len(task.forget), "retain": len(task.retain),
+             "calibration_forget": len(task.calibration_forget) if task.calibration_forget else 0,
+             "calibration_retain": len(task.calibration_retain) if task.calibration_retain else 0}
+    run_config = {"method": method, "model": bundle.spec, "model_weights": weights_digest(bundle.spec),
+                  "task": task.name, "classnames": task.classnames, "sizes": sizes, "config": _jsonable(config),
+                  "device": str(bundle.device), **(extra or {})}
     write_json(folder.path / RunFolder.CONFIG, run_config)
     prefixed = None
     try:

@@ -212,12 +212,8 @@ def align_to_bn_statistics(bundle: ClipBundle, visual: nn.Module, images: torch.
         stats.close()
         for p, flag in zip(visual.parameters(), flags, strict=True):
             p.requires_grad_(flag)
-    return torch.cat(out), {
-        "aligned": True,
-        "space": space.kind,
-        "mismatch_before": float(np.mean(before)),
-        "mismatch_after": float(np.mean(after)),
-    }
+    return torch.cat(out), {"aligned": True, "space": space.kind, "mismatch_before": float(np.mean(before)),
+                            "mismatch_after": float(np.mean(after))}
 
 
 def ema_update(ema: dict[str, torch.Tensor], current: dict[str, torch.Tensor], decay: float,

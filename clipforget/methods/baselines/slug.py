@@ -82,11 +82,9 @@ def slug(bundle: ClipBundle, task: UnlearningTask, cfg: SLUGConfig, progress: Pr
     g_f = full_gradient(bundle, visual, forget.images, task.label_ids(forget), classifier, names, cfg.micro_batch)
     g_r = full_gradient(bundle, visual, retain.images, task.label_ids(retain), classifier, names, cfg.micro_batch)
     params = dict(visual.named_parameters())
-    points = {
-        n: (float(g_f[n].norm() / params[n].detach().norm().clamp_min(1e-12)),
-            float(F.cosine_similarity(g_f[n].flatten(), g_r[n].flatten(), dim=0).abs()))
-        for n in names if g_f[n].norm() > 0
-    }
+    points = {n: (float(g_f[n].norm() / params[n].detach().norm().clamp_min(1e-12)),
+              float(F.cosine_similarity(g_f[n].flatten(), g_r[n].flatten(), dim=0).abs()))
+              for n in names if g_f[n].norm() > 0}
     front = pareto_front(points)[: cfg.max_layers]
     task.check_cancelled()
 
@@ -121,11 +119,7 @@ def slug(bundle: ClipBundle, task: UnlearningTask, cfg: SLUGConfig, progress: Pr
             p = params[best["layer"]]
             direction = g_f[best["layer"]] / g_f[best["layer"]].norm() * p.detach().float().norm()
             p.add_((best["step"] * direction).to(p.dtype))
-    log = {
-        "config": asdict(cfg),
-        "calibration_original": {"forget_acc": f0, "retain_acc": r0},
-        "pareto_front": [{"layer": n, "importance": points[n][0], "alignment": points[n][1]} for n in front],
-        "chosen": best,
-        "trials": trials,
-    }
+    log = {"config": asdict(cfg), "calibration_original": {"forget_acc": f0, "retain_acc": r0},
+           "pareto_front": [{"layer": n, "importance": points[n][0], "alignment": points[n][1]} for n in front],
+           "chosen": best, "trials": trials}
     return MethodOutput(frozen_state(visual), log, stage_seconds={"search": time.perf_counter() - start})
