@@ -1,15 +1,8 @@
 """Index builds over large galleries on a Ray cluster (Ray Data): the same index folder as ``build`` + ``merge``.
 
-The gallery's file list (fixed order, :func:`index_builder.reader.list_gallery`) becomes a dataset of ``n`` blocks,
-one contiguous shard per worker; ``map_batches`` runs :class:`EncodeBatches` -- the image encoder as a stateful
-class, loaded once per actor, one actor per GPU (or per CPU) -- which decodes with the reader's rules and encodes
-with :class:`~index_builder.encoder.ClipImageEncoder`. The driver puts the embeddings back in file order and writes
-the folder with :func:`~index_builder.writer.write_index_folder`: same rows, labels, skipped files and FAISS index
-rule as an unsharded build (embeddings equal within float16 rounding).
-
-    python -m index_builder build --engine ray --ray-address auto --gallery DIR [DIR ...] --out INDEX_DIR
-
-Every node must read the gallery folders at the same paths (shared storage) and import clipforget.
+One contiguous block of the gallery's file list per worker; :class:`EncodeBatches` (the encoder, loaded once per
+actor) decodes and encodes; the driver puts the rows back in file order and writes the folder. Every node must read
+the gallery folders at the same paths (shared storage) and import clipforget. Usage: docs/backends.md.
 """
 
 from __future__ import annotations

@@ -142,10 +142,6 @@ def collate(items: list[tuple[int, torch.Tensor | None, str | None]]) -> Batch:
     return Batch([i for i, _ in good], images, failed)
 
 
-def default_workers() -> int:
-    return min(8, os.cpu_count() or 1)
-
-
 class FolderReader:
     """Iterates :class:`Batch` es of ``files`` in order, decoded by ``workers`` DataLoader processes."""
 
@@ -154,7 +150,7 @@ class FolderReader:
         self.files = list(files)
         self.dataset = ImageFileDataset(self.files, image_size)
         self.batch_size = batch_size
-        self.workers = default_workers() if workers is None else workers
+        self.workers = min(8, os.cpu_count() or 1) if workers is None else workers
 
     def __len__(self) -> int:
         return len(self.files)

@@ -12,11 +12,12 @@ Model code is free of training code: the bundled models' recipes live in :mod:`c
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import importlib
 import json
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +36,13 @@ CONFIG_DIR = Path(__file__).resolve().parent / "configs"
 CONFIG_FILE = "open_clip_config.json"
 WEIGHTS_FILE = "open_clip_model.safetensors"
 DEFAULT_MODEL = "embedded"
+
+
+def with_tower(model: nn.Module, visual: nn.Module) -> nn.Module:
+    """A shallow copy of a CLIP ``model`` (sharing its text tower) whose image tower is ``visual``."""
+    out = copy.copy(model)
+    out._modules = {**model._modules, "visual": visual}
+    return out
 
 
 @dataclass
@@ -77,15 +85,9 @@ class ClipBundle:
 
     def with_visual_state(self, visual_state: dict[str, torch.Tensor]) -> ClipBundle:
         """A bundle sharing the text tower with this one, whose image tower holds ``visual_state``."""
-        import copy
-        import dataclasses
-
-        model = copy.copy(self.model)
-        model._modules = dict(self.model._modules)
         visual = copy.deepcopy(self.model.visual)
         visual.load_state_dict(visual_state)
-        model._modules["visual"] = visual
-        return dataclasses.replace(self, model=model)
+        return replace(self, model=with_tower(self.model, visual))
 
     def example_input(self, n: int = 2) -> torch.Tensor:
         """A normalised batch of black images at the tower's input size (for forward-hook probes)."""
@@ -175,11 +177,6 @@ def model_from_config(config: dict[str, Any], spec: str, device: str | torch.dev
     return ClipBundle(model, tokenizer, spec, config, tuple(config.get("frozen_prefixes", ())))
 
 
-def bundled_checkpoint_dirs(name: str, cache: str | os.PathLike | None = None) -> list[Path]:
-    """Where a bundled model's weights are looked for, in order: shipped assets, then the cache."""
-    return [ASSETS_DIR / name, cache_dir(cache) / "models" / name]
-
-
 def bundled_name_for(recorded: str, architecture: dict[str, Any]) -> str:
     """Today's bundled name for a model a run recorded as ``recorded`` whose checkpoint config is ``architecture``.
 
@@ -210,7 +207,8 @@ def bundled_model_has(name: str, architecture: dict[str, Any]) -> bool:
 
 
 def find_bundled_checkpoint(name: str, cache: str | os.PathLike | None = None) -> Path | None:
-    for folder in bundled_checkpoint_dirs(name, cache):
+    """A bundled model's checkpoint folder, looked for in the shipped assets, then the cache."""
+    for folder in (ASSETS_DIR / name, cache_dir(cache) / "models" / name):
         if (folder / WEIGHTS_FILE).is_file() and (folder / CONFIG_FILE).is_file():
             return folder
     return None
@@ -313,18 +311,13 @@ def save_checkpoint(bundle: ClipBundle, folder: str | os.PathLike, metadata: dic
     return folder
 
 
-def checkpoint_folder(spec: str) -> Path | None:
-    """The checkpoint folder a spec loads from: the folder itself, a bundled model's, else ``None`` (hub specs)."""
-    return Path(spec) if Path(spec).is_dir() else find_bundled_checkpoint(spec)
-
-
 _DIGESTS: dict[tuple[str, int, int], str] = {}
 
 
 def weights_file(spec: str) -> Path | None:
     """The one file ``spec``'s weights come from: a checkpoint folder's safetensors, or the file of ``NAME:/path``
     (``None`` for hub tags, which name fixed weights)."""
-    folder = checkpoint_folder(spec)
+    folder = Path(spec) if Path(spec).is_dir() else find_bundled_checkpoint(spec)  # None for hub specs
     if folder is not None:
         return folder / WEIGHTS_FILE if (folder / WEIGHTS_FILE).is_file() else None
     if ":" in spec:

@@ -29,7 +29,7 @@ from torch import nn
 from clipforget.data.images import ImageSet
 
 from .encode import autocast, in_chunks
-from .factory import ClipBundle
+from .factory import ClipBundle, with_tower
 from .inputs import ActivationSpace
 from .weights import State
 
@@ -312,12 +312,10 @@ class PrefixCache:
         for p in self._prefix.parameters():
             p.requires_grad_(False)
         suffix = suffix_tower(bundle.model.visual, cut).eval()
-        model = copy.copy(bundle.model)
-        model._modules = dict(bundle.model._modules)
-        model._modules["visual"] = suffix
         layers = tuple(bundle.tower_layers())
         base = {f.name: getattr(bundle, f.name) for f in dataclasses.fields(ClipBundle)}
-        self.suffix_bundle = SuffixBundle(**{**base, "model": model}, cut=cut, tower_layers_full=layers)
+        self.suffix_bundle = SuffixBundle(**{**base, "model": with_tower(bundle.model, suffix)}, cut=cut,
+                                          tower_layers_full=layers)
         # id(pixels) -> (weak reference to the pixels, their activations): the cache never keeps pixels alive
         self._memo: dict[int, tuple[weakref.ref, torch.Tensor]] = {}
         self.images_encoded = 0

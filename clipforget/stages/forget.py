@@ -110,7 +110,7 @@ def zero_shot_ce(bundle: ClipBundle, classifier: torch.Tensor):
     """Loss function (model, uint8 images, label ids) -> zero-shot cross-entropy, for Fisher estimates."""
 
     def loss_fn(model: nn.Module, images: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-        feats = image_features(bundle, images, _as_clip(bundle, model))
+        feats = image_features(bundle, images, model if hasattr(model, "visual") else VisualOnly(model))
         return F.cross_entropy(logits(bundle, feats, classifier), targets.to(feats.device))
 
     return loss_fn
@@ -185,10 +185,6 @@ def complementary_ce(logit: torch.Tensor, targets: torch.Tensor, eps: float) -> 
     """``-log(1 - p(y|x))``: bounded forget loss (docs/decisions.md D2)."""
     p = F.softmax(logit, dim=-1).gather(1, targets.view(-1, 1)).squeeze(1)
     return -torch.log((1.0 - p).clamp_min(eps)).mean()
-
-
-def _as_clip(bundle: ClipBundle, visual_or_model: nn.Module) -> nn.Module:
-    return visual_or_model if hasattr(visual_or_model, "visual") else VisualOnly(visual_or_model)
 
 
 def candidate_layers(tower_layers: list[str], cfg: ForgetConfig) -> list[str]:
