@@ -114,9 +114,8 @@ def build(galleries: Sequence[str | os.PathLike], out_dir: str | os.PathLike, co
             "device": str(encoder.bundle.device), "batchnorm_folded": encoder.batchnorm_folded, "build": timing,
             "index_key_forced": cfg.index_key is not None, "exact_threshold": cfg.exact_threshold,
             "max_index_memory": cfg.max_index_memory}
-    out = writer.finish(
-        info, index_key=cfg.index_key, exact_threshold=cfg.exact_threshold, max_index_memory=cfg.max_index_memory
-    )
+    out = writer.finish(info, index_key=cfg.index_key, exact_threshold=cfg.exact_threshold,
+                        max_index_memory=cfg.max_index_memory)
     if stage and captured and sum(c.nbytes for c in captured) <= MAX_STORED_BYTES:
         store(out, stage, captured, weights_fingerprint(encoder.bundle))
     return out
@@ -202,9 +201,8 @@ def add(index_dir: str | os.PathLike, galleries: Sequence[str | os.PathLike], ba
     else:
         key = None  # the size rule picks a new index type
     galleries_all = list(dict.fromkeys([*info.get("galleries", []), *(str(Path(g).resolve()) for g in galleries)]))
-    new_info = {
-        k: v for k, v in info.items() if k not in {"dim", "count", "index_key", "search_params", "skipped", "updated"}
-    }
+    written = {"dim", "count", "index_key", "search_params", "skipped", "updated"}  # write_index_folder sets these
+    new_info = {k: v for k, v in info.items() if k not in written}
     new_info["galleries"] = galleries_all
     new_info.setdefault("added", []).append({"galleries": [str(g) for g in galleries], "images": len(added), **timing})
     records = gallery.records + writer.records

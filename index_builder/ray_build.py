@@ -84,14 +84,11 @@ def build_ray(galleries: Sequence[str | os.PathLike], out_dir: str | os.PathLike
     cpus = max(1, int(resources.get("CPU", 1)) // n)
     start = time.perf_counter()
     items = [{"pos": i, "path": f.path} for i, f in enumerate(files)]
+    encoder_kwargs = {"model": cfg.model, "device": "cuda" if use_gpu else "cpu", "decode_threads": decode_threads,
+                      "threads": None if use_gpu else cpus, "fold_batchnorm": cfg.fold_batchnorm}
     dataset = ray.data.from_items(items, override_num_blocks=n).map_batches(
-        EncodeBatches,
-        fn_constructor_kwargs={"model": cfg.model, "device": "cuda" if use_gpu else "cpu",
-                               "decode_threads": decode_threads, "threads": None if use_gpu else cpus,
-                               "fold_batchnorm": cfg.fold_batchnorm},
-        batch_size=cfg.batch_size, batch_format="numpy", compute=ActorPoolStrategy(size=n),
-        num_gpus=1 if use_gpu else 0, num_cpus=1 if use_gpu else cpus,
-    )
+        EncodeBatches, fn_constructor_kwargs=encoder_kwargs, batch_size=cfg.batch_size, batch_format="numpy",
+        compute=ActorPoolStrategy(size=n), num_gpus=1 if use_gpu else 0, num_cpus=1 if use_gpu else cpus)
     embeddings: np.ndarray | None = None
     image_size = None
     ok = np.zeros(len(files), dtype=bool)
@@ -118,19 +115,13 @@ def build_ray(galleries: Sequence[str | os.PathLike], out_dir: str | os.PathLike
     records = [files[i].record() for i in kept]
     skipped = [{"path": p, "reason": r} for p, r in listing_skips]
     skipped += [{"path": files[i].path, "reason": reasons.get(i, "not encoded")} for i in np.flatnonzero(~ok)]
-    info: dict[str, Any] = {
-        "model": cfg.model,
-        "image_size": image_size,
-        "galleries": [str(Path(g).expanduser().resolve()) for g in galleries],
-        "shard": None,
-        "total_files": len(files),
-        "device": "cuda" if use_gpu else "cpu",
-        "batchnorm_folded": folded.pop() if folded else False,
-        "build": {"engine": "ray-data", "workers": n, "gpus": bool(use_gpu), "seconds": round(seconds, 3),
-                  "images_per_second": round(len(files) / seconds, 1) if seconds > 0 else 0.0},
-        "index_key_forced": cfg.index_key is not None,
-        "exact_threshold": cfg.exact_threshold,
-        "max_index_memory": cfg.max_index_memory,
-    }
+    build = {"engine": "ray-data", "workers": n, "gpus": bool(use_gpu), "seconds": round(seconds, 3),
+             "images_per_second": round(len(files) / seconds, 1) if seconds > 0 else 0.0}
+    info: dict[str, Any] = {"model": cfg.model, "image_size": image_size,
+                            "galleries": [str(Path(g).expanduser().resolve()) for g in galleries], "shard": None,
+                            "total_files": len(files), "device": "cuda" if use_gpu else "cpu",
+                            "batchnorm_folded": folded.pop() if folded else False, "build": build,
+                            "index_key_forced": cfg.index_key is not None, "exact_threshold": cfg.exact_threshold,
+                            "max_index_memory": cfg.max_index_memory}
     return write_index_folder(out_dir, embeddings[kept], records, skipped, info, cfg.index_key, cfg.exact_threshold,
                               cfg.max_index_memory)

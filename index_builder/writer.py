@@ -40,17 +40,9 @@ def write_index_folder(out_dir: str | os.PathLike, embeddings: np.ndarray, recor
     write_atomic(out / EMBEDDINGS_FILE, lambda tmp: save_npy(tmp, emb16))
     write_atomic(out / METADATA_FILE, lambda tmp: _write_jsonl(tmp, records))
     write_json(out / SKIPPED_FILE, skipped)
-    full_info = {
-        **info,
-        "dim": dim,
-        "count": len(records),
-        "index_key": key,
-        "search_params": search_params(key),
-        "metric": "inner_product",
-        "embeddings_dtype": "float16",
-        "skipped": len(skipped),
-        "updated": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-    }
+    full_info = {**info, "dim": dim, "count": len(records), "index_key": key, "search_params": search_params(key),
+                 "metric": "inner_product", "embeddings_dtype": "float16", "skipped": len(skipped),
+                 "updated": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
     write_json(out / INFO_FILE, full_info)
     return out
 

@@ -58,9 +58,8 @@ def three_stage(bundle: ClipBundle, task: UnlearningTask, cfg: ThreeStageConfig,
     if cfg.skip_remind:
         unlearned, remind_log = forgotten, {"skipped": True}
     else:
-        unlearned, remind_log = remind(
-            bundle, forgotten, task, forget_log["lora_layers"], cfg.remind, progress, cfg.forget
-        )
+        unlearned, remind_log = remind(bundle, forgotten, task, forget_log["lora_layers"], cfg.remind, progress,
+                                       cfg.forget)
     seconds["remind"] = time.perf_counter() - start
 
     start = time.perf_counter()

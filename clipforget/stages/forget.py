@@ -224,9 +224,8 @@ def apply_lora(visual: nn.Module, layer_names: list[str], cfg: ForgetConfig) -> 
     """peft LoRA on exactly ``layer_names`` of a copy of the image tower (everything else frozen)."""
     from peft import LoraConfig, get_peft_model
 
-    config = LoraConfig(
-        r=cfg.lora_rank, lora_alpha=cfg.lora_alpha, lora_dropout=0.0, target_modules=layer_names, bias="none"
-    )
+    config = LoraConfig(r=cfg.lora_rank, lora_alpha=cfg.lora_alpha, lora_dropout=0.0, target_modules=layer_names,
+                        bias="none")
     return get_peft_model(copy.deepcopy(visual), config)
 
 

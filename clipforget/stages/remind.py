@@ -86,9 +86,8 @@ class BNStatistics:
     def _loss(self, means: list[torch.Tensor], variances: list[torch.Tensor]) -> torch.Tensor:
         total = torch.zeros(())
         for (_, bn), mean, var in zip(self.layers, means, variances, strict=True):
-            total = total + torch.linalg.vector_norm(mean - bn.running_mean) + torch.linalg.vector_norm(
-                var - bn.running_var
-            )
+            total = total + torch.linalg.vector_norm(mean - bn.running_mean) \
+                + torch.linalg.vector_norm(var - bn.running_var)
         return total
 
     def mismatch(self) -> torch.Tensor:
