@@ -1,16 +1,11 @@
 """Prefix activations: run the frozen start of an image tower once per image, the rest (the suffix) many times.
 
-Unlearning changes only the layers a method may adapt (the last third of the tower for the three-stage method), so
-everything before the first of them computes the same activations for an image at every step, every stage and every
-alpha. :func:`plan_cut` finds where the tower can be cut before those layers, :func:`prefix_activations` computes
-what enters the suffix, and :func:`suffix_tower` is a copy of the tower that takes those activations as its input,
-with the same state-dict keys for the layers it keeps (so peft targets, soups and checkpoints work unchanged).
-:class:`SuffixBundle` is a :class:`~clipforget.models.factory.ClipBundle` whose image inputs are cached activations,
-so the stages run on it unchanged; :class:`PrefixCache` computes each image set's activations once (fp16).
-
-Tower types are plug-ins behind one interface (:class:`Splitter`): towers whose forward is a chain of sub-modules
-(timm EfficientNets wrapped by open_clip, open_clip's ModifiedResNet; confirmed with forward hooks by
-:func:`sequential_stages`) and open_clip's VisionTransformer (cut between residual blocks).
+:func:`plan_cut` finds where the tower can be cut before the layers a method may change, :func:`prefix_activations`
+computes what enters the suffix, and :func:`suffix_tower` is a copy of the tower that takes those activations as its
+input, with the same state-dict keys for the layers it keeps (so peft targets, soups and checkpoints work unchanged).
+:class:`SuffixBundle` is a bundle whose image inputs are cached activations, so the stages run on it unchanged;
+:class:`PrefixCache` computes each image set's activations once (fp16). Tower types are plug-ins behind one interface
+(:class:`ChainSplitter`, :class:`VisionTransformerSplitter`). Where and why the tower is cut: docs/decisions.md D11.
 """
 
 from __future__ import annotations
