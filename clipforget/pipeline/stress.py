@@ -352,11 +352,9 @@ def _relearning(encoder: _Encoder, task: UnlearningTask, gallery_inputs: torch.T
                 bundle: ClipBundle, cfg: StressConfig, progress: ProgressFn) -> dict[str, Any]:
     """Attacks (a) retain-only and (b) five forget images, from theta(alpha) and, as the control, from the original.
 
-    Two zero-shot measures: the coarse label's (the issue's) and the subgroup's *own names'* (a held-out photo counts
-    when one of the subgroup's names beats every class of the task). Where the retain images share the forget
-    images' label (a subgroup), fine-tuning them on that label teaches every look-alike the label, the subgroup's
-    own photos included and from the original model as much as from the unlearned one (the control rows show it:
-    the label's zero-shot rises and the own names' falls, for the original too), so there the verdict reads the
+    Two zero-shot measures: the coarse label's and the subgroup's *own names'* (a held-out photo counts when one of
+    the subgroup's names beats every class of the task). Where the retain images share the forget images' label, both
+    move for the original as much (fine-tuning teaches every look-alike the label), so there the verdict reads the
     retrieval count alone (docs/decisions.md D34)."""
     probe = sweep["texts"][0]["text"] if sweep["worst"] is None else sweep["worst"]["text"]
     primary = next((r["text"] for r in sweep["texts"] if r["family"] == "base" and r["text"].startswith("a photo")),
@@ -405,8 +403,6 @@ def _relearning(encoder: _Encoder, task: UnlearningTask, gallery_inputs: torch.T
     early = at.get(25, check)
 
     def holds(row: dict[str, Any]) -> bool:
-        # with a shared label both zero-shot measures move for the original as much (the control rows): the
-        # retrieval count is what tells a subgroup that came back
         return (shared_label or row[measure_key] <= cfg.zero_shot_bound) and row["top_k"] <= cfg.worst_bound
 
     verdict = "resists" if holds(check) else "partly: comes back between 25 and 100 steps" if holds(early) \
