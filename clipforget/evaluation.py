@@ -76,11 +76,9 @@ def score(target_ratio: float, retained_ratios: Sequence[float]) -> float:
 def summarize(original: Mapping[str, float], final: Mapping[str, float], roles: Mapping[str, str],
               sizes: Mapping[str, int] | None = None) -> dict[str, Any]:
     """Per-set acc / acc_original / ratio / role and the Score; several target sets count as their mean ratio."""
-    zero_shot = {
-        name: {"acc": final[name], "acc_original": original[name], "ratio": ratio(final[name], original[name]),
-               "role": roles[name], **({"images": sizes[name]} if sizes and name in sizes else {})}
-        for name in final
-    }
+    zero_shot = {name: {"acc": final[name], "acc_original": original[name], "ratio": ratio(final[name], original[name]),
+                        "role": roles[name], **({"images": sizes[name]} if sizes and name in sizes else {})}
+                 for name in final}
     targets = [v["ratio"] for v in zero_shot.values() if v["role"] == "target"]
     retained = [v["ratio"] for v in zero_shot.values() if v["role"] != "target"]
     target_ratio = sum(targets) / len(targets) if targets else 0.0

@@ -40,17 +40,10 @@ class PromptAudit:
                 float(np.median([t["rank_after"] for t in self.tracked])))
 
     def as_dict(self) -> dict[str, Any]:
-        return {
-            "prompt": self.prompt,
-            **self.comparison.summary(),
-            "overlap": self.overlap,
-            "subgroup_in_top_k": self.subgroup_in_top_k,
-            "groups_in_top_k": self.groups_in_top_k,
-            "tracked_median_rank": self.median_ranks(),
-            "top_before": [h.label for h in self.comparison.before],
-            "top_after": [h.label for h in self.comparison.after],
-            "tracked": self.tracked,
-        }
+        return {"prompt": self.prompt, **self.comparison.summary(), "overlap": self.overlap,
+                "subgroup_in_top_k": self.subgroup_in_top_k, "groups_in_top_k": self.groups_in_top_k,
+                "tracked_median_rank": self.median_ranks(), "top_before": [h.label for h in self.comparison.before],
+                "top_after": [h.label for h in self.comparison.after], "tracked": self.tracked}
 
 
 def path_group(patterns: str) -> Callable[[Hit], bool]:

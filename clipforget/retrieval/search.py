@@ -160,14 +160,8 @@ class Comparison:
         return 1.0 - self.share_after / self.share_before
 
     def summary(self) -> dict[str, Any]:
-        return {
-            "k": len(self.before),
-            "left": len(self.left),
-            "entered": len(self.entered),
-            "share_before": self.share_before,
-            "share_after": self.share_after,
-            "share_drop": self.share_drop,
-        }
+        return {"k": len(self.before), "left": len(self.left), "entered": len(self.entered),
+                "share_before": self.share_before, "share_after": self.share_after, "share_drop": self.share_drop}
 
 
 def compare(before_hits: Sequence[Hit], after_hits: Sequence[Hit], subgroup: Subgroup = None) -> Comparison:
