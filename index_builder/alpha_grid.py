@@ -154,13 +154,6 @@ class SplitForward:
         with torch.no_grad(), autocast(self.bundle):
             return in_chunks(forward, h)
 
-    def _tower_from(self, start: int) -> nn.Module:
-        """theta_0's tower taking the activations entering stage ``start``."""
-        if start not in self._towers:
-            self._towers[start] = self._original if start == 0 else suffix_tower(
-                self._original, replace(self.cut, split=start)).eval()
-        return self._towers[start]
-
     @torch.no_grad()
     def advance(self, h: torch.Tensor, start: int, stop: int | None = None) -> torch.Tensor:
         """Activations entering stage ``start`` (``<= split``; stored float16) -> those entering stage ``stop``
@@ -172,7 +165,10 @@ class SplitForward:
             x = x.contiguous(memory_format=torch.channels_last)
         if stop <= start:
             return x
-        tower = self._tower_from(start)
+        if start not in self._towers:
+            self._towers[start] = self._original if start == 0 else suffix_tower(
+                self._original, replace(self.cut, split=start)).eval()
+        tower = self._towers[start]
         if stop >= len(self.stages):
             return self._run(tower, x)
         cut = replace(self.cut, split=stop)

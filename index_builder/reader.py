@@ -152,9 +152,6 @@ class FolderReader:
         self.batch_size = batch_size
         self.workers = min(8, os.cpu_count() or 1) if workers is None else workers
 
-    def __len__(self) -> int:
-        return len(self.files)
-
     def __iter__(self) -> Iterator[Batch]:
         if not self.files:
             return iter(())

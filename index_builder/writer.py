@@ -69,9 +69,6 @@ class IndexWriter:
         self.records: list[dict[str, str]] = []
         self.skipped: list[dict[str, str]] = []
 
-    def __len__(self) -> int:
-        return len(self.records)
-
     def add(self, embeddings: np.ndarray, records: list[dict[str, str]]) -> None:
         """Append ``embeddings`` (``B,D``; stored as float16) with one metadata record each."""
         if len(embeddings) != len(records):

@@ -126,16 +126,14 @@ def run_method(bundle: ClipBundle, task: UnlearningTask, out_dir: str | os.PathL
             "warnings": run_warnings(summary["zero_shot"]),
         }
         _write_outputs(bundle, folder, output, metrics)
-    except RunCancelled:
-        if prefixed is not None:
-            prefixed.release()
-        folder.write_status("cancelled", started=started, ended=time.time(), error="cancelled by the user")
-        raise
     except BaseException as err:
         if prefixed is not None:
             prefixed.release()
-        folder.write_status("failed", error=f"{type(err).__name__}: {err}", trace=traceback.format_exc(limit=5),
-                            started=started, ended=time.time())
+        if isinstance(err, RunCancelled):
+            folder.write_status("cancelled", started=started, ended=time.time(), error="cancelled by the user")
+        else:
+            folder.write_status("failed", error=f"{type(err).__name__}: {err}", trace=traceback.format_exc(limit=5),
+                                started=started, ended=time.time())
         raise
     folder.write_status("done", started=started, ended=time.time(), method=method)
     return RunResult(folder, metrics, output, final_visual, prefixed, work_sets)
