@@ -73,13 +73,11 @@ def aggregate(runs: dict[str, list[dict]]) -> dict[str, Any]:
                 per_set.setdefault(name, {"acc": [], "ratio": []})
                 per_set[name]["acc"].append(v["acc"])
                 per_set[name]["ratio"].append(v["ratio"])
-        methods[method] = {
-            "seeds": len(metrics_list),
-            "sets": {k: {"acc": _mean_std(v["acc"]), "ratio": _mean_std(v["ratio"])} for k, v in per_set.items()},
-            "score": _mean_std([m["score"] for m in metrics_list]),
-            "seconds": _mean_std([m.get("total_seconds") for m in metrics_list]),
-            "alpha": _mean_std([m["alpha"] for m in metrics_list if m.get("alpha") is not None]),
-        }
+        sets_stats = {k: {"acc": _mean_std(v["acc"]), "ratio": _mean_std(v["ratio"])} for k, v in per_set.items()}
+        methods[method] = {"seeds": len(metrics_list), "sets": sets_stats,
+                           "score": _mean_std([m["score"] for m in metrics_list]),
+                           "seconds": _mean_std([m.get("total_seconds") for m in metrics_list]),
+                           "alpha": _mean_std([m["alpha"] for m in metrics_list if m.get("alpha") is not None])}
     return {"sets": sets, "original": {k: _mean_std(v) for k, v in original.items()}, "methods": methods}
 
 
