@@ -74,8 +74,7 @@ def slug(bundle: ClipBundle, task: UnlearningTask, cfg: SLUGConfig, progress: Pr
     names = [n for n, p in visual.named_parameters() if p.ndim >= 2]
 
     def sample(images, n):
-        idx = torch.from_numpy(rng.permutation(len(images))[:n])
-        return images.subset(idx)
+        return images.subset(torch.from_numpy(rng.permutation(len(images))[:n]))
 
     forget, retain = sample(task.forget, cfg.gradient_samples), sample(task.retain, cfg.gradient_samples)
     progress("slug", 0.0, "forget and retain gradients")
