@@ -348,8 +348,7 @@ class GallerySource:
 
     def __init__(self, original: ClipBundle, split: SplitForward, index_dir: Path, records: list[dict],
                  rows: list[int] | None, cfg: AlphaGridConfig):
-        self.split, self.index_dir, self.cfg = split, index_dir, cfg
-        self.rows = rows
+        self.split, self.index_dir, self.cfg, self.rows = split, index_dir, cfg, rows
         self.files = [GalleryFile.from_record(r) for r in (records if rows is None else [records[r] for r in rows])]
         self.fingerprint = weights_fingerprint(original)
         names = list(split.stages)
@@ -394,8 +393,7 @@ class GallerySource:
         if keep and kept and self.store_at is not None:
             stage = self.split.stages[self.store_at]
             if store(self.index_dir, stage, kept, self.fingerprint) is not None:
-                self.stored = find_stored(self.index_dir, list(self.split.stages), self.store_at,
-                                          self.fingerprint)
+                self.stored = find_stored(self.index_dir, list(self.split.stages), self.store_at, self.fingerprint)
 
 
 def embeddings_at(original: ClipBundle, theta_u: State, gallery: GalleryIndex, alpha: float,

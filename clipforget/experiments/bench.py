@@ -125,8 +125,7 @@ def bar_chart(agg: dict[str, Any], path: Path, title: str) -> None:
         fig.add_bar(name=method, x=[*sets, "Score"], y=ys, error_y={"type": "data", "array": es})
     fig.add_scatter(name="original", x=sets, y=[100 * agg["original"][s][0] for s in sets], mode="markers",
                     marker={"symbol": "line-ew-open", "size": 30, "color": "black"})
-    fig.update_layout(barmode="group", title=title, yaxis_title="zero-shot accuracy % / Score",
-                      template="plotly_white")
+    fig.update_layout(barmode="group", title=title, yaxis_title="zero-shot accuracy % / Score", template="plotly_white")
     write_text(path, fig.to_html(include_plotlyjs=True, full_html=True))
 
 
@@ -166,8 +165,7 @@ def mean_rows(per_seed: list[list[dict]], key: str) -> list[dict]:
 # --- running -----------------------------------------------------------------------------------------------------
 
 
-def run_bench(bundle: ClipBundle, plan: BenchPlan, progress: ProgressFn = no_progress,
-              log=print) -> dict[str, Any]:
+def run_bench(bundle: ClipBundle, plan: BenchPlan, progress: ProgressFn = no_progress, log=print) -> dict[str, Any]:
     """Run (or reuse) every method x seed of ``plan``; write results.md / .json and chart.html; return the stats."""
     out = Path(plan.out)
     out.mkdir(parents=True, exist_ok=True)

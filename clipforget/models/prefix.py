@@ -188,14 +188,10 @@ class VisionTransformerSplitter:
 SPLITTERS: list[Any] = [VisionTransformerSplitter(), ChainSplitter()]
 
 
-def splitter_for(visual: nn.Module) -> Any:
-    return next(s for s in SPLITTERS if s.applies(visual))
-
-
 def tower_stages(visual: nn.Module, example: torch.Tensor) -> tuple[str, tuple[str, ...]] | None:
     """``(splitter name, stage names in forward order)`` of ``visual``, or ``None`` when it cannot be split.
     ``example``: a normalised input batch for the forward-hook checks (run in eval mode)."""
-    splitter = splitter_for(visual)
+    splitter = next(s for s in SPLITTERS if s.applies(visual))
     was_training = visual.training
     visual.eval()
     try:

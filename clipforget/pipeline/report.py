@@ -127,8 +127,7 @@ def run_gallery_masks(folder: RunFolder, paths: list[str], labels: list[str]) ->
     trained = np.fromiter((p in trained_paths for p in real), dtype=bool, count=len(real)) if record \
         else np.zeros(len(paths), dtype=bool)
     names = [n.lower() for n in folder.subgroup_names() if n]
-    forgotten = np.fromiter((any(n in label.lower() for n in names) for label in labels), dtype=bool,
-                            count=len(labels))
+    forgotten = np.fromiter((any(n in label.lower() for n in names) for label in labels), dtype=bool, count=len(labels))
     if forget_paths:
         forgotten |= np.fromiter((p in forget_paths for p in real), dtype=bool, count=len(real))
     return trained, forgotten

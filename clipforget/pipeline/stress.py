@@ -296,8 +296,7 @@ def stress_test(run: RunFolder, gallery: GalleryIndex, subgroup_parts: Sequence[
             own.append(encoder.inputs(task.calibration_retain.images))
         gallery_inputs = torch.cat([gallery_inputs, *own])
         subgroup = np.concatenate([subgroup, np.ones(len(task.calibration_forget), bool),
-                                   np.zeros(len(gallery_inputs) - len(subgroup) - len(task.calibration_forget),
-                                            bool)])
+                                   np.zeros(len(gallery_inputs) - len(subgroup) - len(task.calibration_forget), bool)])
         source = "the run's held-out photos"
     before = encoder.embed(gallery_inputs, encoder.state(theta_0)).numpy()
     after = encoder.embed(gallery_inputs, encoder.state(theta_a)).numpy()
@@ -318,8 +317,7 @@ def stress_test(run: RunFolder, gallery: GalleryIndex, subgroup_parts: Sequence[
     unseen["heldout"] = {"images": int(subgroup.sum()), "acc_original": held_b, "acc": held_a,
                          "forgotten": forgotten_share(held_a, held_b)}
     if task is not None:
-        trained_b = _label_accuracy(encoder.embed(forget_inputs, encoder.state(theta_0)), classifier, bundle,
-                                    label_id)
+        trained_b = _label_accuracy(encoder.embed(forget_inputs, encoder.state(theta_0)), classifier, bundle, label_id)
         trained_a = _label_accuracy(torch.from_numpy(forget_after), classifier, bundle, label_id)
         unseen["trained"] = {"images": len(task.forget), "acc_original": trained_b, "acc": trained_a,
                              "forgotten": forgotten_share(trained_a, trained_b)}

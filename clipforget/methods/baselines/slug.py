@@ -108,8 +108,7 @@ def slug(bundle: ClipBundle, task: UnlearningTask, cfg: SLUGConfig, progress: Pr
                 p.copy_((original.float() + lam * direction).to(p.dtype))
                 f_acc, r_acc = accuracies()
                 value = (1.0 - ratio(f_acc, f0)) + ratio(r_acc, r0)
-                trials.append({"layer": name, "step": lam, "forget_acc": f_acc, "retain_acc": r_acc,
-                               "value": value})
+                trials.append({"layer": name, "step": lam, "forget_acc": f_acc, "retain_acc": r_acc, "value": value})
                 if best is None or value > best["value"] + 1e-9:
                     best = trials[-1]
                 progress("slug", (li * len(cfg.step_sizes) + si + 1) / total, f"{name} step {lam}: {value:.3f}")
