@@ -91,18 +91,12 @@ def rank_layers(fisher_forget: dict[str, float], fisher_retain: dict[str, float]
     """Sort layers by relative Fisher information ``F_f / F_r``, highest first (the ratio is capped at
     ``1 / ratio_floor`` where the retain Fisher vanishes)."""
     modules = dict(model.named_modules())
-    ranking = [
-        LayerImportance(
-            name,
-            fisher_forget[name],
-            fisher_retain[name],
-            # per-layer floor (docs/decisions.md D1): a floor shared by all layers swamps the late layers'
-            # retain Fisher; capping the ratio only guards against F_r ~ 0.
-            fisher_forget[name] / max(fisher_retain[name], ratio_floor * fisher_forget[name], eps),
-            sum(p.numel() for p in modules[name].parameters(recurse=False)),
-        )
-        for name in fisher_forget
-    ]
+    # per-layer floor (docs/decisions.md D1): a floor shared by all layers swamps the late layers' retain Fisher;
+    # capping the ratio only guards against F_r ~ 0.
+    ranking = [LayerImportance(name, fisher_forget[name], fisher_retain[name],
+                               fisher_forget[name] / max(fisher_retain[name], ratio_floor * fisher_forget[name], eps),
+                               sum(p.numel() for p in modules[name].parameters(recurse=False)))
+               for name in fisher_forget]
     return sorted(ranking, key=lambda r: r.relative, reverse=True)
 
 
