@@ -22,27 +22,10 @@ from clipforget.models.factory import ClipBundle, weights_fingerprint
 from clipforget.models.layers import VisualOnly
 
 
-def zero_shot_predictions(
-    bundle: ClipBundle,
-    images: ImageSet,
-    classnames: Sequence[str],
-    model: torch.nn.Module | None = None,
-    classifier: torch.Tensor | None = None,
-) -> torch.Tensor:
-    """Predicted class index per image (argmax of cosine similarity to the template-averaged class texts)."""
-    classifier = classifier if classifier is not None else text_classifier(bundle, classnames)
-    feats = encode_images(bundle, images.images, model=model)
-    return logits(bundle, feats, classifier).argmax(1).cpu()
-
-
-def zero_shot_accuracy(
-    bundle: ClipBundle,
-    images: ImageSet,
-    classnames: Sequence[str],
-    model: torch.nn.Module | None = None,
-    classifier: torch.Tensor | None = None,
-) -> float:
-    """Top-1 zero-shot accuracy of ``images`` (labels must be among ``classnames``)."""
+def zero_shot_accuracy(bundle: ClipBundle, images: ImageSet, classnames: Sequence[str],
+                       model: torch.nn.Module | None = None, classifier: torch.Tensor | None = None) -> float:
+    """Top-1 zero-shot accuracy of ``images`` (labels must be among ``classnames``): the argmax of cosine similarity
+    to the template-averaged class texts."""
     if len(images) == 0:
         return float("nan")
     index = {c: i for i, c in enumerate(classnames)}
@@ -50,7 +33,9 @@ def zero_shot_accuracy(
     if missing:
         raise ValueError(f"labels {sorted(missing)} are not among the zero-shot classes {list(classnames)}")
     targets = torch.tensor([index[x] for x in images.labels])
-    preds = zero_shot_predictions(bundle, images, classnames, model, classifier)
+    classifier = classifier if classifier is not None else text_classifier(bundle, classnames)
+    feats = encode_images(bundle, images.images, model=model)
+    preds = logits(bundle, feats, classifier).argmax(1).cpu()
     return float((preds == targets).float().mean())
 
 
@@ -91,11 +76,9 @@ def score(target_ratio: float, retained_ratios: Sequence[float]) -> float:
 def summarize(original: Mapping[str, float], final: Mapping[str, float], roles: Mapping[str, str],
               sizes: Mapping[str, int] | None = None) -> dict[str, Any]:
     """Per-set acc / acc_original / ratio / role and the Score; several target sets count as their mean ratio."""
-    zero_shot = {
-        name: {"acc": final[name], "acc_original": original[name], "ratio": ratio(final[name], original[name]),
-               "role": roles[name], **({"images": sizes[name]} if sizes and name in sizes else {})}
-        for name in final
-    }
+    zero_shot = {name: {"acc": final[name], "acc_original": original[name], "ratio": ratio(final[name], original[name]),
+                        "role": roles[name], **({"images": sizes[name]} if sizes and name in sizes else {})}
+                 for name in final}
     targets = [v["ratio"] for v in zero_shot.values() if v["role"] == "target"]
     retained = [v["ratio"] for v in zero_shot.values() if v["role"] != "target"]
     target_ratio = sum(targets) / len(targets) if targets else 0.0

@@ -68,11 +68,10 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "build":
             from .build import BuildConfig, build
 
-            cfg = BuildConfig(
-                model=args.model, batch_size=args.batch_size, workers=args.workers, shard=parse_shard(args.shard),
-                device=args.device, index_key=args.index_key, exact_threshold=args.exact_threshold,
-                max_index_memory=args.max_index_memory, fold_batchnorm=not args.no_fold_batchnorm,
-            )
+            cfg = BuildConfig(model=args.model, batch_size=args.batch_size, workers=args.workers,
+                              shard=parse_shard(args.shard), device=args.device, index_key=args.index_key,
+                              exact_threshold=args.exact_threshold, max_index_memory=args.max_index_memory,
+                              fold_batchnorm=not args.no_fold_batchnorm)
             if args.engine == "ray":
                 if args.shard:
                     raise ValueError("--shard is for the local engine; --engine ray shards by itself")

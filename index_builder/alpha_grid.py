@@ -1,22 +1,13 @@
 """Builds alpha grids: a gallery's embeddings under every model soup ``theta(alpha)`` of an unlearning run.
 
 :func:`compute_alpha_grid` writes ``<out>/embeddings.f16.npy`` and ``grid.json`` (the format that
-:class:`clipforget.retrieval.alpha_grid.AlphaGrid` reads). It is a reader -> encoder -> writer pass like
-:func:`index_builder.build.build`, with one encoder per alpha that shares all work the alphas have in common.
-
-Computed at the physical limit: the image tower is cut into *stages* as the prefix cache cuts it
-(:func:`clipforget.models.prefix.tower_stages`: chains of sub-modules confirmed by forward hooks, ViTs between
-residual blocks; a tower that cannot be split is one stage, i.e. a full forward per alpha). Every image goes once
-through the stages before the first one whose weights the unlearning changed; those activations are cached (in
-chunks of at most ``cache_bytes``) and only the rest of the tower (:func:`clipforget.models.prefix.suffix_tower`) runs
-once per alpha, under the same autocast, memory format and normalisation as
-:func:`clipforget.models.encode.image_features`, so the result equals a full re-encode. Tensors that the remind
-stage's EMA moved only by float32 rounding count as unchanged (:func:`significant_changes`).
-
-When the index stores activations at or before that stage (:mod:`index_builder.activations`), they replace decoding
-and the prefix (float16 rows: equal to the decoded path to fp16 rounding); a grid that decodes the whole index stores
-them for the next one. Grid points can come in two goes (``first`` / ``stop_after_first``): a run publishes the
-calibrated alpha first and the rest is filled later into the same file (docs/decisions.md D18).
+:class:`clipforget.retrieval.alpha_grid.AlphaGrid` reads), a reader -> encoder -> writer pass like
+:func:`index_builder.build.build`. The image tower is cut as the prefix cache cuts it (:mod:`clipforget.models.prefix`):
+every image goes once through the stages before the first one the unlearning changed, and only the rest runs once
+per alpha, under the same autocast, memory format and normalisation as :func:`clipforget.models.encode.image_features`,
+so the result equals a full re-encode. Tensors that the remind stage's EMA moved only by float32 rounding count as
+unchanged (:func:`significant_changes`). Stored gallery activations (:mod:`index_builder.activations`) and grids filled
+in two goes (``first`` / ``stop_after_first``): docs/index_builder.md and docs/decisions.md D18.
 """
 
 from __future__ import annotations
@@ -84,19 +75,12 @@ class SplitForward:
     runs theta(alpha) on what enters that stage. Chains of sub-modules and ViTs alike; a tower that cannot be split is
     one stage, i.e. a full forward per alpha."""
 
-    def __init__(
-        self,
-        bundle: ClipBundle,
-        theta_u: dict[str, torch.Tensor],
-        theta_0: dict[str, torch.Tensor],
-        rel_tol: float = 1e-6,
-        fold_batchnorm: bool = False,
-    ):
+    def __init__(self, bundle: ClipBundle, theta_u: State, theta_0: State, rel_tol: float = 1e-6,
+                 fold_batchnorm: bool = False):
         self.bundle = bundle
         self.visual = copy.deepcopy(bundle.model.visual).eval()
         self.visual.load_state_dict(theta_0)
-        size = bundle.image_size
-        example = bundle.normalize(torch.zeros((2, 3, size, size), dtype=torch.uint8))
+        example = bundle.example_input()
         found = tower_stages(self.visual, example)
         self.sequential = found is not None
         kind, names = found if found is not None else ("chain", ("",))
@@ -114,17 +98,18 @@ class SplitForward:
         self._theta_u = {k: theta_u[k] for k in keys}
         self._theta_0 = {k: theta_0[k] for k in keys}
         self._towers: dict[int, nn.Module] = {}  # start stage -> theta_0 tower taking the activations entering it
-        self._pooled_query = self.sequential and self.split < len(names) and self._pooled_query_agrees(size)
+        self._pooled_query = self.sequential and self.split < len(names) and self._pooled_query_agrees()
         self._suffix: nn.Module | None = None
         self.alpha: float | None = None
         self.set_alpha(0.0)
 
-    def _pooled_query_agrees(self, size: int, tol: float = 2e-2) -> bool:
+    def _pooled_query_agrees(self, tol: float = 2e-2) -> bool:
         """Whether the last stage is open_clip's ``AttentionPool2d`` and :class:`PooledQueryAttention` agrees with it
         on a probe batch (relative max error below ``tol``, i.e. bf16 rounding)."""
         pool = self._original.get_submodule(self.stages[-1])
         if not is_attention_pool(pool):
             return False
+        size = self.bundle.image_size
         probe = torch.randint(0, 256, (4, 3, size, size), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
         h = self.bundle.normalize(probe).contiguous(memory_format=torch.channels_last)
         with torch.no_grad(), autocast(self.bundle):
@@ -169,13 +154,6 @@ class SplitForward:
         with torch.no_grad(), autocast(self.bundle):
             return in_chunks(forward, h)
 
-    def _tower_from(self, start: int) -> nn.Module:
-        """theta_0's tower taking the activations entering stage ``start``."""
-        if start not in self._towers:
-            self._towers[start] = self._original if start == 0 else suffix_tower(
-                self._original, replace(self.cut, split=start)).eval()
-        return self._towers[start]
-
     @torch.no_grad()
     def advance(self, h: torch.Tensor, start: int, stop: int | None = None) -> torch.Tensor:
         """Activations entering stage ``start`` (``<= split``; stored float16) -> those entering stage ``stop``
@@ -187,7 +165,10 @@ class SplitForward:
             x = x.contiguous(memory_format=torch.channels_last)
         if stop <= start:
             return x
-        tower = self._tower_from(start)
+        if start not in self._towers:
+            self._towers[start] = self._original if start == 0 else suffix_tower(
+                self._original, replace(self.cut, split=start)).eval()
+        tower = self._towers[start]
         if stop >= len(self.stages):
             return self._run(tower, x)
         cut = replace(self.cut, split=stop)
@@ -203,20 +184,11 @@ class SplitForward:
 # --- the grid ------------------------------------------------------------------------------------------------
 
 
-def compute_alpha_grid(
-    original: ClipBundle,
-    theta_u: State,
-    index_dir: str | os.PathLike,
-    out: str | os.PathLike,
-    config: AlphaGridConfig | None = None,
-    progress: ProgressFn = no_progress,
-    overwrite: bool = False,
-    cancel: threading.Event | None = None,
-    provenance: dict[str, Any] | None = None,
-    rows: Sequence[int] | None = None,
-    first: Sequence[float] = (),
-    stop_after_first: bool = False,
-) -> Path:
+def compute_alpha_grid(original: ClipBundle, theta_u: State, index_dir: str | os.PathLike, out: str | os.PathLike,
+                       config: AlphaGridConfig | None = None, progress: ProgressFn = no_progress,
+                       overwrite: bool = False, cancel: threading.Event | None = None,
+                       provenance: dict[str, Any] | None = None, rows: Sequence[int] | None = None,
+                       first: Sequence[float] = (), stop_after_first: bool = False) -> Path:
     """Write the alpha grid of ``theta_u`` against ``original`` for the gallery of ``index_dir`` into ``out``.
 
     ``rows`` restricts the grid to those index rows (ascending; recorded in ``grid.json``), e.g. a fixed sample of a
@@ -306,16 +278,14 @@ def _compute_grid(original: ClipBundle, theta_u: State, index_dir: Path, records
     varying = split.split < len(split.stages)
 
     def info() -> dict[str, Any]:
-        return {
-            "alphas": alphas, "count": count, "dim": dim, "index_dir": str(index_dir.resolve()),
-            "index_name": out.name, **provenance, "model": original.spec,
-            **({} if len(ready) == len(alphas) else {"ready": sorted(ready)}),
-            "sequential_split": split.sequential, "batchnorm_folded": split.batchnorm_folded,
-            "stages": list(split.stages),
-            "first_recomputed_stage": split.split_name, "cached_activation_shape": source.shape,
-            "activations": source.origin, "changed_tensors": split.changed, "negligible_changes": split.negligible,
-            "config": asdict(cfg), "seconds": {k: round(v, 3) for k, v in timing.items()},
-        }
+        return {"alphas": alphas, "count": count, "dim": dim, "index_dir": str(index_dir.resolve()),
+                "index_name": out.name, **provenance, "model": original.spec,
+                **({} if len(ready) == len(alphas) else {"ready": sorted(ready)}),
+                "sequential_split": split.sequential, "batchnorm_folded": split.batchnorm_folded,
+                "stages": list(split.stages),
+                "first_recomputed_stage": split.split_name, "cached_activation_shape": source.shape,
+                "activations": source.origin, "changed_tensors": split.changed, "negligible_changes": split.negligible,
+                "config": asdict(cfg), "seconds": {k: round(v, 3) for k, v in timing.items()}}
 
     def publish(points: list[int]) -> None:
         """Mark ``points`` done; the first time, move the new grid into place (readers see it from then on)."""
@@ -378,8 +348,7 @@ class GallerySource:
 
     def __init__(self, original: ClipBundle, split: SplitForward, index_dir: Path, records: list[dict],
                  rows: list[int] | None, cfg: AlphaGridConfig):
-        self.split, self.index_dir, self.cfg = split, index_dir, cfg
-        self.rows = rows
+        self.split, self.index_dir, self.cfg, self.rows = split, index_dir, cfg, rows
         self.files = [GalleryFile.from_record(r) for r in (records if rows is None else [records[r] for r in rows])]
         self.fingerprint = weights_fingerprint(original)
         names = list(split.stages)
@@ -424,8 +393,7 @@ class GallerySource:
         if keep and kept and self.store_at is not None:
             stage = self.split.stages[self.store_at]
             if store(self.index_dir, stage, kept, self.fingerprint) is not None:
-                self.stored = find_stored(self.index_dir, list(self.split.stages), self.store_at,
-                                          self.fingerprint)
+                self.stored = find_stored(self.index_dir, list(self.split.stages), self.store_at, self.fingerprint)
 
 
 def embeddings_at(original: ClipBundle, theta_u: State, gallery: GalleryIndex, alpha: float,

@@ -60,17 +60,9 @@ class BuildConfig:
     fold_batchnorm: bool = True  # encode with BatchNorms folded into the convolutions (recorded; D21)
 
 
-def encode_files(
-    files: Sequence[GalleryFile],
-    encoder: ClipImageEncoder,
-    writer: IndexWriter,
-    batch_size: int = 256,
-    workers: int | None = None,
-    progress: bool = True,
-    desc: str = "encoding",
-    report: ProgressFn = no_progress,
-    cancel: threading.Event | None = None,
-) -> dict[str, float]:
+def encode_files(files: Sequence[GalleryFile], encoder: ClipImageEncoder, writer: IndexWriter, batch_size: int = 256,
+                 workers: int | None = None, progress: bool = True, desc: str = "encoding",
+                 report: ProgressFn = no_progress, cancel: threading.Event | None = None) -> dict[str, float]:
     """Decode and encode ``files`` into ``writer`` (failures go to ``writer.skip``); returns timing figures.
     ``report("index", fraction, "3,200 / 21,531 images")`` follows every batch; setting ``cancel`` stops the
     build between two batches (:class:`RunCancelled`; the folder is left incomplete, a later build starts over)."""
@@ -93,21 +85,13 @@ def encode_files(
             report("index", done / max(1, len(files)), f"{done:,} / {len(files):,} images")
             check_cancelled(cancel, "index build")
     seconds = time.perf_counter() - start
-    return {
-        "seconds": round(seconds, 3),
-        "encode_seconds": round(encode_seconds, 3),
-        "images_per_second": round(len(files) / seconds, 1) if seconds > 0 else 0.0,
-    }
+    return {"seconds": round(seconds, 3), "encode_seconds": round(encode_seconds, 3),
+            "images_per_second": round(len(files) / seconds, 1) if seconds > 0 else 0.0}
 
 
-def build(
-    galleries: Sequence[str | os.PathLike],
-    out_dir: str | os.PathLike,
-    config: BuildConfig | None = None,
-    encoder: ClipImageEncoder | None = None,
-    report: ProgressFn = no_progress,
-    cancel: threading.Event | None = None,
-) -> Path:
+def build(galleries: Sequence[str | os.PathLike], out_dir: str | os.PathLike, config: BuildConfig | None = None,
+          encoder: ClipImageEncoder | None = None, report: ProgressFn = no_progress,
+          cancel: threading.Event | None = None) -> Path:
     """Index the images of ``galleries`` (this config's shard of them) into ``out_dir``; returns ``out_dir``.
     ``report`` / ``cancel``: as in :func:`encode_files`."""
     cfg = config or BuildConfig()
@@ -124,22 +108,14 @@ def build(
     check_cancelled(cancel, "index build")
     with stage_inputs(encoder.tower, stage) as captured:
         timing = encode_files(mine, encoder, writer, cfg.batch_size, cfg.workers, cfg.progress, desc, report, cancel)
-    info = {
-        "model": encoder.bundle.spec,
-        "image_size": encoder.image_size,
-        "galleries": [str(Path(g).expanduser().resolve()) for g in galleries],
-        "shard": shard_text if cfg.shard[1] > 1 else None,
-        "total_files": len(files),
-        "device": str(encoder.bundle.device),
-        "batchnorm_folded": encoder.batchnorm_folded,
-        "build": timing,
-        "index_key_forced": cfg.index_key is not None,
-        "exact_threshold": cfg.exact_threshold,
-        "max_index_memory": cfg.max_index_memory,
-    }
-    out = writer.finish(
-        info, index_key=cfg.index_key, exact_threshold=cfg.exact_threshold, max_index_memory=cfg.max_index_memory
-    )
+    info = {"model": encoder.bundle.spec, "image_size": encoder.image_size,
+            "galleries": [str(Path(g).expanduser().resolve()) for g in galleries],
+            "shard": shard_text if cfg.shard[1] > 1 else None, "total_files": len(files),
+            "device": str(encoder.bundle.device), "batchnorm_folded": encoder.batchnorm_folded, "build": timing,
+            "index_key_forced": cfg.index_key is not None, "exact_threshold": cfg.exact_threshold,
+            "max_index_memory": cfg.max_index_memory}
+    out = writer.finish(info, index_key=cfg.index_key, exact_threshold=cfg.exact_threshold,
+                        max_index_memory=cfg.max_index_memory)
     if stage and captured and sum(c.nbytes for c in captured) <= MAX_STORED_BYTES:
         store(out, stage, captured, weights_fingerprint(encoder.bundle))
     return out
@@ -152,13 +128,8 @@ def _read_info(folder: Path) -> dict[str, Any]:
     return json.loads(path.read_text(encoding="utf-8"))
 
 
-def merge(
-    shard_dirs: Sequence[str | os.PathLike],
-    out_dir: str | os.PathLike,
-    index_key: str | None = None,
-    exact_threshold: int = EXACT_THRESHOLD,
-    max_index_memory: int = DEFAULT_INDEX_MEMORY,
-) -> Path:
+def merge(shard_dirs: Sequence[str | os.PathLike], out_dir: str | os.PathLike, index_key: str | None = None,
+          exact_threshold: int = EXACT_THRESHOLD, max_index_memory: int = DEFAULT_INDEX_MEMORY) -> Path:
     """Join the shard folders of one sharded build; refuses missing, duplicate or mismatched shards."""
     folders = [Path(d) for d in shard_dirs]
     infos = [_read_info(f) for f in folders]
@@ -182,31 +153,17 @@ def merge(
     records = [rec for _, _, folder, _ in shards for rec in read_records(folder / METADATA_FILE)]
     skipped = [s for _, _, folder, _ in shards for s in json.loads((folder / SKIPPED_FILE).read_text("utf-8"))]
     first = shards[0][3]
-    info = {
-        "model": first["model"],
-        "image_size": first["image_size"],
-        "galleries": first["galleries"],
-        "shard": None,
-        "total_files": first["total_files"],
-        "batchnorm_folded": folded.pop(),
-        "merged_from": [str(folder.resolve()) for _, _, folder, _ in shards],
-        "build": {"shards": [s[3].get("build") for s in shards]},
-        "index_key_forced": index_key is not None,
-        "exact_threshold": exact_threshold,
-        "max_index_memory": max_index_memory,
-    }
+    info = {"model": first["model"], "image_size": first["image_size"], "galleries": first["galleries"], "shard": None,
+            "total_files": first["total_files"], "batchnorm_folded": folded.pop(),
+            "merged_from": [str(folder.resolve()) for _, _, folder, _ in shards],
+            "build": {"shards": [s[3].get("build") for s in shards]}, "index_key_forced": index_key is not None,
+            "exact_threshold": exact_threshold, "max_index_memory": max_index_memory}
     return write_index_folder(out_dir, embeddings, records, skipped, info, index_key, exact_threshold, max_index_memory)
 
 
-def add(
-    index_dir: str | os.PathLike,
-    galleries: Sequence[str | os.PathLike],
-    batch_size: int = 256,
-    workers: int | None = None,
-    device: str | None = None,
-    encoder: ClipImageEncoder | None = None,
-    progress: bool = True,
-) -> Path:
+def add(index_dir: str | os.PathLike, galleries: Sequence[str | os.PathLike], batch_size: int = 256,
+        workers: int | None = None, device: str | None = None, encoder: ClipImageEncoder | None = None,
+        progress: bool = True) -> Path:
     """Append the images of ``galleries`` that ``index_dir`` does not hold yet (by path), with the index's model.
 
     Files skipped before are tried again. The FAISS index is extended in place when the size rule still picks the
@@ -244,9 +201,8 @@ def add(
     else:
         key = None  # the size rule picks a new index type
     galleries_all = list(dict.fromkeys([*info.get("galleries", []), *(str(Path(g).resolve()) for g in galleries)]))
-    new_info = {
-        k: v for k, v in info.items() if k not in {"dim", "count", "index_key", "search_params", "skipped", "updated"}
-    }
+    written = {"dim", "count", "index_key", "search_params", "skipped", "updated"}  # write_index_folder sets these
+    new_info = {k: v for k, v in info.items() if k not in written}
     new_info["galleries"] = galleries_all
     new_info.setdefault("added", []).append({"galleries": [str(g) for g in galleries], "images": len(added), **timing})
     records = gallery.records + writer.records

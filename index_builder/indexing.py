@@ -1,17 +1,8 @@
 """Choosing and building the FAISS index (inner product over unit-norm embeddings = cosine similarity).
 
-Rule (autofaiss's ``get_optimal_index_keys_v2`` with an exact-search floor, see docs/index_builder.md):
-
-1. ``n < exact_threshold`` (default 100 000): ``Flat`` -- exact ``IndexFlatIP``. Retrieval audits compare rankings
-   before and after unlearning, so approximate search errors must not pass as forgetting; exact search over 100k x 256
-   float32 costs a few milliseconds per query.
-2. otherwise, as autofaiss does when memory allows: ``HNSW{M}`` with ``M = min(32, floor((mem / (4 n) - d) / 2))``
-   if that ``M >= 8`` (``mem`` = ``max_index_memory``, default 16 GiB); search with ``efSearch = 128``;
-3. otherwise ``IVF{c},Flat`` with ``c = 2 ** round(log2(4 sqrt(n)))`` for ``n < 1M``, 16384 below 10M, 65536 above
-   (autofaiss's first choice of cluster count); search with ``nprobe = max(1, c // 16)``.
-
-autofaiss goes on to product quantisation when even IVF-Flat does not fit; clipforget indexes keep the float16
-embeddings next to the index anyway, so this rule stops at IVF-Flat. ``--index-key`` overrides the rule.
+The rule of :func:`choose_index_key` (autofaiss's ``get_optimal_index_keys_v2`` with an exact-search floor: audits
+compare rankings, so approximate search errors must not pass as forgetting) and its search parameters are explained
+in docs/index_builder.md ("Index type"); ``--index-key`` overrides it.
 """
 
 from __future__ import annotations
@@ -33,10 +24,10 @@ def ivf_clusters(n: int) -> int:
     return 16_384 if n < 10_000_000 else 65_536
 
 
-def choose_index_key(
-    n: int, dim: int, exact_threshold: int = EXACT_THRESHOLD, max_index_memory: int = DEFAULT_INDEX_MEMORY
-) -> str:
-    """The FAISS factory key for ``n`` vectors of dimension ``dim`` (rule of the module docstring)."""
+def choose_index_key(n: int, dim: int, exact_threshold: int = EXACT_THRESHOLD,
+                     max_index_memory: int = DEFAULT_INDEX_MEMORY) -> str:
+    """The FAISS factory key for ``n`` vectors of dimension ``dim``: ``Flat`` below ``exact_threshold``, else
+    ``HNSW{M}`` with ``M = min(32, floor((mem / (4 n) - d) / 2))`` if ``M >= 8``, else ``IVF{c},Flat``."""
     if n < exact_threshold:
         return "Flat"
     m_hnsw = floor((max_index_memory / (4 * n) - dim) / 2)

@@ -1,15 +1,8 @@
 """Index builds over large galleries on a Ray cluster (Ray Data): the same index folder as ``build`` + ``merge``.
 
-The gallery's file list (fixed order, :func:`index_builder.reader.list_gallery`) becomes a dataset of ``n`` blocks,
-one contiguous shard per worker; ``map_batches`` runs :class:`EncodeBatches` -- the image encoder as a stateful
-class, loaded once per actor, one actor per GPU (or per CPU) -- which decodes with the reader's rules and encodes
-with :class:`~index_builder.encoder.ClipImageEncoder`. The driver puts the embeddings back in file order and writes
-the folder with :func:`~index_builder.writer.write_index_folder`: same rows, labels, skipped files and FAISS index
-rule as an unsharded build (embeddings equal within float16 rounding).
-
-    python -m index_builder build --engine ray --ray-address auto --gallery DIR [DIR ...] --out INDEX_DIR
-
-Every node must read the gallery folders at the same paths (shared storage) and import clipforget.
+One contiguous block of the gallery's file list per worker; :class:`EncodeBatches` (the encoder, loaded once per
+actor) decodes and encodes; the driver puts the rows back in file order and writes the folder. Every node must read
+the gallery folders at the same paths (shared storage) and import clipforget. Usage: docs/backends.md.
 """
 
 from __future__ import annotations
@@ -69,15 +62,9 @@ class EncodeBatches:
                 "batchnorm_folded": np.full(len(paths), self.encoder.batchnorm_folded, dtype=bool)}
 
 
-def build_ray(
-    galleries: Sequence[str | os.PathLike],
-    out_dir: str | os.PathLike,
-    config: BuildConfig | None = None,
-    workers: int | None = None,
-    address: str | None = None,
-    use_gpu: bool | None = None,
-    decode_threads: int = 4,
-) -> Path:
+def build_ray(galleries: Sequence[str | os.PathLike], out_dir: str | os.PathLike, config: BuildConfig | None = None,
+              workers: int | None = None, address: str | None = None, use_gpu: bool | None = None,
+              decode_threads: int = 4) -> Path:
     """Index ``galleries`` into ``out_dir`` on Ray Data (module docstring); ``workers``: encoder actors (default: one
     per GPU of the cluster, else one per CPU); ``address``: as ``ray.init`` (``None``: connect or start locally)."""
     import ray
@@ -97,14 +84,11 @@ def build_ray(
     cpus = max(1, int(resources.get("CPU", 1)) // n)
     start = time.perf_counter()
     items = [{"pos": i, "path": f.path} for i, f in enumerate(files)]
+    encoder_kwargs = {"model": cfg.model, "device": "cuda" if use_gpu else "cpu", "decode_threads": decode_threads,
+                      "threads": None if use_gpu else cpus, "fold_batchnorm": cfg.fold_batchnorm}
     dataset = ray.data.from_items(items, override_num_blocks=n).map_batches(
-        EncodeBatches,
-        fn_constructor_kwargs={"model": cfg.model, "device": "cuda" if use_gpu else "cpu",
-                               "decode_threads": decode_threads, "threads": None if use_gpu else cpus,
-                               "fold_batchnorm": cfg.fold_batchnorm},
-        batch_size=cfg.batch_size, batch_format="numpy", compute=ActorPoolStrategy(size=n),
-        num_gpus=1 if use_gpu else 0, num_cpus=1 if use_gpu else cpus,
-    )
+        EncodeBatches, fn_constructor_kwargs=encoder_kwargs, batch_size=cfg.batch_size, batch_format="numpy",
+        compute=ActorPoolStrategy(size=n), num_gpus=1 if use_gpu else 0, num_cpus=1 if use_gpu else cpus)
     embeddings: np.ndarray | None = None
     image_size = None
     ok = np.zeros(len(files), dtype=bool)
@@ -131,19 +115,13 @@ def build_ray(
     records = [files[i].record() for i in kept]
     skipped = [{"path": p, "reason": r} for p, r in listing_skips]
     skipped += [{"path": files[i].path, "reason": reasons.get(i, "not encoded")} for i in np.flatnonzero(~ok)]
-    info: dict[str, Any] = {
-        "model": cfg.model,
-        "image_size": image_size,
-        "galleries": [str(Path(g).expanduser().resolve()) for g in galleries],
-        "shard": None,
-        "total_files": len(files),
-        "device": "cuda" if use_gpu else "cpu",
-        "batchnorm_folded": folded.pop() if folded else False,
-        "build": {"engine": "ray-data", "workers": n, "gpus": bool(use_gpu), "seconds": round(seconds, 3),
-                  "images_per_second": round(len(files) / seconds, 1) if seconds > 0 else 0.0},
-        "index_key_forced": cfg.index_key is not None,
-        "exact_threshold": cfg.exact_threshold,
-        "max_index_memory": cfg.max_index_memory,
-    }
+    build = {"engine": "ray-data", "workers": n, "gpus": bool(use_gpu), "seconds": round(seconds, 3),
+             "images_per_second": round(len(files) / seconds, 1) if seconds > 0 else 0.0}
+    info: dict[str, Any] = {"model": cfg.model, "image_size": image_size,
+                            "galleries": [str(Path(g).expanduser().resolve()) for g in galleries], "shard": None,
+                            "total_files": len(files), "device": "cuda" if use_gpu else "cpu",
+                            "batchnorm_folded": folded.pop() if folded else False, "build": build,
+                            "index_key_forced": cfg.index_key is not None, "exact_threshold": cfg.exact_threshold,
+                            "max_index_memory": cfg.max_index_memory}
     return write_index_folder(out_dir, embeddings[kept], records, skipped, info, cfg.index_key, cfg.exact_threshold,
                               cfg.max_index_memory)

@@ -142,34 +142,20 @@ def collate(items: list[tuple[int, torch.Tensor | None, str | None]]) -> Batch:
     return Batch([i for i, _ in good], images, failed)
 
 
-def default_workers() -> int:
-    return min(8, os.cpu_count() or 1)
-
-
 class FolderReader:
     """Iterates :class:`Batch` es of ``files`` in order, decoded by ``workers`` DataLoader processes."""
 
-    def __init__(
-        self, files: Sequence[GalleryFile], image_size: int, batch_size: int = 256, workers: int | None = None
-    ):
+    def __init__(self, files: Sequence[GalleryFile], image_size: int, batch_size: int = 256,
+                 workers: int | None = None):
         self.files = list(files)
         self.dataset = ImageFileDataset(self.files, image_size)
         self.batch_size = batch_size
-        self.workers = default_workers() if workers is None else workers
-
-    def __len__(self) -> int:
-        return len(self.files)
+        self.workers = min(8, os.cpu_count() or 1) if workers is None else workers
 
     def __iter__(self) -> Iterator[Batch]:
         if not self.files:
             return iter(())
-        loader = DataLoader(
-            self.dataset,
-            batch_size=self.batch_size,
-            shuffle=False,
-            num_workers=self.workers,
-            collate_fn=collate,
-            pin_memory=torch.cuda.is_available(),
-            prefetch_factor=4 if self.workers else None,
-        )
+        loader = DataLoader(self.dataset, batch_size=self.batch_size, shuffle=False, num_workers=self.workers,
+                            collate_fn=collate, pin_memory=torch.cuda.is_available(),
+                            prefetch_factor=4 if self.workers else None)
         return iter(loader)

@@ -17,17 +17,10 @@ from clipforget.retrieval.index import EMBEDDINGS_FILE, INDEX_FILE, INFO_FILE, M
 from .indexing import DEFAULT_INDEX_MEMORY, EXACT_THRESHOLD, build_faiss_index, choose_index_key, search_params
 
 
-def write_index_folder(
-    out_dir: str | os.PathLike,
-    embeddings: np.ndarray,
-    records: list[dict[str, str]],
-    skipped: list[dict[str, str]],
-    info: dict[str, Any],
-    index_key: str | None = None,
-    exact_threshold: int = EXACT_THRESHOLD,
-    max_index_memory: int = DEFAULT_INDEX_MEMORY,
-    index: faiss.Index | None = None,
-) -> Path:
+def write_index_folder(out_dir: str | os.PathLike, embeddings: np.ndarray, records: list[dict[str, str]],
+                       skipped: list[dict[str, str]], info: dict[str, Any], index_key: str | None = None,
+                       exact_threshold: int = EXACT_THRESHOLD, max_index_memory: int = DEFAULT_INDEX_MEMORY,
+                       index: faiss.Index | None = None) -> Path:
     """Write every file of an index folder; ``info.json`` goes last (its presence marks the folder complete).
 
     The FAISS index is built from the float16 embeddings widened to float32, so index and embeddings file agree.
@@ -47,17 +40,9 @@ def write_index_folder(
     write_atomic(out / EMBEDDINGS_FILE, lambda tmp: save_npy(tmp, emb16))
     write_atomic(out / METADATA_FILE, lambda tmp: _write_jsonl(tmp, records))
     write_json(out / SKIPPED_FILE, skipped)
-    full_info = {
-        **info,
-        "dim": dim,
-        "count": len(records),
-        "index_key": key,
-        "search_params": search_params(key),
-        "metric": "inner_product",
-        "embeddings_dtype": "float16",
-        "skipped": len(skipped),
-        "updated": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-    }
+    full_info = {**info, "dim": dim, "count": len(records), "index_key": key, "search_params": search_params(key),
+                 "metric": "inner_product", "embeddings_dtype": "float16", "skipped": len(skipped),
+                 "updated": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
     write_json(out / INFO_FILE, full_info)
     return out
 
@@ -83,9 +68,6 @@ class IndexWriter:
         self._chunks: list[np.ndarray] = []
         self.records: list[dict[str, str]] = []
         self.skipped: list[dict[str, str]] = []
-
-    def __len__(self) -> int:
-        return len(self.records)
 
     def add(self, embeddings: np.ndarray, records: list[dict[str, str]]) -> None:
         """Append ``embeddings`` (``B,D``; stored as float16) with one metadata record each."""

@@ -28,10 +28,8 @@ def done_or_run(bundle: ClipBundle, task: UnlearningTask, out: Path, method: str
     return run_method(bundle, task, out, method, config, eval_sets, progress, extra).metrics
 
 
-def remind_steps_sweep(
-    bundle: ClipBundle, task: UnlearningTask, eval_sets: list[EvalSet], steps: Sequence[int],
-    out_dir: str | os.PathLike, seed: int = 0, progress: ProgressFn = no_progress,
-) -> list[dict]:
+def remind_steps_sweep(bundle: ClipBundle, task: UnlearningTask, eval_sets: list[EvalSet], steps: Sequence[int],
+                       out_dir: str | os.PathLike, seed: int = 0, progress: ProgressFn = no_progress) -> list[dict]:
     """Tab. 4: ``ours`` with each number of reminding steps (everything else at its defaults); one run per value."""
     rows = []
     for n in steps:

@@ -73,13 +73,11 @@ def aggregate(runs: dict[str, list[dict]]) -> dict[str, Any]:
                 per_set.setdefault(name, {"acc": [], "ratio": []})
                 per_set[name]["acc"].append(v["acc"])
                 per_set[name]["ratio"].append(v["ratio"])
-        methods[method] = {
-            "seeds": len(metrics_list),
-            "sets": {k: {"acc": _mean_std(v["acc"]), "ratio": _mean_std(v["ratio"])} for k, v in per_set.items()},
-            "score": _mean_std([m["score"] for m in metrics_list]),
-            "seconds": _mean_std([m.get("total_seconds") for m in metrics_list]),
-            "alpha": _mean_std([m["alpha"] for m in metrics_list if m.get("alpha") is not None]),
-        }
+        sets_stats = {k: {"acc": _mean_std(v["acc"]), "ratio": _mean_std(v["ratio"])} for k, v in per_set.items()}
+        methods[method] = {"seeds": len(metrics_list), "sets": sets_stats,
+                           "score": _mean_std([m["score"] for m in metrics_list]),
+                           "seconds": _mean_std([m.get("total_seconds") for m in metrics_list]),
+                           "alpha": _mean_std([m["alpha"] for m in metrics_list if m.get("alpha") is not None])}
     return {"sets": sets, "original": {k: _mean_std(v) for k, v in original.items()}, "methods": methods}
 
 
@@ -127,8 +125,7 @@ def bar_chart(agg: dict[str, Any], path: Path, title: str) -> None:
         fig.add_bar(name=method, x=[*sets, "Score"], y=ys, error_y={"type": "data", "array": es})
     fig.add_scatter(name="original", x=sets, y=[100 * agg["original"][s][0] for s in sets], mode="markers",
                     marker={"symbol": "line-ew-open", "size": 30, "color": "black"})
-    fig.update_layout(barmode="group", title=title, yaxis_title="zero-shot accuracy % / Score",
-                      template="plotly_white")
+    fig.update_layout(barmode="group", title=title, yaxis_title="zero-shot accuracy % / Score", template="plotly_white")
     write_text(path, fig.to_html(include_plotlyjs=True, full_html=True))
 
 
@@ -168,8 +165,7 @@ def mean_rows(per_seed: list[list[dict]], key: str) -> list[dict]:
 # --- running -----------------------------------------------------------------------------------------------------
 
 
-def run_bench(bundle: ClipBundle, plan: BenchPlan, progress: ProgressFn = no_progress,
-              log=print) -> dict[str, Any]:
+def run_bench(bundle: ClipBundle, plan: BenchPlan, progress: ProgressFn = no_progress, log=print) -> dict[str, Any]:
     """Run (or reuse) every method x seed of ``plan``; write results.md / .json and chart.html; return the stats."""
     out = Path(plan.out)
     out.mkdir(parents=True, exist_ok=True)

@@ -25,11 +25,10 @@ class MergeResult:
     rows: list[dict] = field(default_factory=list)  # {"model": "S+A", "mode": "mean", <class>: acc, ...}
 
 
-def continual_merge(
-    bundle: ClipBundle, out_dir: str | os.PathLike, classes: Sequence[str] = ("ship", "airplane", "cat"),
-    seed: int = 0, size: str = "small", modes: Sequence[str] = ("mean", "sum"), eval_per_class: int = 100,
-    progress: ProgressFn = no_progress,
-) -> MergeResult:
+def continual_merge(bundle: ClipBundle, out_dir: str | os.PathLike,
+                    classes: Sequence[str] = ("ship", "airplane", "cat"), seed: int = 0, size: str = "small",
+                    modes: Sequence[str] = ("mean", "sum"), eval_per_class: int = 100,
+                    progress: ProgressFn = no_progress) -> MergeResult:
     """Forget each class with ``ours`` alone, then merge the final models cumulatively (S, S+A, S+A+C)."""
     out = Path(out_dir)
     test = cifar10("test", bundle.image_size, None, eval_per_class, 0)

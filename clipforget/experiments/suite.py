@@ -48,12 +48,6 @@ SUITES: dict[str, tuple[SuiteCell, ...]] = {
 }
 
 
-def suite_cells(name: str) -> tuple[SuiteCell, ...]:
-    if name not in SUITES:
-        raise ValueError(f"unknown suite {name!r}; choose from {', '.join(SUITES)}")
-    return SUITES[name]
-
-
 def score_matrix(per_cell: dict[str, dict[str, Any]]) -> dict[str, Any]:
     """``{cell: bench aggregate}`` -> Score mean / std per method and cell, and ours' margin over the best baseline."""
     methods: list[str] = []
@@ -110,9 +104,11 @@ def run_suite(bundle: ClipBundle, out: Path, suite: str = "paper", methods: Sequ
               size: str = "small", command: str = "bench --suite", progress: ProgressFn = no_progress,
               log=print, overrides: Sequence[str] = ()) -> dict[str, Any]:
     """Bench every cell of ``suite`` into ``out/<cell>``; write suite.md / .json / .html; return the Score matrix."""
+    if suite not in SUITES:
+        raise ValueError(f"unknown suite {suite!r}; choose from {', '.join(SUITES)}")
     out = Path(out)
     per_cell: dict[str, dict[str, Any]] = {}
-    for cell in suite_cells(suite):
+    for cell in SUITES[suite]:
         plan = BenchPlan(cell.setting, out / cell.name, methods, seeds, size, dict(cell.options), command=command,
                          overrides=tuple(overrides))
         per_cell[cell.name] = run_bench(bundle, plan, progress, log)

@@ -33,9 +33,7 @@ def touched(cfg: ThreeStageConfig, bundle: ClipBundle) -> list[str]:
 
 @register("ours", ThreeStageConfig, "relative-Fisher LoRA forgetting, BN-aligned KD reminding with EMA, model soup",
           layers=touched)
-def three_stage(
-    bundle: ClipBundle, task: UnlearningTask, cfg: ThreeStageConfig, progress: ProgressFn
-) -> MethodOutput:
+def three_stage(bundle: ClipBundle, task: UnlearningTask, cfg: ThreeStageConfig, progress: ProgressFn) -> MethodOutput:
     seconds: dict[str, float] = {}
     theta_0 = clone_state(bundle.model.visual)
 
@@ -60,17 +58,14 @@ def three_stage(
     if cfg.skip_remind:
         unlearned, remind_log = forgotten, {"skipped": True}
     else:
-        unlearned, remind_log = remind(
-            bundle, forgotten, task, forget_log["lora_layers"], cfg.remind, progress, cfg.forget
-        )
+        unlearned, remind_log = remind(bundle, forgotten, task, forget_log["lora_layers"], cfg.remind, progress,
+                                       cfg.forget)
     seconds["remind"] = time.perf_counter() - start
 
     start = time.perf_counter()
     theta_u = clone_state(unlearned)
-    calibration = {
-        "forget": (task.calibration_forget or task.forget, task.classnames),
-        "retain": (task.calibration_retain or task.retain, task.classnames),
-    }
+    calibration = {"forget": (task.calibration_forget or task.forget, task.classnames),
+                   "retain": (task.calibration_retain or task.retain, task.classnames)}
     probe = None
     if cfg.restore.retrieval_tolerance is not None:
         texts = forget_texts(bundle, task, text_classifier(bundle, task.classnames))
@@ -80,22 +75,9 @@ def three_stage(
     final = soup(theta_u, theta_0, alpha)
     seconds["restore"] = time.perf_counter() - start
 
-    log = {
-        "config": asdict(cfg),
-        "forget_texts": list(task.forget_prompts),
-        "mined_texts": [asdict(m) for m in mined],
-        "paraphrases": [asdict(m) for m in paraphrases],
-        "forget": forget_log,
-        "remind": remind_log,
-        "calibration_sizes": {k: len(v[0]) for k, v in calibration.items()},
-        "calibration_is_training_data": task.calibration_forget is None or task.calibration_retain is None,
-    }
-    return MethodOutput(
-        visual_state=final,
-        log=log,
-        unlearned_state=theta_u,
-        alpha=alpha,
-        alpha_curve=curve,
-        ranking=[asdict(r) for r in ranking],
-        stage_seconds=seconds,
-    )
+    log = {"config": asdict(cfg), "forget_texts": list(task.forget_prompts), "mined_texts": [asdict(m) for m in mined],
+           "paraphrases": [asdict(m) for m in paraphrases], "forget": forget_log, "remind": remind_log,
+           "calibration_sizes": {k: len(v[0]) for k, v in calibration.items()},
+           "calibration_is_training_data": task.calibration_forget is None or task.calibration_retain is None}
+    return MethodOutput(visual_state=final, log=log, unlearned_state=theta_u, alpha=alpha, alpha_curve=curve,
+                        ranking=[asdict(r) for r in ranking], stage_seconds=seconds)

@@ -3,10 +3,9 @@
 A method is ``fn(bundle, task, config, progress) -> MethodOutput``; ``bundle.model`` is the original model and must
 be left untouched. A method that changes only some layers says which (``layers``); it may then be handed a bundle
 whose image tower is the part from the first of them on, fed with cached activations instead of pixels
-(:class:`clipforget.models.prefix.SuffixBundle`): the same code runs either way. Register with
-:func:`register`; look up with :func:`get_method` (importing
-:mod:`clipforget.methods` registers the built-in ones). Each method has a config
-dataclass whose defaults are its recommended settings.
+(:class:`clipforget.models.prefix.SuffixBundle`): the same code runs either way. Register with :func:`register`;
+look up with :func:`get_method` (importing :mod:`clipforget.methods` registers the built-in ones). Each method has a
+config dataclass whose defaults are its recommended settings.
 """
 
 from __future__ import annotations

@@ -86,23 +86,8 @@ class Training:
         self.opt.step()
 
 
-def start_training(bundle: ClipBundle, task: UnlearningTask, cfg: TrainConfig) -> Training:
-    """Seed, build the zero-shot classifier over ``task.classnames`` and an Adam over a trainable tower copy."""
-    torch.manual_seed(cfg.seed)
-    rng = np.random.default_rng(cfg.seed)
-    classifier = text_classifier(bundle, task.classnames)
-    visual = trainable_copy(bundle)
-    opt = torch.optim.Adam([p for p in visual.parameters() if p.requires_grad], lr=cfg.lr)
-    return Training(bundle, rng, classifier, visual, opt)
-
-
-def run_steps(
-    task: UnlearningTask,
-    name: str,
-    steps: int,
-    step_fn: Callable[[int], dict[str, float]],
-    progress: ProgressFn,
-) -> tuple[list[dict[str, float]], float]:
+def run_steps(task: UnlearningTask, name: str, steps: int, step_fn: Callable[[int], dict[str, float]],
+              progress: ProgressFn) -> tuple[list[dict[str, float]], float]:
     """Call ``step_fn(step)`` ``steps`` times with cancellation and progress; return (losses, seconds)."""
     start = time.perf_counter()
     losses = []
@@ -123,7 +108,12 @@ def train_tower(bundle: ClipBundle, task: UnlearningTask, cfg: TrainConfig, name
                 step_loss: StepLoss, progress: ProgressFn) -> MethodOutput:
     """The baselines' loop: every step draws one batch from each of ``sources`` (``"forget"`` / ``"retain"``),
     descends ``step_loss`` on a trainable copy of the tower, and returns its final state."""
-    training = start_training(bundle, task, cfg)
+    torch.manual_seed(cfg.seed)
+    rng = np.random.default_rng(cfg.seed)
+    classifier = text_classifier(bundle, task.classnames)
+    visual = trainable_copy(bundle)
+    opt = torch.optim.Adam([p for p in visual.parameters() if p.requires_grad], lr=cfg.lr)
+    training = Training(bundle, rng, classifier, visual, opt)
     sets = {source: getattr(task, source) for source in sources}
     steps = num_steps(cfg, max(len(s) for s in sets.values()))
     streams = {k: batches(s, task.label_ids(s), cfg.batch_size, training.rng, steps) for k, s in sets.items()}

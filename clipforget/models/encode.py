@@ -27,9 +27,8 @@ def autocast(bundle: ClipBundle) -> torch.autocast:
 
 
 @torch.no_grad()
-def text_classifier(
-    bundle: ClipBundle, classnames: Sequence[str], templates: Sequence[str] | None = None
-) -> torch.Tensor:
+def text_classifier(bundle: ClipBundle, classnames: Sequence[str],
+                    templates: Sequence[str] | None = None) -> torch.Tensor:
     """``C,D`` unit-norm class embeddings, each the normalised mean over templates (CLIP's prompt ensembling).
 
     Unlearning changes only the image tower, so the class texts of a model are the same for every run, stage, alpha
@@ -148,9 +147,8 @@ def in_chunks(forward: Callable[[torch.Tensor], torch.Tensor], inputs: torch.Ten
 
 
 @torch.no_grad()
-def encode_images(
-    bundle: ClipBundle, images: torch.Tensor, batch_size: int = 512, model: torch.nn.Module | None = None
-) -> torch.Tensor:
+def encode_images(bundle: ClipBundle, images: torch.Tensor, batch_size: int = 512,
+                  model: torch.nn.Module | None = None) -> torch.Tensor:
     """Image embeddings of a whole uint8 tensor, in eval mode, batched."""
     module = model or bundle.model
     was_training = module.training

@@ -12,11 +12,12 @@ Model code is free of training code: the bundled models' recipes live in :mod:`c
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import importlib
 import json
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +36,13 @@ CONFIG_DIR = Path(__file__).resolve().parent / "configs"
 CONFIG_FILE = "open_clip_config.json"
 WEIGHTS_FILE = "open_clip_model.safetensors"
 DEFAULT_MODEL = "embedded"
+
+
+def with_tower(model: nn.Module, visual: nn.Module) -> nn.Module:
+    """A shallow copy of a CLIP ``model`` (sharing its text tower) whose image tower is ``visual``."""
+    out = copy.copy(model)
+    out._modules = {**model._modules, "visual": visual}
+    return out
 
 
 @dataclass
@@ -77,15 +85,9 @@ class ClipBundle:
 
     def with_visual_state(self, visual_state: dict[str, torch.Tensor]) -> ClipBundle:
         """A bundle sharing the text tower with this one, whose image tower holds ``visual_state``."""
-        import copy
-        import dataclasses
-
-        model = copy.copy(self.model)
-        model._modules = dict(self.model._modules)
         visual = copy.deepcopy(self.model.visual)
         visual.load_state_dict(visual_state)
-        model._modules["visual"] = visual
-        return dataclasses.replace(self, model=model)
+        return replace(self, model=with_tower(self.model, visual))
 
     def example_input(self, n: int = 2) -> torch.Tensor:
         """A normalised batch of black images at the tower's input size (for forward-hook probes)."""
@@ -116,9 +118,8 @@ def _resolve_package_path(name: str) -> str:
     try:
         module = importlib.import_module(module_name)
     except ImportError as err:
-        raise ModelLoadError(
-            f"the text tower needs the package providing '{module_name}': pip install {module_name.replace('_', '-')}"
-        ) from err
+        raise ModelLoadError(f"the text tower needs the package providing '{module_name}': pip install "
+                             f"{module_name.replace('_', '-')}") from err
     return str(module.get_model_path()) if hasattr(module, "get_model_path") else str(Path(module.__file__).parent)
 
 
@@ -142,9 +143,8 @@ def _build_from_config(config: dict[str, Any], device: str | torch.device) -> tu
     finally:
         transformers.logging.set_verbosity(verbosity)
     if text_cfg.get("hf_tokenizer_name"):
-        tokenizer = open_clip.tokenizer.HFTokenizer(
-            text_cfg["hf_tokenizer_name"], context_length=text_cfg.get("context_length", 77)
-        )
+        tokenizer = open_clip.tokenizer.HFTokenizer(text_cfg["hf_tokenizer_name"],
+                                                    context_length=text_cfg.get("context_length", 77))
     else:
         tokenizer = open_clip.tokenizer.SimpleTokenizer(context_length=text_cfg.get("context_length", 77))
     return model.to(device), tokenizer
@@ -173,11 +173,6 @@ def model_from_config(config: dict[str, Any], spec: str, device: str | torch.dev
     """A freshly initialised model from a config dict (a bundled config a recipe adapted, say)."""
     model, tokenizer = _build_from_config(config, device)
     return ClipBundle(model, tokenizer, spec, config, tuple(config.get("frozen_prefixes", ())))
-
-
-def bundled_checkpoint_dirs(name: str, cache: str | os.PathLike | None = None) -> list[Path]:
-    """Where a bundled model's weights are looked for, in order: shipped assets, then the cache."""
-    return [ASSETS_DIR / name, cache_dir(cache) / "models" / name]
 
 
 def bundled_name_for(recorded: str, architecture: dict[str, Any]) -> str:
@@ -210,25 +205,21 @@ def bundled_model_has(name: str, architecture: dict[str, Any]) -> bool:
 
 
 def find_bundled_checkpoint(name: str, cache: str | os.PathLike | None = None) -> Path | None:
-    for folder in bundled_checkpoint_dirs(name, cache):
+    """A bundled model's checkpoint folder, looked for in the shipped assets, then the cache."""
+    for folder in (ASSETS_DIR / name, cache_dir(cache) / "models" / name):
         if (folder / WEIGHTS_FILE).is_file() and (folder / CONFIG_FILE).is_file():
             return folder
     return None
 
 
-def create_model(
-    spec: str = DEFAULT_MODEL,
-    device: str | torch.device = "cpu",
-    cache: str | os.PathLike | None = None,
-) -> ClipBundle:
+def create_model(spec: str = DEFAULT_MODEL, device: str | torch.device = "cpu",
+                 cache: str | os.PathLike | None = None) -> ClipBundle:
     """Return a :class:`ClipBundle` (eval mode) for ``spec``; see the module docstring for the forms."""
     if spec in bundled_models():
         folder = find_bundled_checkpoint(spec, cache)
         if folder is None:
-            raise WeightsNotFoundError(
-                f"the bundled model {spec!r} is not built on this machine: run "
-                f"`python -m clipforget pretrain {spec}` (it writes assets/{spec}/)"
-            )
+            raise WeightsNotFoundError(f"the bundled model {spec!r} is not built on this machine: run "
+                                       f"`python -m clipforget pretrain {spec}` (it writes assets/{spec}/)")
         bundle = load_checkpoint(folder, device)
         bundle.spec = spec
         return bundle
@@ -238,10 +229,9 @@ def create_model(
     if ":" in spec:
         name, tag = spec.split(":", 1)
         return _create_open_clip(name, tag, device, cache)
-    raise ModelLoadError(
-        f"unknown model spec {spec!r}: use {' / '.join(bundled_models())}, an open_clip NAME:TAG such as "
-        "'RN50:openai', or a folder holding open_clip_config.json and open_clip_model.safetensors"
-    )
+    raise ModelLoadError(f"unknown model spec {spec!r}: use {' / '.join(bundled_models())}, an open_clip NAME:TAG "
+                         "such as 'RN50:openai', or a folder holding open_clip_config.json and "
+                         "open_clip_model.safetensors")
 
 
 def _create_open_clip(name: str, tag: str, device: str | torch.device, cache: str | os.PathLike | None) -> ClipBundle:
@@ -252,36 +242,26 @@ def _create_open_clip(name: str, tag: str, device: str | torch.device, cache: st
     weights_dir = cache_dir(cache) / "open_clip"
     is_file = Path(tag).expanduser().is_file()
     if not is_file and tag not in open_clip.list_pretrained_tags_by_model(name):
-        raise ModelLoadError(
-            f"'{tag}' is neither a weights file nor a pretrained tag of {name}; "
-            f"tags: {', '.join(open_clip.list_pretrained_tags_by_model(name)) or 'none'}"
-        )
+        raise ModelLoadError(f"'{tag}' is neither a weights file nor a pretrained tag of {name}; "
+                             f"tags: {', '.join(open_clip.list_pretrained_tags_by_model(name)) or 'none'}")
     try:
-        model, _, _ = open_clip.create_model_and_transforms(
-            name, pretrained=str(Path(tag).expanduser()) if is_file else tag, device=device, cache_dir=str(weights_dir)
-        )
+        pretrained = str(Path(tag).expanduser()) if is_file else tag
+        model, _, _ = open_clip.create_model_and_transforms(name, pretrained=pretrained, device=device,
+                                                            cache_dir=str(weights_dir))
     except Exception as err:
         raise WeightsNotFoundError(
-            f"pretrained weights for {name}:{tag} are not available on this machine ({type(err).__name__}). "
-            f"Either put open_clip's weight file in its cache folder {weights_dir} "
-            "(set with --cache-dir or CLIPFORGET_CACHE; with network, export HF_HUB_OFFLINE=0 once to fill it), "
-            f"or pass the file directly: --model {name}:/path/to/weights.pt"
-        ) from err
+            f"pretrained weights for {name}:{tag} are not available on this machine ({type(err).__name__}). Either "
+            f"put open_clip's weight file in its cache folder {weights_dir} (set with --cache-dir or CLIPFORGET_CACHE; "
+            "with network, export HF_HUB_OFFLINE=0 once to fill it), or pass the file directly: --model "
+            f"{name}:/path/to/weights.pt") from err
     model.eval()
     pp = model.visual.preprocess_cfg
     size = pp["size"]
-    config = {
-        "model_cfg": open_clip.get_model_config(name),
-        "preprocess_cfg": {
-            "size": int(size[0] if isinstance(size, (list, tuple)) else size),
-            "mean": list(pp["mean"]),
-            "std": list(pp["std"]),
-            "interpolation": pp.get("interpolation", "bicubic"),
-            "resize_mode": pp.get("resize_mode", "shortest"),
-        },
-        "frozen_prefixes": [],
-        "base_spec": f"{name}:{tag}",
-    }
+    preprocess = {"size": int(size[0] if isinstance(size, (list, tuple)) else size), "mean": list(pp["mean"]),
+                  "std": list(pp["std"]), "interpolation": pp.get("interpolation", "bicubic"),
+                  "resize_mode": pp.get("resize_mode", "shortest")}
+    config = {"model_cfg": open_clip.get_model_config(name), "preprocess_cfg": preprocess, "frozen_prefixes": [],
+              "base_spec": f"{name}:{tag}"}
     return ClipBundle(model, open_clip.get_tokenizer(name), f"{name}:{tag}", config)
 
 
@@ -305,26 +285,18 @@ def load_checkpoint(folder: str | os.PathLike, device: str | torch.device = "cpu
     missing, unexpected = model.load_state_dict(state, strict=False)
     missing = [k for k in missing if not k.startswith(frozen)]
     if missing or unexpected:
-        raise ModelLoadError(
-            f"checkpoint {folder.name!r} does not match its config: missing {missing[:5]}, unexpected {unexpected[:5]}"
-        )
+        raise ModelLoadError(f"checkpoint {folder.name!r} does not match its config: missing {missing[:5]}, "
+                             f"unexpected {unexpected[:5]}")
     model.to(device).eval()
     return ClipBundle(model, tokenizer, str(folder), config, frozen)
 
 
-def save_checkpoint(
-    bundle: ClipBundle,
-    folder: str | os.PathLike,
-    metadata: dict[str, Any] | None = None,
-    dtype: torch.dtype = torch.float32,
-) -> Path:
+def save_checkpoint(bundle: ClipBundle, folder: str | os.PathLike, metadata: dict[str, Any] | None = None,
+                    dtype: torch.dtype = torch.float32) -> Path:
     """Write ``open_clip_config.json`` + ``open_clip_model.safetensors`` (frozen package weights left out)."""
     folder = Path(folder)
-    state = {
-        k: (v.detach().to("cpu", dtype) if v.is_floating_point() else v.detach().cpu()).contiguous()
-        for k, v in bundle.model.state_dict().items()
-        if not k.startswith(bundle.frozen_prefixes)
-    }
+    state = {k: (v.detach().to("cpu", dtype) if v.is_floating_point() else v.detach().cpu()).contiguous()
+             for k, v in bundle.model.state_dict().items() if not k.startswith(bundle.frozen_prefixes)}
     config = dict(bundle.config)
     config["frozen_prefixes"] = list(bundle.frozen_prefixes)
     if metadata:
@@ -334,18 +306,13 @@ def save_checkpoint(
     return folder
 
 
-def checkpoint_folder(spec: str) -> Path | None:
-    """The checkpoint folder a spec loads from: the folder itself, a bundled model's, else ``None`` (hub specs)."""
-    return Path(spec) if Path(spec).is_dir() else find_bundled_checkpoint(spec)
-
-
 _DIGESTS: dict[tuple[str, int, int], str] = {}
 
 
 def weights_file(spec: str) -> Path | None:
     """The one file ``spec``'s weights come from: a checkpoint folder's safetensors, or the file of ``NAME:/path``
     (``None`` for hub tags, which name fixed weights)."""
-    folder = checkpoint_folder(spec)
+    folder = Path(spec) if Path(spec).is_dir() else find_bundled_checkpoint(spec)  # None for hub specs
     if folder is not None:
         return folder / WEIGHTS_FILE if (folder / WEIGHTS_FILE).is_file() else None
     if ":" in spec:

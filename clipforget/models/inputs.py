@@ -27,9 +27,6 @@ class PixelSpace:
     def bound(self, x: torch.Tensor, epsilon: float) -> torch.Tensor:
         return torch.full((1,) * x.dim(), epsilon, device=x.device)
 
-    def clamp(self, x: torch.Tensor) -> torch.Tensor:
-        return x.clamp(0, 1)
-
     def store(self, x: torch.Tensor) -> torch.Tensor:
         return (x.clamp(0, 1) * 255).round().to(torch.uint8).cpu()
 
@@ -47,9 +44,6 @@ class ActivationSpace:
         channel = 1 if x.dim() == 4 else x.dim() - 1  # N,C,H,W or N,L,D
         dims = [d for d in range(x.dim()) if d != channel]
         return epsilon * x.std(dim=dims, keepdim=True)
-
-    def clamp(self, x: torch.Tensor) -> torch.Tensor:
-        return x
 
     def store(self, x: torch.Tensor) -> torch.Tensor:
         return x.detach().to(torch.float16).cpu()

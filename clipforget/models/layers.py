@@ -16,11 +16,9 @@ def adaptable_layers(visual: nn.Module, example: torch.Tensor) -> list[str]:
     depthwise convolutions (``groups > 1``: peft cannot merge LoRA into them; see docs/decisions.md).
     """
     called: list[str] = []
-    hooks = [
-        module.register_forward_hook(lambda m, i, o, name=name: called.append(name))
-        for name, module in visual.named_modules()
-        if isinstance(module, nn.Linear) or (isinstance(module, nn.Conv2d) and module.groups == 1)
-    ]
+    hooks = [module.register_forward_hook(lambda m, i, o, name=name: called.append(name))
+             for name, module in visual.named_modules()
+             if isinstance(module, nn.Linear) or (isinstance(module, nn.Conv2d) and module.groups == 1)]
     try:
         with torch.no_grad():
             visual(example)

@@ -1,16 +1,11 @@
 """Prefix activations: run the frozen start of an image tower once per image, the rest (the suffix) many times.
 
-Unlearning changes only the layers a method may adapt (the last third of the tower for the three-stage method), so
-everything before the first of them computes the same activations for an image at every step, every stage and every
-alpha. :func:`plan_cut` finds where the tower can be cut before those layers, :func:`prefix_activations` computes
-what enters the suffix, and :func:`suffix_tower` is a copy of the tower that takes those activations as its input,
-with the same state-dict keys for the layers it keeps (so peft targets, soups and checkpoints work unchanged).
-:class:`SuffixBundle` is a :class:`~clipforget.models.factory.ClipBundle` whose image inputs are cached activations,
-so the stages run on it unchanged; :class:`PrefixCache` computes each image set's activations once (fp16).
-
-Tower types are plug-ins behind one interface (:class:`Splitter`): towers whose forward is a chain of sub-modules
-(timm EfficientNets wrapped by open_clip, open_clip's ModifiedResNet; confirmed with forward hooks by
-:func:`sequential_stages`) and open_clip's VisionTransformer (cut between residual blocks).
+:func:`plan_cut` finds where the tower can be cut before the layers a method may change, :func:`prefix_activations`
+computes what enters the suffix, and :func:`suffix_tower` is a copy of the tower that takes those activations as its
+input, with the same state-dict keys for the layers it keeps (so peft targets, soups and checkpoints work unchanged).
+:class:`SuffixBundle` is a bundle whose image inputs are cached activations, so the stages run on it unchanged;
+:class:`PrefixCache` computes each image set's activations once (fp16). Tower types are plug-ins behind one interface
+(:class:`ChainSplitter`, :class:`VisionTransformerSplitter`). Where and why the tower is cut: docs/decisions.md D11.
 """
 
 from __future__ import annotations
@@ -29,7 +24,7 @@ from torch import nn
 from clipforget.data.images import ImageSet
 
 from .encode import autocast, in_chunks
-from .factory import ClipBundle
+from .factory import ClipBundle, with_tower
 from .inputs import ActivationSpace
 from .weights import State
 
@@ -193,14 +188,10 @@ class VisionTransformerSplitter:
 SPLITTERS: list[Any] = [VisionTransformerSplitter(), ChainSplitter()]
 
 
-def splitter_for(visual: nn.Module) -> Any:
-    return next(s for s in SPLITTERS if s.applies(visual))
-
-
 def tower_stages(visual: nn.Module, example: torch.Tensor) -> tuple[str, tuple[str, ...]] | None:
     """``(splitter name, stage names in forward order)`` of ``visual``, or ``None`` when it cannot be split.
     ``example``: a normalised input batch for the forward-hook checks (run in eval mode)."""
-    splitter = splitter_for(visual)
+    splitter = next(s for s in SPLITTERS if s.applies(visual))
     was_training = visual.training
     visual.eval()
     try:
@@ -312,12 +303,10 @@ class PrefixCache:
         for p in self._prefix.parameters():
             p.requires_grad_(False)
         suffix = suffix_tower(bundle.model.visual, cut).eval()
-        model = copy.copy(bundle.model)
-        model._modules = dict(bundle.model._modules)
-        model._modules["visual"] = suffix
         layers = tuple(bundle.tower_layers())
         base = {f.name: getattr(bundle, f.name) for f in dataclasses.fields(ClipBundle)}
-        self.suffix_bundle = SuffixBundle(**{**base, "model": model}, cut=cut, tower_layers_full=layers)
+        self.suffix_bundle = SuffixBundle(**{**base, "model": with_tower(bundle.model, suffix)}, cut=cut,
+                                          tower_layers_full=layers)
         # id(pixels) -> (weak reference to the pixels, their activations): the cache never keeps pixels alive
         self._memo: dict[int, tuple[weakref.ref, torch.Tensor]] = {}
         self.images_encoded = 0

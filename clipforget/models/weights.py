@@ -26,12 +26,10 @@ def soup(theta_u: State, theta_0: State, alpha: float) -> State:
     out = {}
     for key, b in theta_0.items():
         a = theta_u[key]
-        if not b.is_floating_point():
+        if not b.is_floating_point() or alpha == 0.0:
             out[key] = b.clone()
         elif alpha == 1.0:
             out[key] = a.clone()
-        elif alpha == 0.0:
-            out[key] = b.clone()
         else:
             out[key] = torch.lerp(b.float(), a.float(), alpha).to(b.dtype)
     return out

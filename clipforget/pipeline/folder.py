@@ -114,14 +114,10 @@ class RunFolder:
     def config(self) -> dict[str, Any]:
         return read_json(self.path / self.CONFIG)
 
-    def changed_settings(self, config: Any) -> list[str]:
-        """The method settings (dotted fields) in which this run's recorded config differs from ``config``."""
-        return config_changes(self.config().get("config") if (self.path / self.CONFIG).is_file() else None, config)
-
     def differences(self, spec: str, config: Any) -> list[str]:
         """Why this run cannot stand for a run of ``config`` on base model ``spec`` today: the changed settings, plus
         ``model`` (another base model) or ``model_weights`` (its name now loads other weights); empty when it can."""
-        changed = self.changed_settings(config)
+        changed = config_changes(self.config().get("config"), config)
         if self.model_spec != spec:
             return ["model", *changed]
         if self.base_weights_changed() or self.base_model_retired():
@@ -131,7 +127,7 @@ class RunFolder:
     def base_model_retired(self) -> bool:
         """The run was made on a bundled model this version no longer has: no bundled model today has the
         architecture of the run's checkpoint (a retired model, or a name that now holds another one)."""
-        recorded = str(self.config().get("model", "")) if (self.path / self.CONFIG).is_file() else ""
+        recorded = str(self.config().get("model", ""))
         checkpoint = self.path / "model"
         if not is_bundled_form(recorded) or not (checkpoint / CONFIG_FILE).is_file():
             return False
@@ -139,7 +135,7 @@ class RunFolder:
 
     def base_weights_changed(self) -> bool:
         """The run recorded its base model's weights and the spec now loads others (a bundled model rebuilt)."""
-        recorded = self.config().get("model_weights") if (self.path / self.CONFIG).is_file() else None
+        recorded = self.config().get("model_weights")
         today = weights_digest(self.model_spec) if recorded else None
         return today is not None and recorded != today
 
@@ -233,14 +229,12 @@ class RunFolder:
             raise ModelLoadError(
                 f"run {self.name} was made on the bundled model {self.config().get('model')!r}, which this version of "
                 f"clipforget no longer ships (bundled now: {', '.join(bundled_models())}); its original model is gone, "
-                "so its soup cannot be rebuilt: run it again"
-            )
+                "so its soup cannot be rebuilt: run it again")
         if self.base_weights_changed():
             raise ModelLoadError(
                 f"run {self.name} was made on other weights of {self.model_spec!r} than the ones installed now "
                 f"(recorded {self.config().get('model_weights')}, now {weights_digest(self.model_spec)}); its original "
-                "model is gone, so its soup cannot be rebuilt: run it again"
-            )
+                "model is gone, so its soup cannot be rebuilt: run it again")
 
 
 def config_changes(recorded: Any, config: Any) -> list[str]:

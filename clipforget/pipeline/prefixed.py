@@ -18,7 +18,6 @@ from clipforget.data.task import EvalSet, UnlearningTask
 from clipforget.methods.registry import MethodOutput, MethodSpec
 from clipforget.models.factory import ClipBundle
 from clipforget.models.prefix import PrefixCache, SuffixBundle, plan_cut
-from clipforget.models.weights import State
 
 
 class PrefixedRun:
@@ -67,12 +66,11 @@ class PrefixedRun:
         self.seconds += time.perf_counter() - start
         return moved, sets
 
-    def full_state(self, suffix: State | None) -> State | None:
-        return None if suffix is None else self.cache.full_state(suffix)
-
     def full_output(self, output: MethodOutput) -> MethodOutput:
-        return dataclasses.replace(output, visual_state=self.full_state(output.visual_state),
-                                   unlearned_state=self.full_state(output.unlearned_state))
+        """The method's states completed with the original prefix weights."""
+        unlearned = output.unlearned_state
+        return dataclasses.replace(output, visual_state=self.cache.full_state(output.visual_state),
+                                   unlearned_state=None if unlearned is None else self.cache.full_state(unlearned))
 
     def describe(self) -> dict[str, Any]:
         """What the run folder's metrics say about the cache."""

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import base64
 import io
+import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -118,8 +119,6 @@ def run_gallery_masks(folder: RunFolder, paths: list[str], labels: list[str]) ->
     selection of this gallery, ``trained_on.json``), and the images of the forgotten subgroup -- the selection's
     forget images, and every image whose gallery label holds a name of the subgroup (``marmoset``,
     :meth:`RunFolder.subgroup_names`)."""
-    import os
-
     record = folder.trained_on()
     real = [os.path.realpath(p) for p in paths] if record else []
     trained_paths = {os.path.realpath(p) for p in record.get("trained", [])}
@@ -127,8 +126,7 @@ def run_gallery_masks(folder: RunFolder, paths: list[str], labels: list[str]) ->
     trained = np.fromiter((p in trained_paths for p in real), dtype=bool, count=len(real)) if record \
         else np.zeros(len(paths), dtype=bool)
     names = [n.lower() for n in folder.subgroup_names() if n]
-    forgotten = np.fromiter((any(n in label.lower() for n in names) for label in labels), dtype=bool,
-                            count=len(labels))
+    forgotten = np.fromiter((any(n in label.lower() for n in names) for label in labels), dtype=bool, count=len(labels))
     if forget_paths:
         forgotten |= np.fromiter((p in forget_paths for p in real), dtype=bool, count=len(real))
     return trained, forgotten

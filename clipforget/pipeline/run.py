@@ -50,19 +50,10 @@ def _jsonable(obj: Any) -> Any:
     return asdict(obj) if is_dataclass(obj) else obj
 
 
-def run_method(
-    bundle: ClipBundle,
-    task: UnlearningTask,
-    out_dir: str | os.PathLike,
-    method: str = "ours",
-    config: Any = None,
-    eval_sets: list[EvalSet] | None = None,
-    progress: ProgressFn = no_progress,
-    extra: dict[str, Any] | None = None,
-    cache_original: bool = True,
-    prefix_cache: bool = True,
-    keep_pixels: bool = True,
-) -> RunResult:
+def run_method(bundle: ClipBundle, task: UnlearningTask, out_dir: str | os.PathLike, method: str = "ours",
+               config: Any = None, eval_sets: list[EvalSet] | None = None, progress: ProgressFn = no_progress,
+               extra: dict[str, Any] | None = None, cache_original: bool = True, prefix_cache: bool = True,
+               keep_pixels: bool = True) -> RunResult:
     """Unlearn ``task`` with ``method`` on ``bundle`` (left unchanged), evaluate, and write ``out_dir``.
 
     The original model's accuracies come from :func:`~clipforget.evaluation.original_accuracies`'s disk cache when
@@ -82,22 +73,12 @@ def run_method(
     folder.write_status("running", started=started, method=method)
     eval_sets = eval_sets or []
     skipped = task.forget.skipped + task.retain.skipped
-    run_config = {
-        "method": method,
-        "model": bundle.spec,
-        "model_weights": weights_digest(bundle.spec),
-        "task": task.name,
-        "classnames": task.classnames,
-        "sizes": {
-            "forget": len(task.forget),
-            "retain": len(task.retain),
-            "calibration_forget": len(task.calibration_forget) if task.calibration_forget else 0,
-            "calibration_retain": len(task.calibration_retain) if task.calibration_retain else 0,
-        },
-        "config": _jsonable(config),
-        "device": str(bundle.device),
-        **(extra or {}),
-    }
+    sizes = {"forget": len(task.forget), "retain": len(task.retain),
+             "calibration_forget": len(task.calibration_forget) if task.calibration_forget else 0,
+             "calibration_retain": len(task.calibration_retain) if task.calibration_retain else 0}
+    run_config = {"method": method, "model": bundle.spec, "model_weights": weights_digest(bundle.spec),
+                  "task": task.name, "classnames": task.classnames, "sizes": sizes, "config": _jsonable(config),
+                  "device": str(bundle.device), **(extra or {})}
     write_json(folder.path / RunFolder.CONFIG, run_config)
     prefixed = None
     try:
@@ -130,35 +111,29 @@ def run_method(
         target = next((s.name for s in eval_sets if s.role == "target"), None)
         retain = next((s.name for s in eval_sets if s.role == "retain"), None)
         metrics = {
-            "method": method,
-            "task": task.name,
+            "method": method, "task": task.name,
             "target_acc": final.get(target) if target else None,
             "target_acc_original": original.get(target) if target else None,
             "retain_acc": final.get(retain) if retain else None,
             "retain_acc_original": original.get(retain) if retain else None,
-            **summary,
-            "alpha": output.alpha,
+            **summary, "alpha": output.alpha,
             "stage_seconds": {k: round(v, 2) for k, v in output.stage_seconds.items()},
             "method_seconds": round(sum(output.stage_seconds.values()), 2),
             "evaluation_seconds": round(eval_seconds, 2),
             "prefix_cache": prefixed.describe() if prefixed is not None else None,
-            "total_seconds": round(time.time() - started, 2),
-            "peak_rss_mb": round(peak_rss_mb(), 1),
-            "skipped_files": [{"path": p, "reason": r} for p, r in skipped],
-            "skipped_count": len(skipped),
+            "total_seconds": round(time.time() - started, 2), "peak_rss_mb": round(peak_rss_mb(), 1),
+            "skipped_files": [{"path": p, "reason": r} for p, r in skipped], "skipped_count": len(skipped),
             "warnings": run_warnings(summary["zero_shot"]),
         }
         _write_outputs(bundle, folder, output, metrics)
-    except RunCancelled:
-        if prefixed is not None:
-            prefixed.release()
-        folder.write_status("cancelled", started=started, ended=time.time(), error="cancelled by the user")
-        raise
     except BaseException as err:
         if prefixed is not None:
             prefixed.release()
-        folder.write_status("failed", error=f"{type(err).__name__}: {err}", trace=traceback.format_exc(limit=5),
-                            started=started, ended=time.time())
+        if isinstance(err, RunCancelled):
+            folder.write_status("cancelled", started=started, ended=time.time(), error="cancelled by the user")
+        else:
+            folder.write_status("failed", error=f"{type(err).__name__}: {err}", trace=traceback.format_exc(limit=5),
+                                started=started, ended=time.time())
         raise
     folder.write_status("done", started=started, ended=time.time(), method=method)
     return RunResult(folder, metrics, output, final_visual, prefixed, work_sets)

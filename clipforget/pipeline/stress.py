@@ -1,21 +1,12 @@
 """Is it really gone? The stress test of a finished run, over held-out photos of a gallery index.
 
-Three tests, each with a verdict a stakeholder can read (forgotten / partly / not) and the numbers behind it:
-
-1. **Other names** -- a sweep of texts the subgroup could be found by (:mod:`clipforget.retrieval.paraphrases`:
-   the mined names, the forget images' folder names, WordNet's synonyms / hyponyms / hypernyms, descriptive
-   templates, the user's prompts, and names chosen against the unlearned model by an attacker who holds the forget
-   photos). Per text the subgroup's count in the top-k before / after; the headline is the *worst* text.
-2. **Relearning** -- from theta(alpha), k steps of plain fine-tuning of every layer the run may have changed (a) on
-   the retain images alone and (b) on five forget images with their label; the subgroup's zero-shot accuracy and
-   top-k count after each, beside the same attack on the original model; and the weight distance to the original.
-3. **Unseen photos** -- the share forgotten (1 - zero-shot accuracy ratio) on the photos the run trained on versus
-   held-out photos of the subgroup: did it forget the subgroup or the pictures?
-
-Everything is computed from prefix activations: each gallery image goes once through the frozen layers before the
-first layer the run changed, and every model (before, theta(alpha), each relearning step) runs only the rest, so the
-name sweep and the unseen-photo check take seconds and relearning a minute or two on two CPU cores. The result is
-written to the run folder (``stress.json``), where the report and the app read it. Choices: docs/decisions.md D34.
+Three tests, each with a verdict a stakeholder can read (forgotten / partly / not) and the numbers behind it: *other
+names* (the worst of the texts the subgroup could be found by, :mod:`clipforget.retrieval.paraphrases`),
+*relearning* (steps of plain fine-tuning from theta(alpha), beside the same attack on the original) and *unseen
+photos* (the share forgotten on the photos the run trained on versus held-out ones). Everything is computed from
+prefix activations: each gallery image goes once through the frozen layers before the first layer the run changed,
+and every model runs only the rest. The result is written to the run folder (``stress.json``), where the report and
+the app read it. What each test does and why: docs/decisions.md D34.
 """
 
 from __future__ import annotations
@@ -89,9 +80,7 @@ class _Encoder:
         self.visual = copy.deepcopy(self.bundle.model.visual).eval()
 
     def inputs(self, images: torch.Tensor) -> torch.Tensor:
-        if self.cache is None:
-            return images
-        return self.cache.activations(images)
+        return self.cache.activations(images) if self.cache is not None else images
 
     def state(self, full: State) -> State:
         return self.cache.suffix_state(full) if self.cache is not None else full
@@ -307,8 +296,7 @@ def stress_test(run: RunFolder, gallery: GalleryIndex, subgroup_parts: Sequence[
             own.append(encoder.inputs(task.calibration_retain.images))
         gallery_inputs = torch.cat([gallery_inputs, *own])
         subgroup = np.concatenate([subgroup, np.ones(len(task.calibration_forget), bool),
-                                   np.zeros(len(gallery_inputs) - len(subgroup) - len(task.calibration_forget),
-                                            bool)])
+                                   np.zeros(len(gallery_inputs) - len(subgroup) - len(task.calibration_forget), bool)])
         source = "the run's held-out photos"
     before = encoder.embed(gallery_inputs, encoder.state(theta_0)).numpy()
     after = encoder.embed(gallery_inputs, encoder.state(theta_a)).numpy()
@@ -324,20 +312,16 @@ def stress_test(run: RunFolder, gallery: GalleryIndex, subgroup_parts: Sequence[
     classifier = text_classifier(bundle, classnames).float().cpu()
     label_id = classnames.index(label)
     unseen: dict[str, Any] = {"label": label}
-    sets = {"held-out photos (gallery)": torch.from_numpy(before[subgroup]),
-            "held-out photos (gallery), after": torch.from_numpy(after[subgroup])}
-    held_b = _label_accuracy(sets["held-out photos (gallery)"], classifier, bundle, label_id)
-    held_a = _label_accuracy(sets["held-out photos (gallery), after"], classifier, bundle, label_id)
+    held_b = _label_accuracy(torch.from_numpy(before[subgroup]), classifier, bundle, label_id)
+    held_a = _label_accuracy(torch.from_numpy(after[subgroup]), classifier, bundle, label_id)
     unseen["heldout"] = {"images": int(subgroup.sum()), "acc_original": held_b, "acc": held_a,
                          "forgotten": forgotten_share(held_a, held_b)}
     if task is not None:
-        trained_b = _label_accuracy(encoder.embed(forget_inputs, encoder.state(theta_0)), classifier, bundle,
-                                    label_id)
+        trained_b = _label_accuracy(encoder.embed(forget_inputs, encoder.state(theta_0)), classifier, bundle, label_id)
         trained_a = _label_accuracy(torch.from_numpy(forget_after), classifier, bundle, label_id)
         unseen["trained"] = {"images": len(task.forget), "acc_original": trained_b, "acc": trained_a,
                              "forgotten": forgotten_share(trained_a, trained_b)}
-        gap = unseen["trained"]["forgotten"] - unseen["heldout"]["forgotten"]
-        unseen["gap"] = gap
+        unseen["gap"] = unseen["trained"]["forgotten"] - unseen["heldout"]["forgotten"]
         unseen["verdict"] = unseen_verdict(unseen["trained"]["forgotten"], unseen["heldout"]["forgotten"], cfg)
     else:
         unseen["verdict"] = "untested: the run did not record its training folders"
@@ -366,11 +350,9 @@ def _relearning(encoder: _Encoder, task: UnlearningTask, gallery_inputs: torch.T
                 bundle: ClipBundle, cfg: StressConfig, progress: ProgressFn) -> dict[str, Any]:
     """Attacks (a) retain-only and (b) five forget images, from theta(alpha) and, as the control, from the original.
 
-    Two zero-shot measures: the coarse label's (the issue's) and the subgroup's *own names'* (a held-out photo counts
-    when one of the subgroup's names beats every class of the task). Where the retain images share the forget
-    images' label (a subgroup), fine-tuning them on that label teaches every look-alike the label, the subgroup's
-    own photos included and from the original model as much as from the unlearned one (the control rows show it:
-    the label's zero-shot rises and the own names' falls, for the original too), so there the verdict reads the
+    Two zero-shot measures: the coarse label's and the subgroup's *own names'* (a held-out photo counts when one of
+    the subgroup's names beats every class of the task). Where the retain images share the forget images' label, both
+    move for the original as much (fine-tuning teaches every look-alike the label), so there the verdict reads the
     retrieval count alone (docs/decisions.md D34)."""
     probe = sweep["texts"][0]["text"] if sweep["worst"] is None else sweep["worst"]["text"]
     primary = next((r["text"] for r in sweep["texts"] if r["family"] == "base" and r["text"].startswith("a photo")),
@@ -419,8 +401,6 @@ def _relearning(encoder: _Encoder, task: UnlearningTask, gallery_inputs: torch.T
     early = at.get(25, check)
 
     def holds(row: dict[str, Any]) -> bool:
-        # with a shared label both zero-shot measures move for the original as much (the control rows): the
-        # retrieval count is what tells a subgroup that came back
         return (shared_label or row[measure_key] <= cfg.zero_shot_bound) and row["top_k"] <= cfg.worst_bound
 
     verdict = "resists" if holds(check) else "partly: comes back between 25 and 100 steps" if holds(early) \

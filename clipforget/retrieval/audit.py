@@ -40,17 +40,10 @@ class PromptAudit:
                 float(np.median([t["rank_after"] for t in self.tracked])))
 
     def as_dict(self) -> dict[str, Any]:
-        return {
-            "prompt": self.prompt,
-            **self.comparison.summary(),
-            "overlap": self.overlap,
-            "subgroup_in_top_k": self.subgroup_in_top_k,
-            "groups_in_top_k": self.groups_in_top_k,
-            "tracked_median_rank": self.median_ranks(),
-            "top_before": [h.label for h in self.comparison.before],
-            "top_after": [h.label for h in self.comparison.after],
-            "tracked": self.tracked,
-        }
+        return {"prompt": self.prompt, **self.comparison.summary(), "overlap": self.overlap,
+                "subgroup_in_top_k": self.subgroup_in_top_k, "groups_in_top_k": self.groups_in_top_k,
+                "tracked_median_rank": self.median_ranks(), "top_before": [h.label for h in self.comparison.before],
+                "top_after": [h.label for h in self.comparison.after], "tracked": self.tracked}
 
 
 def path_group(patterns: str) -> Callable[[Hit], bool]:
@@ -59,16 +52,9 @@ def path_group(patterns: str) -> Callable[[Hit], bool]:
     return lambda hit: any(p in hit.path.replace("\\", "/") for p in parts)
 
 
-def audit_prompt(
-    bundle: ClipBundle,
-    gallery: GalleryIndex,
-    after: np.ndarray,
-    prompt: str,
-    k: int = 20,
-    subgroup: str | None = None,
-    track: tuple[str, ...] = (),
-    groups: dict[str, str] | None = None,
-) -> PromptAudit:
+def audit_prompt(bundle: ClipBundle, gallery: GalleryIndex, after: np.ndarray, prompt: str, k: int = 20,
+                 subgroup: str | None = None, track: tuple[str, ...] = (),
+                 groups: dict[str, str] | None = None) -> PromptAudit:
     """Top-``k`` of ``prompt`` before (index embeddings) and after (``after``); ranks of rows labelled ``track``;
     per group (name -> comma-separated path parts) the counts in the top-k before and after.
 

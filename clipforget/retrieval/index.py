@@ -73,9 +73,8 @@ def load_index(path: str | os.PathLike, mmap: bool = True, gpu: bool | None = Fa
     path = Path(path)
     info_path = path / INFO_FILE
     if not info_path.is_file():
-        raise IndexLoadError(
-            f"{path} is not a finished index folder (no {INFO_FILE}); build it with python -m index_builder"
-        )
+        raise IndexLoadError(f"{path} is not a finished index folder (no {INFO_FILE}); build it with python -m "
+                             "index_builder")
     info = json.loads(info_path.read_text(encoding="utf-8"))
     for name in (INDEX_FILE, EMBEDDINGS_FILE, METADATA_FILE):
         if not (path / name).is_file():
@@ -86,10 +85,8 @@ def load_index(path: str | os.PathLike, mmap: bool = True, gpu: bool | None = Fa
     skipped_path = path / SKIPPED_FILE
     skipped = json.loads(skipped_path.read_text(encoding="utf-8")) if skipped_path.is_file() else []
     if not (index.ntotal == len(embeddings) == len(records) == info.get("count", len(records))):
-        raise IndexLoadError(
-            f"index folder {path} is inconsistent: faiss {index.ntotal}, embeddings {len(embeddings)}, "
-            f"metadata {len(records)}, info {info.get('count')} rows"
-        )
+        raise IndexLoadError(f"index folder {path} is inconsistent: faiss {index.ntotal}, embeddings "
+                             f"{len(embeddings)}, metadata {len(records)}, info {info.get('count')} rows")
     set_search_params(index, info.get("search_params", ""))
     from .gpu import index_to_gpu, wants_gpu
 

@@ -70,10 +70,8 @@ def related_names(base: Iterable[str], wordnet: WordNet | None, per_relation: in
 
 def expand(names: dict[str, str], templates: Sequence[str] = TEMPLATES) -> list[Paraphrase]:
     """Every name in every template (hypernyms only in the first two: they name the siblings too)."""
-    out = []
-    for name, family in names.items():
-        for t in templates if family != "hypernym" else templates[:2]:
-            out.append(Paraphrase(t.format(name), name, family))
+    out = [Paraphrase(t.format(name), name, family) for name, family in names.items()
+           for t in (templates if family != "hypernym" else templates[:2])]
     return list({p.text: p for p in out}.values())
 
 

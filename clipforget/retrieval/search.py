@@ -116,13 +116,8 @@ def to_hits(gallery: GalleryIndex, scores: np.ndarray, ids: np.ndarray) -> list[
 
 
 @torch.no_grad()
-def text_to_image(
-    bundle: Any,
-    index: GalleryIndex,
-    prompt: str,
-    k: int = 20,
-    embeddings: np.ndarray | torch.Tensor | None = None,
-) -> list[Hit]:
+def text_to_image(bundle: Any, index: GalleryIndex, prompt: str, k: int = 20,
+                  embeddings: np.ndarray | torch.Tensor | None = None) -> list[Hit]:
     """Top-``k`` gallery images for ``prompt``.
 
     The prompt is encoded by ``bundle``'s text tower (unlearning changes only the image tower, so the original
@@ -165,14 +160,8 @@ class Comparison:
         return 1.0 - self.share_after / self.share_before
 
     def summary(self) -> dict[str, Any]:
-        return {
-            "k": len(self.before),
-            "left": len(self.left),
-            "entered": len(self.entered),
-            "share_before": self.share_before,
-            "share_after": self.share_after,
-            "share_drop": self.share_drop,
-        }
+        return {"k": len(self.before), "left": len(self.left), "entered": len(self.entered),
+                "share_before": self.share_before, "share_after": self.share_after, "share_drop": self.share_drop}
 
 
 def compare(before_hits: Sequence[Hit], after_hits: Sequence[Hit], subgroup: Subgroup = None) -> Comparison:

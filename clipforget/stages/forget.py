@@ -57,14 +57,8 @@ class LayerImportance:
     parameters: int
 
 
-def layer_fisher(
-    model: nn.Module,
-    layer_names: list[str],
-    loss_fn,
-    inputs: torch.Tensor,
-    targets: torch.Tensor,
-    micro_batch: int = 8,
-) -> dict[str, float]:
+def layer_fisher(model: nn.Module, layer_names: list[str], loss_fn, inputs: torch.Tensor, targets: torch.Tensor,
+                 micro_batch: int = 8) -> dict[str, float]:
     """Empirical Fisher per layer: mean over micro-batches of squared gradients, averaged over parameters."""
     modules = dict(model.named_modules())
     params = {name: list(modules[name].parameters(recurse=False)) for name in layer_names}
@@ -97,18 +91,12 @@ def rank_layers(fisher_forget: dict[str, float], fisher_retain: dict[str, float]
     """Sort layers by relative Fisher information ``F_f / F_r``, highest first (the ratio is capped at
     ``1 / ratio_floor`` where the retain Fisher vanishes)."""
     modules = dict(model.named_modules())
-    ranking = [
-        LayerImportance(
-            name,
-            fisher_forget[name],
-            fisher_retain[name],
-            # per-layer floor (docs/decisions.md D1): a floor shared by all layers swamps the late layers'
-            # retain Fisher; capping the ratio only guards against F_r ~ 0.
-            fisher_forget[name] / max(fisher_retain[name], ratio_floor * fisher_forget[name], eps),
-            sum(p.numel() for p in modules[name].parameters(recurse=False)),
-        )
-        for name in fisher_forget
-    ]
+    # per-layer floor (docs/decisions.md D1): a floor shared by all layers swamps the late layers' retain Fisher;
+    # capping the ratio only guards against F_r ~ 0.
+    ranking = [LayerImportance(name, fisher_forget[name], fisher_retain[name],
+                               fisher_forget[name] / max(fisher_retain[name], ratio_floor * fisher_forget[name], eps),
+                               sum(p.numel() for p in modules[name].parameters(recurse=False)))
+               for name in fisher_forget]
     return sorted(ranking, key=lambda r: r.relative, reverse=True)
 
 
@@ -116,16 +104,15 @@ def zero_shot_ce(bundle: ClipBundle, classifier: torch.Tensor):
     """Loss function (model, uint8 images, label ids) -> zero-shot cross-entropy, for Fisher estimates."""
 
     def loss_fn(model: nn.Module, images: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-        feats = image_features(bundle, images, _as_clip(bundle, model))
+        feats = image_features(bundle, images, model if hasattr(model, "visual") else VisualOnly(model))
         return F.cross_entropy(logits(bundle, feats, classifier), targets.to(feats.device))
 
     return loss_fn
 
 
 @torch.no_grad()
-def text_thresholds(
-    bundle: ClipBundle, task: UnlearningTask, texts: torch.Tensor, quantile: float | None = None, samples: int = 256,
-) -> torch.Tensor:
+def text_thresholds(bundle: ClipBundle, task: UnlearningTask, texts: torch.Tensor, quantile: float | None = None,
+                    samples: int = 256) -> torch.Tensor:
     """Per text, the mean (or ``quantile``) cosine similarity of (up to ``samples``) retain images to it under the
     original model: where forget images are pushed down to."""
     idx = torch.randperm(len(task.retain), generator=torch.Generator().manual_seed(0))[:samples]
@@ -194,10 +181,6 @@ def complementary_ce(logit: torch.Tensor, targets: torch.Tensor, eps: float) -> 
     return -torch.log((1.0 - p).clamp_min(eps)).mean()
 
 
-def _as_clip(bundle: ClipBundle, visual_or_model: nn.Module) -> nn.Module:
-    return visual_or_model if hasattr(visual_or_model, "visual") else VisualOnly(visual_or_model)
-
-
 def candidate_layers(tower_layers: list[str], cfg: ForgetConfig) -> list[str]:
     """The ranking's candidates: the last ``candidate_share`` of the tower's adaptable layers, at least ``top_k``
     (decisions D10)."""
@@ -235,15 +218,13 @@ def apply_lora(visual: nn.Module, layer_names: list[str], cfg: ForgetConfig) -> 
     """peft LoRA on exactly ``layer_names`` of a copy of the image tower (everything else frozen)."""
     from peft import LoraConfig, get_peft_model
 
-    config = LoraConfig(
-        r=cfg.lora_rank, lora_alpha=cfg.lora_alpha, lora_dropout=0.0, target_modules=layer_names, bias="none"
-    )
+    config = LoraConfig(r=cfg.lora_rank, lora_alpha=cfg.lora_alpha, lora_dropout=0.0, target_modules=layer_names,
+                        bias="none")
     return get_peft_model(copy.deepcopy(visual), config)
 
 
-def forget(
-    bundle: ClipBundle, task: UnlearningTask, cfg: ForgetConfig | None = None, progress: ProgressFn = no_progress
-) -> tuple[nn.Module, list[LayerImportance], dict]:
+def forget(bundle: ClipBundle, task: UnlearningTask, cfg: ForgetConfig | None = None,
+           progress: ProgressFn = no_progress) -> tuple[nn.Module, list[LayerImportance], dict]:
     """Return (unlearned image tower with LoRA merged, layer ranking, stage log)."""
     cfg = cfg or ForgetConfig()
     torch.manual_seed(cfg.seed)

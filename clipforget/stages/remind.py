@@ -86,9 +86,8 @@ class BNStatistics:
     def _loss(self, means: list[torch.Tensor], variances: list[torch.Tensor]) -> torch.Tensor:
         total = torch.zeros(())
         for (_, bn), mean, var in zip(self.layers, means, variances, strict=True):
-            total = total + torch.linalg.vector_norm(mean - bn.running_mean) + torch.linalg.vector_norm(
-                var - bn.running_var
-            )
+            total = total + torch.linalg.vector_norm(mean - bn.running_mean) \
+                + torch.linalg.vector_norm(var - bn.running_var)
         return total
 
     def mismatch(self) -> torch.Tensor:
@@ -155,10 +154,8 @@ def _perturbed_forward(bundle: ClipBundle, visual: nn.Module, x: torch.Tensor, d
         visual(bundle.input_space.tower_input(x[start:stop] + delta[start:stop]))
 
 
-def align_to_bn_statistics(
-    bundle: ClipBundle, visual: nn.Module, images: torch.Tensor, cfg: RemindConfig, cancel=None,
-    progress: ProgressFn = no_progress,
-) -> tuple[torch.Tensor, dict]:
+def align_to_bn_statistics(bundle: ClipBundle, visual: nn.Module, images: torch.Tensor, cfg: RemindConfig, cancel=None,
+                           progress: ProgressFn = no_progress) -> tuple[torch.Tensor, dict]:
     """Perturb ``images`` (the tower's inputs: uint8 pixels, or cached prefix activations) so their BN input
     statistics in ``visual`` match the running statistics; the L-inf bound is ``cfg.epsilon`` in pixel units or
     ``cfg.activation_epsilon`` channel standard deviations (:mod:`clipforget.models.inputs`, decisions D11)."""
@@ -214,17 +211,12 @@ def align_to_bn_statistics(
         stats.close()
         for p, flag in zip(visual.parameters(), flags, strict=True):
             p.requires_grad_(flag)
-    return torch.cat(out), {
-        "aligned": True,
-        "space": space.kind,
-        "mismatch_before": float(np.mean(before)),
-        "mismatch_after": float(np.mean(after)),
-    }
+    return torch.cat(out), {"aligned": True, "space": space.kind, "mismatch_before": float(np.mean(before)),
+                            "mismatch_after": float(np.mean(after))}
 
 
-def ema_update(
-    ema: dict[str, torch.Tensor], current: dict[str, torch.Tensor], decay: float, keys: list[str] | None = None
-) -> None:
+def ema_update(ema: dict[str, torch.Tensor], current: dict[str, torch.Tensor], decay: float,
+               keys: list[str] | None = None) -> None:
     """``ema <- decay * ema + (1 - decay) * current`` for float entries (only ``keys`` if given), in place.
 
     Entries that are never trained stay bit-identical to the original, so weight-space diffs (alpha grids) see
@@ -237,10 +229,8 @@ def ema_update(
                 ema[key].mul_(decay).add_(value.detach().to(ema[key].dtype), alpha=1.0 - decay)
 
 
-def fine_tuning_pool(
-    bundle: ClipBundle, teacher: nn.Module, task: UnlearningTask, cfg: RemindConfig, rng: np.random.Generator,
-    progress: ProgressFn = no_progress,
-) -> tuple[ImageSet, dict]:
+def fine_tuning_pool(bundle: ClipBundle, teacher: nn.Module, task: UnlearningTask, cfg: RemindConfig,
+                     rng: np.random.Generator, progress: ProgressFn = no_progress) -> tuple[ImageSet, dict]:
     """``cfg.align_images`` retain images drawn with ``rng``, aligned to the BatchNorm statistics (Eq. 4) unless
     ``cfg.align`` is off."""
     pool = task.retain.subset(rng.permutation(len(task.retain))[: cfg.align_images])
@@ -254,15 +244,9 @@ def fine_tuning_pool(
     return ImageSet(aligned, pool.labels, pool.paths), log
 
 
-def remind(
-    bundle: ClipBundle,
-    unlearned_visual: nn.Module,
-    task: UnlearningTask,
-    trainable_layers: list[str],
-    cfg: RemindConfig | None = None,
-    progress: ProgressFn = no_progress,
-    forget_cfg: ForgetConfig | None = None,
-) -> tuple[nn.Module, dict]:
+def remind(bundle: ClipBundle, unlearned_visual: nn.Module, task: UnlearningTask, trainable_layers: list[str],
+           cfg: RemindConfig | None = None, progress: ProgressFn = no_progress,
+           forget_cfg: ForgetConfig | None = None) -> tuple[nn.Module, dict]:
     """Return (the EMA image tower, stage log). ``bundle.model`` is the original (teacher) model."""
     cfg = cfg or RemindConfig()
     torch.manual_seed(cfg.seed)
@@ -304,10 +288,8 @@ def remind(
         student_logits = logits(bundle, student_feats, classifier)
         ce = F.cross_entropy(student_logits, targets.to(student_logits.device))
         t = cfg.kd_temperature
-        kd = F.kl_div(
-            F.log_softmax(student_logits / t, -1), F.log_softmax(teacher_logits / t, -1), log_target=True,
-            reduction="batchmean",
-        ) * t * t
+        kd = F.kl_div(F.log_softmax(student_logits / t, -1), F.log_softmax(teacher_logits / t, -1), log_target=True,
+                      reduction="batchmean") * t * t
         loss = ce + cfg.kd_weight * kd
         if cfg.feature_kd_weight > 0:
             feature_kd = (1.0 - (student_feats * teacher_feats).sum(-1)).mean()

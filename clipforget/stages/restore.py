@@ -57,16 +57,9 @@ def top_share(forget_feats: torch.Tensor, retain_feats: torch.Tensor, texts: tor
 RETRIEVAL_KEY = "forget_retrieval"
 
 
-def alpha_curve(
-    bundle: ClipBundle,
-    theta_u: State,
-    theta_0: State,
-    sets: Mapping[str, tuple[ImageSet, Sequence[str]]],
-    alphas: Sequence[float],
-    progress: ProgressFn = no_progress,
-    cancel=None,
-    retrieval: RetrievalProbe | None = None,
-) -> list[dict]:
+def alpha_curve(bundle: ClipBundle, theta_u: State, theta_0: State, sets: Mapping[str, tuple[ImageSet, Sequence[str]]],
+                alphas: Sequence[float], progress: ProgressFn = no_progress, cancel=None,
+                retrieval: RetrievalProbe | None = None) -> list[dict]:
     """Zero-shot accuracy of every set at every alpha, ``[{"alpha": a, "<set>": acc, ...}]``, plus
     ``forget_retrieval`` (:func:`top_share`) when a ``retrieval`` probe is given. Each set is encoded once per alpha."""
     scratch = copy.deepcopy(bundle.model.visual).eval()

@@ -85,9 +85,6 @@ def fisher_forgetting(bundle: ClipBundle, task: UnlearningTask, cfg: FisherConfi
         for name, n in noise.items():
             params[name].add_(n.to(params[name].dtype))
     progress("fisher", 1.0, "noise added")
-    log = {
-        "config": asdict(cfg),
-        "noise_norm": float(torch.sqrt(sum(n.pow(2).sum() for n in noise.values()))),
-        "fisher_top": sorted(((n, float(f.mean())) for n, f in fisher.items()), key=lambda x: -x[1])[:10],
-    }
+    log = {"config": asdict(cfg), "noise_norm": float(torch.sqrt(sum(n.pow(2).sum() for n in noise.values()))),
+           "fisher_top": sorted(((n, float(f.mean())) for n, f in fisher.items()), key=lambda x: -x[1])[:10]}
     return MethodOutput(frozen_state(visual), log, stage_seconds={"noise": time.perf_counter() - start})

@@ -45,8 +45,8 @@ def project_output(visual: torch.nn.Module, proj: torch.Tensor) -> str:
     """Fold ``proj`` (``D,D``) into the image tower's output map in place; returns the edited parameter's name."""
     with torch.no_grad():
         for name in OUTPUT_MAPS:
-            linear = _linear_at(visual, name)
-            if linear is not None:
+            linear = dict(visual.named_modules()).get(name)
+            if isinstance(linear, torch.nn.Linear):
                 linear.weight.copy_((proj @ linear.weight.float()).to(linear.weight.dtype))
                 if linear.bias is not None:
                     linear.bias.copy_((proj @ linear.bias.float()).to(linear.bias.dtype))
@@ -55,11 +55,6 @@ def project_output(visual: torch.nn.Module, proj: torch.Tensor) -> str:
             visual.proj.copy_((visual.proj.float() @ proj).to(visual.proj.dtype))
             return "proj"
     raise ValueError(f"image tower has none of {', '.join(OUTPUT_MAPS)}, proj: cannot fold the projection")
-
-
-def _linear_at(visual: torch.nn.Module, name: str) -> torch.nn.Linear | None:
-    module = dict(visual.named_modules()).get(name)
-    return module if isinstance(module, torch.nn.Linear) else None
 
 
 OUTPUT_MAPS = ("attnpool.c_proj", "head.proj", "head.mlp.fc2")

@@ -58,10 +58,8 @@ def pareto_front(points: dict[str, tuple[float, float]]) -> list[str]:
     """Names not dominated when maximising the first value and minimising the second."""
     front = []
     for name, (imp, align) in points.items():
-        dominated = any(
-            (o_imp >= imp and o_align <= align) and (o_imp > imp or o_align < align)
-            for other, (o_imp, o_align) in points.items() if other != name
-        )
+        dominated = any((o_imp >= imp and o_align <= align) and (o_imp > imp or o_align < align)
+                        for other, (o_imp, o_align) in points.items() if other != name)
         if not dominated:
             front.append(name)
     return sorted(front, key=lambda n: -points[n][0])
@@ -76,19 +74,16 @@ def slug(bundle: ClipBundle, task: UnlearningTask, cfg: SLUGConfig, progress: Pr
     names = [n for n, p in visual.named_parameters() if p.ndim >= 2]
 
     def sample(images, n):
-        idx = torch.from_numpy(rng.permutation(len(images))[:n])
-        return images.subset(idx)
+        return images.subset(torch.from_numpy(rng.permutation(len(images))[:n]))
 
     forget, retain = sample(task.forget, cfg.gradient_samples), sample(task.retain, cfg.gradient_samples)
     progress("slug", 0.0, "forget and retain gradients")
     g_f = full_gradient(bundle, visual, forget.images, task.label_ids(forget), classifier, names, cfg.micro_batch)
     g_r = full_gradient(bundle, visual, retain.images, task.label_ids(retain), classifier, names, cfg.micro_batch)
     params = dict(visual.named_parameters())
-    points = {
-        n: (float(g_f[n].norm() / params[n].detach().norm().clamp_min(1e-12)),
-            float(F.cosine_similarity(g_f[n].flatten(), g_r[n].flatten(), dim=0).abs()))
-        for n in names if g_f[n].norm() > 0
-    }
+    points = {n: (float(g_f[n].norm() / params[n].detach().norm().clamp_min(1e-12)),
+              float(F.cosine_similarity(g_f[n].flatten(), g_r[n].flatten(), dim=0).abs()))
+              for n in names if g_f[n].norm() > 0}
     front = pareto_front(points)[: cfg.max_layers]
     task.check_cancelled()
 
@@ -113,8 +108,7 @@ def slug(bundle: ClipBundle, task: UnlearningTask, cfg: SLUGConfig, progress: Pr
                 p.copy_((original.float() + lam * direction).to(p.dtype))
                 f_acc, r_acc = accuracies()
                 value = (1.0 - ratio(f_acc, f0)) + ratio(r_acc, r0)
-                trials.append({"layer": name, "step": lam, "forget_acc": f_acc, "retain_acc": r_acc,
-                               "value": value})
+                trials.append({"layer": name, "step": lam, "forget_acc": f_acc, "retain_acc": r_acc, "value": value})
                 if best is None or value > best["value"] + 1e-9:
                     best = trials[-1]
                 progress("slug", (li * len(cfg.step_sizes) + si + 1) / total, f"{name} step {lam}: {value:.3f}")
@@ -123,11 +117,7 @@ def slug(bundle: ClipBundle, task: UnlearningTask, cfg: SLUGConfig, progress: Pr
             p = params[best["layer"]]
             direction = g_f[best["layer"]] / g_f[best["layer"]].norm() * p.detach().float().norm()
             p.add_((best["step"] * direction).to(p.dtype))
-    log = {
-        "config": asdict(cfg),
-        "calibration_original": {"forget_acc": f0, "retain_acc": r0},
-        "pareto_front": [{"layer": n, "importance": points[n][0], "alignment": points[n][1]} for n in front],
-        "chosen": best,
-        "trials": trials,
-    }
+    log = {"config": asdict(cfg), "calibration_original": {"forget_acc": f0, "retain_acc": r0},
+           "pareto_front": [{"layer": n, "importance": points[n][0], "alignment": points[n][1]} for n in front],
+           "chosen": best, "trials": trials}
     return MethodOutput(frozen_state(visual), log, stage_seconds={"search": time.perf_counter() - start})
