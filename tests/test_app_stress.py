@@ -12,8 +12,8 @@ from test_app_security import plant_run
 from test_service import make_fixture, make_service
 
 from clipforget.app.stress import BUSY_HERE, BUSY_SERVER, MAX_TEXTS, StressJob, parse_texts, subgroup_parts
-from clipforget.app.ui.render import stress_html
 from clipforget.core.errors import DataError
+from clipforget.pipeline.report import stress_html
 
 
 @pytest.fixture(scope="module")

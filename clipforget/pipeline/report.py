@@ -248,49 +248,108 @@ def render_report(folder: RunFolder, inputs: ReportInputs) -> str:
         parts.append(f"<h2>Retrieval audits</h2><p class='note cf-left-out'>{e(inputs.retrieval_note)}</p>")
     for result in inputs.prompts:
         parts.append(_prompt_section(result))
-    parts.append(stress_section(read_stress(folder)))
+    stress = read_stress(folder)
+    if stress:
+        parts.append("<h2>Stress test</h2>" + stress_html(stress))
     if inputs.command:
         parts.append(f"<h2>Reproduce</h2><pre>{e(inputs.command)}</pre>")
     parts.append("</body></html>")
     return "\n".join(parts)
 
 
-def stress_section(stress: dict[str, Any]) -> str:
-    """The run's stress test (``clipforget stress``): the verdicts, the worst other names and the relearning
-    table; empty when the run has none."""
-    if not stress:
-        return ""
-    e = html_text
-    k = stress.get("k", 20)
-    parts = [f"<h2>Stress test (α = {float(stress.get('alpha', 0)):.2f}, {stress.get('subgroup_images', 0)} held-out "
-             "photos of the subgroup)</h2><table class='metrics'><tr><th>test</th><th>verdict</th><th>numbers</th>"
-             "</tr>"]
-    parts += [f"<tr><td>{e(v['test'])}</td><td><b>{e(v['verdict'])}</b></td><td>{e(v['numbers'])}</td></tr>"
-              for v in stress.get("verdicts", [])]
-    parts.append("</table>")
-    names = stress.get("names", {})
-    rows = names.get("texts", [])[:10]
-    if rows:
-        parts.append(f"<p class='note'>Other names: {len(names.get('texts', []))} texts tried "
-                     f"({e(', '.join(names.get('families', [])))}); the ten that find most of the subgroup after "
-                     f"(top-{k}, before → after):</p><table class='metrics'><tr><th>text</th><th>kind</th>"
-                     "<th>before → after</th></tr>")
-        parts += [f"<tr><td>{e(r['text'])}</td><td>{e(r['family'])}</td><td>{r['before']} → {r['after']}</td></tr>"
-                  for r in rows]
-        parts.append("</table>")
-    relearning = stress.get("relearning", {})
+STRESS_NONE = ("No stress test of this run yet. It asks whether the subgroup is really gone: can other words still "
+               "find it, does it come back after a little retraining, is it forgotten on photos the run never saw?")
+STRESS_TESTS = {  # the library's test names -> the question a stakeholder asks
+    "other names": "Can other words still find it?",
+    "relearning": "Does it come back after a little retraining?",
+    "unseen photos": "Is it forgotten on photos the run never saw?",
+}
+
+
+def _verdict_mark(verdict: str) -> tuple[str, str]:
+    """``(symbol, CSS class)`` of a verdict: gone, partly, not gone, or not tested (symbols every font has)."""
+    v = verdict.lower()
+    if v.startswith(("forgotten", "resists", "subgroup forgotten")):
+        return "✔", "cf-v-good"
+    if v.startswith("partly"):
+        return "⚠", "cf-v-partly"
+    if v.startswith("not") and not v.startswith("not run"):
+        return "✘", "cf-v-bad"
+    return "–", "cf-v-none"  # not run, untested
+
+
+def stress_html(result: dict[str, Any], title: str = "") -> str:
+    """A run's stress test (``clipforget stress``) for the app's page and the report alike: the verdict table in
+    plain words, the ten texts that find most of the subgroup after (before → after) and the relearning table.
+    Every text is escaped (user texts among them)."""
+    def e(value: object, limit: int = 500) -> str:
+        return html_text(value, limit)
+
+    if not result:
+        return f"<p class='cf-stress-none'>{e(STRESS_NONE)}</p>"
+    k = int(result.get("k", 20))
+    gallery = f"<i>{e(result.get('gallery', ''), 100)}</i>"
+    where = f"in gallery {gallery}" if result.get("subgroup_source") == "gallery" else \
+        f"the run's own, added to gallery {gallery}"
+    head = (f"<p>{'<b>' + e(title, 200) + '</b>: ' if title else ''}stress test at α = "
+            f"{float(result.get('alpha', 0)):.2f} over {int(result.get('subgroup_images', 0))} held-out photos of "
+            f"the subgroup ({where}; took {float(result.get('seconds', 0)):.0f} s). A text “finds” a photo when the "
+            f"photo is among its top-{k}.</p>")
+    rows = []
+    verdicts = list(result.get("verdicts") or [])
+    if not any(str(v.get("test", "")).startswith("relearning") for v in verdicts):
+        verdicts.insert(1, {"test": "relearning", "verdict": "not run",
+                            "numbers": "run the stress test again with relearning (a few minutes): the app's “include "
+                                       "relearning”, `clipforget stress` without `--no-relearn`"})
+    for v in verdicts:
+        test = str(v.get("test", ""))
+        question = next((q for key, q in STRESS_TESTS.items() if test.startswith(key)), "")
+        verdict = str(v.get("verdict", ""))
+        if "nan" in str(v.get("numbers", "")).split():
+            # a share of nothing: the original model did not recognise these photos either, so no verdict holds
+            verdict = "untested: the original model did not recognise these photos either"
+        mark, css = _verdict_mark(verdict)
+        rows.append(f"<tr><td><b>{e(test)}</b><br><small>{e(question)}</small></td>"
+                    f"<td class='cf-verdict {css}'>{mark} {e(verdict)}</td>"
+                    f"<td>{e(v.get('numbers', ''), 600)}</td></tr>")
+    parts = [head, "<table class='cf-stress-table' id='cf-stress-verdicts'><thead><tr><th>test</th><th>verdict</th>"
+                   f"<th>numbers</th></tr></thead><tbody>{''.join(rows)}</tbody></table>"]
+    names = result.get("names") or {}
+    texts = list(names.get("texts") or [])[:10]
+    if texts:
+        parts.append(f"<h4>Other names: the ten texts that find most of the subgroup now</h4><p><small>"
+                     f"{len(names.get('texts') or [])} texts tried ({e(', '.join(names.get('families') or []))});"
+                     f" photos of the subgroup in the top-{k}, original model → θ(α).</small></p>"
+                     "<table class='cf-stress-table' id='cf-stress-names'><thead><tr><th>text</th><th>kind</th>"
+                     "<th>before → after</th></tr></thead><tbody>")
+        parts += [f"<tr><td>{e(r.get('text', ''), 300)}</td><td>{e(r.get('family', ''))}</td>"
+                  f"<td>{int(r.get('before', 0))} → <b>{int(r.get('after', 0))}</b></td></tr>" for r in texts]
+        parts.append("</tbody></table>")
+    relearning = result.get("relearning") or {}
     if relearning.get("rows"):
-        parts.append(f"<p class='note'>Relearning: plain fine-tuning from θ(α) and from the original (Adam, lr "
-                     f"{relearning.get('lr')}); the subgroup's zero-shot accuracy (share of the original) and its "
-                     f"top-{k} count for “{e(str(relearning.get('texts', [''])[0]))}”.</p><table class='metrics'>"
-                     "<tr><th>attack</th><th>from</th><th>steps</th><th>zero-shot</th><th>top-k</th></tr>")
-        parts += [f"<tr><td>{e(r['attack'])}</td><td>{e(r['model'])}</td><td>{r['steps']}</td><td>"
-                  f"{r['zero_shot']:.2f} ({r['zero_shot_ratio']:.2f})</td><td>{r['top_k']}</td></tr>"
+        probe = (relearning.get("texts") or [""])[0]
+        parts.append("<h4>Relearning: plain fine-tuning from θ(α) and, for comparison, from the original</h4>"
+                     f"<p><small>The subgroup's zero-shot accuracy (its share of the original model's), the same by "
+                     f"the subgroup's own names, and how many of its photos “{e(probe, 200)}” finds in the "
+                     f"top-{k} (Adam, lr {e(relearning.get('lr', ''))}).</small></p><table class='cf-stress-table' "
+                     "id='cf-stress-relearning'><thead><tr><th>attack</th><th>from</th><th>steps</th><th>zero-shot"
+                     "</th><th>own names</th><th>top-k</th></tr></thead><tbody>")
+        parts += [f"<tr><td>{e(r.get('attack', ''))}</td><td>{e(r.get('model', ''))}</td>"
+                  f"<td>{int(r.get('steps', 0))}</td><td>{_share(r, 'zero_shot')}</td>"
+                  f"<td>{_share(r, 'name_zero_shot')}</td><td>{int(r.get('top_k', 0))}</td></tr>"
                   for r in relearning["rows"]]
-        parts.append("</table>")
-    parts.append(f"<p class='note'>Weight distance of θ(α) to the original (relative L2): "
-                 f"{float(stress.get('weight_distance', 0)):.4f}.</p>")
+        parts.append("</tbody></table>")
+    parts.append(f"<p><small>Weight distance of θ(α) to the original (relative L2): "
+                 f"{float(result.get('weight_distance', 0)):.4f}.</small></p>")
     return "".join(parts)
+
+
+def _share(row: dict[str, Any], key: str) -> str:
+    value, ratio = row.get(key), row.get(f"{key}_ratio")
+    if value is None:
+        return ""
+    ratio_text = f" ({float(ratio):.2f})" if ratio is not None and ratio == ratio else ""
+    return f"{float(value):.2f}{ratio_text}"
 
 
 def _prompt_section(result: PromptResult) -> str:
@@ -353,4 +412,7 @@ figure {margin: 0; width: 104px; font-size: .7em; text-align: center; border: 2p
 figure img {width: 96px; height: 96px; object-fit: contain; background: #eee}
 figure.left {border-color: #c33} figure.entered {border-color: #393} figure.forgotten {border-color: #e90}
 pre {background: #f5f5f5; padding: .8em; white-space: pre-wrap}
+.cf-stress-table {width: 100%} .cf-stress-table th {background: #f3f4f6} .cf-stress-table td {vertical-align: top}
+.cf-verdict {font-weight: 600}
+.cf-v-good {color: #15803d} .cf-v-partly {color: #b45309} .cf-v-bad {color: #b91c1c} .cf-v-none {color: #6b7280}
 """

@@ -23,7 +23,7 @@ from gradio.components.plot import PlotData
 
 from clipforget.core.errors import ClipforgetError, DataError
 from clipforget.pipeline.folder import STATES_ACTIVE
-from clipforget.pipeline.report import score_text
+from clipforget.pipeline.report import score_text, stress_html
 
 from .. import compare, reports, selection, stress, validate
 from ..config import EXAMPLE_PROMPTS
@@ -38,7 +38,6 @@ from .render import (
     lag_badge,
     render_status,
     run_choices,
-    stress_html,
     stress_progress,
     upload_previews,
     verdict_html,

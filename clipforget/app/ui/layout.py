@@ -12,7 +12,7 @@ import gradio as gr
 import pandas as pd
 
 from clipforget.jobs.profiles import PROFILES
-from clipforget.pipeline.report import gallery_title
+from clipforget.pipeline.report import gallery_title, stress_html
 from clipforget.settings import get_setting
 
 from ..config import EXAMPLE_PROMPTS
@@ -20,7 +20,7 @@ from ..messages import md
 from ..presets import DEFAULT_PRESET, PRESETS
 from ..service import AppServices
 from ..stress import MAX_TEXT_CHARS, MAX_TEXTS
-from .render import NO_RUN, SKIPPED_COLUMNS, STRESS_NONE
+from .render import NO_RUN, SKIPPED_COLUMNS
 
 UPLOAD_BOX_PX = 150
 
@@ -262,6 +262,6 @@ def build_layout(services: AppServices, default_profile: str = "fast") -> Layout
                     stress_btn = gr.Button("Is it really gone? Run the stress test", variant="primary",
                                            elem_id="cf-stress-run")
             stress_status = gr.HTML("", elem_id="cf-stress-status")
-            stress_result = gr.HTML(f"<p>{STRESS_NONE}</p>", elem_id="cf-stress-result")
+            stress_result = gr.HTML(stress_html({}), elem_id="cf-stress-result")
     components = locals()  # every component above is a local named as its Layout field
     return Layout(**{f.name: components[f.name] for f in fields(Layout)})
