@@ -111,18 +111,22 @@ def run_method(bundle: ClipBundle, task: UnlearningTask, out_dir: str | os.PathL
         target = next((s.name for s in eval_sets if s.role == "target"), None)
         retain = next((s.name for s in eval_sets if s.role == "retain"), None)
         metrics = {
-            "method": method, "task": task.name,
+            "method": method,
+            "task": task.name,
             "target_acc": final.get(target) if target else None,
             "target_acc_original": original.get(target) if target else None,
             "retain_acc": final.get(retain) if retain else None,
             "retain_acc_original": original.get(retain) if retain else None,
-            **summary, "alpha": output.alpha,
+            **summary,
+            "alpha": output.alpha,
             "stage_seconds": {k: round(v, 2) for k, v in output.stage_seconds.items()},
             "method_seconds": round(sum(output.stage_seconds.values()), 2),
             "evaluation_seconds": round(eval_seconds, 2),
             "prefix_cache": prefixed.describe() if prefixed is not None else None,
-            "total_seconds": round(time.time() - started, 2), "peak_rss_mb": round(peak_rss_mb(), 1),
-            "skipped_files": [{"path": p, "reason": r} for p, r in skipped], "skipped_count": len(skipped),
+            "total_seconds": round(time.time() - started, 2),
+            "peak_rss_mb": round(peak_rss_mb(), 1),
+            "skipped_files": [{"path": p, "reason": r} for p, r in skipped],
+            "skipped_count": len(skipped),
             "warnings": run_warnings(summary["zero_shot"]),
         }
         _write_outputs(bundle, folder, output, metrics)
