@@ -20,23 +20,19 @@ from clipforget.retrieval.audit import audit_prompt
 from clipforget.retrieval.index import load_index
 from index_builder.alpha_grid import AlphaGridConfig, compute_alpha_grid, embeddings_at
 
-from .common import add_folder_args
+from .common import add_finished_run_args, add_folder_args
 
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("audit", help="retrieval audit: a prompt's top-k before vs after unlearning")
-    p.add_argument("--run", required=True, help="finished run folder")
+    add_finished_run_args(p)
     p.add_argument("--index", required=True, help="gallery index folder (python -m index_builder build)")
     p.add_argument("--prompt", action="append", required=True, help="text prompt (repeatable)")
-    p.add_argument("--alpha", type=float, default=None, help="soup coefficient (default: the run's chosen alpha)")
-    p.add_argument("-k", "--k", type=int, default=20, help="top-k")
     p.add_argument("--subgroup", default=None, help="path part of the forgotten images, e.g. cifar10/test/airplane/")
     p.add_argument("--track", default="", help="labels whose full-gallery ranks to report, comma separated")
     p.add_argument("--group", action="append", default=[], metavar="NAME=PATH_PART[,PATH_PART]",
                    help="count a group of images in the top-k before / after (repeatable)")
     p.add_argument("--json", default=None, help="also write the audit as JSON here")
-    p.add_argument("--device", default="auto")
-    add_folder_args(p)
     p.set_defaults(func=cmd_audit)
 
     g = sub.add_parser("alpha-grid", help="gallery embeddings of a finished run at every alpha")

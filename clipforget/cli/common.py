@@ -21,6 +21,15 @@ def add_folder_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--cache-dir", default=None, help="cache folder (else $CLIPFORGET_CACHE)")
 
 
+def add_finished_run_args(parser: argparse.ArgumentParser) -> None:
+    """What the commands that read a finished run at one alpha share: ``--run``, ``--alpha``, ``-k``, ``--device``."""
+    parser.add_argument("--run", required=True, help="finished run folder")
+    parser.add_argument("--alpha", type=float, default=None, help="soup coefficient (default: the run's chosen alpha)")
+    parser.add_argument("-k", "--k", type=int, default=20, help="top-k")
+    parser.add_argument("--device", default="auto")
+    add_folder_args(parser)
+
+
 def apply_folders(args: argparse.Namespace) -> None:
     """Flags win over the environment, for this process and the workers it starts."""
     if getattr(args, "data_root", None):

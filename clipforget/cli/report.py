@@ -27,19 +27,15 @@ from clipforget.pipeline.report import ReportInputs, held_out_audit, run_gallery
 from clipforget.retrieval.index import load_index
 from index_builder.alpha_grid import embeddings_at
 
-from .common import add_folder_args
+from .common import add_finished_run_args
 
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("report", help="a run's audit report: one self-contained HTML file")
-    p.add_argument("--run", required=True, help="finished run folder")
+    add_finished_run_args(p)
     p.add_argument("--index", default=None, help="gallery index folder for the retrieval audits")
     p.add_argument("--prompt", action="append", default=[], help="audit prompt (repeatable)")
-    p.add_argument("--alpha", type=float, default=None, help="soup coefficient (default: the run's chosen alpha)")
-    p.add_argument("-k", "--k", type=int, default=20, help="top-k")
     p.add_argument("--out", required=True, help="HTML file to write")
-    p.add_argument("--device", default="auto")
-    add_folder_args(p)
     p.set_defaults(func=cmd_report)
 
 

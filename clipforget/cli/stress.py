@@ -19,24 +19,20 @@ from clipforget.pipeline.folder import RunFolder
 from clipforget.pipeline.stress import StressConfig, stress_test
 from clipforget.retrieval.index import load_index
 
-from .common import add_folder_args, progress_printer
+from .common import add_finished_run_args, progress_printer
 
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("stress", help="stress test of a finished run: other names, relearning, unseen photos")
-    p.add_argument("--run", required=True, help="finished run folder")
+    add_finished_run_args(p)
     p.add_argument("--index", required=True, help="gallery index of held-out photos (python -m index_builder build)")
     p.add_argument("--subgroup", default="", help="path parts of the subgroup's held-out photos in the index, comma "
                    "separated (default: the run's own held-out photos of the subgroup, added to the gallery)")
-    p.add_argument("--alpha", type=float, default=None, help="soup coefficient (default: the run's chosen alpha)")
     p.add_argument("--name", action="append", default=[], help="a name of the subgroup to expand (repeatable)")
     p.add_argument("--prompt", action="append", default=[], help="a text of your own to try (repeatable)")
     p.add_argument("--no-relearn", dest="relearn", action="store_false", help="skip the relearning attack")
-    p.add_argument("-k", "--k", type=int, default=20, help="top-k")
     p.add_argument("--json", default=None, help="also write the result here")
     p.add_argument("--quiet", action="store_true")
-    p.add_argument("--device", default="auto")
-    add_folder_args(p)
     p.set_defaults(func=cmd_stress)
 
 

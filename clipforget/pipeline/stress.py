@@ -333,8 +333,9 @@ def stress_test(run: RunFolder, gallery: GalleryIndex, subgroup_parts: Sequence[
                               "weight_distance": weight_distance(theta_a, theta_0),
                               "method_mining": (run.config().get("config") or {}).get("mining") or {}}
     if relearning and task is not None:
-        result["relearning"] = _relearning(encoder, task, gallery_inputs, subgroup, sweep, theta_0, theta_a,
-                                           classifier, label_id, bundle, cfg, progress)
+        result["relearning"] = _relearning(encoder, task, gallery_inputs, torch.from_numpy(before), forget_inputs,
+                                           subgroup, sweep, theta_0, theta_a, classifier, label_id, bundle, cfg,
+                                           progress)
     elif relearning:
         result["relearning"] = {"verdict": "untested: the run did not record its training folders"}
     result["seconds"] = round(time.perf_counter() - started, 1)
@@ -345,10 +346,12 @@ def stress_test(run: RunFolder, gallery: GalleryIndex, subgroup_parts: Sequence[
     return result
 
 
-def _relearning(encoder: _Encoder, task: UnlearningTask, gallery_inputs: torch.Tensor, subgroup: np.ndarray,
-                sweep: dict[str, Any], theta_0: State, theta_a: State, classifier: torch.Tensor, label_id: int,
-                bundle: ClipBundle, cfg: StressConfig, progress: ProgressFn) -> dict[str, Any]:
-    """Attacks (a) retain-only and (b) five forget images, from theta(alpha) and, as the control, from the original.
+def _relearning(encoder: _Encoder, task: UnlearningTask, gallery_inputs: torch.Tensor, before: torch.Tensor,
+                forget_inputs: torch.Tensor, subgroup: np.ndarray, sweep: dict[str, Any], theta_0: State,
+                theta_a: State, classifier: torch.Tensor, label_id: int, bundle: ClipBundle, cfg: StressConfig,
+                progress: ProgressFn) -> dict[str, Any]:
+    """Attacks (a) retain-only and (b) five forget images, from theta(alpha) and, as the control, from the original
+    (``before``: the gallery's embeddings under the original).
 
     Two zero-shot measures: the coarse label's and the subgroup's *own names'* (a held-out photo counts when one of
     the subgroup's names beats every class of the task). Where the retain images share the forget images' label, both
@@ -364,7 +367,7 @@ def _relearning(encoder: _Encoder, task: UnlearningTask, gallery_inputs: torch.T
     retain_inputs = encoder.inputs(task.retain.images)
     retain_targets = task.label_ids(task.retain)
     order = torch.randperm(len(task.forget), generator=torch.Generator().manual_seed(cfg.seed))[:cfg.attack_images]
-    forget_inputs = encoder.inputs(task.forget.images)[order]
+    forget_inputs = forget_inputs[order]
     forget_targets = task.label_ids(task.forget)[order]
     held = torch.from_numpy(np.flatnonzero(subgroup))
     shared_label = bool(set(task.forget.labels) & set(task.retain.labels))
@@ -374,7 +377,7 @@ def _relearning(encoder: _Encoder, task: UnlearningTask, gallery_inputs: torch.T
         by_name = float((logits(bundle, sub, names_classifier).argmax(1) < len(own)).float().mean())
         return _label_accuracy(sub, classifier, bundle, label_id), by_name
 
-    original_acc, original_name = measure(encoder.embed(gallery_inputs, encoder.state(theta_0)))
+    original_acc, original_name = measure(before)
     attacks = {"retain only": (retain_inputs, retain_targets), "5 forget images": (forget_inputs, forget_targets)}
     starts = {"unlearned": encoder.state(theta_a), "original": encoder.state(theta_0)}
     rows: list[dict[str, Any]] = []
