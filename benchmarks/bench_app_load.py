@@ -9,11 +9,10 @@ client gets a token from ``/new_api_token`` (the benchmark reads the token's wor
 its run once, then loops: ``/set_alpha`` to a random grid alpha or ``/retrieve`` with a random prompt (40 % each) or
 loads the page (``/`` and ``/config``, 20 %).
 
-The load runs in **one separate process** (``--client raw``, default): an asyncio client speaking the protocol the
-browser speaks -- ``POST /gradio_api/queue/join``, then the session's event stream ``GET /gradio_api/queue/data``
-until the event's ``process_completed`` -- with its own session hash and the workspace token, about 6 ms of CPU per
-call. ``--client gradio`` uses ``gradio_client`` instead (threads in ``--procs`` processes, about 55 ms of CPU per
-call, which on a 2-core machine competes with the server for the cores).
+The load runs in **one separate process**: an asyncio client speaking the protocol the browser speaks -- ``POST
+/gradio_api/queue/join``, then the session's event stream ``GET /gradio_api/queue/data`` until the event's
+``process_completed`` -- with its own session hash and the workspace token, about 6 ms of CPU per call
+(``gradio_client`` costs about 55 ms, which on a 2-core machine competes with the server for the cores: D12).
 Prints per-endpoint and overall p50 / p95 / p99 / max latency (client -> server -> client, thumbnails not
 downloaded), throughput, errors, and the server's resident memory before the clients open their runs, once every
 run is open, and after the load (the growth the issue bounds is the last two).
@@ -24,7 +23,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import multiprocessing
 import os
 import random
 import shutil
@@ -151,48 +149,6 @@ async def run_raw_clients(jobs: list[tuple], opened: threading.Event) -> dict:
     return {"results": results, "errors": errors, "open_s": open_s}
 
 
-def run_clients(jobs: list[tuple]) -> dict:
-    """One worker process: a thread per client; each opens its run, then moves alpha / queries until time is up."""
-    from gradio_client import Client
-
-    results: dict[str, list[float]] = {"set_alpha": [], "retrieve": [], "page": []}
-    errors: list[str] = []
-    lock = threading.Lock()
-    clients = []
-    t0 = time.perf_counter()
-    for i, url, token, run_id, gallery, alphas, _ in jobs:
-        c = Client(url, verbose=False, download_files=False, headers={HEADER: token})
-        c.predict(run_id, "airplane", gallery, api_name="/open_run")
-        clients.append((i, c, gallery, alphas))
-    open_s = time.perf_counter() - t0
-    stop_at = time.time() + jobs[0][-1]
-
-    def worker(i: int, c, gallery: str, alphas: list[float]) -> None:
-        mix = RequestMix(i, alphas)
-        while time.time() < stop_at:
-            endpoint, a, prompt = mix.next()
-            t = time.perf_counter()
-            try:
-                if endpoint == "page":  # what a browser's page load asks for: the page and its layout
-                    pages = [httpx.get(jobs[0][1] + path, headers=c.headers, timeout=60) for path in ("/", "/config")]
-                    out = [r.status_code for r in pages]
-                    ok = out == [200, 200]
-                else:
-                    out = c.predict(a, prompt, gallery, api_name=f"/{endpoint}")
-                    ok = answered(out)
-            except Exception as err:  # counted, not raised: the load goes on
-                ok, out = False, repr(err)
-            with lock:
-                record(results, errors, endpoint, ok, out, 1000 * (time.perf_counter() - t))
-
-    threads = [threading.Thread(target=worker, args=job) for job in clients]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    return {"results": results, "errors": errors, "open_s": open_s}
-
-
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--clients", type=int, default=20)
@@ -201,9 +157,6 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--model", default=DEFAULT_MODEL)
     p.add_argument("--port", type=int, default=7871)
     p.add_argument("--reuse", action="store_true", help="copy the newest finished run of --cache-dir")
-    p.add_argument("--client", choices=("raw", "gradio"), default="raw",
-                   help="raw: one asyncio process speaking the queue protocol; gradio: gradio_client threads")
-    p.add_argument("--procs", type=int, default=4, help="--client gradio: client processes (threads share them)")
     args = p.parse_args(argv)
     from gradio_client import Client
 
@@ -234,22 +187,15 @@ def main(argv: list[str] | None = None) -> None:
         jobs = [(i, url, tokens[i], run_ids[i], gallery, alphas, args.seconds) for i in range(args.clients)]
         rss_open: list[float] = []
         t0 = time.perf_counter()
-        if args.client == "raw":
-            opened = threading.Event()
-            watcher = threading.Thread(target=lambda: opened.wait() and rss_open.append(rss_mb(server.pid)),
-                                       daemon=True)
-            watcher.start()
-            outcomes = [asyncio.run(run_raw_clients(jobs, opened))]
-            opened.set()
-            watcher.join()
-        else:
-            procs = max(1, min(args.procs, args.clients))
-            with multiprocessing.get_context("spawn").Pool(procs) as pool:
-                outcomes = pool.map(run_clients, [jobs[k::procs] for k in range(procs)])
-        setup_open = max(o["open_s"] for o in outcomes)
+        opened = threading.Event()
+        watcher = threading.Thread(target=lambda: opened.wait() and rss_open.append(rss_mb(server.pid)), daemon=True)
+        watcher.start()
+        outcome = asyncio.run(run_raw_clients(jobs, opened))
+        opened.set()
+        watcher.join()
+        setup_open = outcome["open_s"]
         wall = time.perf_counter() - t0 - setup_open
-        results = {name: [v for o in outcomes for v in o["results"][name]] for name in outcomes[0]["results"]}
-        errors = [e for o in outcomes for e in o["errors"]]
+        results, errors = outcome["results"], outcome["errors"]
         rss_after = rss_mb(server.pid)
     finally:
         server.terminate()
@@ -258,7 +204,7 @@ def main(argv: list[str] | None = None) -> None:
     every = results["set_alpha"] + results["retrieve"] + results["page"]
     print(f"{args.clients} clients x {args.seconds:g} s against one server (model {args.model}, quick run on "
           f"{gallery}, {grid['count']} grid images x {len(alphas)} alphas, each client its own workspace and run; "
-          f"{args.client} client)")
+          "raw queue-protocol clients)")
     print(f"set-up: run {setup_run:.1f} s, {args.clients} x open_run {setup_open:.1f} s")
     for name, values in (*results.items(), ("all", every)):
         if values:

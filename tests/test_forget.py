@@ -83,10 +83,6 @@ def test_similarity_anchor_is_zero_at_the_original_and_grows_with_drift(bundle, 
     assert float(loss.anchor_term(moved, original)) > 0.01
     unanchored = ForgetLoss(bundle, task, classifier, ForgetConfig(anchor_weight=0.0))
     assert float(unanchored.anchor_term(moved, original)) == 0.0
-    # the hinge threshold is a quantile of the retain images' similarity under the original model
-    low = ForgetLoss(bundle, task, classifier, ForgetConfig(hinge_quantile=0.1)).tau
-    high = ForgetLoss(bundle, task, classifier, ForgetConfig(hinge_quantile=0.9)).tau
-    assert low.shape == (1,) and bool((low < high).all())
     # extra forget prompts join the label text in the hinge and the anchor
     task.forget_prompts = ("jet", "a plane in the sky")
     with_prompts = ForgetLoss(bundle, task, classifier, ForgetConfig(anchor_weight=10.0))

@@ -39,9 +39,6 @@ class ForgetConfig:
     similarity_weight: float = 10.0  # weight of the cosine hinge (retrieval-side forgetting), 0 disables it
     stop_prob: float = 0.02  # stop early once the mean p(y_c | x) of a forget batch falls below this
     stop_hinge: float = 1e-3  # ... and the cosine hinge of that batch is below this (retrieval forgotten too)
-    # tau of the cosine hinge: this quantile of the retain images' similarity to the label text under the original
-    # model (None: their mean). docs/decisions.md D2, D9.
-    hinge_quantile: float | None = None
     # similarity anchor: retain images keep their original cosine to the forget label text(s), so forgetting cannot
     # work by moving every image away from that text (which leaves the ranking, i.e. retrieval, unchanged; D9)
     anchor_weight: float = 200.0
@@ -111,13 +108,12 @@ def zero_shot_ce(bundle: ClipBundle, classifier: torch.Tensor):
 
 
 @torch.no_grad()
-def text_thresholds(bundle: ClipBundle, task: UnlearningTask, texts: torch.Tensor, quantile: float | None = None,
-                    samples: int = 256) -> torch.Tensor:
-    """Per text, the mean (or ``quantile``) cosine similarity of (up to ``samples``) retain images to it under the
-    original model: where forget images are pushed down to."""
+def text_thresholds(bundle: ClipBundle, task: UnlearningTask, texts: torch.Tensor, samples: int = 256) -> torch.Tensor:
+    """Per text, the mean cosine similarity of (up to ``samples``) retain images to it under the original model:
+    where forget images are pushed down to (the hinge's τ, docs/decisions.md D2)."""
     idx = torch.randperm(len(task.retain), generator=torch.Generator().manual_seed(0))[:samples]
     sims = encode_images(bundle, task.retain.images[idx]) @ texts.to(bundle.device).T
-    return (sims.mean(0) if quantile is None else torch.quantile(sims, quantile, dim=0)).cpu()
+    return sims.mean(0).cpu()
 
 
 def forget_texts(bundle: ClipBundle, task: UnlearningTask, classifier: torch.Tensor) -> torch.Tensor:
@@ -142,8 +138,7 @@ class ForgetLoss:
         self.classifier = classifier
         self.cfg = cfg
         self.texts = forget_texts(bundle, task, classifier)
-        self.tau = text_thresholds(bundle, task, self.texts, cfg.hinge_quantile) if cfg.similarity_weight > 0 \
-            else None
+        self.tau = text_thresholds(bundle, task, self.texts) if cfg.similarity_weight > 0 else None
 
     def hinge(self, feats: torch.Tensor) -> torch.Tensor:
         """Mean over forget images and texts of ``max(0, cos - tau)``: zero once no forget image is closer to a
