@@ -340,7 +340,9 @@ class Handlers:
         return self.open_run(rid, text, gal, rid, request, progress)
 
     def do_export(self, a: float, rid: str, request: gr.Request):
-        archive = self.s.export(self.owner(request), self._run_id(rid), validate.alpha(a))
+        owner = self.owner(request)
+        a = validate.alpha(a)  # before the run id: a bad α gets its own message
+        archive = self.s.export(owner, self._run_id(rid), a)
         return self._link(archive, f"{archive.stat().st_size / 1e6:.1f} MB", "",
                           "served to this workspace only; removed when the run is deleted or the server stops")
 
