@@ -55,7 +55,7 @@ class RunView:
         self.model_spec = folder.model_spec or config.model
         self.profile = get_profile(self.spec.profile if self.spec and self.spec.profile in PROFILES else "fast")
         self._states: tuple[dict, dict] | None = None
-        self._grids: dict[str, Any] = {}  # gallery -> clipforget.alpha_grid.AlphaGrid
+        self._grids: dict[str, AlphaGrid] = {}
         self._grid_f32: dict[str, np.ndarray] = {}
         self._sims: OrderedDict[tuple[str, str, int], np.ndarray] = OrderedDict()
         self._before: dict[tuple[str, str, int, bool], tuple[list[int], list[float]]] = {}
@@ -117,13 +117,12 @@ class RunView:
             return saved_metrics_table(self.folder)  # at α* the saved metrics: the run list's and report's Score
         headers = ["set", "role", "images", "original %", f"θ(α={alpha:.2f}) %", "ratio"]
         acc, original = self.accuracy_at(alpha), self.accuracy_at(0.0)
-        sets = [{"name": k, **v} for k, v in self.metrics.get("zero_shot", {}).items()]
-        final = {s["name"]: acc.get(s["name"], s["acc"]) for s in sets}  # no curve (older run): saved metrics
-        start = {s["name"]: original.get(s["name"], s["acc_original"]) for s in sets}
-        summary = summarize(start, final, {s["name"]: s.get("role", "retain") for s in sets})
-        rows = [[name, v["role"], next(s.get("images", "") for s in sets if s["name"] == name),
-                 round(100 * v["acc_original"], 1), round(100 * v["acc"], 1), round(v["ratio"], 3)]
-                for name, v in summary["zero_shot"].items()]
+        saved = self.metrics.get("zero_shot", {})
+        final = {n: acc.get(n, s["acc"]) for n, s in saved.items()}  # no curve (older run): saved metrics
+        start = {n: original.get(n, s["acc_original"]) for n, s in saved.items()}
+        summary = summarize(start, final, {n: s.get("role", "retain") for n, s in saved.items()})
+        rows = [[name, v["role"], saved[name].get("images", ""), round(100 * v["acc_original"], 1),
+                 round(100 * v["acc"], 1), round(v["ratio"], 3)] for name, v in summary["zero_shot"].items()]
         rows.append(["Score", "", "", "", "", score_text(summary["score"])])
         return self._remember(self._tables, round(alpha, 4), (headers, rows))
 
@@ -131,11 +130,7 @@ class RunView:
         """Plotly figure: accuracy vs alpha per set, calibration curves dashed, chosen and current alpha marked."""
         import plotly.graph_objects as go
 
-        alpha = validate.alpha(alpha)
-        fig = go.Figure(self._base_figure())
-        fig.add_shape(_alpha_line(alpha))
-        fig.add_annotation(_alpha_label(alpha))
-        return fig
+        return go.Figure(json.loads(self.figure_json(alpha)))
 
     def _base_figure(self) -> dict[str, Any]:
         """The figure without the current-alpha marker, as plotly's JSON-ready dict (built once per view)."""
@@ -203,9 +198,8 @@ class RunView:
 
     def alphas(self, gallery: str | None = None) -> list[float]:
         """The alphas the slider can show distinct retrieval at (the grid's, else the profile's)."""
-        if gallery is not None and gallery in self._grids:
-            return [float(a) for a in self._grids[gallery].alphas]
-        return [float(a) for a in self.profile.grid_alphas]
+        known = gallery is not None and gallery in self._grids
+        return [float(a) for a in (self._grids[gallery].alphas if known else self.profile.grid_alphas)]
 
     def sample_note(self, gallery: str) -> str:
         """Says so when retrieval runs over a sample of the gallery (quick runs on large galleries) or while the
@@ -216,9 +210,8 @@ class RunView:
             notes.append(f"θ(α) of this gallery is ready at {len(grid.ready)} of {len(grid.alphas)} slider steps "
                          f"(α = {', '.join(f'{a:.2f}' for a in grid.ready_alphas)}); the others are being computed, "
                          "and the slider shows the nearest ready one until then")
-        rows = grid.rows
-        if rows is not None:
-            notes.append(f"retrieval over a fixed sample of {len(rows):,} of the gallery's "
+        if grid.rows is not None:
+            notes.append(f"retrieval over a fixed sample of {len(grid.rows):,} of the gallery's "
                          f"{len(self.galleries.get(self.model_spec, gallery)):,} images ({self.profile.name} run)")
         return "; ".join(notes)
 
@@ -246,7 +239,7 @@ class RunView:
                 scores, ids = search(gal.index, query, k)
                 found = ([int(i) for i in ids[0] if i >= 0], [float(x) for x in scores[0]])
             else:  # a sampled grid (the original model's top-k among the same images) or a held-out audit
-                rows = np.arange(len(gal)) if rows is None else np.asarray(rows)
+                rows = np.arange(len(gal)) if rows is None else rows
                 sims = gal.embeddings[rows] @ query
                 top = top_k_rows(sims, k, excluded[rows] if held_out_only else None)
                 found = ([int(rows[i]) for i in top], [float(sims[i]) for i in top])
@@ -267,9 +260,10 @@ class RunView:
         k = min(k or self.app_config.top_k, len(grid))
         trained, forgotten = self.masks(gallery)
         before, before_scores = self._original_top(gallery, prompt, k, held_out_only)
-        sims = self._similarities(gallery, prompt)[grid.nearest(alpha)]
+        nearest = grid.nearest(alpha)  # once: a grid being filled may gain points meanwhile
+        sims = self._similarities(gallery, prompt)[nearest]
         rows = grid.rows
-        grid_rows = np.asarray(rows) if rows is not None else np.arange(len(gal))
+        grid_rows = np.arange(len(gal)) if rows is None else rows
         top = top_k_rows(sims, k, trained[grid_rows] if held_out_only else None)
         after = [int(grid_rows[i]) for i in top]
         left, entered = set(before) - set(after), set(after) - set(before)
@@ -281,7 +275,7 @@ class RunView:
 
         return {"before": items(before, before_scores, left, "left"),
                 "after": items(after, sims[top], entered, "entered"),
-                "grid_alpha": float(grid.alphas[grid.nearest(alpha)]),
+                "grid_alpha": float(grid.alphas[nearest]),
                 "left": sorted(left), "entered": sorted(entered), "gallery": gallery, "alpha": alpha,
                 "held_out_only": held_out_only, "trained_in_gallery": int(trained.sum())}
 

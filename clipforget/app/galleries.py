@@ -110,11 +110,6 @@ class Galleries:
     def thumbnail_root(self) -> Path:
         return self.cache_root / "thumbs"
 
-    @staticmethod
-    def thumbnail_name(path: str, size: int = 96) -> str:
-        """The file name of an image's thumbnail: a digest of its path and size (``<20 hex>.png``)."""
-        return hashlib.sha1(f"{path}|{size}".encode()).hexdigest()[:20] + ".png"
-
     def thumbnail_file(self, name: str) -> Path | None:
         """The thumbnail called ``name`` if it was made (``None`` for any other name)."""
         if not THUMBNAIL_NAME.fullmatch(name):
@@ -126,7 +121,7 @@ class Galleries:
         """A small PNG of a gallery image (cached by path), re-encoded from the decoded pixels."""
         from PIL import Image
 
-        name = self.thumbnail_name(path, size)
+        name = hashlib.sha1(f"{path}|{size}".encode()).hexdigest()[:20] + ".png"  # THUMBNAIL_NAME
         out = self.thumbnail_root / name[:2] / name
         if name in self._thumbnails:
             return out

@@ -13,16 +13,16 @@ import base64
 import hashlib
 import hmac
 import os
-import re
 import secrets
 from pathlib import Path
 
 from clipforget.core.errors import DataError
 
+from .workspaces import Workspaces
+
 COOKIE = "clipforget_ws"
 HEADER = "x-clipforget-token"
 PURPOSES = ("browser", "api")
-_ID = re.compile(r"w[A-Za-z0-9]{8,63}")
 
 
 class NoWorkspace(DataError):
@@ -68,7 +68,7 @@ class WorkspaceTokens:
     def issue(self, workspace: str, purpose: str = "browser") -> str:
         if purpose not in PURPOSES:
             raise ValueError(f"unknown token purpose {purpose!r}")
-        if not _ID.fullmatch(workspace):
+        if not Workspaces.valid(workspace):
             raise DataError("invalid workspace id")
         return f"{workspace}.{self._signature(workspace, purpose)}"
 
@@ -77,7 +77,7 @@ class WorkspaceTokens:
         if not token or len(token) > 200 or token.count(".") != 1:
             return None
         workspace, signature = token.split(".")
-        if not _ID.fullmatch(workspace):
+        if not Workspaces.valid(workspace):
             return None
         if not hmac.compare_digest(signature, self._signature(workspace, purpose)):
             return None

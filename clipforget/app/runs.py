@@ -24,7 +24,7 @@ from clipforget.jobs.profiles import get_profile
 from clipforget.jobs.spec import RunSpec
 from clipforget.pipeline.folder import STATES_ACTIVE, RunFolder, forget_text_subject
 
-from . import selection, uploads
+from . import selection, uploads, validate
 from .config import AppConfig
 from .explore import RunView
 from .galleries import Galleries
@@ -34,6 +34,7 @@ from .workspaces import Workspaces, folder_bytes
 
 INTERRUPTED = "the app restarted or its worker stopped before the run finished; start it again"
 _RUN_ID = re.compile(r"[A-Za-z0-9._-]{1,120}")
+_UPLOAD_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
 
 
 def where(snap: Snapshot) -> str:
@@ -60,12 +61,12 @@ class Runs:
         self._lock = threading.Lock()
 
     # state -------------------------------------------------------------------------------------------------------
-    def _state(self, folder: Path) -> tuple[Snapshot, bool]:
-        """``(snapshot, live)`` of the run in ``folder``: the backend's when it knows the run, else the folder's,
-        where a queued / running state the backend does not know is ``interrupted`` (the app or worker died)."""
+    def _state(self, folder: Path) -> Snapshot:
+        """The snapshot of the run in ``folder``: the backend's when it knows the run, else the folder's, where a
+        queued / running state the backend does not know is ``interrupted`` (the app or worker died)."""
         live = self.backend.snapshot(folder.name)
         if live is not None:
-            return dict(live), True
+            return dict(live)
         snap = read_json(folder / RunFolder.PROGRESS) or {}
         if not snap:
             spec = RunSpec.read(folder)
@@ -73,7 +74,7 @@ class Runs:
         if snap.get("state") in STATES_ACTIVE or snap.get("state") is None:
             snap["state"] = "interrupted"
             snap["error"] = INTERRUPTED
-        return snap, False
+        return snap
 
     @staticmethod
     def _public(snap: Snapshot, spec: RunSpec | None) -> Snapshot:
@@ -136,17 +137,13 @@ class Runs:
         the forget images must stop matching besides the label (the method mines more itself)."""
         root = self.upload_root(owner, upload_id)
         forget_dir, retain_dir, cal_dir = root / "forget", root / "retain", root / "calibration"
-        label = (label or "").strip()
+        label = validate.short_text(label, "the label", 100)
         if not label:
             raise DataError("type the coarse label the forget images should lose (e.g. 'monkey')")
-        if len(label) > 100:
-            raise DataError("the label is too long (100 characters at most)")
         for kind, folder in (("forget", forget_dir), ("retain", retain_dir)):
             if not uploads.has_files(folder):
                 raise DataError(f"upload the {kind} gallery first (image files or a zip)")
-        retain_label = (retain_label or "").strip() or None
-        if retain_label and len(retain_label) > 100:
-            raise DataError("the retain label is too long (100 characters at most)")
+        retain_label = validate.short_text(retain_label, "the retain label", 100) or None
         retain_root = uploads.flatten_single_folder(retain_dir)
         if retain_label is None and not any(p.is_dir() for p in retain_root.iterdir()):
             raise DataError("the retain images need labels: type a retain label, or upload a zip with one sub-folder "
@@ -222,7 +219,7 @@ class Runs:
 
     # uploads and disk ----------------------------------------------------------------------------------------------
     def upload_root(self, owner: str, upload_id: str) -> Path:
-        if not re.fullmatch(r"[A-Za-z0-9_-]{1,64}", upload_id or ""):
+        if not _UPLOAD_ID.fullmatch(upload_id or ""):
             raise DataError("invalid upload id")
         return self.workspaces.path(owner) / "uploads" / upload_id
 
@@ -265,13 +262,15 @@ class Runs:
                             "delete runs you no longer need")
 
     # following -----------------------------------------------------------------------------------------------------
+    def active_id(self, owner: str) -> str | None:
+        """The id of the owner's latest queued / running run."""
+        active = self.backend.active(owner)
+        return active[-1]["id"] if active else None
+
     def status(self, owner: str) -> Snapshot | None:
         """The owner's running / queued run, else their latest one (``None`` when they have none)."""
-        active = self.backend.active(owner)
-        if active:
-            return self.snapshot(owner, active[-1]["id"])
-        runs = self.list_runs(owner)
-        return self.snapshot(owner, runs[0]["id"]) if runs else None
+        run_id = self.active_id(owner) or next((r["id"] for r in self.list_runs(owner)), None)
+        return self.snapshot(owner, run_id) if run_id else None
 
     def snapshot(self, owner: str, run_id: str) -> Snapshot | None:
         """The owner's run ``run_id``: live from the backend, else from its folder (``None`` for other owners)."""
@@ -279,14 +278,11 @@ class Runs:
             folder = self.run_dir(owner, run_id)
         except DataError:
             return None
-        snap, _ = self._state(folder)
-        return self._public(snap, RunSpec.read(folder))
+        return self._public(self._state(folder), RunSpec.read(folder))
 
     def cancel(self, owner: str, run_id: str | None = None) -> bool:
         """Cancel the owner's run ``run_id`` (default: their active one); ``False`` for other owners' runs."""
-        if run_id is None:
-            active = self.backend.active(owner)
-            run_id = active[-1]["id"] if active else None
+        run_id = self.active_id(owner) if run_id is None else run_id
         if not run_id or self.snapshot(owner, run_id) is None:
             return False
         return self.backend.cancel(run_id)
@@ -297,7 +293,7 @@ class Runs:
         for spec, folder in self.all_runs():
             if spec.owner != owner:
                 continue
-            snap, _ = self._state(folder)
+            snap = self._state(folder)
             state = snap.get("state", "unknown")
             metrics = RunFolder(folder).metrics() if state == "done" else {}
             runs.append({"id": folder.name, "title": spec.title, "state": state, "created": spec.created,
@@ -320,7 +316,7 @@ class Runs:
     def finished_run_dir(self, owner: str, run_id: str) -> Path:
         """The folder of the owner's finished run ``run_id`` (a failed run's error is in the refusal)."""
         folder = self.run_dir(owner, run_id)
-        snap, _ = self._state(folder)
+        snap = self._state(folder)
         state = snap.get("state")
         if state != "done" or not RunFolder(folder).is_done():
             why = f": {snap['error']}" if state in ("failed", "interrupted") and snap.get("error") else ""
@@ -357,5 +353,5 @@ class Runs:
         shutil.rmtree(folder, ignore_errors=True)
         self.workspaces.remove_exports(owner, run_id)
         upload = (spec.source or {}).get("upload") if spec else None
-        if upload and re.fullmatch(r"[A-Za-z0-9_-]{1,64}", str(upload)):
+        if upload and _UPLOAD_ID.fullmatch(str(upload)):
             shutil.rmtree(self.workspaces.root / owner / "uploads" / str(upload), ignore_errors=True)

@@ -58,8 +58,8 @@ def _https(scope) -> bool:
     return scope.get("scheme") == "https" or _header(scope, b"x-forwarded-proto") == "https"
 
 
-def _netloc(origin: str) -> str | None:
-    """``host[:port]`` of an origin (``scheme://host[:port]``), default ports dropped; ``None`` when malformed."""
+def normalise_origin(origin: str) -> str | None:
+    """``scheme://host[:port]`` in one spelling (lower case, no default port), or ``None`` when malformed."""
     try:
         parts = urlsplit(origin.strip().lower())
         port = parts.port
@@ -69,13 +69,7 @@ def _netloc(origin: str) -> str | None:
         return None
     default = {"http": 80, "https": 443}[parts.scheme]
     host = f"[{parts.hostname}]" if ":" in parts.hostname else parts.hostname
-    return host if port in (None, default) else f"{host}:{port}"
-
-
-def normalise_origin(origin: str) -> str | None:
-    """``scheme://host[:port]`` in one spelling (lower case, no default port), or ``None`` when malformed."""
-    netloc = _netloc(origin)
-    return None if netloc is None else f"{urlsplit(origin.strip().lower()).scheme}://{netloc}"
+    return f"{parts.scheme}://{host}" + ("" if port in (None, default) else f":{port}")
 
 
 def _host_netloc(host: str, scheme: str) -> str:
@@ -140,10 +134,10 @@ class SecurityMiddleware:
             return False  # "null" (file:// pages, sandboxed frames) and anything malformed
         if normal in self.allowed_origins:
             return True
-        scheme = normal.split("://", 1)[0]
+        scheme, netloc = normal.split("://", 1)
         hosts = [_header(scope, b"host"), _header(scope, b"x-forwarded-host").split(",")[0]]
         served = "https" if _https(scope) else "http"
-        return scheme == served and any(h and _host_netloc(h, scheme) == _netloc(normal) for h in hosts)
+        return scheme == served and any(h and _host_netloc(h, scheme) == netloc for h in hosts)
 
     # the request ---------------------------------------------------------------------------------------------------
     @staticmethod

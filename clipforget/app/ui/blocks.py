@@ -75,10 +75,9 @@ def build_ui(services: AppServices, default_profile: str = "fast") -> gr.Blocks:
         # events with the slider among their inputs skip Gradio's preprocessing, which lets NaN through and answers
         # a non-number without a message: the handlers check every input themselves (clipforget.app.validate)
         alpha_inputs = [ui.alpha, ui.run_id, ui.prompt, ui.gallery_name]
-        ui.alpha.change(f(h.set_alpha), alpha_inputs, explore_out, api_name="set_alpha", trigger_mode="always_last",
-                        show_progress="hidden", preprocess=False, **explore)
-        ui.prompt.change(f(h.set_alpha), alpha_inputs, explore_out, api_name="retrieve", show_progress="hidden",
-                         trigger_mode="always_last", preprocess=False, **explore)  # examples, typing
+        for trigger, name in ((ui.alpha, "set_alpha"), (ui.prompt, "retrieve")):  # the prompt: examples, typing
+            trigger.change(f(h.set_alpha), alpha_inputs, explore_out, api_name=name, trigger_mode="always_last",
+                           show_progress="hidden", preprocess=False, **explore)
         ui.gallery_name.change(f(h.gallery_changed), [ui.run_id, ui.prompt, ui.gallery_name],
                                [ui.run_id, ui.run_info, ui.alpha, ui.prompt, *explore_out], api_visibility="private",
                                **explore)

@@ -80,6 +80,31 @@ class Handlers:
         self.s.galleries.sources(gal)  # unknown names are refused before any work
         return gal
 
+    def _open(self, owner: str, rid: object, gal: object):
+        return self.s.runs.open(owner, self._run_id(rid)), self._gallery(gal)
+
+    @staticmethod
+    def _model(spec: object, prof: object) -> tuple[str, str]:
+        return validate.short_text(spec, "the model", 300), validate.short_text(prof, "the profile", 20) or "fast"
+
+    def _run_args(self, label_text: object, retain_text: object, spec: object, prof: object, also: object) -> tuple:
+        """A new run's checked label, retain label, model, profile and forget prompts ('also forget as' names)."""
+        also = validate.short_text(also, "the 'also forget as' names", 300)
+        prompts = [f"a photo of a {name.strip()}." for name in also.split(",") if name.strip()]
+        return (validate.short_text(label_text, "the label", 100),
+                validate.short_text(retain_text, "the retain label", 100), *self._model(spec, prof), prompts)
+
+    @staticmethod
+    def _run_list(runs: list, value: str | None = None):
+        """The run dropdown: ``runs``' choices, ``value`` else the newest run selected."""
+        choices = run_choices(runs)
+        return gr.update(choices=choices, value=value or (choices[0][1] if choices else None))
+
+    @staticmethod
+    def _link(path: Path, size: str, attrs: str, note: str) -> str:
+        return (f'<a href="clipforget/download/{html_text(path.name)}" download class="cf-download"{attrs}>'
+                f"⬇ {html_text(path.name)} ({size})</a> — {note}")
+
     def message(self, err: BaseException) -> str:
         """A user-facing error text: scrubbed of server paths, no markup."""
         return self.s.scrub(str(err).strip("'\"")).replace("<", "‹").replace(">", "›")
@@ -119,11 +144,8 @@ class Handlers:
     def init(self, request: gr.Request):
         owner = self.owner(request)
         runs = self.s.runs.list_runs(owner)
-        active = self.s.runs.backend.active(owner)
-        choices = run_choices(runs)
-        return (active[-1]["id"] if active else "", render_status(self.s.runs.status(owner), self.s.scrub),
-                gr.update(choices=choices, value=choices[0][1] if choices else None),
-                gr.update(choices=self.s.runs.policy.choices(runs)))
+        return (self.s.runs.active_id(owner) or "", render_status(self.s.runs.status(owner), self.s.scrub),
+                self._run_list(runs), gr.update(choices=self.s.runs.policy.choices(runs)))
 
     def check_model(self, spec: str, request: gr.Request):
         owner = self.owner(request)
@@ -158,10 +180,7 @@ class Handlers:
                 lines.append("- " + md(rep.summary(kind), 2000))
                 previews += upload_previews(rep, kind, self.s.config.max_pixels)
             rows += [[kind, p, self.message(why)] for p, why in rep.skipped]
-        shared = self._shared(root)
-        if shared:
-            lines.append(shared)
-        text = "\n".join(lines) or "Nothing uploaded yet."
+        text = "\n".join(filter(None, [*lines, self._shared(root)])) or "Nothing uploaded yet."
         return text, pd.DataFrame(rows, columns=SKIPPED_COLUMNS), previews
 
     @staticmethod
@@ -176,20 +195,13 @@ class Handlers:
     def start_from_preset(self, name, opt, spec, prof, request: gr.Request):
         owner = self.owner(request)
         snap = self.s.runs.start_preset(owner, validate.short_text(name, "the preset", 100),
-                                        validate.short_text(opt, "the option", 100) or None,
-                                        validate.short_text(spec, "the model", 300), validate.short_text(
-                                            prof, "the profile", 20) or "fast")
+                                        validate.short_text(opt, "the option", 100) or None, *self._model(spec, prof))
         return snap["id"], render_status(snap, self.s.scrub)
 
     def start_from_uploads(self, f, r, c, label_text, retain_text, spec, prof, also: object = None,
                            request: gr.Request = None):
         owner = self.owner(request)
-        also = validate.short_text(also, "the 'also forget as' names", 300)
-        prompts = [f"a photo of a {name.strip()}." for name in also.split(",") if name.strip()]
-        label_text = validate.short_text(label_text, "the label", 100)
-        retain_text = validate.short_text(retain_text, "the retain label", 100)
-        spec = validate.short_text(spec, "the model", 300)
-        prof = validate.short_text(prof, "the profile", 20) or "fast"
+        label_text, retain_text, spec, prof, prompts = self._run_args(label_text, retain_text, spec, prof, also)
         self.s.runs.policy.resolve(spec, owner)  # refuse before copying anything
         upload_id = self.s.runs.new_upload_id()
         root = self.s.runs.upload_root(owner, upload_id)
@@ -221,11 +233,9 @@ class Handlers:
     def after_run(self, current: str, request: gr.Request):
         owner = self.owner(request)
         runs = self.s.runs.list_runs(owner)
-        choices = run_choices(runs)
         snap = self.s.runs.snapshot(owner, current) if current else None
         finished = snap is not None and snap.get("state") == "done"
-        value = current if finished else (choices[0][1] if choices else None)
-        return gr.update(choices=choices, value=value), gr.update(choices=self.s.runs.policy.choices(runs))
+        return self._run_list(runs, current if finished else None), gr.update(choices=self.s.runs.policy.choices(runs))
 
     def do_cancel(self, current: str, request: gr.Request):
         owner = self.owner(request)
@@ -235,23 +245,21 @@ class Handlers:
 
     # explore tab ---------------------------------------------------------------------------------------------------
     def refresh_runs(self, request: gr.Request):
-        choices = run_choices(self.s.runs.list_runs(self.owner(request)))
-        return gr.update(choices=choices, value=choices[0][1] if choices else None)
+        return self._run_list(self.s.runs.list_runs(self.owner(request)))
 
     def delete_run(self, rid: str, request: gr.Request):
         owner = self.owner(request)
         rid = self._run_id(rid, "pick a run first")
         self.s.runs.delete(owner, rid)
         gr.Info("run deleted")
-        choices = run_choices(self.s.runs.list_runs(owner))
-        return gr.update(choices=choices, value=choices[0][1] if choices else None), ""
+        return self._run_list(self.s.runs.list_runs(owner)), ""
 
     def _thumbnail_url(self, request: gr.Request | None):
         """``image path -> thumbnail URL``: the app's own thumbnail route, as an absolute URL so that Gradio hands it
         to the page as it is (a local path would be checked, hashed and copied into Gradio's cache on every event);
         the path itself where the request does not tell the app's public address."""
         thumbnail = self.s.galleries.thumbnail
-        raw = getattr(request, "request", None) if request is not None else None
+        raw = getattr(request, "request", None)
         try:
             root = route_utils.get_root_url(raw, route_utils.get_api_call_path(raw),
                                             getattr(raw.app, "root_path", None) or None) if raw is not None else ""
@@ -259,11 +267,9 @@ class Handlers:
             root = ""
         if not root:
             return thumbnail
-        names = self.s.galleries.thumbnail_name
 
-        def url(path: str) -> str:
-            thumbnail(path)  # made once, kept in the thumbnail folder
-            return f"{root}/clipforget/thumb/{names(path)}"
+        def url(path: str) -> str:  # the thumbnail is made once, kept in the thumbnail folder
+            return f"{root}/clipforget/thumb/{thumbnail(path).name}"
 
         return url
 
@@ -322,10 +328,8 @@ class Handlers:
         return (rid, summary, gr.update(value=a, step=step), text, *self._explore(view, a, text, gal, request))
 
     def set_alpha(self, a: float, rid: str, text: str, gal: str, request: gr.Request):
-        owner = self.owner(request)
         a = validate.alpha(a)
-        view = self.s.runs.open(owner, self._run_id(rid))
-        gal = self._gallery(gal)
+        view, gal = self._open(self.owner(request), rid, gal)
         if not view.has_grid(gal):
             raise DataError(f"gallery {gal} is not embedded for this run yet: press Open")
         return self._explore(view, a, text, gal, request)
@@ -337,12 +341,10 @@ class Handlers:
 
     def do_export(self, a: float, rid: str, request: gr.Request):
         owner = self.owner(request)
-        a = validate.alpha(a)
+        a = validate.alpha(a)  # before the run id: a bad α gets its own message
         archive = self.s.export(owner, self._run_id(rid), a)
-        size_mb = archive.stat().st_size / 1e6
-        return (f'<a href="clipforget/download/{html_text(archive.name)}" download class="cf-download">'
-                f"⬇ {html_text(archive.name)} ({size_mb:.1f} MB)</a> — served to this workspace only; removed "
-                "when the run is deleted or the server stops")
+        return self._link(archive, f"{archive.stat().st_size / 1e6:.1f} MB", "",
+                          "served to this workspace only; removed when the run is deleted or the server stops")
 
     def do_report(self, a: float, rid: str, text: str, gal: str, request: gr.Request):
         """Write the opened run's report (held-out audits at α) into the workspace's exports; a download link."""
@@ -350,30 +352,20 @@ class Handlers:
         a = validate.alpha(a)
         started = time.perf_counter()
         report = self.s.report(owner, self._run_id(rid), a, validate.short_text(text, "the prompt"), self._gallery(gal))
-        size_kb = report.stat().st_size / 1e3
-        return (f'<a href="clipforget/download/{html_text(report.name)}" download class="cf-download" '
-                f'id="cf-report-link">⬇ {html_text(report.name)} ({size_kb:,.0f} KB, written in '
-                f"{time.perf_counter() - started:.1f} s)</a> — opens offline in any browser; served to this "
-                "workspace only, as a download")
+        return self._link(report, f"{report.stat().st_size / 1e3:,.0f} KB, written in "
+                          f"{time.perf_counter() - started:.1f} s", ' id="cf-report-link"',
+                          "opens offline in any browser; served to this workspace only, as a download")
 
     # forget from the gallery -----------------------------------------------------------------------------------------
     def pick(self, target: str, picks: dict, rid: str, a: float, text: str, gal: str, evt: gr.SelectData,
-             request: gr.Request):
-        """A click on a retrieval thumbnail adds that image (as a handle only this workspace can use) to the forget
-        or the retain picks."""
-        return self._pick(target, picks, rid, a, text, gal, evt, request, "before")
-
-    def pick_after(self, target: str, picks: dict, rid: str, a: float, text: str, gal: str, evt: gr.SelectData,
-                   request: gr.Request):
-        return self._pick(target, picks, rid, a, text, gal, evt, request, "after")
-
-    def _pick(self, target, picks, rid, a, text, gal, evt, request, side: str):
+             request: gr.Request, side: str = "before"):
+        """A click on a retrieval thumbnail of the ``side`` panel adds that image (as a handle only this workspace
+        can use) to the forget or the retain picks."""
         owner = self.owner(request)
         picks = self._picks(picks)
         if target not in ("forget", "retain"):
             return picks, self._picks_text(picks)
-        gal = self._gallery(gal)
-        view = self.s.runs.open(owner, self._run_id(rid))
+        view, gal = self._open(owner, rid, gal)
         hits = view.retrieve(validate.short_text(text, "the prompt"), validate.alpha(a), gal)[side]
         index = evt.index if isinstance(evt.index, int) else (evt.index or [0])[0]
         if not isinstance(index, int) or not 0 <= index < len(hits):
@@ -385,10 +377,13 @@ class Handlers:
             picks[target] = [*picks[target], handle][:500]
         return picks, self._picks_text(picks)
 
+    def pick_after(self, target: str, picks: dict, rid: str, a: float, text: str, gal: str, evt: gr.SelectData,
+                   request: gr.Request):
+        return self.pick(target, picks, rid, a, text, gal, evt, request, "after")
+
     @staticmethod
     def _picks(picks: object) -> dict:
-        if not isinstance(picks, dict):
-            return {"gallery": "", "forget": [], "retain": []}
+        picks = picks if isinstance(picks, dict) else {}
         return {"gallery": str(picks.get("gallery") or ""), "forget": list(picks.get("forget") or [])[:500],
                 "retain": list(picks.get("retain") or [])[:500]}
 
@@ -400,7 +395,7 @@ class Handlers:
                 f"{len(picks['retain'])} for the retain set.")
 
     def clear(self):
-        empty = {"gallery": "", "forget": [], "retain": []}
+        empty = self._picks(None)
         return empty, self._picks_text(empty)
 
     def start_from_selection(self, gal: str, fprompt: str, fk: float, rprompt: str, rk: float, label_text: str,
@@ -420,15 +415,11 @@ class Handlers:
             gal, validate.short_text(fprompt, "the forget prompt"), selection.check_k(fk, "the forget top-k"),
             rows["forget"], validate.short_text(rprompt, "the retain prompt"),
             selection.check_k(rk, "the retain top-k"), rows["retain"])
-        also = validate.short_text(also, "the 'also forget as' names", 300)
-        prompts = [f"a photo of a {name.strip()}." for name in also.split(",") if name.strip()]
+        label_text, retain_text, spec, prof, prompts = self._run_args(label_text, retain_text, spec, prof, also)
         rid = validate.short_text(rid, "the run id", 120)
         # the ranking the panel showed: the opened run's original model
         index_model = self.s.runs.open(owner, rid).model_spec if rid else None
-        snap = self.s.runs.start_selection(owner, asked, validate.short_text(label_text, "the label", 100),
-                                           validate.short_text(retain_text, "the retain label", 100) or None,
-                                           validate.short_text(spec, "the model", 300),
-                                           validate.short_text(prof, "the profile", 20) or "fast", prompts,
+        snap = self.s.runs.start_selection(owner, asked, label_text, retain_text or None, spec, prof, prompts,
                                            index_model)
         msg = (f"Started **{md(snap.get('title', ''))}**: progress in tab 1; the run appears in the run list when "
                "it is done.")
@@ -467,8 +458,7 @@ class Handlers:
         rid = validate.short_text(rid, "the run id", 120)
         if not rid:
             return "", stress_html({})
-        view = self.s.runs.open(owner, rid)
-        return "", stress_html(self.s.stress.existing(owner, rid), view.title)
+        return "", stress_html(self.s.stress.existing(owner, rid), self.s.runs.open(owner, rid).title)
 
     def stress_run(self, rid: str, gal: str, relearning: object, texts: object, request: gr.Request,
                    progress=gr.Progress()):
