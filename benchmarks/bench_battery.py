@@ -28,7 +28,8 @@ from common import ROOT, timed
 
 from clipforget.core.devices import resolve_device
 from clipforget.core.paths import data_root
-from clipforget.models.encode import encode_text, text_classifier
+from clipforget.data.images import read_folder
+from clipforget.models.encode import encode_images, encode_text, text_classifier
 from clipforget.pipeline.folder import RunFolder
 from clipforget.retrieval.index import load_index
 from index_builder.alpha_grid import embeddings_at
@@ -171,7 +172,17 @@ def fraction(after: float, before: float) -> float:
     return after / before if before else 1.0
 
 
-def evaluate(task: Task, run_dir: Path, gallery, device, alpha: float | None = None) -> dict:
+def subgroup_share(original, data: Path, queries: np.ndarray, k: int = 10) -> np.ndarray:
+    """Per query embedding, the share of its ``k`` nearest training photos (forget + retain, the original model)
+    that are forget photos: how well the model itself tells the subgroup from its siblings."""
+    feats = [encode_images(original, read_folder(data / role, original.image_size).images).float().cpu().numpy()
+             for role in ("forget", "retain")]
+    is_forget = np.r_[np.ones(len(feats[0])), np.zeros(len(feats[1]))]
+    nearest = np.argsort(-(queries @ np.concatenate(feats).T), axis=1)[:, :k]
+    return is_forget[nearest].mean(1)
+
+
+def evaluate(task: Task, run_dir: Path, data: Path, gallery, device, alpha: float | None = None) -> dict:
     """Every check of issue 38 for one task (held-out photos only, top-20 at alpha*, or at ``alpha``)."""
     run = RunFolder(run_dir)
     original = run.original_model(device)
@@ -188,6 +199,10 @@ def evaluate(task: Task, run_dir: Path, gallery, device, alpha: float | None = N
     texts = encode_text(original, [f"a photo of a {task.own_name}.", f"a photo of a {task.label}."])
     texts = texts.float().cpu().numpy()
     own = (top_count(before, texts[0], sub), top_count(after, texts[0], sub))
+    share = subgroup_share(original, data, before[sub])
+    kept = np.flatnonzero(sub)[np.isin(np.flatnonzero(sub), np.argsort(-(after @ texts[0]))[:K])]
+    separability = {"subgroup": float(share.mean()),
+                    "own_name_kept": float(share[np.isin(np.flatnonzero(sub), kept)].mean()) if len(kept) else None}
     label_sub = (top_count(before, texts[1], sub), top_count(after, texts[1], sub))
     label_sib = (top_count(before, texts[1], sib), top_count(after, texts[1], sib))
     sibling_names = {}
@@ -222,6 +237,7 @@ def evaluate(task: Task, run_dir: Path, gallery, device, alpha: float | None = N
             "own_name": task.own_name, "alpha": alpha, "forget_texts": log.get("forget_texts", []),
             "own": own, "label_subgroup": label_sub, "label_siblings": label_sib, "sibling_names": sibling_names,
             "unrelated": unrelated, "mean_overlap": float(np.mean(overlaps)), "zero_shot": zs,
+            "separability": separability,
             "checks": checks, "failed": [k for k, v in checks.items() if not v]}
 
 
@@ -233,7 +249,9 @@ def pair(x) -> str:
 def markdown(results: list[dict]) -> str:
     """Both halves' tables; a task's failed checks by number, in the order of the legend's checks."""
     checks = list(results[0]["checks"]) if results else []
-    lines = ["Checks: " + "; ".join(f"{i} {name}" for i, name in enumerate(checks, 1)) + ".", ""]
+    lines = ["Checks: " + "; ".join(f"{i} {name}" for i, name in enumerate(checks, 1)) + ".",
+             "Subgroup's neighbours: the share of the 10 nearest training photos (the original model) that are "
+             "subgroup photos, for every held-out subgroup photo and for those its own name still finds at α.", ""]
     for half in ("tuning", "heldout"):
         rows = [r for r in results if r["half"] == half]
         if not rows:
@@ -242,17 +260,20 @@ def markdown(results: list[dict]) -> str:
         lines += [f"**{half} half**: {passing} of {len(rows)} tasks pass every check; "
                   f"{sum(len(r['failed']) <= 1 for r in rows)} fail at most one.", "",
                   "| task (label) | α | own name | label: subgroup | label: siblings | siblings' names (min) | "
-                  "unrelated min, overlap | zero-shot subgroup / siblings ratio | failed checks |",
-                  "|---|---|---|---|---|---|---|---|---|"]
+                  "unrelated min, overlap | zero-shot subgroup / siblings ratio | subgroup's neighbours: all / "
+                  "still found | failed checks |",
+                  "|---|---|---|---|---|---|---|---|---|---|"]
         for r in rows:
             sib_min = min((fraction(a, b) for b, a in r["sibling_names"].values()), default=1.0)
             unrel_min = min(fraction(a, b) for b, a in r["unrelated"].values())
             zs = r["zero_shot"]
+            sep = r["separability"]
+            kept = "–" if sep["own_name_kept"] is None else f"{sep['own_name_kept']:.2f}"
             lines.append(
                 f"| {r['task']} ({r['label']}) | {r['alpha']:.2f} | {pair(r['own'])} | {pair(r['label_subgroup'])} "
                 f"| {pair(r['label_siblings'])} | {sib_min:.2f} | {unrel_min:.2f}, {r['mean_overlap']:.2f} | "
                 f"{fraction(zs['subgroup'][1], zs['subgroup'][0]):.2f} / "
-                f"{fraction(zs['siblings'][1], zs['siblings'][0]):.2f} | "
+                f"{fraction(zs['siblings'][1], zs['siblings'][0]):.2f} | {sep['subgroup']:.2f} / {kept} | "
                 f"{', '.join(str(checks.index(f) + 1) for f in r['failed']) or '–'} |")
         lines.append("")
     return "\n".join(lines)
@@ -298,7 +319,7 @@ def main(argv: list[str] | None = None) -> int:
     for task in tasks:
         data = prepare(task, work, root)
         seconds = run_task(task, data, work / "runs" / task.name, py, extra, args.rerun)
-        result = evaluate(task, work / "runs" / task.name, gallery, device, args.alpha)
+        result = evaluate(task, work / "runs" / task.name, data, gallery, device, args.alpha)
         result["seconds"] = round(seconds, 1)
         results.append(result)
         print(f"{task.name} ({task.half}): alpha {result['alpha']:.2f}, own {pair(result['own'])}, "
