@@ -46,7 +46,7 @@ K = 20
 @dataclass(frozen=True)
 class Task:
     name: str
-    half: str  # "tuning" | "heldout"
+    half: str  # "tuning" | "heldout" | "confirm"
     domain: str
     label: str  # the coarse label, all the user gives
     subgroup: dict[str, str]  # folder -> the subgroup's own name (monkeys10 species or Tiny wnid)
@@ -106,6 +106,21 @@ TASKS = (
                "n07583066": "guacamole", "n07695742": "pretzel"}),
     tiny_task("volleyball", "heldout", "objects", "ball", ("n04540053", "volleyball"),
               {"n02802426": "basketball", "n04118538": "rugby ball"}),
+    # a second held-out half, fixed before any of its results and after both halves above had been seen: the
+    # confirmation of a design chosen on them (docs/decisions.md D33)
+    tiny_task("gorilla", "confirm", "animals (apes)", "ape", ("n02480855", "gorilla"),
+              {"n02481823": "chimpanzee", "n02480495": "orangutan"}),
+    tiny_task("cougar", "confirm", "animals (cats)", "cat", ("n02125311", "cougar"),
+              {"n02129165": "lion", "n02123045": "tabby cat", "n02124075": "egyptian cat"}),
+    tiny_task("limousine", "confirm", "vehicles", "car", ("n03670208", "limousine"),
+              {"n03100240": "convertible", "n02814533": "station wagon", "n04285008": "sports car"}),
+    tiny_task("bee", "confirm", "animals (insects)", "insect", ("n02206856", "bee"),
+              {"n02165456": "ladybug", "n02190166": "fly", "n02268443": "dragonfly", "n02226429": "grasshopper",
+               "n02236044": "mantis", "n02279972": "monarch butterfly"}),
+    tiny_task("banana", "confirm", "food", "fruit", ("n07753592", "banana"),
+              {"n07747607": "orange", "n07749582": "lemon", "n07768694": "pomegranate"}),
+    tiny_task("pop-bottle", "confirm", "objects", "bottle", ("n03983396", "pop bottle"),
+              {"n02823428": "beer bottle", "n03937543": "pill bottle", "n04560804": "water jug"}),
 )
 
 
@@ -252,7 +267,7 @@ def markdown(results: list[dict]) -> str:
     lines = ["Checks: " + "; ".join(f"{i} {name}" for i, name in enumerate(checks, 1)) + ".",
              "Subgroup's neighbours: the share of the 10 nearest training photos (the original model) that are "
              "subgroup photos, for every held-out subgroup photo and for those its own name still finds at α.", ""]
-    for half in ("tuning", "heldout"):
+    for half in ("tuning", "heldout", "confirm"):
         rows = [r for r in results if r["half"] == half]
         if not rows:
             continue
@@ -295,7 +310,7 @@ def figure(results: list[dict], path: Path) -> None:
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--work", required=True, help="folder for the tasks' data, the index, the runs and the tables")
-    p.add_argument("--half", default="all", choices=("all", "tuning", "heldout"))
+    p.add_argument("--half", default="all", choices=("all", "tuning", "heldout", "confirm"))
     p.add_argument("--task", action="append", default=[], help="only these tasks (repeatable)")
     p.add_argument("--rerun", action="store_true", help="run every task again")
     p.add_argument("--set", action="append", default=[], dest="overrides", metavar="FIELD=VALUE",
