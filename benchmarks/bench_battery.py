@@ -2,13 +2,13 @@
 label L, keep its siblings", on the generic path (`unlearn`, no forget prompt, no per-task setting), judged on
 held-out photos (an index of monkeys10 val + Tiny-ImageNet val) at the run's alpha*.
 
-    PYTHONPATH=. .venv/bin/python benchmarks/bench_battery.py --work W [--half tuning|heldout|all] [--alpha A]
+    PYTHONPATH=. .venv/bin/python benchmarks/bench_battery.py --work W [--half tuning|heldout|confirm|all] [--alpha A]
 
 Prepares each task's forget / retain folders from the training splits (monkeys10/train, Tiny-ImageNet train.zip)
 under WORK/data, builds the held-out index once (WORK/index), runs `python -m clipforget unlearn` per task
 (WORK/runs/<task>, reused when done unless --rerun), then prints every check of every task and writes
 WORK/battery.json, WORK/battery.md and WORK/battery.html (plotly). The split into a tuning half and a held-out half
-was fixed before any result was seen (docs/decisions.md D33).
+was fixed before any result was seen; the confirmation half before any of its own (docs/decisions.md D33).
 """
 
 from __future__ import annotations
