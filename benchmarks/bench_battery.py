@@ -215,9 +215,9 @@ def evaluate(task: Task, run_dir: Path, data: Path, gallery, device, alpha: floa
     texts = texts.float().cpu().numpy()
     own = (top_count(before, texts[0], sub), top_count(after, texts[0], sub))
     share = subgroup_share(original, data, before[sub])
-    kept = np.flatnonzero(sub)[np.isin(np.flatnonzero(sub), np.argsort(-(after @ texts[0]))[:K])]
+    found = np.isin(np.flatnonzero(sub), np.argsort(-(after @ texts[0]))[:K])  # still in the own name's top-K
     separability = {"subgroup": float(share.mean()),
-                    "own_name_kept": float(share[np.isin(np.flatnonzero(sub), kept)].mean()) if len(kept) else None}
+                    "own_name_kept": float(share[found].mean()) if found.any() else None}
     label_sub = (top_count(before, texts[1], sub), top_count(after, texts[1], sub))
     label_sib = (top_count(before, texts[1], sib), top_count(after, texts[1], sib))
     sibling_names = {}
@@ -262,7 +262,7 @@ def pair(x) -> str:
 
 
 def markdown(results: list[dict]) -> str:
-    """Both halves' tables; a task's failed checks by number, in the order of the legend's checks."""
+    """Each half's table; a task's failed checks by number, in the order of the legend's checks."""
     checks = list(results[0]["checks"]) if results else []
     lines = ["Checks: " + "; ".join(f"{i} {name}" for i, name in enumerate(checks, 1)) + ".",
              "Subgroup's neighbours: the share of the 10 nearest training photos (the original model) that are "
