@@ -216,8 +216,8 @@ def evaluate(task: Task, run_dir: Path, data: Path, gallery, device, alpha: floa
     own = (top_count(before, texts[0], sub), top_count(after, texts[0], sub))
     share = subgroup_share(original, data, before[sub])
     found = np.isin(np.flatnonzero(sub), np.argsort(-(after @ texts[0]))[:K])  # still in the own name's top-K
-    separability = {"subgroup": float(share.mean()),
-                    "own_name_kept": float(share[found].mean()) if found.any() else None}
+    neighbours = {"all": float(share.mean()),
+                  "still_found": float(share[found].mean()) if found.any() else None}
     label_sub = (top_count(before, texts[1], sub), top_count(after, texts[1], sub))
     label_sib = (top_count(before, texts[1], sib), top_count(after, texts[1], sib))
     sibling_names = {}
@@ -252,7 +252,7 @@ def evaluate(task: Task, run_dir: Path, data: Path, gallery, device, alpha: floa
             "own_name": task.own_name, "alpha": alpha, "forget_texts": log.get("forget_texts", []),
             "own": own, "label_subgroup": label_sub, "label_siblings": label_sib, "sibling_names": sibling_names,
             "unrelated": unrelated, "mean_overlap": float(np.mean(overlaps)), "zero_shot": zs,
-            "separability": separability,
+            "neighbours": neighbours,
             "checks": checks, "failed": [k for k, v in checks.items() if not v]}
 
 
@@ -282,13 +282,13 @@ def markdown(results: list[dict]) -> str:
             sib_min = min((fraction(a, b) for b, a in r["sibling_names"].values()), default=1.0)
             unrel_min = min(fraction(a, b) for b, a in r["unrelated"].values())
             zs = r["zero_shot"]
-            sep = r["separability"]
-            kept = "–" if sep["own_name_kept"] is None else f"{sep['own_name_kept']:.2f}"
+            nb = r["neighbours"]
+            found = "–" if nb["still_found"] is None else f"{nb['still_found']:.2f}"
             lines.append(
                 f"| {r['task']} ({r['label']}) | {r['alpha']:.2f} | {pair(r['own'])} | {pair(r['label_subgroup'])} "
                 f"| {pair(r['label_siblings'])} | {sib_min:.2f} | {unrel_min:.2f}, {r['mean_overlap']:.2f} | "
                 f"{fraction(zs['subgroup'][1], zs['subgroup'][0]):.2f} / "
-                f"{fraction(zs['siblings'][1], zs['siblings'][0]):.2f} | {sep['subgroup']:.2f} / {kept} | "
+                f"{fraction(zs['siblings'][1], zs['siblings'][0]):.2f} | {nb['all']:.2f} / {found} | "
                 f"{', '.join(str(checks.index(f) + 1) for f in r['failed']) or '–'} |")
         lines.append("")
     return "\n".join(lines)
